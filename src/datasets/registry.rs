@@ -1,0 +1,204 @@
+//! The dataset registry (`datasets.toml`): named datasets, their kind, root and notes.
+//!
+//! Pipelines refer to datasets by name only; where the bytes live (and how to get them) is the
+//! registry's business, so one edit of `datasets.toml` (or an environment variable in a root)
+//! moves a dataset for every pipeline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Failure, Result};
+
+/// What a dataset is, which decides how it is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetKind {
+    /// Embedded, procedural dead-leaves clean images (no download).
+    DeadLeaves,
+    /// Embedded simulated camera noise on dead-leaves images ("real-like" target).
+    CameraSim,
+    /// SIDD sRGB (Medium or Small layout).
+    Sidd,
+    /// SPA-Data real rain.
+    SpaData,
+    /// RealBlur-J / -R.
+    Realblur,
+    /// GoPro deblurring pairs.
+    Gopro,
+    /// Rain13K / Rain100 style `{input,target}` pairs.
+    Rain13k,
+    /// A folder of clean images (DIV2K, Flickr2K, WED, BSD400, ...).
+    CleanFolder,
+}
+
+impl DatasetKind {
+    pub fn is_embedded(self) -> bool {
+        matches!(self, DatasetKind::DeadLeaves | DatasetKind::CameraSim)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    pub kind: DatasetKind,
+    /// Root folder; `${VAR}` and `${VAR:-default}` are expanded. Absent for embedded data.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Layout variant inside the kind (e.g. SIDD `medium` / `small`).
+    #[serde(default)]
+    pub layout: Option<String>,
+    #[serde(default)]
+    pub splits: Vec<String>,
+    /// For `camera_sim`: the noise preset (`sidd_like` or `harsh`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub licence: Option<String>,
+    /// Where to get it.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetEntry>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl Registry {
+    pub fn load(path: &Path) -> Result<Registry> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::config(format!("{}: cannot read dataset registry: {e}", path.display())))?;
+        Registry::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Registry> {
+        let mut reg: Registry = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let (line, col) = line_col(text, s.start);
+                    format!(":{line}:{col}")
+                })
+                .unwrap_or_default();
+            Failure::config(format!("{}{at}: {}", path.display(), e.message()))
+        })?;
+        reg.path = path.to_path_buf();
+        Ok(reg)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&DatasetEntry> {
+        self.datasets.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
+            let hint = crate::pipeline::yaml::did_you_mean(name, &names)
+                .map(|s| format!("; did you mean \"{s}\"?"))
+                .unwrap_or_else(|| format!("; registered: {}", names.join(", ")));
+            Failure::config(format!("{}: no dataset named \"{name}\"{hint}", self.path.display()))
+        })
+    }
+
+    /// The dataset's root folder, which must exist; the error says how to get the data.
+    pub fn root(&self, name: &str) -> Result<PathBuf> {
+        let entry = self.get(name)?;
+        let raw = entry.root.as_deref().ok_or_else(|| {
+            Failure::config(format!("{}: dataset \"{name}\" has no `root`", self.path.display()))
+        })?;
+        let expanded = expand_env(raw).map_err(|var| {
+            Failure::data(format!(
+                "dataset \"{name}\": root \"{raw}\" uses ${{{var}}}, which is not set; set it or edit {}",
+                self.path.display()
+            ))
+        })?;
+        let root = PathBuf::from(&expanded);
+        if !root.exists() {
+            let get = entry.source.as_deref().unwrap_or("see the notes in datasets.toml");
+            return Err(Failure::data(format!(
+                "dataset \"{name}\": root {} does not exist. Get it from {get}, then point `root` in {} (or its environment variable) at it",
+                root.display(),
+                self.path.display()
+            )));
+        }
+        Ok(root)
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.
+pub fn expand_env(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| after.to_string())?;
+        let body = &after[..end];
+        let (var, default) = match body.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (body, None),
+        };
+        match (std::env::var(var).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(var.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY: test-local variable names.
+        unsafe { std::env::set_var("RP_TEST_ROOT", "/data/x") };
+        assert_eq!(expand_env("${RP_TEST_ROOT}/sidd").unwrap(), "/data/x/sidd");
+        assert_eq!(expand_env("${RP_UNSET_VAR_Q:-data/sidd}").unwrap(), "data/sidd");
+        assert_eq!(expand_env("${RP_UNSET_VAR_Q}").unwrap_err(), "RP_UNSET_VAR_Q");
+        assert_eq!(expand_env("plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn missing_root_names_dataset_path_and_source() {
+        let text = "[datasets.sidd]\nkind = \"sidd\"\nroot = \"/nonexistent/SIDD\"\nsource = \"https://example.org/sidd\"\n";
+        let reg = Registry::parse(text, Path::new("datasets.toml")).unwrap();
+        let err = reg.root("sidd").unwrap_err().to_string();
+        assert!(err.contains("\"sidd\""), "{err}");
+        assert!(err.contains("/nonexistent/SIDD"), "{err}");
+        assert!(err.contains("https://example.org/sidd"), "{err}");
+    }
+
+    #[test]
+    fn bad_registry_reports_position() {
+        let text = "[datasets.x]\nkind = \"dead_leaves\"\nrooot = \"a\"\n";
+        let err = Registry::parse(text, Path::new("datasets.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("datasets.toml:3:1"), "{err}");
+        assert!(err.contains("rooot"), "{err}");
+    }
+
+    #[test]
+    fn shipped_registry_parses_and_has_embedded_and_real_entries() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets.toml");
+        let reg = Registry::load(&path).unwrap();
+        for name in ["dead-leaves", "camera-sim-sidd", "sidd-medium", "spa-data", "realblur-j", "gopro", "rain13k"] {
+            assert!(reg.get(name).is_ok(), "missing {name}");
+        }
+        assert!(reg.get("dead-leaves").unwrap().kind.is_embedded());
+    }
+}

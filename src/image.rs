@@ -1,0 +1,105 @@
+//! The in-memory image type every stage exchanges, and PNG I/O.
+//!
+//! Pixels are RGB, interleaved (HWC), `f32`, nominally in [0, 1]. Values may leave that range
+//! (unclipped AWGN, raw network outputs); conversion to 8 bits rounds and clamps.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    /// `height * width * 3` values, row-major, RGB interleaved.
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    pub fn new(width: usize, height: usize) -> Self {
+        Image { width, height, data: vec![0.0; width * height * 3] }
+    }
+
+    pub fn from_vec(width: usize, height: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), width * height * 3, "image buffer has the wrong length");
+        Image { width, height, data }
+    }
+
+    #[inline]
+    pub fn idx(&self, x: usize, y: usize, c: usize) -> usize {
+        (y * self.width + x) * 3 + c
+    }
+
+    #[inline]
+    pub fn get(&self, x: usize, y: usize, c: usize) -> f32 {
+        self.data[self.idx(x, y, c)]
+    }
+
+    #[inline]
+    pub fn set(&mut self, x: usize, y: usize, c: usize, v: f32) {
+        let i = self.idx(x, y, c);
+        self.data[i] = v;
+    }
+
+    pub fn same_size(&self, other: &Image) -> bool {
+        self.width == other.width && self.height == other.height
+    }
+
+    /// Copy of the `w × h` window whose top-left corner is `(x0, y0)`.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
+        assert!(x0 + w <= self.width && y0 + h <= self.height, "crop outside the image");
+        let mut out = Image::new(w, h);
+        for y in 0..h {
+            let src = self.idx(x0, y0 + y, 0);
+            out.data[y * w * 3..(y + 1) * w * 3].copy_from_slice(&self.data[src..src + w * 3]);
+        }
+        out
+    }
+
+    pub fn clamped(&self) -> Image {
+        Image { width: self.width, height: self.height, data: self.data.iter().map(|v| v.clamp(0.0, 1.0)).collect() }
+    }
+
+    /// Round to 8 bits and back (what saving to PNG and reloading does).
+    pub fn quantized(&self) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            data: self.data.iter().map(|&v| quantize_u8(v) as f32 / 255.0).collect(),
+        }
+    }
+
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        self.data.iter().map(|&v| quantize_u8(v)).collect()
+    }
+
+    pub fn from_rgb8(width: usize, height: usize, bytes: &[u8]) -> Image {
+        Image::from_vec(width, height, bytes.iter().map(|&b| b as f32 / 255.0).collect())
+    }
+
+    pub fn load_png(path: &Path) -> Result<Image> {
+        let img = image::open(path)
+            .with_context(|| format!("{}: cannot read image", path.display()))?
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        Ok(Image::from_rgb8(w as usize, h as usize, img.as_raw()))
+    }
+
+    /// Encode as an 8-bit RGB PNG.
+    pub fn png_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let enc = image::codecs::png::PngEncoder::new(&mut out);
+        image::ImageEncoder::write_image(
+            enc,
+            &self.to_rgb8(),
+            self.width as u32,
+            self.height as u32,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        Ok(out)
+    }
+}
+
+#[inline]
+pub fn quantize_u8(v: f32) -> u8 {
+    (v * 255.0).round().clamp(0.0, 255.0) as u8
+}

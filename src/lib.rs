@@ -1,0 +1,17 @@
+//! run-pipeline: batch pipelines for real-world image restoration with Noise-DA
+//! ("Denoising as Adaptation", Liao et al., ICLR 2025).
+//!
+//! Layout (one module per concept): [`pipeline`] (spec / plan / run), [`datasets`],
+//! [`degradations`], [`networks`], [`training`], [`metrics`], [`reports`].
+
+pub mod datasets;
+pub mod degradations;
+pub mod error;
+pub mod image;
+pub mod metrics;
+pub mod networks;
+pub mod pipeline;
+pub mod reports;
+pub mod rng;
+pub mod training;
+pub mod util;

@@ -1,0 +1,165 @@
+//! The `run-pipeline` command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode as ProcessExit;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use run_pipeline::datasets::Registry;
+use run_pipeline::error::{ExitCode, Failure, Result};
+use run_pipeline::pipeline::run::{LogMode, RunOptions};
+use run_pipeline::pipeline::{self, plan};
+
+#[derive(Parser, Debug)]
+#[command(name = "run-pipeline", version, about = "Run image-restoration pipelines (Noise-DA) from YAML files",
+    args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: PipelineArgs,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct PipelineArgs {
+    /// Pipeline file, e.g. pipelines/denoise.yaml.
+    pipeline: Option<PathBuf>,
+    /// Profile inside the file (default: the file's `default_profile`, else `demo`).
+    #[arg(long, short)]
+    profile: Option<String>,
+    /// Override a value: --set train.steps=100 (repeatable; type-checked, recorded with the run).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Dataset registry (default: ./datasets.toml, else the one beside the pipelines/ folder).
+    #[arg(long)]
+    registry: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline (the same as giving the file directly).
+    Run(PipelineArgs),
+    /// Validate a pipeline and print its resolved stages without running anything.
+    Plan(PipelineArgs),
+    /// Dataset registry commands.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+        #[arg(long)]
+        registry: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetsCommand {
+    /// List registered datasets and whether their data is present.
+    List,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+    }
+}
+
+fn registry_path(explicit: Option<&Path>, pipeline: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let here = PathBuf::from("datasets.toml");
+    if here.exists() {
+        return here;
+    }
+    // pipelines/x.yaml → ../datasets.toml (the repository layout).
+    pipeline
+        .and_then(|p| p.parent())
+        .and_then(|d| d.parent())
+        .map(|root| root.join("datasets.toml"))
+        .filter(|p| p.exists())
+        .unwrap_or(here)
+}
+
+fn resolve(args: &PipelineArgs) -> Result<pipeline::Resolved> {
+    let path = args
+        .pipeline
+        .as_deref()
+        .ok_or_else(|| Failure::config("no pipeline file given (usage: run-pipeline pipelines/denoise.yaml)"))?;
+    pipeline::load(path, args.profile.as_deref(), &args.sets)
+}
+
+fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
+    let resolved = resolve(args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(ExitCode::Interrupted as i32);
+        }
+        eprintln!("interrupt received: stopping at the next safe point (again to abort now)");
+    })
+    .map_err(|e| Failure::internal(format!("cannot install the signal handler: {e}")))?;
+    let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let opts = RunOptions {
+        registry: registry_path(args.registry.as_deref(), args.pipeline.as_deref()),
+        log: if interactive && matches!(format, LogFormat::Text) { LogMode::Bars } else { LogMode::Lines },
+        stop,
+        command_line: std::env::args().collect(),
+    };
+    let outcome = pipeline::run::run(&resolved, &opts)?;
+    println!("\n{}", outcome.summary);
+    println!("report: {}", outcome.run_dir.display());
+    Ok(())
+}
+
+fn datasets_list(registry: Option<&Path>) -> Result<()> {
+    let reg = Registry::load(&registry_path(registry, None))?;
+    println!("{:<18} {:<12} {:<9} {}", "name", "kind", "status", "root / notes");
+    for (name, e) in &reg.datasets {
+        let (status, where_) = if e.kind.is_embedded() {
+            ("embedded", e.notes.clone().unwrap_or_default())
+        } else {
+            match reg.root(name) {
+                Ok(root) => ("present", root.display().to_string()),
+                Err(_) => ("missing", e.root.clone().unwrap_or_default()),
+            }
+        };
+        println!("{name:<18} {:<12} {status:<9} {where_}", format!("{:?}", e.kind).to_lowercase());
+    }
+    Ok(())
+}
+
+fn main() -> ProcessExit {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match &cli.command {
+        None => run_pipeline(&cli.run, cli.log_format),
+        Some(Command::Run(args)) => run_pipeline(args, cli.log_format),
+        Some(Command::Plan(args)) => resolve(args).map(|r| {
+            println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
+            println!("{}", plan::describe(&r.spec));
+        }),
+        Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
+    };
+    match result {
+        Ok(()) => ProcessExit::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {f}");
+            ProcessExit::from(f.code as u8)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Networks on burn: the residual restorer G and the conditional diffusion UNet D.
+//!
+//! Both are plain `#[derive(Module)]` structs without a backend type parameter (burn 0.22):
+//! the device, and so the back-end, is picked at run time by the caller.
+
+pub mod diffusion;
+pub mod init;
+pub mod restorer;
+
+pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};
+pub use restorer::{RestorerConfig, RestorerUNet};
+
+/// Largest group count ≤ 32 that divides `channels` (GroupNorm(32) at the paper's widths,
+/// graceful for the tiny demo widths).
+pub fn group_count(channels: usize) -> usize {
+    (1..=32.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1)
+}

@@ -1,0 +1,168 @@
+//! Pipelines: loading a `pipelines/*.yaml` file into a validated [`PipelineSpec`] (profile
+//! merged, `--set` overrides applied, every error at `file:line:col`), planning its stages and
+//! running them.
+
+pub mod plan;
+pub mod run;
+pub mod spec;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Failure, Result};
+pub use spec::PipelineSpec;
+use yaml::{ConfigError, Node, Value};
+
+/// The default profile when neither the file nor the command line names one.
+pub const DEFAULT_PROFILE: &str = "demo";
+
+/// A pipeline as resolved for one run.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub path: PathBuf,
+    pub profile: String,
+    pub overrides: Vec<String>,
+    pub spec: PipelineSpec,
+    /// Profiles the file defines (for `--help`-style listings).
+    pub profiles: Vec<String>,
+}
+
+fn config_err(e: ConfigError) -> Failure {
+    Failure::config(e.to_string())
+}
+
+/// Load `path`, select `profile` (or the file's `default_profile`, or `demo`), apply `sets`.
+pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resolved> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::config(format!("{}: cannot read pipeline: {e}", path.display())))?;
+    let mut root = yaml::parse(&text, path).map_err(config_err)?;
+    if !matches!(root.value, Value::Map(_)) {
+        return Err(Failure::config(format!("{}: {}: a pipeline file must be a mapping", root.location(), path.display())));
+    }
+    let profiles_node = root.remove_key("profiles");
+    let default_node = root.remove_key("default_profile");
+    let default = match &default_node {
+        Some(Node { value: Value::Str(s), .. }) => Some(s.clone()),
+        Some(n) => {
+            return Err(Failure::config(format!("{}: default_profile: expected a profile name", n.location())));
+        }
+        None => None,
+    };
+    let mut names = Vec::new();
+    if let Some(p) = &profiles_node {
+        match &p.value {
+            Value::Map(entries) => names.extend(entries.iter().map(|(k, _)| k.name.clone())),
+            Value::Null => {}
+            _ => return Err(Failure::config(format!("{}: profiles: expected a mapping of profile names", p.location()))),
+        }
+    }
+    let chosen = profile.map(str::to_string).or(default).unwrap_or_else(|| DEFAULT_PROFILE.to_string());
+    let overlay = profiles_node.and_then(|p| match p.value {
+        Value::Map(entries) => entries.into_iter().find(|(k, _)| k.name == chosen).map(|(_, v)| v),
+        _ => None,
+    });
+    match overlay {
+        Some(o) => {
+            if !matches!(o.value, Value::Null) {
+                root.merge(o);
+            }
+        }
+        None if names.is_empty() && profile.is_none() => {}
+        None => {
+            let cands: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hint = crate::pipeline::yaml::did_you_mean(&chosen, &cands)
+                .map(|s| format!("; did you mean \"{s}\"?"))
+                .unwrap_or_else(|| format!("; the file defines: {}", if cands.is_empty() { "none".into() } else { cands.join(", ") }));
+            return Err(Failure::config(format!("{}: unknown profile \"{chosen}\"{hint}", path.display())));
+        }
+    }
+    for s in sets {
+        root.set_path(s).map_err(config_err)?;
+    }
+    let spec: PipelineSpec = yaml::from_node(&root).map_err(config_err)?;
+    validate(&spec, &root)?;
+    Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
+}
+
+/// Checks that need more than one key, reported at the position of the key at fault.
+fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
+    let fail = |key: &str, msg: String| -> Failure {
+        let at = root.lookup(key).map(Node::location).unwrap_or_else(|| "pipeline".into());
+        Failure::config(format!("{at}: {key}: {msg}"))
+    };
+    if s.methods.is_empty() {
+        return Err(fail("methods", "list at least one method (source_only, noise_da)".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in s.methods.iter().enumerate() {
+        if !seen.insert(*m) {
+            return Err(fail(&format!("methods[{i}]"), format!("{} is listed twice", m.name())));
+        }
+    }
+    if s.seeds.train.is_empty() {
+        return Err(fail("seeds.train", "list at least one training seed".into()));
+    }
+    let t = &s.train;
+    if t.steps == 0 {
+        return Err(fail("train.steps", "must be at least 1".into()));
+    }
+    if t.batch == 0 {
+        return Err(fail("train.batch", "must be at least 1".into()));
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        return Err(fail("train.lr", format!("must be a positive number, got {}", t.lr)));
+    }
+    let stride = s.networks.restorer.stride().max(if s.methods.contains(&spec::Method::NoiseDa) {
+        s.networks.diffusion.stride()
+    } else {
+        1
+    });
+    if t.patch == 0 || t.patch % stride != 0 {
+        return Err(fail("train.patch", format!("must be a positive multiple of {stride} (the networks' down-sampling stride), got {}", t.patch)));
+    }
+    if s.networks.restorer.widths.is_empty() || s.networks.restorer.widths.contains(&0) {
+        return Err(fail("networks.restorer.widths", "needs at least one level, all widths > 0".into()));
+    }
+    let d = &s.networks.diffusion;
+    if d.base == 0 || d.mults.is_empty() || d.mults.contains(&0) || d.res_blocks == 0 {
+        return Err(fail("networks.diffusion", "base, mults and res_blocks must be positive".into()));
+    }
+    if !(0.0..1.0).contains(&d.dropout) {
+        return Err(fail("networks.diffusion.dropout", format!("must be in [0, 1), got {}", d.dropout)));
+    }
+    for (key, size) in [("source.size", s.source.size), ("target.size", s.target.size)] {
+        if size < t.patch {
+            return Err(fail(key, format!("images of {size}² cannot give {}² training crops (train.patch)", t.patch)));
+        }
+    }
+    for (key, count) in [("source.count", s.source.count), ("target.count", s.target.count)] {
+        if count == 0 {
+            return Err(fail(key, "must be at least 1".into()));
+        }
+    }
+    s.source.degradation.validate().map_err(|m| fail("source.degradation", m))?;
+    let nd = &t.noise_da;
+    if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
+        return Err(fail("train.noise_da.t_range", format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
+    }
+    if s.tests.is_empty() {
+        return Err(fail("tests", "list at least one test set".into()));
+    }
+    let mut names = BTreeSet::new();
+    for (i, test) in s.tests.iter().enumerate() {
+        if !names.insert(test.name.clone()) {
+            return Err(fail(&format!("tests[{i}].name"), format!("test set \"{}\" is defined twice", test.name)));
+        }
+        if test.size < 11 {
+            return Err(fail(&format!("tests[{i}].size"), "SSIM needs images of at least 11×11".into()));
+        }
+        if test.count == 0 {
+            return Err(fail(&format!("tests[{i}].count"), "must be at least 1".into()));
+        }
+        if let Some(deg) = &test.degradation {
+            deg.validate().map_err(|m| fail(&format!("tests[{i}].degradation"), m))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! Running a resolved pipeline: data → input scores → train/evaluate per method and seed →
+//! reports, all inside `reports/<pipeline>/<run-id>/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::json;
+use tracing::info;
+
+use super::Resolved;
+use super::plan::{Stage, describe};
+use super::spec::{Method, PipelineSpec, Protocol};
+use crate::datasets::{Loader, PairedSet, Registry, Split, Take};
+use crate::error::{ExitCode, Failure, Result};
+use crate::image::Image;
+use crate::metrics;
+use crate::reports::{self, INPUT, ImageScore, Table, TableWriter};
+use crate::training::{self, StepInfo, TrainInputs};
+use crate::util::{sha256_hex, utc_stamp, write_atomic};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogMode {
+    /// indicatif bars (interactive terminal).
+    Bars,
+    /// Plain log lines (no terminal, CI, or `--log-format json`).
+    Lines,
+}
+
+pub struct RunOptions {
+    pub registry: PathBuf,
+    pub log: LogMode,
+    pub stop: Arc<AtomicBool>,
+    pub command_line: Vec<String>,
+}
+
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub summary: String,
+}
+
+/// Score one restored (or input) image against its reference with `protocol`.
+pub fn score(protocol: Protocol, restored: &Image, reference: &Image) -> anyhow::Result<(f64, f64)> {
+    match protocol {
+        Protocol::Rgb => {
+            let r = restored.clamped();
+            Ok((metrics::psnr(&r, reference, 1.0)?, metrics::ssim(&r, reference, 1.0)?))
+        }
+    }
+}
+
+struct TestSet {
+    name: String,
+    protocol: Protocol,
+    set: PairedSet,
+}
+
+fn score_set(run_id: &str, method: &str, seed: Option<u64>, t: &TestSet, outputs: &[Image]) -> Result<Vec<ImageScore>> {
+    t.set
+        .items
+        .par_iter()
+        .zip(outputs)
+        .map(|(item, out)| {
+            let (psnr, ssim) = score(t.protocol, out, &item.clean).with_context(|| format!("scoring {}", item.id))?;
+            Ok(ImageScore {
+                run_id: run_id.into(),
+                method: method.into(),
+                seed,
+                test_set: t.name.clone(),
+                dataset: t.set.dataset.clone(),
+                split: t.set.split.as_str().into(),
+                image_id: item.id.clone(),
+                protocol: t.protocol.name().into(),
+                params: item.params.clone(),
+                psnr,
+                ssim,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(Failure::from)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
+    let spec: &PipelineSpec = &res.spec;
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let registry = Registry::load(&opts.registry)?;
+    preflight(spec, &registry)?;
+
+    let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
+    let run_id = format!("{}-{}-{}", utc_stamp(started), res.profile, &sha256_hex(resolved_json.as_bytes())[..6]);
+    let report_root = PathBuf::from(&spec.report.dir);
+    let run_dir = report_root.join(&spec.name).join(&run_id);
+    if run_dir.exists() {
+        return Err(Failure::internal(format!("{}: run directory already exists", run_dir.display())));
+    }
+    std::fs::create_dir_all(run_dir.join("checkpoints"))
+        .map_err(|e| Failure::internal(format!("{}: cannot create run directory: {e}", run_dir.display())))?;
+    let cache_dir = report_root.join(".cache");
+    write_atomic(&run_dir.join("resolved.json"), resolved_json.as_bytes())?;
+    info!(run = %run_id, dir = %run_dir.display(), profile = %res.profile, "run started");
+    eprintln!("plan for {} (profile {}):\n{}", res.path.display(), res.profile, describe(spec));
+
+    let device = match spec.backend {
+        super::spec::Backend::Flex => Device::flex(),
+    };
+    let mut timings = serde_json::Map::new();
+    let mut stage_t = Instant::now();
+    let mut finish_stage = |name: String, timings: &mut serde_json::Map<String, serde_json::Value>| {
+        let s = stage_t.elapsed().as_secs_f64();
+        info!(stage = %name, seconds = format!("{s:.1}"), "stage finished");
+        timings.insert(name, json!(s));
+        stage_t = Instant::now();
+    };
+
+    // --- data
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let source = loader.synthetic_pairs(
+        &spec.source.dataset,
+        Split::Train,
+        Take { count: spec.source.count, size: spec.source.size },
+        &spec.source.degradation,
+    )?;
+    let needs_target = spec.methods.contains(&Method::NoiseDa);
+    let target = if needs_target {
+        Some(loader.target_train(&spec.target.dataset, Take { count: spec.target.count, size: spec.target.size })?)
+    } else {
+        None
+    };
+    let mut tests = Vec::new();
+    for t in &spec.tests {
+        let take = Take { count: t.count, size: t.size };
+        let set = match &t.degradation {
+            Some(deg) => loader.synthetic_pairs(&t.dataset, Split::Test, take, deg)?,
+            None => loader.test_pairs(&t.dataset, take)?,
+        };
+        tests.push(TestSet { name: t.name.clone(), protocol: t.protocol, set });
+    }
+    let mut fingerprints = serde_json::Map::new();
+    fingerprints.insert("source".into(), json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached}));
+    if let Some(t) = &target {
+        fingerprints.insert("target".into(), json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached}));
+    }
+    for t in &tests {
+        fingerprints.insert(format!("test:{}", t.name), json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached}));
+    }
+    info!(source = source.items.len(), target = target.as_ref().map(|t| t.items.len()).unwrap_or(0),
+          cached = source.cached, "data ready");
+    finish_stage(Stage::Data.to_string(), &mut timings);
+
+    // --- scores of the unrestored inputs
+    let mut per_image: Option<TableWriter> = None;
+    let write_rows = |rows: &[ImageScore], per_image: &mut Option<TableWriter>| -> Result<()> {
+        let table = reports::scores_table(rows);
+        if per_image.is_none() {
+            *per_image = Some(TableWriter::create(&run_dir.join("per_image"), &table)?);
+        }
+        per_image.as_mut().expect("writer").append(&table)?;
+        Ok(())
+    };
+    for t in &tests {
+        let inputs: Vec<Image> = t.set.items.iter().map(|i| i.degraded.clone()).collect();
+        let rows = score_set(&run_id, INPUT, None, t, &inputs)?;
+        write_rows(&rows, &mut per_image)?;
+    }
+    finish_stage(Stage::ScoreInput.to_string(), &mut timings);
+
+    // --- train + evaluate
+    let mut curves: Vec<Table> = Vec::new();
+    let mut training_facts = Vec::new();
+    for &seed in &spec.seeds.train {
+        for &method in &spec.methods {
+            let stage = Stage::Train { method, seed };
+            let inputs = TrainInputs {
+                task: spec.task,
+                spec: &spec.train,
+                nets: &spec.networks,
+                source: &source,
+                target: target.as_ref(),
+                seed,
+                device: device.clone(),
+                stop: &opts.stop,
+            };
+            let bar = (opts.log == LogMode::Bars).then(|| {
+                let b = ProgressBar::new(spec.train.steps as u64);
+                b.set_style(
+                    ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                        .expect("template")
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(stage.to_string());
+                b
+            });
+            let log_every = spec.train.log_every.max(1);
+            let stage_name = stage.to_string();
+            let mut on_step = |s: StepInfo| {
+                let p = s.latest;
+                let msg = if p.mse_pos.is_finite() {
+                    format!("loss {:.4} char {:.4} mse+ {:.4} mse- {:.4} α {:.3}", p.loss, p.charbonnier, p.mse_pos, p.mse_neg, p.alpha)
+                } else {
+                    format!("loss {:.4}", p.loss)
+                };
+                match &bar {
+                    Some(b) => {
+                        b.set_position(s.step as u64);
+                        b.set_message(msg);
+                    }
+                    None if s.step % log_every == 0 || s.step == s.steps => {
+                        let rate = s.step as f64 / p.elapsed_s.max(1e-9);
+                        let eta = (s.steps - s.step) as f64 / rate.max(1e-9);
+                        info!(stage = %stage_name, step = s.step, steps = s.steps, eta_s = format!("{eta:.0}"), "{msg}");
+                    }
+                    None => {}
+                }
+            };
+            let trained = training::train(method, &inputs, &mut on_step)?;
+            if let Some(b) = bar {
+                b.finish();
+            }
+            if trained.steps_done < spec.train.steps {
+                return Err(Failure::new(ExitCode::Interrupted, format!("interrupted during {stage} at step {}", trained.steps_done)));
+            }
+            info!(stage = %stage, steps_per_s = format!("{:.2}", trained.steps_per_s), params_g = trained.params_g,
+                  params_d = trained.params_d.unwrap_or(0), "training finished");
+            training_facts.push(json!({
+                "method": method.name(), "seed": seed, "steps": trained.steps_done,
+                "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s,
+                "params_restorer": trained.params_g, "params_diffusion": trained.params_d,
+            }));
+            curves.push(reports::curve_table(method.name(), seed, &trained.curve));
+            save_checkpoint(&trained.restorer, &run_dir.join("checkpoints").join(format!("{}-seed{seed}.bpk", method.name())))?;
+            finish_stage(stage.to_string(), &mut timings);
+
+            let eval_device = device.clone();
+            let stride = spec.networks.restorer.stride();
+            for t in &tests {
+                let outputs: Vec<Image> = t
+                    .set
+                    .items
+                    .iter()
+                    .map(|item| training::restore_image(&trained.restorer, &item.degraded, stride, &eval_device))
+                    .collect();
+                let rows = score_set(&run_id, method.name(), Some(seed), t, &outputs)?;
+                write_rows(&rows, &mut per_image)?;
+            }
+            finish_stage(Stage::Evaluate { method, seed }.to_string(), &mut timings);
+        }
+    }
+
+    // --- reports
+    per_image.expect("input scores were written").finish()?;
+    let mut all_curves = Table::default();
+    for c in curves {
+        all_curves.append_rows(c);
+    }
+    all_curves.write(&run_dir.join("curves"))?;
+    let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
+    let summary = reports::frame_to_table(&reports::summarise(&df)?)?;
+    summary.write(&run_dir.join("summary"))?;
+    let md = reports::summary_markdown(&summary);
+    write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
+    finish_stage(Stage::Report.to_string(), &mut timings);
+
+    let provenance = json!({
+        "run_id": run_id,
+        "pipeline": spec.name,
+        "pipeline_file": res.path.display().to_string(),
+        "profile": res.profile,
+        "overrides": res.overrides,
+        "command_line": opts.command_line,
+        "started_utc": utc_stamp(started),
+        "wall_s": t0.elapsed().as_secs_f64(),
+        "stage_seconds": timings,
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "backend": format!("{:?}", spec.backend).to_lowercase(),
+        "threads": rayon::current_num_threads(),
+        "seeds": spec.seeds,
+        "datasets": fingerprints,
+        "training": training_facts,
+        "resolved_sha256": sha256_hex(resolved_json.as_bytes()),
+    });
+    write_atomic(&run_dir.join("provenance.json"), serde_json::to_string_pretty(&provenance).expect("json").as_bytes())?;
+    info!(run = %run_id, wall_s = format!("{:.1}", t0.elapsed().as_secs_f64()), "run finished");
+    Ok(RunOutcome { run_dir, summary: md })
+}
+
+/// Every dataset the pipeline names must be registered and, unless embedded, present:
+/// checked before the run directory exists so a missing download costs nothing.
+fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> {
+    let mut names = vec![spec.source.dataset.as_str()];
+    if spec.methods.contains(&Method::NoiseDa) {
+        names.push(&spec.target.dataset);
+    }
+    names.extend(spec.tests.iter().map(|t| t.dataset.as_str()));
+    for name in names {
+        if !registry.get(name)?.kind.is_embedded() {
+            registry.root(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Save restorer weights atomically (burnpack format).
+fn save_checkpoint(g: &crate::networks::RestorerUNet, path: &Path) -> Result<()> {
+    let tmp = crate::util::temp_path(path);
+    g.clone()
+        .save_file(&tmp)
+        .map_err(|e| Failure::internal(format!("{}: cannot save checkpoint: {e:?}", path.display())))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Reports: per-image scores, summaries, training curves, provenance.
+//!
+//! Per-image rows are streamed to Parquet + CSV through arrow as they are scored; summaries
+//! are computed by reading the Parquet back with polars and aggregating, which is the same
+//! path later cross-run benchmark tables take.
+
+pub mod table;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::degradations::DegradationParams;
+use crate::training::CurvePoint;
+pub use table::{Column, Table, TableWriter};
+
+/// Method name used for the unrestored input rows.
+pub const INPUT: &str = "input";
+
+/// One scored image.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageScore {
+    pub run_id: String,
+    pub method: String,
+    /// Training seed (none for the unrestored input).
+    pub seed: Option<u64>,
+    pub test_set: String,
+    pub dataset: String,
+    pub split: String,
+    pub image_id: String,
+    pub protocol: String,
+    pub params: DegradationParams,
+    pub psnr: f64,
+    pub ssim: f64,
+}
+
+pub fn scores_table(rows: &[ImageScore]) -> Table {
+    let s = |f: fn(&ImageScore) -> String| Column::Str(rows.iter().map(|r| Some(f(r))).collect());
+    let mut t = Table::default();
+    t.push("run_id", s(|r| r.run_id.clone()))
+        .push("method", s(|r| r.method.clone()))
+        .push("seed", Column::U64(rows.iter().map(|r| r.seed).collect()))
+        .push("test_set", s(|r| r.test_set.clone()))
+        .push("dataset", s(|r| r.dataset.clone()))
+        .push("split", s(|r| r.split.clone()))
+        .push("image_id", s(|r| r.image_id.clone()))
+        .push("protocol", s(|r| r.protocol.clone()))
+        .push("sigma", Column::F64(rows.iter().map(|r| r.params.sigma).collect()))
+        .push("iso", Column::U64(rows.iter().map(|r| r.params.iso.map(u64::from)).collect()))
+        .push("shot_noise", Column::F64(rows.iter().map(|r| r.params.shot).collect()))
+        .push("read_noise", Column::F64(rows.iter().map(|r| r.params.read).collect()))
+        .push("psnr", Column::F64(rows.iter().map(|r| Some(r.psnr)).collect()))
+        .push("ssim", Column::F64(rows.iter().map(|r| Some(r.ssim)).collect()));
+    t
+}
+
+pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint]) -> Table {
+    let f = |g: fn(&CurvePoint) -> f64| Column::F64(points.iter().map(|p| Some(g(p)).filter(|v| v.is_finite())).collect());
+    let mut t = Table::default();
+    t.push("method", Column::Str(points.iter().map(|_| Some(method.to_string())).collect()))
+        .push("seed", Column::U64(points.iter().map(|_| Some(seed)).collect()))
+        .push("step", Column::U64(points.iter().map(|p| Some(p.step as u64)).collect()))
+        .push("loss", f(|p| p.loss))
+        .push("charbonnier", f(|p| p.charbonnier))
+        .push("mse_pos", f(|p| p.mse_pos))
+        .push("mse_neg", f(|p| p.mse_neg))
+        .push("hinge", f(|p| p.hinge))
+        .push("hinge_active", f(|p| p.hinge_active))
+        .push("alpha", f(|p| p.alpha))
+        .push("elapsed_s", f(|p| p.elapsed_s));
+    t
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    anyhow::Context::with_context(ParquetReader::new(f).finish(), || format!("{}: not a readable Parquet table", path.display()))
+}
+
+/// Mean ± std of PSNR/SSIM per test set and method (over images and seeds).
+pub fn summarise(per_image: &DataFrame) -> Result<DataFrame> {
+    let order = when(col("method").eq(lit(INPUT))).then(lit(0)).otherwise(lit(1)).alias("_order");
+    Ok(per_image
+        .clone()
+        .lazy()
+        .group_by([col("test_set"), col("protocol"), col("method")])
+        .agg([
+            col("psnr").mean().alias("psnr_mean"),
+            col("psnr").std(1).alias("psnr_std"),
+            col("ssim").mean().alias("ssim_mean"),
+            col("ssim").std(1).alias("ssim_std"),
+            col("image_id").n_unique().alias("images"),
+            col("seed").n_unique().alias("seeds"),
+            len().alias("rows"),
+        ])
+        .with_column(order)
+        .sort(["test_set", "_order", "method"], SortMultipleOptions::default())
+        .drop(by_name(["_order"], true, false))
+        .collect()?)
+}
+
+/// A polars frame as our [`Table`] (strings, unsigned ints and floats).
+pub fn frame_to_table(df: &DataFrame) -> Result<Table> {
+    let mut t = Table::default();
+    for c in df.columns() {
+        let s = c.as_materialized_series();
+        let col = match s.dtype() {
+            DataType::String => {
+                let ca = s.str()?;
+                Column::Str((0..ca.len()).map(|i| ca.get(i).map(str::to_string)).collect())
+            }
+            DataType::Float64 | DataType::Float32 => {
+                let s = s.cast(&DataType::Float64)?;
+                let ca = s.f64()?;
+                Column::F64((0..ca.len()).map(|i| ca.get(i)).collect())
+            }
+            _ => {
+                let s = s.cast(&DataType::UInt64)?;
+                let ca = s.u64()?;
+                Column::U64((0..ca.len()).map(|i| ca.get(i)).collect())
+            }
+        };
+        t.push(c.name().as_str(), col);
+    }
+    Ok(t)
+}
+
+/// The summary as an aligned text table (printed at the end of a run and saved as Markdown).
+pub fn summary_markdown(summary: &Table) -> String {
+    let get_s = |name: &str, i: usize| match summary.get(name) {
+        Some(Column::Str(v)) => v[i].clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let get_f = |name: &str, i: usize| match summary.get(name) {
+        Some(Column::F64(v)) => v[i],
+        _ => None,
+    };
+    let get_u = |name: &str, i: usize| match summary.get(name) {
+        Some(Column::U64(v)) => v[i].unwrap_or(0),
+        _ => 0,
+    };
+    let pm = |m: Option<f64>, s: Option<f64>, d: usize| match (m, s) {
+        (Some(m), Some(s)) if s.is_finite() => format!("{m:.d$} ± {s:.d$}"),
+        (Some(m), _) => format!("{m:.d$}"),
+        _ => "-".into(),
+    };
+    let header = ["test set", "protocol", "method", "PSNR (dB)", "SSIM", "images", "seeds"];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for i in 0..summary.rows() {
+        rows.push(vec![
+            get_s("test_set", i),
+            get_s("protocol", i),
+            get_s("method", i),
+            pm(get_f("psnr_mean", i), get_f("psnr_std", i), 2),
+            pm(get_f("ssim_mean", i), get_f("ssim_std", i), 4),
+            get_u("images", i).to_string(),
+            get_u("seeds", i).to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).chain([header[j].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("| {} |", padded.join(" | "))
+    };
+    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect())];
+    out.push(format!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")));
+    out.extend(rows.into_iter().map(line));
+    out.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(method: &str, seed: Option<u64>, id: &str, psnr: f64) -> ImageScore {
+        ImageScore {
+            run_id: "r".into(),
+            method: method.into(),
+            seed,
+            test_set: "t".into(),
+            dataset: "d".into(),
+            split: "test".into(),
+            image_id: id.into(),
+            protocol: "rgb".into(),
+            params: DegradationParams { iso: Some(1600), ..Default::default() },
+            psnr,
+            ssim: psnr / 100.0,
+        }
+    }
+
+    #[test]
+    fn parquet_and_csv_round_trip_streamed_chunks_and_summary() {
+        let dir = std::env::temp_dir().join(format!("rp-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stem = dir.join("per_image");
+        let a = vec![score(INPUT, None, "a", 20.0), score(INPUT, None, "b", 22.0)];
+        let b = vec![score("noise_da", Some(0), "a", 30.123456789012), score("noise_da", Some(0), "b", 32.0)];
+        let mut w = TableWriter::create(&stem, &scores_table(&a)).unwrap();
+        w.append(&scores_table(&a)).unwrap();
+        // Nothing is visible before the writer finishes.
+        assert!(!stem.with_extension("parquet").exists());
+        w.append(&scores_table(&b)).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "only the two final files remain");
+
+        let df = read_parquet(&stem.with_extension("parquet")).unwrap();
+        assert_eq!(df.height(), 4);
+        let back = frame_to_table(&df).unwrap();
+        let mut want = scores_table(&a);
+        want.append_rows(scores_table(&b));
+        assert_eq!(back, want);
+
+        let csv_text = std::fs::read_to_string(stem.with_extension("csv")).unwrap();
+        let mut rdr = csv::Reader::from_reader(csv_text.as_bytes());
+        let psnr_col = rdr.headers().unwrap().iter().position(|h| h == "psnr").unwrap();
+        let psnrs: Vec<f64> = rdr.records().map(|r| r.unwrap()[psnr_col].parse().unwrap()).collect();
+        assert_eq!(psnrs, vec![20.0, 22.0, 30.123456789012, 32.0]);
+
+        let s = frame_to_table(&summarise(&df).unwrap()).unwrap();
+        assert_eq!(s.rows(), 2);
+        assert_eq!(s.get("method"), Some(&Column::Str(vec![Some(INPUT.into()), Some("noise_da".into())])));
+        match s.get("psnr_mean") {
+            Some(Column::F64(v)) => {
+                assert!((v[0].unwrap() - 21.0).abs() < 1e-12);
+                assert!((v[1].unwrap() - 31.0617284450).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        match s.get("psnr_std") {
+            Some(Column::F64(v)) => assert!((v[0].unwrap() - 2f64.sqrt()).abs() < 1e-12),
+            other => panic!("{other:?}"),
+        }
+        let md = summary_markdown(&s);
+        assert!(md.contains("21.00 ± 1.41"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,165 @@
+//! Column tables written as Parquet (arrow) and CSV side by side, streamed and atomic.
+//!
+//! Rows are appended in chunks as they are produced (e.g. per-image scores as images are
+//! evaluated); both files are written under temporary names and renamed into place only when
+//! the table is finished, so a reader never sees a half-written report.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use crate::util::temp_path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Column {
+    Str(Vec<Option<String>>),
+    U64(Vec<Option<u64>>),
+    F64(Vec<Option<f64>>),
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Str(v) => v.len(),
+            Column::U64(v) => v.len(),
+            Column::F64(v) => v.len(),
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            Column::Str(_) => DataType::Utf8,
+            Column::U64(_) => DataType::UInt64,
+            Column::F64(_) => DataType::Float64,
+        }
+    }
+
+    fn cell(&self, i: usize) -> String {
+        match self {
+            Column::Str(v) => v[i].clone().unwrap_or_default(),
+            Column::U64(v) => v[i].map(|x| x.to_string()).unwrap_or_default(),
+            // Shortest round-trip representation: CSV keeps full precision.
+            Column::F64(v) => v[i].map(|x| x.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn to_arrow(&self) -> ArrayRef {
+        match self {
+            Column::Str(v) => Arc::new(StringArray::from(v.clone())),
+            Column::U64(v) => Arc::new(UInt64Array::from(v.clone())),
+            Column::F64(v) => Arc::new(Float64Array::from(v.clone())),
+        }
+    }
+}
+
+/// Named columns of equal length.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    pub columns: Vec<(String, Column)>,
+}
+
+impl Table {
+    pub fn push(&mut self, name: &str, col: Column) -> &mut Self {
+        self.columns.push((name.to_string(), col));
+        self
+    }
+
+    /// Append the rows of a table with the same columns (an empty `self` takes `other` whole).
+    pub fn append_rows(&mut self, other: Table) {
+        if self.columns.is_empty() {
+            *self = other;
+            return;
+        }
+        for ((_, a), (_, b)) in self.columns.iter_mut().zip(other.columns) {
+            match (a, b) {
+                (Column::Str(a), Column::Str(b)) => a.extend(b),
+                (Column::U64(a), Column::U64(b)) => a.extend(b),
+                (Column::F64(a), Column::F64(b)) => a.extend(b),
+                (a, b) => panic!("column type mismatch: {a:?} vs {b:?}"),
+            }
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.columns.first().map(|(_, c)| c.len()).unwrap_or(0)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns.iter().map(|(n, c)| Field::new(n, c.data_type(), true)).collect::<Vec<_>>(),
+        ))
+    }
+
+    fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(schema, self.columns.iter().map(|(_, c)| c.to_arrow()).collect())?)
+    }
+
+    /// Write as `<stem>.parquet` and `<stem>.csv` in one go.
+    pub fn write(&self, stem: &Path) -> Result<()> {
+        let mut w = TableWriter::create(stem, self)?;
+        w.append(self)?;
+        w.finish()
+    }
+}
+
+/// Streaming writer of a table to Parquet + CSV; the first chunk fixes the schema.
+pub struct TableWriter {
+    schema: SchemaRef,
+    parquet: Option<ArrowWriter<File>>,
+    csv: csv::Writer<File>,
+    tmp: [PathBuf; 2],
+    dest: [PathBuf; 2],
+}
+
+impl TableWriter {
+    pub fn create(stem: &Path, like: &Table) -> Result<TableWriter> {
+        let dest = [stem.with_extension("parquet"), stem.with_extension("csv")];
+        let tmp = [temp_path(&dest[0]), temp_path(&dest[1])];
+        let schema = like.schema();
+        let f = File::create(&tmp[0]).with_context(|| format!("{}: cannot create", tmp[0].display()))?;
+        let parquet = ArrowWriter::try_new(f, schema.clone(), None)?;
+        let mut csv = csv::Writer::from_path(&tmp[1]).with_context(|| format!("{}: cannot create", tmp[1].display()))?;
+        csv.write_record(like.columns.iter().map(|(n, _)| n.as_str()))?;
+        Ok(TableWriter { schema, parquet: Some(parquet), csv, tmp, dest })
+    }
+
+    pub fn append(&mut self, chunk: &Table) -> Result<()> {
+        if chunk.rows() == 0 {
+            return Ok(());
+        }
+        self.parquet.as_mut().expect("open writer").write(&chunk.record_batch(self.schema.clone())?)?;
+        for i in 0..chunk.rows() {
+            self.csv.write_record(chunk.columns.iter().map(|(_, c)| c.cell(i)))?;
+        }
+        // Row groups are flushed as they fill; memory stays bounded for long runs.
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        self.csv.flush()?;
+        self.parquet.take().expect("open writer").close()?;
+        for (t, d) in self.tmp.iter().zip(&self.dest) {
+            std::fs::rename(t, d).with_context(|| format!("{}: cannot move into place", d.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TableWriter {
+    fn drop(&mut self) {
+        // Unfinished (error or interruption): leave no temporary files behind.
+        for t in &self.tmp {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Training batches: random crops with dihedral augmentation, assembled as NCHW tensors.
+//!
+//! A synthetic pair shares one crop and one of the 8 dihedral transforms; each target image
+//! gets its own crop and transform and is drawn independently of the synthetic samples, so
+//! real images are re-paired with synthetic ones at random every step.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::datasets::{PairedSet, TargetTrainSet};
+use crate::image::Image;
+use crate::rng::Rng;
+
+/// One of the 8 symmetries of the square: `k & 3` quarter turns, then a horizontal flip if `k & 4`.
+pub fn dihedral(img: &Image, k: u8) -> Image {
+    let (w, h) = (img.width, img.height);
+    let turns = k & 3;
+    let (ow, oh) = if turns % 2 == 1 { (h, w) } else { (w, h) };
+    let mut out = Image::new(ow, oh);
+    for y in 0..oh {
+        for x in 0..ow {
+            let xf = if k & 4 != 0 { ow - 1 - x } else { x };
+            // Source coordinates of output (xf, y) after `turns` clockwise quarter turns.
+            let (sx, sy) = match turns {
+                0 => (xf, y),
+                1 => (y, h - 1 - xf),
+                2 => (w - 1 - xf, h - 1 - y),
+                _ => (w - 1 - y, xf),
+            };
+            for c in 0..3 {
+                out.set(x, y, c, img.get(sx, sy, c));
+            }
+        }
+    }
+    out
+}
+
+fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, usize) {
+    let x = rng.below((img.width - patch + 1) as u64) as usize;
+    let y = rng.below((img.height - patch + 1) as u64) as usize;
+    (x, y)
+}
+
+/// HWC images to one NCHW tensor.
+pub fn to_tensor(images: &[Image], device: &Device) -> Tensor<4> {
+    let (w, h) = (images[0].width, images[0].height);
+    let mut data: Vec<f32> = Vec::with_capacity(images.len() * 3 * w * h);
+    for img in images {
+        assert!(img.width == w && img.height == h, "batch images must share a size");
+        for c in 0..3 {
+            data.extend(img.data.iter().skip(c).step_by(3));
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [images.len(), 3, h, w]), device)
+}
+
+/// NCHW tensor back to HWC images.
+pub fn from_tensor(t: Tensor<4>) -> Vec<Image> {
+    let [n, c, h, w] = t.dims();
+    assert_eq!(c, 3);
+    let v = t.into_data().try_to_vec::<f32>().expect("f32 tensor");
+    (0..n)
+        .map(|i| {
+            let mut img = Image::new(w, h);
+            for ch in 0..3 {
+                let plane = &v[(i * 3 + ch) * h * w..(i * 3 + ch + 1) * h * w];
+                for (p, &val) in plane.iter().enumerate() {
+                    img.data[p * 3 + ch] = val;
+                }
+            }
+            img
+        })
+        .collect()
+}
+
+pub struct Batch {
+    pub source_degraded: Vec<Image>,
+    pub source_clean: Vec<Image>,
+    /// Target inputs (no ground truth exists for them).
+    pub target: Vec<Image>,
+}
+
+/// The batch of step `step`, a pure function of (seed, step).
+pub fn sample_batch(
+    source: &PairedSet,
+    target: Option<&TargetTrainSet>,
+    batch: usize,
+    patch: usize,
+    seed: u64,
+    step: u64,
+) -> Batch {
+    let mut rng = Rng::derive(seed, "batch", &[step]);
+    let mut out = Batch { source_degraded: Vec::new(), source_clean: Vec::new(), target: Vec::new() };
+    for _ in 0..batch {
+        let item = &source.items[rng.below(source.items.len() as u64) as usize];
+        let (x, y) = random_crop(&item.degraded, patch, &mut rng);
+        let k = rng.below(8) as u8;
+        out.source_degraded.push(dihedral(&item.degraded.crop(x, y, patch, patch), k));
+        out.source_clean.push(dihedral(&item.clean.crop(x, y, patch, patch), k));
+    }
+    if let Some(t) = target {
+        for _ in 0..batch {
+            let item = &t.items[rng.below(t.items.len() as u64) as usize];
+            let (x, y) = random_crop(&item.degraded, patch, &mut rng);
+            let k = rng.below(8) as u8;
+            out.target.push(dihedral(&item.degraded.crop(x, y, patch, patch), k));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(w: usize, h: usize) -> Image {
+        Image::from_vec(w, h, (0..w * h * 3).map(|v| v as f32).collect())
+    }
+
+    #[test]
+    fn dihedral_group_has_eight_distinct_members_and_inverses() {
+        let img = ramp(4, 4);
+        let all: Vec<Image> = (0..8).map(|k| dihedral(&img, k)).collect();
+        for i in 0..8 {
+            for j in i + 1..8 {
+                assert_ne!(all[i], all[j], "{i} vs {j}");
+            }
+        }
+        // Four quarter turns give the identity; a flip twice too.
+        let mut r = img.clone();
+        for _ in 0..4 {
+            r = dihedral(&r, 1);
+        }
+        assert_eq!(r, img);
+        assert_eq!(dihedral(&dihedral(&img, 4), 4), img);
+        // Non-square images swap their sides on odd turns.
+        let t = dihedral(&ramp(3, 2), 1);
+        assert_eq!((t.width, t.height), (2, 3));
+    }
+
+    #[test]
+    fn tensor_round_trip() {
+        let imgs = vec![ramp(5, 3), ramp(5, 3)];
+        let t = to_tensor(&imgs, &Device::flex());
+        assert_eq!(t.dims(), [2, 3, 3, 5]);
+        assert_eq!(from_tensor(t), imgs);
+    }
+}

@@ -1,0 +1,250 @@
+//! End-to-end tests: drive the `run-pipeline` binary the way a user does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use run_pipeline::reports::{Column, frame_to_table, read_parquet};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rp-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(args)
+        .current_dir(repo())
+        .env("CI", "true")
+        .output()
+        .expect("binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn run_dirs(reports: &Path) -> Vec<PathBuf> {
+    let root = reports.join("denoise");
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(&root) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
+}
+
+fn strs(c: Option<&Column>) -> Vec<String> {
+    match c {
+        Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect(),
+        other => panic!("not a string column: {other:?}"),
+    }
+}
+
+fn floats(c: Option<&Column>) -> Vec<f64> {
+    match c {
+        Some(Column::F64(v)) => v.iter().map(|s| s.unwrap_or(f64::NAN)).collect(),
+        other => panic!("not a float column: {other:?}"),
+    }
+}
+
+#[test]
+fn smoke_profile_runs_every_stage_and_reuses_shards() {
+    let reports = tmpdir("smoke");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status.code());
+
+    // Plain progress lines without a terminal, and the summary table at the end.
+    assert!(stderr.contains("train:noise_da:seed0"), "{stderr}");
+    assert!(stderr.contains("step=8"), "{stderr}");
+    for m in ["input", "source_only", "noise_da"] {
+        assert!(stdout.contains(m), "summary lacks {m}:\n{stdout}");
+    }
+
+    let runs = run_dirs(&reports);
+    assert_eq!(runs.len(), 1);
+    let run_dir = &runs[0];
+    for f in [
+        "per_image.parquet",
+        "per_image.csv",
+        "summary.parquet",
+        "summary.csv",
+        "summary.md",
+        "curves.parquet",
+        "curves.csv",
+        "resolved.json",
+        "provenance.json",
+        "checkpoints/source_only-seed0.bpk",
+        "checkpoints/noise_da-seed0.bpk",
+    ] {
+        assert!(run_dir.join(f).is_file(), "missing {f}");
+    }
+    // No temporary files are left behind.
+    for e in std::fs::read_dir(run_dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp-"), "left {name}");
+    }
+
+    // Per-image rows: 2 test sets × 4 images × (input + 2 methods).
+    let per_image = frame_to_table(&read_parquet(&run_dir.join("per_image.parquet")).unwrap()).unwrap();
+    assert_eq!(per_image.rows(), 24);
+    let methods = strs(per_image.get("method"));
+    let tests = strs(per_image.get("test_set"));
+    let psnr = floats(per_image.get("psnr"));
+    let ssim = floats(per_image.get("ssim"));
+    assert!(psnr.iter().all(|p| p.is_finite() && *p > 5.0 && *p < 60.0), "{psnr:?}");
+    assert!(ssim.iter().all(|s| *s > -1.0 && *s <= 1.0), "{ssim:?}");
+    // Degradation parameters travel to the report: σ for AWGN rows, ISO for camera rows.
+    let sigma = floats(per_image.get("sigma"));
+    match per_image.get("iso") {
+        Some(Column::U64(iso)) => {
+            for i in 0..per_image.rows() {
+                if tests[i] == "camera-sim-test" {
+                    assert!(iso[i].is_some() && sigma[i].is_nan());
+                } else {
+                    assert!(iso[i].is_none() && sigma[i].is_finite());
+                }
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(methods.iter().filter(|m| *m == "input").count(), 8);
+
+    // CSV and Parquet hold the same rows.
+    let csv_rows = csv::Reader::from_path(run_dir.join("per_image.csv")).unwrap().records().count();
+    assert_eq!(csv_rows, 24);
+
+    // Summary: 2 test sets × 3 methods, input first.
+    let summary = frame_to_table(&read_parquet(&run_dir.join("summary.parquet")).unwrap()).unwrap();
+    assert_eq!(summary.rows(), 6);
+    assert_eq!(strs(summary.get("method"))[0], "input");
+
+    // Curves for both methods; Noise-DA logs its diffusion terms.
+    let curves = frame_to_table(&read_parquet(&run_dir.join("curves.parquet")).unwrap()).unwrap();
+    let cm = strs(curves.get("method"));
+    assert!(cm.contains(&"source_only".to_string()) && cm.contains(&"noise_da".to_string()));
+    let mse_pos = match curves.get("mse_pos") {
+        Some(Column::F64(v)) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    for (m, v) in cm.iter().zip(&mse_pos) {
+        assert_eq!(m == "noise_da", v.is_some(), "{m}: {v:?}");
+    }
+
+    // Provenance and the resolved pipeline with the override recorded.
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["profile"], "smoke");
+    assert_eq!(prov["overrides"][0], dir_arg.as_str());
+    assert_eq!(prov["backend"], "flex");
+    assert!(prov["wall_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(prov["training"].as_array().unwrap().len(), 2);
+    assert_eq!(prov["datasets"]["source"]["cached"], false);
+    let resolved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("resolved.json")).unwrap()).unwrap();
+    assert_eq!(resolved["train"]["steps"], 8);
+    assert_eq!(resolved["report"]["dir"], reports.display().to_string());
+
+    // A second run reuses the materialised shards and reproduces the input scores exactly.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out2 = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg]);
+    assert!(out2.status.success(), "{}", text(&out2.stderr));
+    let runs = run_dirs(&reports);
+    assert_eq!(runs.len(), 2);
+    let prov2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(runs[1].join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov2["datasets"]["source"]["cached"], true);
+    assert_eq!(prov2["datasets"]["target"]["cached"], true);
+    assert_eq!(prov2["datasets"]["source"]["shard"], prov["datasets"]["source"]["shard"]);
+    let per_image2 = frame_to_table(&read_parquet(&runs[1].join("per_image.parquet")).unwrap()).unwrap();
+    let psnr2 = floats(per_image2.get("psnr"));
+    assert_eq!(&psnr2[..8], &psnr[..8], "input scores must be identical across runs");
+    // Same seeds, same data: training is reproducible too.
+    assert_eq!(psnr2, psnr);
+    std::fs::remove_dir_all(&reports).unwrap();
+}
+
+#[test]
+fn config_errors_point_at_file_line_col_and_exit_2_before_any_work() {
+    let dir = tmpdir("config");
+    let reports = dir.join("reports");
+    let src = std::fs::read_to_string(repo().join("pipelines/denoise.yaml")).unwrap();
+    // A typo'd key on a known line.
+    let bad = src.replacen("  lr: 3.0e-4", "  lerning_rate: 3.0e-4", 1);
+    let line = bad.lines().position(|l| l.contains("lerning_rate")).unwrap() + 1;
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, &bad).unwrap();
+    let dir_arg = format!("report.dir={}", reports.display());
+    let out = run(&[file.to_str().unwrap(), "--set", &dir_arg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("bad.yaml:{line}:3")), "{err}");
+    assert!(err.contains("did you mean \"lr\"?") || err.contains("unknown key \"lerning_rate\""), "{err}");
+
+    // A wrongly typed override names the --set argument.
+    let out = run(&["pipelines/denoise.yaml", "--set", "train.steps=many", "--set", &dir_arg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--set train.steps=many"), "{err}");
+
+    // An unknown override key gets a suggestion.
+    let out = run(&["pipelines/denoise.yaml", "--set", "train.step=5", "--set", &dir_arg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did you mean \"steps\"?"), "{err}");
+
+    // Unknown profile.
+    let out = run(&["pipelines/denoise.yaml", "--profile", "smok", "--set", &dir_arg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did you mean \"smoke\"?"), "{err}");
+
+    // Semantic check at the offending key: a patch that the UNet cannot halve.
+    let out = run(&["pipelines/denoise.yaml", "--set", "train.patch=50", "--set", &dir_arg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--set train.patch=50: train.patch: must be a positive multiple of 4"), "{err}");
+
+    // Nothing was started: no run directory.
+    assert!(!reports.exists(), "a config error must stop before any work");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_dataset_root_exits_3_naming_dataset_path_and_source() {
+    let dir = tmpdir("paper");
+    let reports = dir.join("reports");
+    let out = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(["pipelines/denoise.yaml", "--profile", "paper", "--set", &format!("report.dir={}", reports.display())])
+        .current_dir(repo())
+        .env("CI", "true")
+        .env("DIV2K_ROOT", dir.join("no-such-div2k"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("\"clean-div2k\""), "{err}");
+    assert!(err.contains("no-such-div2k"), "{err}");
+    assert!(err.contains("DIV2K"), "{err}");
+    assert!(!reports.exists(), "data problems found before the run starts leave no run directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plan_and_datasets_list() {
+    let out = run(&["plan", "pipelines/denoise.yaml", "--profile", "smoke"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for stage in ["data", "score:input", "train:source_only:seed0", "evaluate:noise_da:seed0", "report"] {
+        assert!(s.contains(stage), "{s}");
+    }
+    let out = run(&["datasets", "list"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(s.contains("dead-leaves") && s.contains("embedded"), "{s}");
+    assert!(s.contains("sidd-medium"), "{s}");
+}
