@@ -77,9 +77,7 @@ impl Image {
     }
 
     pub fn load_png(path: &Path) -> Result<Image> {
-        let img = image::open(path)
-            .with_context(|| format!("{}: cannot read image", path.display()))?
-            .to_rgb8();
+        let img = image::open(path).with_context(|| format!("{}: cannot read image", path.display()))?.to_rgb8();
         let (w, h) = img.dimensions();
         Ok(Image::from_rgb8(w as usize, h as usize, img.as_raw()))
     }

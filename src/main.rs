@@ -13,8 +13,12 @@ use run_pipeline::pipeline::run::{LogMode, RunOptions};
 use run_pipeline::pipeline::{self, plan};
 
 #[derive(Parser, Debug)]
-#[command(name = "run-pipeline", version, about = "Run image-restoration pipelines (Noise-DA) from YAML files",
-    args_conflicts_with_subcommands = true)]
+#[command(
+    name = "run-pipeline",
+    version,
+    about = "Run image-restoration pipelines (Noise-DA) from YAML files",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

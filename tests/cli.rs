@@ -139,14 +139,16 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     }
 
     // Provenance and the resolved pipeline with the override recorded.
-    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["profile"], "smoke");
     assert_eq!(prov["overrides"][0], dir_arg.as_str());
     assert_eq!(prov["backend"], "flex");
     assert!(prov["wall_s"].as_f64().unwrap() > 0.0);
     assert_eq!(prov["training"].as_array().unwrap().len(), 2);
     assert_eq!(prov["datasets"]["source"]["cached"], false);
-    let resolved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("resolved.json")).unwrap()).unwrap();
+    let resolved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("resolved.json")).unwrap()).unwrap();
     assert_eq!(resolved["train"]["steps"], 8);
     assert_eq!(resolved["report"]["dir"], reports.display().to_string());
 
@@ -156,7 +158,8 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert!(out2.status.success(), "{}", text(&out2.stderr));
     let runs = run_dirs(&reports);
     assert_eq!(runs.len(), 2);
-    let prov2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(runs[1].join("provenance.json")).unwrap()).unwrap();
+    let prov2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[1].join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov2["datasets"]["source"]["cached"], true);
     assert_eq!(prov2["datasets"]["target"]["cached"], true);
     assert_eq!(prov2["datasets"]["source"]["shard"], prov["datasets"]["source"]["shard"]);

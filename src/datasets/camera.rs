@@ -163,7 +163,13 @@ fn cfa(x: usize, y: usize) -> usize {
 /// same-colour neighbours exactly as in the interior. Needs width and height ≥ 2.
 fn demosaic(m: &[f64], w: usize, h: usize) -> Vec<f64> {
     let refl = |i: isize, n: usize| -> usize {
-        if i < 0 { (-i) as usize } else if i as usize >= n { 2 * n - 2 - i as usize } else { i as usize }
+        if i < 0 {
+            (-i) as usize
+        } else if i as usize >= n {
+            2 * n - 2 - i as usize
+        } else {
+            i as usize
+        }
     };
     let at = |x: isize, y: isize| m[refl(y, h) * w + refl(x, w)];
     let mut out = vec![0.0; w * h * 3];
@@ -176,10 +182,10 @@ fn demosaic(m: &[f64], w: usize, h: usize) -> Vec<f64> {
             let horiz = (at(xi - 1, yi) + at(xi + 1, yi)) / 2.0;
             let vert = (at(xi, yi - 1) + at(xi, yi + 1)) / 2.0;
             let rgb = match (y & 1, x & 1) {
-                (0, 0) => [own, cross, diag],  // R site
-                (1, 1) => [diag, cross, own],  // B site
-                (0, _) => [horiz, own, vert],  // G site in an R row
-                _ => [vert, own, horiz],       // G site in a B row
+                (0, 0) => [own, cross, diag], // R site
+                (1, 1) => [diag, cross, own], // B site
+                (0, _) => [horiz, own, vert], // G site in an R row
+                _ => [vert, own, horiz],      // G site in a B row
             };
             out[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&rgb);
         }
@@ -277,7 +283,9 @@ mod tests {
         let sidd = mean_psnr(&CameraConfig::sidd_like(), 20);
         let harsh = mean_psnr(&CameraConfig::harsh(), 20);
         let ms = t.elapsed().as_secs_f64() * 1e3 / 40.0;
-        eprintln!("mean noisy PSNR: sidd_like {sidd:.2} dB, harsh {harsh:.2} dB ({ms:.1} ms per dead-leaves + 2 renders)");
+        eprintln!(
+            "mean noisy PSNR: sidd_like {sidd:.2} dB, harsh {harsh:.2} dB ({ms:.1} ms per dead-leaves + 2 renders)"
+        );
         assert!((23.0..=26.0).contains(&sidd), "sidd_like {sidd}");
         assert!((18.0..=19.0).contains(&harsh), "harsh {harsh}");
     }

@@ -73,9 +73,17 @@ enum Shape {
 enum Texture {
     Flat,
     /// amp · sin(kx·dx + ky·dy + phase)
-    Grating { kx: f64, ky: f64, phase: f64, amp: f64 },
+    Grating {
+        kx: f64,
+        ky: f64,
+        phase: f64,
+        amp: f64,
+    },
     /// gx·dx + gy·dy
-    Gradient { gx: f64, gy: f64 },
+    Gradient {
+        gx: f64,
+        gy: f64,
+    },
 }
 
 /// A colour with mild saturation: a luminance plus a small chroma in an opponent-colour plane
@@ -141,7 +149,12 @@ pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
                 let period = rng.range(2.5, 24.0);
                 let dir = rng.range(0.0, PI);
                 let k = 2.0 * PI / period;
-                Texture::Grating { kx: k * dir.cos(), ky: k * dir.sin(), phase: rng.range(0.0, 2.0 * PI), amp: rng.range(0.02, 0.1) }
+                Texture::Grating {
+                    kx: k * dir.cos(),
+                    ky: k * dir.sin(),
+                    phase: rng.range(0.0, 2.0 * PI),
+                    amp: rng.range(0.02, 0.1),
+                }
             } else {
                 // A total change of up to ±0.15 across the leaf.
                 let g = rng.range(0.02, 0.15) / r;

@@ -105,7 +105,9 @@ impl Loader<'_> {
                 let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
                 Ok((0..take.count)
                     .into_par_iter()
-                    .map(|i| (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64)))
+                    .map(|i| {
+                        (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64))
+                    })
                     .collect())
             }
             _ => Err(self.not_yet(name, entry)),
@@ -190,7 +192,13 @@ impl Loader<'_> {
     }
 
     /// Simulated camera images; the train split never renders (nor stores) ground truth.
-    fn camera(&self, name: &str, entry: &DatasetEntry, split: Split, take: Take) -> Result<(Vec<ShardEntry>, bool, String)> {
+    fn camera(
+        &self,
+        name: &str,
+        entry: &DatasetEntry,
+        split: Split,
+        take: Take,
+    ) -> Result<(Vec<ShardEntry>, bool, String)> {
         let preset = entry.preset.as_deref().unwrap_or("sidd_like");
         let cfg = match preset {
             "sidd_like" => camera::CameraConfig::sidd_like(),
@@ -223,7 +231,13 @@ impl Loader<'_> {
                         ..Default::default()
                     };
                     ShardEntry {
-                        item: ShardItem { id, width: c.width, height: c.height, params, planes: 1 + gt.is_some() as usize },
+                        item: ShardItem {
+                            id,
+                            width: c.width,
+                            height: c.height,
+                            params,
+                            planes: 1 + gt.is_some() as usize,
+                        },
                         degraded: noisy,
                         clean: gt,
                     }

@@ -107,9 +107,10 @@ impl Registry {
     /// The dataset's root folder, which must exist; the error says how to get the data.
     pub fn root(&self, name: &str) -> Result<PathBuf> {
         let entry = self.get(name)?;
-        let raw = entry.root.as_deref().ok_or_else(|| {
-            Failure::config(format!("{}: dataset \"{name}\" has no `root`", self.path.display()))
-        })?;
+        let raw = entry
+            .root
+            .as_deref()
+            .ok_or_else(|| Failure::config(format!("{}: dataset \"{name}\" has no `root`", self.path.display())))?;
         let expanded = expand_env(raw).map_err(|var| {
             Failure::data(format!(
                 "dataset \"{name}\": root \"{raw}\" uses ${{{var}}}, which is not set; set it or edit {}",
@@ -176,7 +177,8 @@ mod tests {
 
     #[test]
     fn missing_root_names_dataset_path_and_source() {
-        let text = "[datasets.sidd]\nkind = \"sidd\"\nroot = \"/nonexistent/SIDD\"\nsource = \"https://example.org/sidd\"\n";
+        let text =
+            "[datasets.sidd]\nkind = \"sidd\"\nroot = \"/nonexistent/SIDD\"\nsource = \"https://example.org/sidd\"\n";
         let reg = Registry::parse(text, Path::new("datasets.toml")).unwrap();
         let err = reg.root("sidd").unwrap_err().to_string();
         assert!(err.contains("\"sidd\""), "{err}");

@@ -56,12 +56,11 @@ pub fn shard_path(cache_dir: &Path, definition: &serde_json::Value) -> PathBuf {
 }
 
 pub fn write_shard(path: &Path, definition: &serde_json::Value, entries: &[ShardEntry]) -> Result<()> {
-    let manifest = ShardManifest {
-        definition: definition.clone(),
-        items: entries.iter().map(|e| e.item.clone()).collect(),
-    };
+    let manifest =
+        ShardManifest { definition: definition.clone(), items: entries.iter().map(|e| e.item.clone()).collect() };
     let json = serde_json::to_vec(&manifest)?;
-    let mut buf = Vec::with_capacity(16 + json.len() + entries.iter().map(|e| e.degraded.data.len() * 8).sum::<usize>());
+    let mut buf =
+        Vec::with_capacity(16 + json.len() + entries.iter().map(|e| e.degraded.data.len() * 8).sum::<usize>());
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(json.len() as u64).to_le_bytes());
     buf.extend_from_slice(&json);

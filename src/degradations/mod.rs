@@ -54,11 +54,7 @@ impl DegradationSpec {
 
     /// Degrade many images in parallel; `first_index` offsets the per-image streams.
     pub fn apply_all(&self, clean: &[Image], seed: u64, first_index: u64) -> Vec<(Image, DegradationParams)> {
-        clean
-            .par_iter()
-            .enumerate()
-            .map(|(i, img)| self.apply(img, seed, first_index + i as u64))
-            .collect()
+        clean.par_iter().enumerate().map(|(i, img)| self.apply(img, seed, first_index + i as u64)).collect()
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -102,7 +102,7 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(c_in: usize, c_out: usize, emb: usize, dropout: f64, device: &Device) -> Self {
+    pub fn new(c_in: usize, c_out: usize, emb: usize, dropout: f64, device: &Device) -> Self {
         ResBlock {
             norm1: GroupNormConfig::new(group_count(c_in), c_in).init(device),
             conv1: conv(c_in, c_out, 3, device),
@@ -114,7 +114,7 @@ impl ResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
         let [b, c, _, _] = h.dims();
         let ss = self.film.forward(silu(emb)).reshape([b, 2 * c, 1, 1]);

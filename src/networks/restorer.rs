@@ -87,9 +87,8 @@ impl RestorerUNet {
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per decoder level");
             let [_, _, sh, sw] = skip.dims();
-            let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(false)
-                .with_output_size([sh, sw]);
+            let opts =
+                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([sh, sw]);
             h = leaky_relu(up.forward(interpolate(h, opts)), 0.2);
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }

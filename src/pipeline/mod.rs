@@ -38,7 +38,11 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
         .map_err(|e| Failure::config(format!("{}: cannot read pipeline: {e}", path.display())))?;
     let mut root = yaml::parse(&text, path).map_err(config_err)?;
     if !matches!(root.value, Value::Map(_)) {
-        return Err(Failure::config(format!("{}: {}: a pipeline file must be a mapping", root.location(), path.display())));
+        return Err(Failure::config(format!(
+            "{}: {}: a pipeline file must be a mapping",
+            root.location(),
+            path.display()
+        )));
     }
     let profiles_node = root.remove_key("profiles");
     let default_node = root.remove_key("default_profile");
@@ -54,7 +58,9 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
         match &p.value {
             Value::Map(entries) => names.extend(entries.iter().map(|(k, _)| k.name.clone())),
             Value::Null => {}
-            _ => return Err(Failure::config(format!("{}: profiles: expected a mapping of profile names", p.location()))),
+            _ => {
+                return Err(Failure::config(format!("{}: profiles: expected a mapping of profile names", p.location())));
+            }
         }
     }
     let chosen = profile.map(str::to_string).or(default).unwrap_or_else(|| DEFAULT_PROFILE.to_string());
@@ -73,7 +79,9 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
             let cands: Vec<&str> = names.iter().map(String::as_str).collect();
             let hint = crate::pipeline::yaml::did_you_mean(&chosen, &cands)
                 .map(|s| format!("; did you mean \"{s}\"?"))
-                .unwrap_or_else(|| format!("; the file defines: {}", if cands.is_empty() { "none".into() } else { cands.join(", ") }));
+                .unwrap_or_else(|| {
+                    format!("; the file defines: {}", if cands.is_empty() { "none".into() } else { cands.join(", ") })
+                });
             return Err(Failure::config(format!("{}: unknown profile \"{chosen}\"{hint}", path.display())));
         }
     }
@@ -119,7 +127,10 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         1
     });
     if t.patch == 0 || t.patch % stride != 0 {
-        return Err(fail("train.patch", format!("must be a positive multiple of {stride} (the networks' down-sampling stride), got {}", t.patch)));
+        return Err(fail(
+            "train.patch",
+            format!("must be a positive multiple of {stride} (the networks' down-sampling stride), got {}", t.patch),
+        ));
     }
     if s.networks.restorer.widths.is_empty() || s.networks.restorer.widths.contains(&0) {
         return Err(fail("networks.restorer.widths", "needs at least one level, all widths > 0".into()));
@@ -165,4 +176,85 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/denoise.yaml")
+    }
+
+    #[test]
+    fn shipped_pipeline_resolves_in_every_profile() {
+        let demo = load(&shipped(), None, &[]).unwrap();
+        assert_eq!(demo.profile, "demo");
+        assert_eq!(demo.profiles, vec!["demo", "smoke", "paper"]);
+        let smoke = load(&shipped(), Some("smoke"), &[]).unwrap();
+        let paper = load(&shipped(), Some("paper"), &[]).unwrap();
+        // Profiles merge nested maps key by key and replace lists.
+        assert_eq!(smoke.spec.train.patch, 16);
+        assert_eq!(smoke.spec.train.lr, demo.spec.train.lr, "unset keys keep the base value");
+        assert_eq!(smoke.spec.train.noise_da.delta, 0.1);
+        assert_eq!(smoke.spec.train.noise_da.ramp_steps, 4);
+        assert_eq!(smoke.spec.tests.len(), 2);
+        assert_eq!(smoke.spec.tests[0].size, 32);
+        assert_eq!(paper.spec.networks.restorer.widths, vec![64, 128, 256, 512]);
+        assert_eq!(paper.spec.networks.diffusion.attn_heads, 16);
+        assert_eq!(paper.spec.train.lr, 1e-4);
+        assert_eq!(paper.spec.target.dataset, "sidd-medium");
+    }
+
+    #[test]
+    fn overrides_are_typed_and_applied_after_the_profile() {
+        let sets = vec![
+            "train.steps=3".to_string(),
+            "seeds.train=[4, 5]".to_string(),
+            "train.noise_da.residual_swap=false".to_string(),
+        ];
+        let r = load(&shipped(), Some("smoke"), &sets).unwrap();
+        assert_eq!(r.spec.train.steps, 3);
+        assert_eq!(r.spec.seeds.train, vec![4, 5]);
+        assert!(!r.spec.train.noise_da.residual_swap);
+        assert_eq!(r.overrides, sets);
+        let err = load(&shipped(), None, &["train.noise_da.delta=big".into()]).unwrap_err().to_string();
+        assert!(err.starts_with("--set train.noise_da.delta=big: train.noise_da.delta: expected f64"), "{err}");
+    }
+
+    #[test]
+    fn errors_inside_a_profile_point_into_the_profile() {
+        let dir = std::env::temp_dir().join(format!("rp-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = std::fs::read_to_string(shipped()).unwrap();
+        let bad = src.replacen("    train: {steps: 8, batch: 2,", "    train: {stepz: 8, batch: 2,", 1);
+        let line = bad.lines().position(|l| l.contains("stepz")).unwrap() + 1;
+        let col = bad.lines().nth(line - 1).unwrap().find("stepz").unwrap() + 1;
+        let file = dir.join("p.yaml");
+        std::fs::write(&file, bad).unwrap();
+        // The demo profile does not touch the typo'd key...
+        assert!(load(&file, None, &[]).is_ok());
+        // ...the smoke profile does, and the error points into it.
+        let err = load(&file, Some("smoke"), &[]).unwrap_err();
+        assert_eq!(err.code, crate::error::ExitCode::Config);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}:{line}:{col}: train.stepz: unknown key \"stepz\"; did you mean \"steps\"?",
+                file.display()
+            )),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key_position() {
+        let err = load(&shipped(), None, &["train.noise_da.t_range=[10, 5]".into()]).unwrap_err().to_string();
+        assert!(err.contains("train.noise_da.t_range: needs 1 <= lo <= hi <= 1000"), "{err}");
+        let err = load(&shipped(), None, &["methods=[noise_da, noise_da]".into()]).unwrap_err().to_string();
+        assert!(err.contains("methods[1]: noise_da is listed twice"), "{err}");
+        let err = load(&shipped(), None, &["methods=[noise_dda]".into()]).unwrap_err().to_string();
+        assert!(err.contains("did you mean \"noise_da\"?"), "{err}");
+    }
 }

@@ -10,8 +10,14 @@ pub enum Stage {
     Data,
     /// Score the unrestored inputs of every test set.
     ScoreInput,
-    Train { method: Method, seed: u64 },
-    Evaluate { method: Method, seed: u64 },
+    Train {
+        method: Method,
+        seed: u64,
+    },
+    Evaluate {
+        method: Method,
+        seed: u64,
+    },
     /// Summaries, tables and provenance.
     Report,
 }
@@ -49,12 +55,22 @@ pub fn describe(spec: &PipelineSpec) -> String {
             let detail = match s {
                 Stage::Data => format!(
                     "source {}×{}² ({:?}), target {}×{}² from {}, {} test set(s)",
-                    spec.source.count, spec.source.size, spec.source.degradation, spec.target.count, spec.target.size,
-                    spec.target.dataset, spec.tests.len()
+                    spec.source.count,
+                    spec.source.size,
+                    spec.source.degradation,
+                    spec.target.count,
+                    spec.target.size,
+                    spec.target.dataset,
+                    spec.tests.len()
                 ),
                 Stage::ScoreInput => "PSNR/SSIM of the degraded inputs".into(),
                 Stage::Train { .. } => format!("{} steps, batch {}, {}² crops, lr {}", t.steps, t.batch, t.patch, t.lr),
-                Stage::Evaluate { .. } => spec.tests.iter().map(|t| format!("{} ({})", t.name, t.protocol.name())).collect::<Vec<_>>().join(", "),
+                Stage::Evaluate { .. } => spec
+                    .tests
+                    .iter()
+                    .map(|t| format!("{} ({})", t.name, t.protocol.name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 Stage::Report => "per-image + summary (Parquet, CSV), curves, provenance".into(),
             };
             format!("  {:<28} {detail}", s.to_string())

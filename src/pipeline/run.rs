@@ -149,15 +149,25 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         tests.push(TestSet { name: t.name.clone(), protocol: t.protocol, set });
     }
     let mut fingerprints = serde_json::Map::new();
-    fingerprints.insert("source".into(), json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached}));
+    fingerprints.insert(
+        "source".into(),
+        json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached}),
+    );
     if let Some(t) = &target {
         fingerprints.insert("target".into(), json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached}));
     }
     for t in &tests {
-        fingerprints.insert(format!("test:{}", t.name), json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached}));
+        fingerprints.insert(
+            format!("test:{}", t.name),
+            json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached}),
+        );
     }
-    info!(source = source.items.len(), target = target.as_ref().map(|t| t.items.len()).unwrap_or(0),
-          cached = source.cached, "data ready");
+    info!(
+        source = source.items.len(),
+        target = target.as_ref().map(|t| t.items.len()).unwrap_or(0),
+        cached = source.cached,
+        "data ready"
+    );
     finish_stage(Stage::Data.to_string(), &mut timings);
 
     // --- scores of the unrestored inputs
@@ -208,7 +218,10 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             let mut on_step = |s: StepInfo| {
                 let p = s.latest;
                 let msg = if p.mse_pos.is_finite() {
-                    format!("loss {:.4} char {:.4} mse+ {:.4} mse- {:.4} α {:.3}", p.loss, p.charbonnier, p.mse_pos, p.mse_neg, p.alpha)
+                    format!(
+                        "loss {:.4} char {:.4} mse+ {:.4} mse- {:.4} α {:.3}",
+                        p.loss, p.charbonnier, p.mse_pos, p.mse_neg, p.alpha
+                    )
                 } else {
                     format!("loss {:.4}", p.loss)
                 };
@@ -230,7 +243,10 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 b.finish();
             }
             if trained.steps_done < spec.train.steps {
-                return Err(Failure::new(ExitCode::Interrupted, format!("interrupted during {stage} at step {}", trained.steps_done)));
+                return Err(Failure::new(
+                    ExitCode::Interrupted,
+                    format!("interrupted during {stage} at step {}", trained.steps_done),
+                ));
             }
             info!(stage = %stage, steps_per_s = format!("{:.2}", trained.steps_per_s), params_g = trained.params_g,
                   params_d = trained.params_d.unwrap_or(0), "training finished");
@@ -240,7 +256,10 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 "params_restorer": trained.params_g, "params_diffusion": trained.params_d,
             }));
             curves.push(reports::curve_table(method.name(), seed, &trained.curve));
-            save_checkpoint(&trained.restorer, &run_dir.join("checkpoints").join(format!("{}-seed{seed}.bpk", method.name())))?;
+            save_checkpoint(
+                &trained.restorer,
+                &run_dir.join("checkpoints").join(format!("{}-seed{seed}.bpk", method.name())),
+            )?;
             finish_stage(stage.to_string(), &mut timings);
 
             let eval_device = device.clone();
@@ -293,7 +312,10 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "training": training_facts,
         "resolved_sha256": sha256_hex(resolved_json.as_bytes()),
     });
-    write_atomic(&run_dir.join("provenance.json"), serde_json::to_string_pretty(&provenance).expect("json").as_bytes())?;
+    write_atomic(
+        &run_dir.join("provenance.json"),
+        serde_json::to_string_pretty(&provenance).expect("json").as_bytes(),
+    )?;
     info!(run = %run_id, wall_s = format!("{:.1}", t0.elapsed().as_secs_f64()), "run finished");
     Ok(RunOutcome { run_dir, summary: md })
 }

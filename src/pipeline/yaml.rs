@@ -59,8 +59,8 @@ use std::path::{Path, PathBuf};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, EnumAccess, Error as _, Expected, IntoDeserializer,
-    MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor,
+    self, DeserializeOwned, DeserializeSeed, EnumAccess, Error as _, Expected, IntoDeserializer, MapAccess, SeqAccess,
+    Unexpected, VariantAccess, Visitor,
 };
 
 // ---------------------------------------------------------------------------
@@ -166,24 +166,12 @@ pub struct ConfigError {
 }
 
 fn key_path_prefix(key_path: &str) -> String {
-    if key_path.is_empty() {
-        String::new()
-    } else {
-        format!("{key_path}: ")
-    }
+    if key_path.is_empty() { String::new() } else { format!("{key_path}: ") }
 }
 
 impl ConfigError {
-    pub fn new(
-        location: impl Into<String>,
-        key_path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            location: location.into(),
-            key_path: key_path.into(),
-            message: message.into(),
-        }
+    pub fn new(location: impl Into<String>, key_path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { location: location.into(), key_path: key_path.into(), message: message.into() }
     }
 
     /// An error located at `origin`.
@@ -227,10 +215,7 @@ impl Node {
     /// Mutable map lookup.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         match &mut self.value {
-            Value::Map(entries) => entries
-                .iter_mut()
-                .find(|(k, _)| k.name == key)
-                .map(|(_, v)| v),
+            Value::Map(entries) => entries.iter_mut().find(|(k, _)| k.name == key).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -302,15 +287,9 @@ impl Node {
     /// Setting a key inside a scalar or sequence is an error naming the path.
     /// On error `self` is left unchanged.
     pub fn set_path(&mut self, assignment: &str) -> Result<(), ConfigError> {
-        let origin = Origin::Override {
-            arg: assignment.to_string(),
-        };
+        let origin = Origin::Override { arg: assignment.to_string() };
         let Some((lhs, rhs)) = assignment.split_once('=') else {
-            return Err(ConfigError::at(
-                &origin,
-                "",
-                "expected an assignment `key.path=value`",
-            ));
+            return Err(ConfigError::at(&origin, "", "expected an assignment `key.path=value`"));
         };
         let lhs = lhs.trim();
         if lhs.is_empty() {
@@ -346,10 +325,7 @@ impl Node {
                         Some(i) => i,
                         None => {
                             entries.push((
-                                Key {
-                                    name: name.clone(),
-                                    origin: origin.clone(),
-                                },
+                                Key { name: name.clone(), origin: origin.clone() },
                                 Node::new(Value::Null, origin.clone()),
                             ));
                             entries.len() - 1
@@ -391,9 +367,7 @@ impl Node {
     fn set_origin_recursive(&mut self, origin: &Origin) {
         self.origin = origin.clone();
         match &mut self.value {
-            Value::Seq(items) => items
-                .iter_mut()
-                .for_each(|n| n.set_origin_recursive(origin)),
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.set_origin_recursive(origin)),
             Value::Map(entries) => {
                 for (k, v) in entries {
                     k.origin = origin.clone();
@@ -423,11 +397,7 @@ fn display_path(path: &str) -> &str {
 }
 
 fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 enum Seg {
@@ -451,9 +421,7 @@ fn parse_key_path(path: &str) -> Result<Vec<Seg>, String> {
             segs.push(Seg::Key(name.to_string()));
         }
         while !rest.is_empty() {
-            let close = rest
-                .find(']')
-                .ok_or_else(|| format!("unclosed `[` in key path `{path}`"))?;
+            let close = rest.find(']').ok_or_else(|| format!("unclosed `[` in key path `{path}`"))?;
             let index = rest[1..close]
                 .trim()
                 .parse::<usize>()
@@ -461,9 +429,7 @@ fn parse_key_path(path: &str) -> Result<Vec<Seg>, String> {
             segs.push(Seg::Index(index));
             rest = &rest[close + 1..];
             if !rest.is_empty() && !rest.starts_with('[') {
-                return Err(format!(
-                    "unexpected `{rest}` after index in key path `{path}`"
-                ));
+                return Err(format!("unexpected `{rest}` after index in key path `{path}`"));
             }
         }
     }
@@ -481,25 +447,16 @@ const MAX_ALIAS_NODES: usize = 100_000;
 
 /// Reads and parses a YAML file.
 pub fn load(path: &Path) -> Result<Node, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            path.display().to_string(),
-            "",
-            format!("cannot read file: {e}"),
-        )
-    })?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path.display().to_string(), "", format!("cannot read file: {e}")))?;
     parse(&src, path)
 }
 
 /// Parses one YAML document. `path` is only used for positions in errors and
 /// origins. Syntax errors are reported as `path:line:col: YAML syntax error: ...`.
 pub fn parse(src: &str, path: &Path) -> Result<Node, ConfigError> {
-    let mut b = Builder {
-        parser: Parser::new_from_str(src),
-        path,
-        anchors: HashMap::new(),
-        alias_budget: MAX_ALIAS_NODES,
-    };
+    let mut b =
+        Builder { parser: Parser::new_from_str(src), path, anchors: HashMap::new(), alias_budget: MAX_ALIAS_NODES };
     b.document()
 }
 
@@ -515,10 +472,7 @@ impl<'a> Builder<'a> {
     fn origin(&self, span: &Span) -> Origin {
         Origin::File {
             path: self.path.to_path_buf(),
-            mark: Mark {
-                line: span.start.line(),
-                col: span.start.col() + 1,
-            },
+            mark: Mark { line: span.start.line(), col: span.start.col() + 1 },
         }
     }
 
@@ -539,11 +493,9 @@ impl<'a> Builder<'a> {
         match self.parser.next_event() {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => Err(self.scan_err(e)),
-            None => Err(ConfigError::new(
-                self.path.display().to_string(),
-                "",
-                "YAML syntax error: unexpected end of input",
-            )),
+            None => {
+                Err(ConfigError::new(self.path.display().to_string(), "", "YAML syntax error: unexpected end of input"))
+            }
         }
     }
 
@@ -567,11 +519,7 @@ impl<'a> Builder<'a> {
                 Event::DocumentEnd => {}
                 Event::StreamEnd => return Ok(root),
                 Event::DocumentStart(_) => {
-                    return Err(self.err(
-                        &span,
-                        "",
-                        "a second YAML document; only one document per file is supported",
-                    ));
+                    return Err(self.err(&span, "", "a second YAML document; only one document per file is supported"));
                 }
                 ev => return Err(self.err(&span, "", format!("unexpected YAML event {ev:?}"))),
             }
@@ -605,19 +553,9 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn node(
-        &mut self,
-        ev: Event<'a>,
-        span: Span,
-        key_path: &str,
-        depth: usize,
-    ) -> Result<Node, ConfigError> {
+    fn node(&mut self, ev: Event<'a>, span: Span, key_path: &str, depth: usize) -> Result<Node, ConfigError> {
         if depth > MAX_DEPTH {
-            return Err(self.err(
-                &span,
-                key_path,
-                format!("nesting deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(self.err(&span, key_path, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         let origin = self.origin(&span);
         match ev {
@@ -658,18 +596,13 @@ impl<'a> Builder<'a> {
                         Event::Scalar(text, _, kanchor, tag) => {
                             self.check_tag(tag.as_deref(), &kspan, key_path)?;
                             if kanchor != 0 {
-                                let n =
-                                    Node::new(Value::Str(text.to_string()), self.origin(&kspan));
+                                let n = Node::new(Value::Str(text.to_string()), self.origin(&kspan));
                                 self.register_anchor(kanchor, &n);
                             }
                             text.into_owned()
                         }
                         Event::Alias(_) => {
-                            return Err(self.err(
-                                &kspan,
-                                key_path,
-                                "aliases cannot be used as mapping keys",
-                            ));
+                            return Err(self.err(&kspan, key_path, "aliases cannot be used as mapping keys"));
                         }
                         _ => {
                             return Err(self.err(
@@ -691,13 +624,7 @@ impl<'a> Builder<'a> {
                     seen.insert(name.clone(), key_origin.clone());
                     let (ev, vspan) = self.next()?;
                     let value = self.node(ev, vspan, &child_path, depth + 1)?;
-                    entries.push((
-                        Key {
-                            name,
-                            origin: key_origin,
-                        },
-                        value,
-                    ));
+                    entries.push((Key { name, origin: key_origin }, value));
                 }
                 let node = Node::new(Value::Map(entries), origin);
                 self.register_anchor(anchor, &node);
@@ -719,11 +646,7 @@ impl<'a> Builder<'a> {
                     ));
                 }
                 if depth + height > MAX_DEPTH {
-                    return Err(self.err(
-                        &span,
-                        key_path,
-                        format!("nesting deeper than {MAX_DEPTH} levels"),
-                    ));
+                    return Err(self.err(&span, key_path, format!("nesting deeper than {MAX_DEPTH} levels")));
                 }
                 self.alias_budget -= *count;
                 Ok(node.clone())
@@ -747,11 +670,8 @@ fn resolve_plain(s: &str) -> Result<Value, String> {
         "-.inf" | "-.Inf" | "-.INF" => Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => Value::Float(f64::NAN),
         _ => {
-            let too_big = || {
-                format!(
-                    "integer {s} does not fit in a 64-bit signed integer (quote it to use it as a string)"
-                )
-            };
+            let too_big =
+                || format!("integer {s} does not fit in a 64-bit signed integer (quote it to use it as a string)");
             if is_decimal_int(s) {
                 Value::Int(s.parse::<i64>().map_err(|_| too_big())?)
             } else if let Some(digits) = radix_digits(s, "0x", 16) {
@@ -827,25 +747,15 @@ pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, ConfigError> {
 /// Like [`from_node`] for a subtree; `key_path` is the subtree's path
 /// (e.g. `"train"`), used as the prefix of key paths in errors.
 pub fn from_node_at<T: DeserializeOwned>(node: &Node, key_path: &str) -> Result<T, ConfigError> {
-    T::deserialize(NodeDe {
-        node,
-        origin: &node.origin,
-        path: key_path.to_string(),
-    })
-    .map_err(|e| e.into_config(&node.origin, key_path))
+    T::deserialize(NodeDe { node, origin: &node.origin, path: key_path.to_string() })
+        .map_err(|e| e.into_config(&node.origin, key_path))
 }
 
 /// Suggests the candidate closest to `word`, if any is close enough.
 pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     candidates
         .iter()
-        .map(|&c| {
-            (
-                c,
-                strsim::normalized_damerau_levenshtein(word, c),
-                strsim::jaro_winkler(word, c),
-            )
-        })
+        .map(|&c| (c, strsim::normalized_damerau_levenshtein(word, c), strsim::jaro_winkler(word, c)))
         .filter(|&(_, dl, jw)| dl >= 0.7 || jw >= 0.85)
         .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
         .map(|(c, _, _)| c)
@@ -858,10 +768,7 @@ fn unknown_message(what: &str, plural: &str, word: &str, expected: &[&str]) -> S
         format!("unknown {what} \"{word}\"; no {plural} are allowed here")
     } else {
         let list: Vec<String> = expected.iter().map(|e| format!("\"{e}\"")).collect();
-        format!(
-            "unknown {what} \"{word}\"; expected one of {}",
-            list.join(", ")
-        )
+        format!("unknown {what} \"{word}\"; expected one of {}", list.join(", "))
     }
 }
 
@@ -905,14 +812,8 @@ impl DeError {
     }
 
     fn into_config(self, origin: &Origin, path: &str) -> ConfigError {
-        let (location, key_path) = self
-            .at
-            .unwrap_or_else(|| (origin.to_string(), path.to_string()));
-        ConfigError {
-            location,
-            key_path,
-            message: self.message,
-        }
+        let (location, key_path) = self.at.unwrap_or_else(|| (origin.to_string(), path.to_string()));
+        ConfigError { location, key_path, message: self.message }
     }
 }
 
@@ -926,10 +827,7 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            message: msg.to_string(),
-            at: None,
-        }
+        DeError { message: msg.to_string(), at: None }
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
@@ -937,10 +835,7 @@ impl de::Error for DeError {
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
-        Self::custom(format_args!(
-            "invalid value: expected {exp}, found {}",
-            describe(&unexp)
-        ))
+        Self::custom(format_args!("invalid value: expected {exp}, found {}", describe(&unexp)))
     }
 
     fn invalid_length(len: usize, exp: &dyn Expected) -> Self {
@@ -965,10 +860,7 @@ impl de::Error for DeError {
 }
 
 /// Value every empty struct variant written as a plain string reads from.
-static NULL_NODE: Node = Node {
-    value: Value::Null,
-    origin: Origin::Override { arg: String::new() },
-};
+static NULL_NODE: Node = Node { value: Value::Null, origin: Origin::Override { arg: String::new() } };
 
 /// Deserializer for one node. `origin` is where errors are reported (normally
 /// `node.origin`; differs only for the synthetic null of a bare variant name).
@@ -980,11 +872,7 @@ struct NodeDe<'de> {
 
 impl<'de> NodeDe<'de> {
     fn of(node: &'de Node, path: String) -> Self {
-        NodeDe {
-            node,
-            origin: &node.origin,
-            path,
-        }
+        NodeDe { node, origin: &node.origin, path }
     }
 
     fn located<T>(&self, r: Result<T, DeError>) -> Result<T, DeError> {
@@ -992,35 +880,17 @@ impl<'de> NodeDe<'de> {
     }
 
     fn type_error<T>(&self, exp: &dyn Expected) -> Result<T, DeError> {
-        self.located(Err(de::Error::invalid_type(
-            self.node.value.unexpected(),
-            exp,
-        )))
+        self.located(Err(de::Error::invalid_type(self.node.value.unexpected(), exp)))
     }
 
-    fn visit_entries<V: Visitor<'de>>(
-        &self,
-        entries: &'de [(Key, Node)],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let mut access = MapDe {
-            iter: entries.iter(),
-            pending: None,
-            path: &self.path,
-        };
+    fn visit_entries<V: Visitor<'de>>(&self, entries: &'de [(Key, Node)], visitor: V) -> Result<V::Value, DeError> {
+        let mut access = MapDe { iter: entries.iter(), pending: None, path: &self.path };
         let r = visitor.visit_map(&mut access);
         self.located(r)
     }
 
-    fn visit_items<V: Visitor<'de>>(
-        &self,
-        items: &'de [Node],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let mut access = SeqDe {
-            iter: items.iter().enumerate(),
-            path: &self.path,
-        };
+    fn visit_items<V: Visitor<'de>>(&self, items: &'de [Node], visitor: V) -> Result<V::Value, DeError> {
+        let mut access = SeqDe { iter: items.iter().enumerate(), path: &self.path };
         let r = visitor.visit_seq(&mut access).and_then(|v| {
             let left = access.iter.len();
             if left == 0 {
@@ -1071,19 +941,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -1094,11 +956,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -1136,20 +994,12 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Str(name) => {
-                let r = visitor.visit_enum(BareVariant {
-                    name,
-                    origin: self.origin,
-                    path: &self.path,
-                });
+                let r = visitor.visit_enum(BareVariant { name, origin: self.origin, path: &self.path });
                 self.located(r)
             }
             Value::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
-                let r = visitor.visit_enum(MapVariant {
-                    key,
-                    value,
-                    path: join_key(&self.path, &key.name),
-                });
+                let r = visitor.visit_enum(MapVariant { key, value, path: join_key(&self.path, &key.name) });
                 self.located(r)
             }
             Value::Map(entries) => {
@@ -1182,18 +1032,13 @@ struct SeqDe<'de, 'p> {
 impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
             Some((i, node)) => {
                 // Errors escaping the element (serde-buffered content of
                 // tagged/untagged enums) belong to the element.
                 let path = format!("{}[{i}]", self.path);
-                seed.deserialize(NodeDe::of(node, path.clone()))
-                    .map(Some)
-                    .map_err(|e| e.locate(&node.origin, &path))
+                seed.deserialize(NodeDe::of(node, path.clone())).map(Some).map_err(|e| e.locate(&node.origin, &path))
             }
             None => Ok(None),
         }
@@ -1213,10 +1058,7 @@ struct MapDe<'de, 'p> {
 impl<'de> MapAccess<'de> for MapDe<'de, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((key, value)) => {
                 let path = join_key(self.path, &key.name);
@@ -1229,12 +1071,8 @@ impl<'de> MapAccess<'de> for MapDe<'de, '_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (node, path) = self
-            .pending
-            .take()
-            .ok_or_else(|| de::Error::custom("value requested before key"))?;
-        seed.deserialize(NodeDe::of(node, path.clone()))
-            .map_err(|e| e.locate(&node.origin, &path))
+        let (node, path) = self.pending.take().ok_or_else(|| de::Error::custom("value requested before key"))?;
+        seed.deserialize(NodeDe::of(node, path.clone())).map_err(|e| e.locate(&node.origin, &path))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -1295,11 +1133,7 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de, '_> {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -1339,11 +1173,7 @@ impl<'de, 'p> EnumAccess<'de> for BareVariant<'de, 'p> {
 impl<'de> BareVariant<'de, '_> {
     /// The content of a variant written without one: an empty value.
     fn empty(&self) -> NodeDe<'de> {
-        NodeDe {
-            node: &NULL_NODE,
-            origin: self.origin,
-            path: self.path.to_string(),
-        }
+        NodeDe { node: &NULL_NODE, origin: self.origin, path: self.path.to_string() }
     }
 }
 
@@ -1386,10 +1216,7 @@ impl<'de> EnumAccess<'de> for MapVariant<'de> {
     type Variant = Self;
 
     fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self), DeError> {
-        let v = seed.deserialize(KeyDe {
-            key: self.key,
-            path: &self.path,
-        })?;
+        let v = seed.deserialize(KeyDe { key: self.key, path: &self.path })?;
         Ok((v, self))
     }
 }
@@ -1477,10 +1304,7 @@ mod tests {
     fn syntax_error_position() {
         let e = perr("a: 1\n  b: 2\n");
         assert_eq!(e.location, "cfg.yaml:2:4");
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:4: YAML syntax error: mapping values are not allowed in this context"
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:4: YAML syntax error: mapping values are not allowed in this context");
         let e = perr("a: 1\nb: \"unterminated\n");
         assert!(e.location.starts_with("cfg.yaml:"), "{e}");
         assert!(e.message.starts_with("YAML syntax error"), "{e}");
@@ -1497,19 +1321,13 @@ mod tests {
         // Nothing close: list the expected keys.
         let e = de::<Config>("name: run\ntrain:\n  zzz: 1\n").unwrap_err();
         assert_eq!(e.location, "cfg.yaml:3:3");
-        assert_eq!(
-            e.message,
-            "unknown key \"zzz\"; expected one of \"learning_rate\", \"epochs\", \"optimizer\""
-        );
+        assert_eq!(e.message, "unknown key \"zzz\"; expected one of \"learning_rate\", \"epochs\", \"optimizer\"");
     }
 
     #[test]
     fn wrong_type_at_value_position() {
         let e = de::<Config>("name: run\ntrain:\n  learning_rate: abc\n  epochs: 3\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:3:18: train.learning_rate: expected f64, found string \"abc\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:3:18: train.learning_rate: expected f64, found string \"abc\"");
         let e = de::<Config>("name: run\ntrain:\n  learning_rate: 1\n  epochs: -2\n").unwrap_err();
         assert_eq!(e.location, "cfg.yaml:4:11");
         assert_eq!(e.key_path, "train.epochs");
@@ -1520,33 +1338,23 @@ mod tests {
         assert_eq!(e.message, "expected f64, found string \"1\"");
         // A struct given a scalar.
         let e = de::<Config>("name: run\ntrain: 5\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:8: train: expected struct Train, found integer 5"
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:8: train: expected struct Train, found integer 5");
     }
 
     #[test]
     fn missing_key_at_enclosing_map() {
         let e = de::<Config>("name: run\ntrain:\n  epochs: 3\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:3:3: train: missing key \"learning_rate\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:3:3: train: missing key \"learning_rate\"");
         let e = de::<Config>("train: {learning_rate: 1, epochs: 1}\n").unwrap_err();
         assert_eq!(e.to_string(), "cfg.yaml:1:1: missing key \"name\"");
         // An empty section is an empty map.
         let e = de::<Config>("name: x\ntrain:\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:6: train: missing key \"learning_rate\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:6: train: missing key \"learning_rate\"");
     }
 
     #[test]
     fn nested_key_path() {
-        let src =
-            "name: run\ntrain:\n  learning_rate: 1\n  epochs: 2\n  optimizer:\n    lr: fast\n";
+        let src = "name: run\ntrain:\n  learning_rate: 1\n  epochs: 2\n  optimizer:\n    lr: fast\n";
         let e = de::<Config>(src).unwrap_err();
         assert_eq!(e.key_path, "train.optimizer.lr");
         assert_eq!(e.location, "cfg.yaml:6:9");
@@ -1556,18 +1364,11 @@ mod tests {
             e.to_string(),
             "cfg.yaml:5:22: train.optimizer.momentun: unknown key \"momentun\"; did you mean \"momentum\"?"
         );
-        let ok = de::<Config>(
-            "name: run\ntrain:\n  learning_rate: 1e-4\n  epochs: 2\n  optimizer: {lr: 3, momentum: ~}\n",
-        )
-        .unwrap();
+        let ok =
+            de::<Config>("name: run\ntrain:\n  learning_rate: 1e-4\n  epochs: 2\n  optimizer: {lr: 3, momentum: ~}\n")
+                .unwrap();
         assert_eq!(ok.train.learning_rate, 1e-4);
-        assert_eq!(
-            ok.train.optimizer,
-            Some(Optimizer {
-                lr: 3.0,
-                momentum: None
-            })
-        );
+        assert_eq!(ok.train.optimizer, Some(Optimizer { lr: 3.0, momentum: None }));
     }
 
     #[derive(Debug, Deserialize, PartialEq)]
@@ -1599,12 +1400,8 @@ mod tests {
         assert_eq!(e.key_path, "tests[1].protocol");
         assert_eq!(e.location, "cfg.yaml:5:15");
         assert_eq!(e.message, "expected enum Protocol, found integer 7");
-        let e = de::<Suite>("tests:\n  - name: a\n    protocol: full\n  - protocol: quick\n")
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:4:5: tests[1]: missing key \"name\""
-        );
+        let e = de::<Suite>("tests:\n  - name: a\n    protocol: full\n  - protocol: quick\n").unwrap_err();
+        assert_eq!(e.to_string(), "cfg.yaml:4:5: tests[1]: missing key \"name\"");
     }
 
     #[test]
@@ -1622,32 +1419,21 @@ mod tests {
             "cfg.yaml:2:25: tests[0].protocol: unknown variant \"quik\"; did you mean \"quick\"?"
         );
         // Unknown variant, map form: the key's position.
-        let e = de::<Suite>("tests:\n  - name: a\n    protocol:\n      sampeld: {fraction: 1}\n")
-            .unwrap_err();
+        let e = de::<Suite>("tests:\n  - name: a\n    protocol:\n      sampeld: {fraction: 1}\n").unwrap_err();
         assert_eq!(e.location, "cfg.yaml:4:7");
         assert_eq!(e.key_path, "tests[0].protocol.sampeld");
-        assert_eq!(
-            e.message,
-            "unknown variant \"sampeld\"; did you mean \"sampled\"?"
-        );
+        assert_eq!(e.message, "unknown variant \"sampeld\"; did you mean \"sampled\"?");
         // Error inside a struct variant.
-        let e = de::<Suite>("tests:\n  - name: a\n    protocol:\n      sampled: {fraction: x}\n")
-            .unwrap_err();
+        let e = de::<Suite>("tests:\n  - name: a\n    protocol:\n      sampled: {fraction: x}\n").unwrap_err();
         assert_eq!(e.key_path, "tests[0].protocol.sampled.fraction");
         assert_eq!(e.location, "cfg.yaml:4:27");
         // A struct variant named bare reads an empty map.
         let e = de::<Suite>("tests:\n  - {name: a, protocol: sampled}\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:25: tests[0].protocol: missing key \"fraction\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:25: tests[0].protocol: missing key \"fraction\"");
         // Unit variant with a value.
         let e = de::<Suite>("tests:\n  - {name: a, protocol: {full: 1}}\n").unwrap_err();
         assert_eq!(e.location, "cfg.yaml:2:32");
-        assert_eq!(
-            e.message,
-            "variant \"full\" takes no value, found integer 1"
-        );
+        assert_eq!(e.message, "variant \"full\" takes no value, found integer 1");
         // Two keys.
         let e = de::<Suite>("tests:\n  - {name: a, protocol: {full: , quick: }}\n").unwrap_err();
         assert_eq!(e.location, "cfg.yaml:2:25");
@@ -1656,9 +1442,8 @@ mod tests {
 
     #[test]
     fn merge_profile_overlay() {
-        let mut base = p(
-            "train:\n  lr: 0.1\n  epochs: 10\n  opt: {name: adam, betas: [0.9, 0.99]}\nmethods: [a, b, c]\n",
-        );
+        let mut base =
+            p("train:\n  lr: 0.1\n  epochs: 10\n  opt: {name: adam, betas: [0.9, 0.99]}\nmethods: [a, b, c]\n");
         let overlay = parse(
             "train:\n  lr: 0.01\n  opt: {betas: [0.5]}\n  extra: true\nmethods: [z]\n",
             Path::new("profile.yaml"),
@@ -1669,25 +1454,15 @@ mod tests {
         assert_eq!(lr.value, Value::Float(0.01));
         assert_eq!(lr.location(), "profile.yaml:2:7");
         assert_eq!(base.lookup("train.epochs").unwrap().value, Value::Int(10));
-        assert_eq!(
-            base.lookup("train.opt.name").unwrap().value,
-            Value::Str("adam".into())
-        );
+        assert_eq!(base.lookup("train.opt.name").unwrap().value, Value::Str("adam".into()));
         // Lists replace.
         let betas = base.lookup("train.opt.betas").unwrap();
-        assert_eq!(
-            betas.value,
-            Value::Seq(vec![Node::new(Value::Float(0.5), betas_origin(betas))])
-        );
-        let Value::Seq(methods) = &base.get("methods").unwrap().value else {
-            panic!()
-        };
+        assert_eq!(betas.value, Value::Seq(vec![Node::new(Value::Float(0.5), betas_origin(betas))]));
+        let Value::Seq(methods) = &base.get("methods").unwrap().value else { panic!() };
         assert_eq!(methods.len(), 1);
         assert_eq!(base.lookup("train.extra").unwrap().value, Value::Bool(true));
         // New keys are appended after existing ones.
-        let Value::Map(train) = &base.get("train").unwrap().value else {
-            panic!()
-        };
+        let Value::Map(train) = &base.get("train").unwrap().value else { panic!() };
         let names: Vec<_> = train.iter().map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(names, ["lr", "epochs", "opt", "extra"]);
 
@@ -1698,9 +1473,7 @@ mod tests {
     }
 
     fn betas_origin(betas: &Node) -> Origin {
-        let Value::Seq(items) = &betas.value else {
-            panic!()
-        };
+        let Value::Seq(items) = &betas.value else { panic!() };
         items[0].origin.clone()
     }
 
@@ -1716,9 +1489,7 @@ mod tests {
         assert_eq!(c.name, "123");
         assert_eq!(
             cfg.lookup("train.optimizer").unwrap().origin,
-            Origin::Override {
-                arg: "train.optimizer.lr=3".into()
-            }
+            Origin::Override { arg: "train.optimizer.lr=3".into() }
         );
 
         // Flow values and types.
@@ -1727,10 +1498,7 @@ mod tests {
         n.set_path("c = true").unwrap();
         n.set_path("d=").unwrap();
         n.set_path("e={k: v}").unwrap();
-        assert_eq!(
-            from_node::<(i64, f64, String)>(n.get("b").unwrap()).unwrap(),
-            (1, 2.5, "x".into())
-        );
+        assert_eq!(from_node::<(i64, f64, String)>(n.get("b").unwrap()).unwrap(), (1, 2.5, "x".into()));
         assert_eq!(n.get("c").unwrap().value, Value::Bool(true));
         assert!(n.get("d").unwrap().is_null());
         assert_eq!(n.lookup("e.k").unwrap().value, Value::Str("v".into()));
@@ -1747,10 +1515,7 @@ mod tests {
         cfg.set_path("train.learning_rate=0.5").unwrap();
         cfg.set_path("train.epoch=4").unwrap();
         let e = from_node::<Config>(&cfg).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "--set train.epoch=4: train.epoch: unknown key \"epoch\"; did you mean \"epochs\"?"
-        );
+        assert_eq!(e.to_string(), "--set train.epoch=4: train.epoch: unknown key \"epoch\"; did you mean \"epochs\"?");
     }
 
     #[test]
@@ -1758,10 +1523,7 @@ mod tests {
         let mut cfg = p("train:\n  lr: 0.1\nmethods:\n  - {sigma: 1}\n  - {sigma: 2}\n");
         let before = cfg.clone();
         let e = cfg.set_path("train.lr").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "--set train.lr: expected an assignment `key.path=value`"
-        );
+        assert_eq!(e.to_string(), "--set train.lr: expected an assignment `key.path=value`");
         let e = cfg.set_path("=3").unwrap_err();
         assert_eq!(e.location, "--set =3");
         assert_eq!(e.message, "empty key path before `=`");
@@ -1774,33 +1536,21 @@ mod tests {
         let e = cfg.set_path("train.new.lr[0]=1").unwrap_err();
         assert_eq!(e.key_path, "train.new.lr");
         let e = cfg.set_path("methods[5].sigma=1").unwrap_err();
-        assert_eq!(
-            e.message,
-            "index [5] is out of range: the sequence has 2 items"
-        );
+        assert_eq!(e.message, "index [5] is out of range: the sequence has 2 items");
         let e = cfg.set_path("train.lr=[1, 2").unwrap_err();
         assert_eq!(e.location, "--set train.lr=[1, 2");
-        assert!(
-            e.message.starts_with("invalid value: YAML syntax error"),
-            "{e}"
-        );
+        assert!(e.message.starts_with("invalid value: YAML syntax error"), "{e}");
         assert_eq!(cfg, before, "failed set_path must not modify the tree");
 
         cfg.set_path("methods[1].sigma=0.5").unwrap();
-        assert_eq!(
-            cfg.lookup("methods[1].sigma").unwrap().value,
-            Value::Float(0.5)
-        );
+        assert_eq!(cfg.lookup("methods[1].sigma").unwrap().value, Value::Float(0.5));
         assert_eq!(cfg.lookup("methods[0].sigma").unwrap().value, Value::Int(1));
     }
 
     #[test]
     fn duplicate_key_error() {
         let e = perr("train:\n  lr: 1\n  epochs: 2\n  lr: 3\n");
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:4:3: train.lr: duplicate key \"lr\" (first defined at cfg.yaml:2:3)"
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:4:3: train.lr: duplicate key \"lr\" (first defined at cfg.yaml:2:3)");
         let e = perr("{a: 1, a: 2}");
         assert_eq!(e.location, "cfg.yaml:1:8");
     }
@@ -1867,7 +1617,9 @@ mod tests {
         let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let p = i - 1;
-            src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            src.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         assert!(perr(&src).message.contains("aliases expand"));
         // Nesting depth is enforced through aliases too.
@@ -1875,22 +1627,10 @@ mod tests {
         for i in 1..300 {
             src.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
         }
-        assert!(
-            perr(&src).message.contains("nesting deeper"),
-            "{}",
-            perr(&src)
-        );
+        assert!(perr(&src).message.contains("nesting deeper"), "{}", perr(&src));
         let deep = format!("{}{}", "[".repeat(150), "]".repeat(150));
-        assert!(
-            perr(&deep).message.contains("nesting deeper"),
-            "{}",
-            perr(&deep)
-        );
-        assert!(
-            perr("[a, b]: 1\n")
-                .message
-                .contains("mapping keys must be scalars")
-        );
+        assert!(perr(&deep).message.contains("nesting deeper"), "{}", perr(&deep));
+        assert!(perr("[a, b]: 1\n").message.contains("mapping keys must be scalars"));
     }
 
     #[test]
@@ -1909,7 +1649,9 @@ mod tests {
             names: Vec<String>,
             unit: (),
         }
-        let m: M = de("dist: 3\nopt: 7\nnone: null\npair: [1, x]\ntable: {1: true, 20: false}\nnames: [a, 'b']\nunit: ~\n").unwrap();
+        let m: M =
+            de("dist: 3\nopt: 7\nnone: null\npair: [1, x]\ntable: {1: true, 20: false}\nnames: [a, 'b']\nunit: ~\n")
+                .unwrap();
         assert_eq!(m.dist, Meters(3.0));
         assert_eq!(m.opt, Some(7));
         assert_eq!(m.none, None);
@@ -1917,30 +1659,14 @@ mod tests {
         assert_eq!(m.table, BTreeMap::from([(1, true), (20, false)]));
         assert_eq!(m.names, ["a", "b"]);
 
-        let e =
-            de::<M>("dist: 3\nopt: 7\npair: [1, x, 3]\ntable: {}\nnames: []\nunit:\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:3:7: pair: too many elements: expected 2, found 3"
-        );
-        let e = de::<M>("dist: 3\nopt: 7\npair: [1, x]\ntable: {x: true}\nnames: []\nunit:\n")
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:4:9: table.x: expected u32, found string \"x\""
-        );
-        let e =
-            de::<M>("dist: 3\nopt: 300\npair: [1, x]\ntable: {}\nnames: []\nunit:\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:6: opt: invalid value: expected u8, found integer 300"
-        );
-        let e =
-            de::<M>("dist: 3\nopt: 3\npair: [1, x]\ntable: {}\nnames: oops\nunit:\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:5:8: names: expected a sequence, found string \"oops\""
-        );
+        let e = de::<M>("dist: 3\nopt: 7\npair: [1, x, 3]\ntable: {}\nnames: []\nunit:\n").unwrap_err();
+        assert_eq!(e.to_string(), "cfg.yaml:3:7: pair: too many elements: expected 2, found 3");
+        let e = de::<M>("dist: 3\nopt: 7\npair: [1, x]\ntable: {x: true}\nnames: []\nunit:\n").unwrap_err();
+        assert_eq!(e.to_string(), "cfg.yaml:4:9: table.x: expected u32, found string \"x\"");
+        let e = de::<M>("dist: 3\nopt: 300\npair: [1, x]\ntable: {}\nnames: []\nunit:\n").unwrap_err();
+        assert_eq!(e.to_string(), "cfg.yaml:2:6: opt: invalid value: expected u8, found integer 300");
+        let e = de::<M>("dist: 3\nopt: 3\npair: [1, x]\ntable: {}\nnames: oops\nunit:\n").unwrap_err();
+        assert_eq!(e.to_string(), "cfg.yaml:5:8: names: expected a sequence, found string \"oops\"");
 
         // Flatten goes through serde's buffered content.
         #[derive(Debug, Deserialize, PartialEq)]
@@ -1955,10 +1681,7 @@ mod tests {
         // Subtree with a path prefix.
         let n = p("train:\n  learning_rate: x\n  epochs: 1\n");
         let e = from_node_at::<Train>(n.get("train").unwrap(), "train").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:18: train.learning_rate: expected f64, found string \"x\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:18: train.learning_rate: expected f64, found string \"x\"");
 
         // Node::error for post-validation.
         let lr = n.lookup("train.learning_rate").unwrap();
@@ -1966,10 +1689,7 @@ mod tests {
             lr.error("train.learning_rate", "must be > 0").to_string(),
             "cfg.yaml:2:18: train.learning_rate: must be > 0"
         );
-        assert_eq!(
-            ConfigError::new("x.yaml", "", "boom").to_string(),
-            "x.yaml: boom"
-        );
+        assert_eq!(ConfigError::new("x.yaml", "", "boom").to_string(), "x.yaml: boom");
     }
 
     #[test]
@@ -1992,17 +1712,11 @@ mod tests {
         // serde buffers tagged content: the error lands on the list item.
         let n = p("steps:\n  - kind: denoise\n    sigma: x\n");
         let e = from_node_at::<Vec<Step>>(n.get("steps").unwrap(), "steps").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:5: steps[0]: expected f64, found string \"x\""
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:5: steps[0]: expected f64, found string \"x\"");
         // The tag itself is still read from its node.
         let n = p("steps:\n  - kind: cpy\n");
         let e = from_node_at::<Vec<Step>>(n.get("steps").unwrap(), "steps").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cfg.yaml:2:11: steps[0].kind: unknown variant \"cpy\"; did you mean \"copy\"?"
-        );
+        assert_eq!(e.to_string(), "cfg.yaml:2:11: steps[0].kind: unknown variant \"cpy\"; did you mean \"copy\"?");
         let e = from_node::<Vec<Either>>(&p("[1, a, [x]]")).unwrap_err();
         assert_eq!(e.location, "cfg.yaml:1:8");
         assert_eq!(e.key_path, "[2]");

@@ -57,7 +57,8 @@ pub fn scores_table(rows: &[ImageScore]) -> Table {
 }
 
 pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint]) -> Table {
-    let f = |g: fn(&CurvePoint) -> f64| Column::F64(points.iter().map(|p| Some(g(p)).filter(|v| v.is_finite())).collect());
+    let f =
+        |g: fn(&CurvePoint) -> f64| Column::F64(points.iter().map(|p| Some(g(p)).filter(|v| v.is_finite())).collect());
     let mut t = Table::default();
     t.push("method", Column::Str(points.iter().map(|_| Some(method.to_string())).collect()))
         .push("seed", Column::U64(points.iter().map(|_| Some(seed)).collect()))
@@ -75,7 +76,9 @@ pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint]) -> Table {
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    anyhow::Context::with_context(ParquetReader::new(f).finish(), || format!("{}: not a readable Parquet table", path.display()))
+    anyhow::Context::with_context(ParquetReader::new(f).finish(), || {
+        format!("{}: not a readable Parquet table", path.display())
+    })
 }
 
 /// Mean ± std of PSNR/SSIM per test set and method (over images and seeds).

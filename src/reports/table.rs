@@ -95,9 +95,7 @@ impl Table {
     }
 
     fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns.iter().map(|(n, c)| Field::new(n, c.data_type(), true)).collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.columns.iter().map(|(n, c)| Field::new(n, c.data_type(), true)).collect::<Vec<_>>()))
     }
 
     fn record_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
@@ -128,7 +126,8 @@ impl TableWriter {
         let schema = like.schema();
         let f = File::create(&tmp[0]).with_context(|| format!("{}: cannot create", tmp[0].display()))?;
         let parquet = ArrowWriter::try_new(f, schema.clone(), None)?;
-        let mut csv = csv::Writer::from_path(&tmp[1]).with_context(|| format!("{}: cannot create", tmp[1].display()))?;
+        let mut csv =
+            csv::Writer::from_path(&tmp[1]).with_context(|| format!("{}: cannot create", tmp[1].display()))?;
         csv.write_record(like.columns.iter().map(|(n, _)| n.as_str()))?;
         Ok(TableWriter { schema, parquet: Some(parquet), csv, tmp, dest })
     }

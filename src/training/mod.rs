@@ -117,7 +117,14 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         let b = sample_batch(inp.source, target, spec.batch, spec.patch, data_seed, step as u64);
         let x_s = to_tensor(&b.source_degraded, &device);
         let y_s = to_tensor(&b.source_clean, &device);
-        let mut point = CurvePoint { step: step + 1, mse_pos: f64::NAN, mse_neg: f64::NAN, hinge: f64::NAN, hinge_active: f64::NAN, ..Default::default() };
+        let mut point = CurvePoint {
+            step: step + 1,
+            mse_pos: f64::NAN,
+            mse_neg: f64::NAN,
+            hinge: f64::NAN,
+            hinge_active: f64::NAN,
+            ..Default::default()
+        };
 
         if let Some(g) = g_only.take() {
             let loss = charbonnier(g.restore(x_s), y_s, spec.charbonnier_eps);
@@ -146,7 +153,10 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             let eps_v: Vec<f32> = (0..n * 3 * h * w).map(|_| rng.normal() as f32).collect();
             let eps = Tensor::<4>::from_data(TensorData::new(eps_v, [n, 3, h, w]), &device);
             let per_sample = |f: &dyn Fn(f32) -> f32| {
-                Tensor::<4>::from_data(TensorData::new(gammas.iter().map(|&g| f(g)).collect::<Vec<f32>>(), [n, 1, 1, 1]), &device)
+                Tensor::<4>::from_data(
+                    TensorData::new(gammas.iter().map(|&g| f(g)).collect::<Vec<f32>>(), [n, 1, 1, 1]),
+                    &device,
+                )
             };
             let y_noisy = to_d(y_s) * per_sample(&|g| g.sqrt()) + eps.clone() * per_sample(&|g| (1.0 - g).sqrt());
             let mut swaps = |on: bool| -> Vec<bool> { (0..n).map(|_| on && rng.chance(0.5)).collect() };
@@ -189,7 +199,12 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         if !point.loss.is_finite() {
             return Err(Failure::new(
                 ExitCode::Diverged,
-                format!("{} diverged at step {} (loss {}); lower train.lr or check the data", method.name(), step + 1, point.loss),
+                format!(
+                    "{} diverged at step {} (loss {}); lower train.lr or check the data",
+                    method.name(),
+                    step + 1,
+                    point.loss
+                ),
             ));
         }
         point.elapsed_s = t0.elapsed().as_secs_f64();
