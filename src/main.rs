@@ -125,7 +125,9 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
         command_line: std::env::args().collect(),
     };
     let outcome = pipeline::run::run(&resolved, &opts)?;
-    println!("\n{}", outcome.summary);
+    if resolved.spec.report.print_summary {
+        println!("\n{}", outcome.summary);
+    }
     println!("report: {}", outcome.run_dir.display());
     Ok(())
 }
@@ -156,6 +158,8 @@ fn main() -> ProcessExit {
         Some(Command::Plan(args)) => resolve(args).map(|r| {
             println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
             println!("{}", plan::describe(&r.spec));
+            let (g, d) = run_pipeline::networks::param_counts(&r.spec.networks.restorer, &r.spec.networks.diffusion);
+            println!("  networks: restorer {g} parameters, diffusion {d} parameters");
         }),
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
     };

@@ -59,7 +59,10 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
             Value::Map(entries) => names.extend(entries.iter().map(|(k, _)| k.name.clone())),
             Value::Null => {}
             _ => {
-                return Err(Failure::config(format!("{}: profiles: expected a mapping of profile names", p.location())));
+                return Err(Failure::config(format!(
+                    "{}: profiles: expected a mapping of profile names",
+                    p.location()
+                )));
             }
         }
     }

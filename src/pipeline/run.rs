@@ -112,6 +112,8 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     write_atomic(&run_dir.join("resolved.json"), resolved_json.as_bytes())?;
     info!(run = %run_id, dir = %run_dir.display(), profile = %res.profile, "run started");
     eprintln!("plan for {} (profile {}):\n{}", res.path.display(), res.profile, describe(spec));
+    let (params_g, params_d) = crate::networks::param_counts(&spec.networks.restorer, &spec.networks.diffusion);
+    info!(restorer_params = params_g, diffusion_params = params_d, "networks");
 
     let device = match spec.backend {
         super::spec::Backend::Flex => Device::flex(),

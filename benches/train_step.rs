@@ -1,0 +1,84 @@
+//! Throughput of one training step per method, and of restoring one test image, on the
+//! resolved pipeline (CPU `flex` back-end).
+//!
+//!   cargo bench --bench train_step                       # demo profile, 20 steps each
+//!   cargo bench --bench train_step -- smoke 50           # profile, steps
+//!
+//! Prints numbers; asserts nothing (speed targets live here, not in tests).
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use run_pipeline::datasets::{Loader, Registry, Split, Take};
+use run_pipeline::pipeline::{self, spec::Method};
+use run_pipeline::training::{self, TrainInputs};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let profile = args.first().cloned().unwrap_or_else(|| "demo".into());
+    let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut res = pipeline::load(&root.join("pipelines/denoise.yaml"), Some(&profile), &[]).expect("pipeline");
+    res.spec.train.steps = steps;
+    let spec = &res.spec;
+    let registry = Registry::load(&root.join("datasets.toml")).expect("registry");
+    let cache = std::env::temp_dir().join("run-pipeline-bench-cache");
+    let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data };
+    let source = loader
+        .synthetic_pairs(
+            &spec.source.dataset,
+            Split::Train,
+            Take { count: spec.source.count, size: spec.source.size },
+            &spec.source.degradation,
+        )
+        .expect("source");
+    let target = loader
+        .target_train(&spec.target.dataset, Take { count: spec.target.count, size: spec.target.size })
+        .expect("target");
+    let stop = AtomicBool::new(false);
+    println!(
+        "profile {profile}: batch {} (+{} target for noise_da), {}² crops, restorer {:?}, diffusion base {} mults {:?}; {} rayon threads",
+        spec.train.batch,
+        spec.train.batch,
+        spec.train.patch,
+        spec.networks.restorer.widths,
+        spec.networks.diffusion.base,
+        spec.networks.diffusion.mults,
+        rayon::current_num_threads()
+    );
+    let mut restorer = None;
+    for method in [Method::SourceOnly, Method::NoiseDa] {
+        let inputs = TrainInputs {
+            task: spec.task,
+            spec: &spec.train,
+            nets: &spec.networks,
+            source: &source,
+            target: Some(&target),
+            seed: 0,
+            device: Device::flex(),
+            stop: &stop,
+        };
+        let t = training::train(method, &inputs, &mut |_| {}).expect("training");
+        println!(
+            "flex {:<12} {:>7.2} steps/s  {:>8.1} ms/step  (params G {} D {})",
+            method.name(),
+            t.steps_per_s,
+            1000.0 / t.steps_per_s,
+            t.params_g,
+            t.params_d.unwrap_or(0)
+        );
+        restorer = Some(t.restorer);
+    }
+    let g = restorer.expect("trained");
+    let test = loader.test_pairs("camera-sim-sidd", Take { count: 4, size: 128 }).expect("test set");
+    let t0 = Instant::now();
+    for item in &test.items {
+        training::restore_image(&g, &item.degraded, spec.networks.restorer.stride(), &Device::flex());
+    }
+    println!(
+        "flex restore 128² image     {:>8.1} ms/image",
+        t0.elapsed().as_secs_f64() * 1000.0 / test.items.len() as f64
+    );
+}
