@@ -48,28 +48,37 @@ fn main() {
         spec.networks.diffusion.mults,
         rayon::current_num_threads()
     );
+    #[allow(unused_mut)]
+    let mut backends = vec![("flex", Device::flex())];
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    backends.push(("ndarray", Device::ndarray()));
     let mut restorer = None;
-    for method in [Method::SourceOnly, Method::NoiseDa] {
-        let inputs = TrainInputs {
-            task: spec.task,
-            spec: &spec.train,
-            nets: &spec.networks,
-            source: &source,
-            target: Some(&target),
-            seed: 0,
-            device: Device::flex(),
-            stop: &stop,
-        };
-        let t = training::train(method, &inputs, &mut |_| {}).expect("training");
-        println!(
-            "flex {:<12} {:>7.2} steps/s  {:>8.1} ms/step  (params G {} D {})",
-            method.name(),
-            t.steps_per_s,
-            1000.0 / t.steps_per_s,
-            t.params_g,
-            t.params_d.unwrap_or(0)
-        );
-        restorer = Some(t.restorer);
+    for (backend, device) in &backends {
+        for method in [Method::SourceOnly, Method::NoiseDa] {
+            let inputs = TrainInputs {
+                task: spec.task,
+                spec: &spec.train,
+                nets: &spec.networks,
+                source: &source,
+                target: Some(&target),
+                seed: 0,
+                device: device.clone(),
+                stop: &stop,
+            };
+            let t = training::train(method, &inputs, &mut |_| {}).expect("training");
+            println!(
+                "{backend:<8} {:<12} {:>7.2} steps/s  {:>8.1} ms/step  (params G {} D {})",
+                method.name(),
+                t.steps_per_s,
+                1000.0 / t.steps_per_s,
+                t.params_g,
+                t.params_d.unwrap_or(0)
+            );
+            if *backend == "flex" {
+                restorer = Some(t.restorer);
+            }
+        }
     }
     let g = restorer.expect("trained");
     let test = loader.test_pairs("camera-sim-sidd", Take { count: 4, size: 128 }).expect("test set");
