@@ -6,6 +6,8 @@
 
 pub mod camera;
 pub mod dead_leaves;
+pub mod disk;
+pub mod layouts;
 pub mod registry;
 pub mod shard;
 
@@ -19,6 +21,7 @@ use crate::degradations::{DegradationParams, DegradationSpec};
 use crate::error::{Failure, Result};
 use crate::image::Image;
 use crate::rng::Rng;
+pub use disk::OnProblem;
 pub use registry::{DatasetEntry, DatasetKind, Registry};
 use shard::{ShardEntry, ShardItem, materialise};
 
@@ -63,6 +66,8 @@ pub struct PairedSet {
     /// Content fingerprint (the shard key) recorded in provenance.
     pub fingerprint: String,
     pub cached: bool,
+    /// Problems found and skipped (policy `skip`), listed in the run's provenance.
+    pub problems: Vec<String>,
 }
 
 /// Target-domain training data: degraded inputs only, by construction.
@@ -72,6 +77,7 @@ pub struct TargetTrainSet {
     pub items: Vec<DegradedItem>,
     pub fingerprint: String,
     pub cached: bool,
+    pub problems: Vec<String>,
 }
 
 /// How many images of what size to take from a dataset split.
@@ -109,6 +115,14 @@ impl Loader<'_> {
                         (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64))
                     })
                     .collect())
+            }
+            DatasetKind::CleanFolder => {
+                let scan = disk::scan(self.registry, name, split)?;
+                let dec = disk::decode(scan, usize::MAX, false);
+                disk::check(name, &dec.problems, OnProblem::Fail)?;
+                let images: Vec<(String, Image, Vec<(String, String)>)> =
+                    dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
+                Ok(crops(&images, take, self.seed, name).into_iter().map(|(id, im, _)| (id, im)).collect())
             }
             _ => Err(self.not_yet(name, entry)),
         }
@@ -150,11 +164,12 @@ impl Loader<'_> {
             fingerprint: shard::shard_key(&def),
             cached,
             items: entries.into_iter().map(paired).collect(),
+            problems: vec![],
         })
     }
 
     /// Real (or real-like) degraded pairs for testing.
-    pub fn test_pairs(&self, name: &str, take: Take) -> Result<PairedSet> {
+    pub fn test_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::CameraSim => {
@@ -165,14 +180,35 @@ impl Loader<'_> {
                     items: entries.into_iter().map(paired).collect(),
                     fingerprint: fp,
                     cached,
+                    problems: vec![],
                 })
             }
-            _ => Err(self.not_yet(name, entry)),
+            _ => {
+                let scan = disk::scan(self.registry, name, Split::Test)?;
+                let fingerprint = scan_fingerprint(&scan);
+                let mut dec = disk::decode(scan, take.count, true);
+                let mut items = Vec::new();
+                for (it, degraded, clean) in dec.items {
+                    match clean {
+                        Some(clean) => items.push(PairedItem { id: it.id, degraded, clean, params: DegradationParams { meta: it.meta, ..Default::default() } }),
+                        None => dec.problems.push(layouts::Problem { path: it.degraded, message: "no ground truth for a test item".into() }),
+                    }
+                }
+                disk::check(name, &dec.problems, on_problem)?;
+                Ok(PairedSet {
+                    dataset: name.into(),
+                    split: Split::Test,
+                    items,
+                    fingerprint,
+                    cached: false,
+                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                })
+            }
         }
     }
 
     /// Target training inputs, without ground truth.
-    pub fn target_train(&self, name: &str, take: Take) -> Result<TargetTrainSet> {
+    pub fn target_train(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<TargetTrainSet> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::CameraSim => {
@@ -185,9 +221,29 @@ impl Loader<'_> {
                         .collect(),
                     fingerprint: fp,
                     cached,
+                    problems: vec![],
                 })
             }
-            _ => Err(self.not_yet(name, entry)),
+            _ => {
+                let scan = disk::scan(self.registry, name, Split::Train)?;
+                let fingerprint = scan_fingerprint(&scan);
+                // Ground truth is never decoded for target training data.
+                let dec = disk::decode(scan, usize::MAX, false);
+                disk::check(name, &dec.problems, on_problem)?;
+                let images: Vec<(String, Image, Vec<(String, String)>)> =
+                    dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
+                let items = crops(&images, take, self.seed, name)
+                    .into_iter()
+                    .map(|(id, degraded, meta)| DegradedItem { id, degraded, params: DegradationParams { meta, ..Default::default() } })
+                    .collect();
+                Ok(TargetTrainSet {
+                    dataset: name.into(),
+                    items,
+                    fingerprint,
+                    cached: false,
+                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                })
+            }
         }
     }
 
@@ -246,6 +302,46 @@ impl Loader<'_> {
         })?;
         Ok((entries, cached, shard::shard_key(&def)))
     }
+}
+
+/// `take.count` crops of `take.size`² from `images`, round-robin over the images with random
+/// positions from (seed, dataset, crop index); images smaller than the crop are used whole.
+fn crops(
+    images: &[(String, Image, Vec<(String, String)>)],
+    take: Take,
+    seed: u64,
+    name: &str,
+) -> Vec<(String, Image, Vec<(String, String)>)> {
+    if images.is_empty() {
+        return vec![];
+    }
+    (0..take.count)
+        .into_par_iter()
+        .map(|k| {
+            let (id, img, meta) = &images[k % images.len()];
+            if img.width <= take.size || img.height <= take.size {
+                return (format!("{id}#{k}"), img.clone(), meta.clone());
+            }
+            let mut rng = Rng::derive(seed, &format!("{name}/crop"), &[k as u64]);
+            let x = rng.below((img.width - take.size + 1) as u64) as usize;
+            let y = rng.below((img.height - take.size + 1) as u64) as usize;
+            (format!("{id}@{x},{y}"), img.crop(x, y, take.size, take.size), meta.clone())
+        })
+        .collect()
+}
+
+/// Fingerprint of a scanned dataset: its file list with sizes and modification times.
+fn scan_fingerprint(scan: &layouts::Scan) -> String {
+    let mut text = String::new();
+    for it in &scan.items {
+        for p in std::iter::once(&it.degraded).chain(it.clean.as_ref()) {
+            let md = std::fs::metadata(p).ok();
+            let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = md.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+            text.push_str(&format!("{}\t{len}\t{mtime}\n", p.display()));
+        }
+    }
+    crate::util::sha256_hex(text.as_bytes())[..20].to_string()
 }
 
 fn paired(e: ShardEntry) -> PairedItem {

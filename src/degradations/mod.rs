@@ -33,6 +33,10 @@ pub struct DegradationParams {
     /// Read-noise variance of the simulated camera (linear raw units).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub read: Option<f64>,
+    /// Metadata of real data (e.g. SIDD's scene, phone, ISO from the folder name), kept as
+    /// string columns in the per-image report.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub meta: Vec<(String, String)>,
 }
 
 impl DegradationSpec {

@@ -137,7 +137,11 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     )?;
     let needs_target = spec.methods.contains(&Method::NoiseDa);
     let target = if needs_target {
-        Some(loader.target_train(&spec.target.dataset, Take { count: spec.target.count, size: spec.target.size })?)
+        Some(loader.target_train(
+            &spec.target.dataset,
+            Take { count: spec.target.count, size: spec.target.size },
+            spec.target.on_problem,
+        )?)
     } else {
         None
     };
@@ -146,7 +150,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         let take = Take { count: t.count, size: t.size };
         let set = match &t.degradation {
             Some(deg) => loader.synthetic_pairs(&t.dataset, Split::Test, take, deg)?,
-            None => loader.test_pairs(&t.dataset, take)?,
+            None => loader.test_pairs(&t.dataset, take, t.on_problem)?,
         };
         tests.push(TestSet { name: t.name.clone(), protocol: t.protocol, set });
     }
@@ -172,10 +176,20 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     );
     finish_stage(Stage::Data.to_string(), &mut timings);
 
+    let meta_keys: Vec<String> = {
+        let mut keys = std::collections::BTreeSet::new();
+        for t in &tests {
+            for item in &t.set.items {
+                keys.extend(item.params.meta.iter().map(|(k, _)| k.clone()));
+            }
+        }
+        keys.into_iter().collect()
+    };
+
     // --- scores of the unrestored inputs
     let mut per_image: Option<TableWriter> = None;
     let write_rows = |rows: &[ImageScore], per_image: &mut Option<TableWriter>| -> Result<()> {
-        let table = reports::scores_table(rows);
+        let table = reports::scores_table(rows, &meta_keys);
         if per_image.is_none() {
             *per_image = Some(TableWriter::create(&run_dir.join("per_image"), &table)?);
         }

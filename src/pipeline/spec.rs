@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::datasets::OnProblem;
 use crate::degradations::DegradationSpec;
 use crate::networks::{DiffusionConfig, RestorerConfig};
 
@@ -67,8 +68,13 @@ pub struct SourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub dataset: String,
+    /// Number of training crops (real data) or images (embedded data).
     pub count: usize,
+    /// Crop side (real data) or image side (embedded data).
     pub size: usize,
+    /// Missing partners, unreadable files...: `fail` (default) or `skip` and report.
+    #[serde(default)]
+    pub on_problem: OnProblem,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +89,9 @@ pub struct TestSpec {
     #[serde(default)]
     pub degradation: Option<DegradationSpec>,
     pub protocol: Protocol,
+    /// `fail` (default: a test set must be complete) or `skip` and report.
+    #[serde(default)]
+    pub on_problem: OnProblem,
 }
 
 /// Scoring protocol, recorded in every report row.

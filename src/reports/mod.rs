@@ -36,7 +36,9 @@ pub struct ImageScore {
     pub ssim: f64,
 }
 
-pub fn scores_table(rows: &[ImageScore]) -> Table {
+/// Per-image rows as a table; `meta_keys` are the metadata columns of the whole run (fixed up
+/// front so every streamed chunk has the same schema).
+pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
     let s = |f: fn(&ImageScore) -> String| Column::Str(rows.iter().map(|r| Some(f(r))).collect());
     let mut t = Table::default();
     t.push("run_id", s(|r| r.run_id.clone()))
@@ -51,7 +53,12 @@ pub fn scores_table(rows: &[ImageScore]) -> Table {
         .push("iso", Column::U64(rows.iter().map(|r| r.params.iso.map(u64::from)).collect()))
         .push("shot_noise", Column::F64(rows.iter().map(|r| r.params.shot).collect()))
         .push("read_noise", Column::F64(rows.iter().map(|r| r.params.read).collect()))
-        .push("psnr", Column::F64(rows.iter().map(|r| Some(r.psnr)).collect()))
+        ;
+    for k in meta_keys {
+        let col = rows.iter().map(|r| r.params.meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone())).collect();
+        t.push(&format!("meta_{k}"), Column::Str(col));
+    }
+    t.push("psnr", Column::F64(rows.iter().map(|r| Some(r.psnr)).collect()))
         .push("ssim", Column::F64(rows.iter().map(|r| Some(r.ssim)).collect()));
     t
 }
@@ -201,19 +208,19 @@ mod tests {
         let stem = dir.join("per_image");
         let a = vec![score(INPUT, None, "a", 20.0), score(INPUT, None, "b", 22.0)];
         let b = vec![score("noise_da", Some(0), "a", 30.123456789012), score("noise_da", Some(0), "b", 32.0)];
-        let mut w = TableWriter::create(&stem, &scores_table(&a)).unwrap();
-        w.append(&scores_table(&a)).unwrap();
+        let mut w = TableWriter::create(&stem, &scores_table(&a, &[])).unwrap();
+        w.append(&scores_table(&a, &[])).unwrap();
         // Nothing is visible before the writer finishes.
         assert!(!stem.with_extension("parquet").exists());
-        w.append(&scores_table(&b)).unwrap();
+        w.append(&scores_table(&b, &[])).unwrap();
         w.finish().unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "only the two final files remain");
 
         let df = read_parquet(&stem.with_extension("parquet")).unwrap();
         assert_eq!(df.height(), 4);
         let back = frame_to_table(&df).unwrap();
-        let mut want = scores_table(&a);
-        want.append_rows(scores_table(&b));
+        let mut want = scores_table(&a, &[]);
+        want.append_rows(scores_table(&b, &[]));
         assert_eq!(back, want);
 
         let csv_text = std::fs::read_to_string(stem.with_extension("csv")).unwrap();

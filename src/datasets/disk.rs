@@ -1,0 +1,138 @@
+//! Loading datasets from disk: dispatch a registry entry to its layout, decode the images in
+//! parallel, check pairs, and apply the problem policy (fail, or skip and report).
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::layouts::{self, FileItem, Problem, Scan};
+use super::registry::{DatasetEntry, DatasetKind, Registry};
+use super::Split;
+use crate::error::{Failure, Result};
+use crate::image::Image;
+
+/// What to do when a dataset has problems (missing partners, unreadable files, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnProblem {
+    /// Stop with exit code 3 listing the problems (the default: a test set must be complete).
+    #[default]
+    Fail,
+    /// Leave the bad items out, count and list them in the run's report.
+    Skip,
+}
+
+/// Scan a registered on-disk dataset split into file pairs.
+pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
+    let entry = registry.get(name)?;
+    let root = registry.root(name)?;
+    let layout = entry.layout.as_deref().unwrap_or("");
+    let s = split.as_str();
+    let unsupported = || {
+        Failure::config(format!(
+            "{}: dataset \"{name}\" ({:?}, layout \"{layout}\") has no {s} split here",
+            registry.path.display(),
+            entry.kind
+        ))
+    };
+    Ok(match entry.kind {
+        DatasetKind::Sidd if matches!(layout, "medium" | "small" | "") => layouts::sidd(&root),
+        DatasetKind::SpaData => match split {
+            Split::Train => layouts::pair_list(&root, &root.join("real_world.txt"), false),
+            Split::Test => layouts::spa_test(&root),
+        },
+        DatasetKind::Realblur => match layout {
+            "repack" => layouts::input_target(&root.join(s).join(realblur_variant(entry)), true),
+            _ => {
+                let v = realblur_letter(entry);
+                layouts::pair_list(&root, &root.join(format!("RealBlur_{v}_{s}_list.txt")), true)
+            }
+        },
+        DatasetKind::Gopro => {
+            if root.join(s).join("input").is_dir() {
+                layouts::input_target(&root.join(s), false)
+            } else {
+                layouts::gopro(&root, s)
+            }
+        }
+        DatasetKind::Rain13k => layouts::input_target(&root, false),
+        DatasetKind::CleanFolder => layouts::clean_folder(&root),
+        _ => return Err(unsupported()),
+    })
+}
+
+fn realblur_letter(entry: &DatasetEntry) -> &'static str {
+    match entry.layout.as_deref().unwrap_or("j") {
+        "r" | "R" => "R",
+        _ => "J",
+    }
+}
+
+fn realblur_variant(entry: &DatasetEntry) -> &'static str {
+    if entry.notes.as_deref().unwrap_or("").contains("RealBlur_R") { "RealBlur_R" } else { "RealBlur_J" }
+}
+
+/// Decoded items of a scan. `clean` is decoded only when `with_clean` (target training data
+/// never decodes, nor keeps, its ground truth).
+pub struct Decoded {
+    pub items: Vec<(FileItem, Image, Option<Image>)>,
+    pub problems: Vec<Problem>,
+}
+
+fn load(path: &Path) -> std::result::Result<Image, String> {
+    Image::load_png(path).map_err(|e| format!("unreadable image: {:#}", e.root_cause()))
+}
+
+/// Decode up to `count` items in parallel, checking that pairs have equal sizes.
+pub fn decode(mut scan: Scan, count: usize, with_clean: bool) -> Decoded {
+    scan.items.truncate(count);
+    let mut problems = scan.problems;
+    let results: Vec<std::result::Result<(FileItem, Image, Option<Image>), Problem>> = scan
+        .items
+        .into_par_iter()
+        .map(|it| {
+            let fail = |p: &PathBuf, message: String| Problem { path: p.clone(), message };
+            let d = load(&it.degraded).map_err(|m| fail(&it.degraded, m))?;
+            let c = match (&it.clean, with_clean) {
+                (Some(p), true) => {
+                    let c = load(p).map_err(|m| fail(p, m))?;
+                    if !c.same_size(&d) {
+                        return Err(fail(
+                            &it.degraded,
+                            format!("size {}×{} differs from its ground truth's {}×{}", d.width, d.height, c.width, c.height),
+                        ));
+                    }
+                    Some(c)
+                }
+                _ => None,
+            };
+            Ok((it, d, c))
+        })
+        .collect();
+    let mut items = Vec::new();
+    for r in results {
+        match r {
+            Ok(x) => items.push(x),
+            Err(p) => problems.push(p),
+        }
+    }
+    Decoded { items, problems }
+}
+
+/// Apply the policy: with `Fail`, any problem is an error listing them (exit code 3).
+pub fn check(name: &str, problems: &[Problem], policy: OnProblem) -> Result<()> {
+    if problems.is_empty() || policy == OnProblem::Skip {
+        for p in problems {
+            tracing::warn!(dataset = name, "skipped: {p}");
+        }
+        return Ok(());
+    }
+    let shown: Vec<String> = problems.iter().take(10).map(|p| format!("  {p}")).collect();
+    let more = if problems.len() > 10 { format!("\n  ... and {} more", problems.len() - 10) } else { String::new() };
+    Err(Failure::data(format!(
+        "dataset \"{name}\": {} problem(s) (set on_problem: skip to leave them out):\n{}{more}",
+        problems.len(),
+        shown.join("\n")
+    )))
+}
