@@ -63,6 +63,8 @@ enum Command {
 enum DatasetsCommand {
     /// List registered datasets and whether their data is present.
     List,
+    /// Scan and decode a dataset: counts per split, problems found, content fingerprint.
+    Check { name: String },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,6 +151,41 @@ fn datasets_list(registry: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+fn datasets_check(registry: Option<&Path>, name: &str) -> Result<()> {
+    use run_pipeline::datasets::{Split, disk};
+    let reg = Registry::load(&registry_path(registry, None))?;
+    let entry = reg.get(name)?;
+    if entry.kind.is_embedded() {
+        println!("{name}: embedded ({:?}), generated on demand; nothing to check on disk", entry.kind);
+        return Ok(());
+    }
+    println!("{name}: {:?} at {}", entry.kind, reg.root(name)?.display());
+    let mut total_problems = 0;
+    for split in [Split::Train, Split::Test] {
+        if !entry.splits.iter().any(|s| s == split.as_str()) {
+            continue;
+        }
+        let scan = disk::scan(&reg, name, split)?;
+        let fingerprint = disk::fingerprint(&scan);
+        let dec = disk::decode(scan, usize::MAX, true);
+        let pairs = dec.items.iter().filter(|(_, _, c)| c.is_some()).count();
+        println!(
+            "  {:<5} {} items ({pairs} with ground truth), {} problem(s), fingerprint {fingerprint}",
+            split.as_str(),
+            dec.items.len(),
+            dec.problems.len()
+        );
+        for p in &dec.problems {
+            println!("    {p}");
+        }
+        total_problems += dec.problems.len();
+    }
+    if total_problems > 0 {
+        return Err(Failure::data(format!("dataset \"{name}\": {total_problems} problem(s) found")));
+    }
+    Ok(())
+}
+
 fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -162,6 +199,9 @@ fn main() -> ProcessExit {
             println!("  networks: restorer {g} parameters, diffusion {d} parameters");
         }),
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
+        Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
+            datasets_check(registry.as_deref(), name)
+        }
     };
     match result {
         Ok(()) => ProcessExit::SUCCESS,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::Split;
 use super::layouts::{self, FileItem, Problem, Scan};
 use super::registry::{DatasetEntry, DatasetKind, Registry};
-use super::Split;
 use crate::error::{Failure, Result};
 use crate::image::Image;
 
@@ -100,7 +100,10 @@ pub fn decode(mut scan: Scan, count: usize, with_clean: bool) -> Decoded {
                     if !c.same_size(&d) {
                         return Err(fail(
                             &it.degraded,
-                            format!("size {}×{} differs from its ground truth's {}×{}", d.width, d.height, c.width, c.height),
+                            format!(
+                                "size {}×{} differs from its ground truth's {}×{}",
+                                d.width, d.height, c.width, c.height
+                            ),
                         ));
                     }
                     Some(c)
@@ -135,4 +138,22 @@ pub fn check(name: &str, problems: &[Problem], policy: OnProblem) -> Result<()> 
         problems.len(),
         shown.join("\n")
     )))
+}
+
+/// Fingerprint of a scanned dataset: its file list with sizes and modification times.
+pub fn fingerprint(scan: &Scan) -> String {
+    let mut text = String::new();
+    for it in &scan.items {
+        for p in std::iter::once(&it.degraded).chain(it.clean.as_ref()) {
+            let md = std::fs::metadata(p).ok();
+            let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = md
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            text.push_str(&format!("{}\t{len}\t{mtime}\n", p.display()));
+        }
+    }
+    crate::util::sha256_hex(text.as_bytes())[..20].to_string()
 }

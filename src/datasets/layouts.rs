@@ -52,7 +52,11 @@ impl Scan {
             if let Some(first) = seen.get(&it.id) {
                 self.problems.push(Problem {
                     path: it.degraded.clone(),
-                    message: format!("duplicate id \"{}\" (first: {})", it.id, PathBuf::from(first as &String).display()),
+                    message: format!(
+                        "duplicate id \"{}\" (first: {})",
+                        it.id,
+                        PathBuf::from(first as &String).display()
+                    ),
                 });
             } else {
                 seen.insert(it.id.clone(), it.degraded.display().to_string());
@@ -257,7 +261,13 @@ pub fn sidd_meta(folder: &str) -> Option<Vec<(String, String)>> {
     if parts.len() != 7 || !["L", "N", "H"].contains(&parts[6]) {
         return None;
     }
-    let num = |s: &str| s.trim_start_matches('0').parse::<u64>().map(|v| v.to_string()).ok().or((s.chars().all(|c| c == '0')).then(|| "0".into()));
+    let num = |s: &str| {
+        s.trim_start_matches('0')
+            .parse::<u64>()
+            .map(|v| v.to_string())
+            .ok()
+            .or((s.chars().all(|c| c == '0')).then(|| "0".into()))
+    };
     let keys = ["instance", "scene", "phone", "iso", "shutter", "temperature", "brightness"];
     let mut out = Vec::new();
     for (i, (k, v)) in keys.iter().zip(&parts).enumerate() {
@@ -304,7 +314,10 @@ pub fn pair_list(root: &Path, list: &Path, gt_first: bool) -> Scan {
         if missing {
             continue;
         }
-        let id = Path::new(deg.trim_start_matches("./").trim_start_matches('/')).with_extension("").to_string_lossy().into_owned();
+        let id = Path::new(deg.trim_start_matches("./").trim_start_matches('/'))
+            .with_extension("")
+            .to_string_lossy()
+            .into_owned();
         scan.items.push(FileItem { id, degraded: d, clean: Some(g), meta: vec![] });
     }
     scan.dedupe()
@@ -358,7 +371,12 @@ pub fn gopro(root: &Path, split: &str) -> Scan {
         for b in blur {
             let sharp = seq.join("sharp").join(b.file_name().unwrap_or_default());
             if sharp.is_file() {
-                scan.items.push(FileItem { id: format!("{name}/{}", stem(&b)), degraded: b, clean: Some(sharp), meta: vec![] });
+                scan.items.push(FileItem {
+                    id: format!("{name}/{}", stem(&b)),
+                    degraded: b,
+                    clean: Some(sharp),
+                    meta: vec![],
+                });
             } else {
                 scan.problem(&b, "missing sharp partner");
             }

@@ -185,13 +185,21 @@ impl Loader<'_> {
             }
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Test)?;
-                let fingerprint = scan_fingerprint(&scan);
+                let fingerprint = disk::fingerprint(&scan);
                 let mut dec = disk::decode(scan, take.count, true);
                 let mut items = Vec::new();
                 for (it, degraded, clean) in dec.items {
                     match clean {
-                        Some(clean) => items.push(PairedItem { id: it.id, degraded, clean, params: DegradationParams { meta: it.meta, ..Default::default() } }),
-                        None => dec.problems.push(layouts::Problem { path: it.degraded, message: "no ground truth for a test item".into() }),
+                        Some(clean) => items.push(PairedItem {
+                            id: it.id,
+                            degraded,
+                            clean,
+                            params: DegradationParams { meta: it.meta, ..Default::default() },
+                        }),
+                        None => dec.problems.push(layouts::Problem {
+                            path: it.degraded,
+                            message: "no ground truth for a test item".into(),
+                        }),
                     }
                 }
                 disk::check(name, &dec.problems, on_problem)?;
@@ -226,7 +234,7 @@ impl Loader<'_> {
             }
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Train)?;
-                let fingerprint = scan_fingerprint(&scan);
+                let fingerprint = disk::fingerprint(&scan);
                 // Ground truth is never decoded for target training data.
                 let dec = disk::decode(scan, usize::MAX, false);
                 disk::check(name, &dec.problems, on_problem)?;
@@ -234,7 +242,11 @@ impl Loader<'_> {
                     dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
                 let items = crops(&images, take, self.seed, name)
                     .into_iter()
-                    .map(|(id, degraded, meta)| DegradedItem { id, degraded, params: DegradationParams { meta, ..Default::default() } })
+                    .map(|(id, degraded, meta)| DegradedItem {
+                        id,
+                        degraded,
+                        params: DegradationParams { meta, ..Default::default() },
+                    })
                     .collect();
                 Ok(TargetTrainSet {
                     dataset: name.into(),
@@ -328,20 +340,6 @@ fn crops(
             (format!("{id}@{x},{y}"), img.crop(x, y, take.size, take.size), meta.clone())
         })
         .collect()
-}
-
-/// Fingerprint of a scanned dataset: its file list with sizes and modification times.
-fn scan_fingerprint(scan: &layouts::Scan) -> String {
-    let mut text = String::new();
-    for it in &scan.items {
-        for p in std::iter::once(&it.degraded).chain(it.clean.as_ref()) {
-            let md = std::fs::metadata(p).ok();
-            let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = md.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-            text.push_str(&format!("{}\t{len}\t{mtime}\n", p.display()));
-        }
-    }
-    crate::util::sha256_hex(text.as_bytes())[..20].to_string()
 }
 
 fn paired(e: ShardEntry) -> PairedItem {

@@ -157,15 +157,21 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let mut fingerprints = serde_json::Map::new();
     fingerprints.insert(
         "source".into(),
-        json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached}),
+        json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached,
+            "items": source.items.len(), "skipped": source.problems}),
     );
     if let Some(t) = &target {
-        fingerprints.insert("target".into(), json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached}));
+        fingerprints.insert(
+            "target".into(),
+            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached,
+                "items": t.items.len(), "skipped": t.problems}),
+        );
     }
     for t in &tests {
         fingerprints.insert(
             format!("test:{}", t.name),
-            json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached}),
+            json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached,
+                "items": t.set.items.len(), "skipped": t.set.problems}),
         );
     }
     info!(

@@ -1,0 +1,284 @@
+//! Dataset loaders on tiny fixtures built in each dataset's exact on-disk layout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use run_pipeline::datasets::layouts;
+use run_pipeline::datasets::{Registry, Split, disk};
+use run_pipeline::image::Image;
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rp-layout-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small image whose content depends on `seed`.
+fn img(w: usize, h: usize, seed: usize) -> Image {
+    Image::from_vec(w, h, (0..w * h * 3).map(|k| ((k * 7 + seed * 31) % 256) as f32 / 255.0).collect())
+}
+
+fn put(path: &Path, image: &Image) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let bytes = match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("jpg") => {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_raw(image.width as u32, image.height as u32, image.to_rgb8())
+                .unwrap()
+                .write_to(&mut out, image::ImageFormat::Jpeg)
+                .unwrap();
+            out.into_inner()
+        }
+        Some("bmp") => {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::RgbImage::from_raw(image.width as u32, image.height as u32, image.to_rgb8())
+                .unwrap()
+                .write_to(&mut out, image::ImageFormat::Bmp)
+                .unwrap();
+            out.into_inner()
+        }
+        _ => image.png_bytes().unwrap(),
+    };
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn registry(dir: &Path, body: &str) -> Registry {
+    let p = dir.join("datasets.toml");
+    std::fs::write(&p, body).unwrap();
+    Registry::load(&p).unwrap()
+}
+
+#[test]
+fn sidd_medium_and_small_with_metadata_and_missing_partner() {
+    let root = tmpdir("sidd");
+    let medium = root.join("Data/0052_002_S6_01600_01000_5500_N");
+    for f in ["010", "011"] {
+        put(&medium.join(format!("0052_GT_SRGB_{f}.PNG")), &img(16, 12, 1));
+        put(&medium.join(format!("0052_NOISY_SRGB_{f}.PNG")), &img(16, 12, 2));
+    }
+    let small = root.join("Data/0001_001_GP_00100_00060_3200_L");
+    put(&small.join("GT_SRGB_010.PNG"), &img(16, 12, 3));
+    put(&small.join("NOISY_SRGB_010.PNG"), &img(16, 12, 4));
+    let broken = root.join("Data/0002_001_IP_00800_00400_4400_H");
+    put(&broken.join("0002_NOISY_SRGB_010.PNG"), &img(16, 12, 5));
+    let scan = layouts::sidd(&root);
+    assert_eq!(scan.items.len(), 3, "{:?}", scan.problems);
+    assert_eq!(scan.problems.len(), 1);
+    assert!(scan.problems[0].message.contains("missing ground truth 0002_GT_SRGB_010.PNG"), "{}", scan.problems[0]);
+    let it = scan.items.iter().find(|i| i.id == "0052_002_S6_01600_01000_5500_N/011").unwrap();
+    assert!(it.clean.as_ref().unwrap().ends_with("0052_GT_SRGB_011.PNG"));
+    assert!(it.meta.contains(&("iso".into(), "1600".into())));
+    assert!(it.meta.contains(&("phone".into(), "S6".into())));
+    let dec = disk::decode(scan, usize::MAX, true);
+    assert_eq!(dec.items.len(), 3);
+    assert_eq!(dec.items[0].2.as_ref().unwrap(), &img(16, 12, 3).quantized());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The official RealBlur-J lists (GT first, trailing spaces, no final newline) on a tree with
+/// exactly their relative paths.
+#[test]
+fn realblur_official_lists() {
+    let root = tmpdir("realblur");
+    let lists = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/realblur");
+    let test_list = std::fs::read_to_string(lists.join("RealBlur_J_test_list.txt")).expect("shared RealBlur fixture");
+    assert!(!test_list.ends_with('\n'), "the official list has no final newline");
+    std::fs::write(root.join("RealBlur_J_test_list.txt"), &test_list).unwrap();
+    let tiny = img(4, 4, 0).png_bytes().unwrap();
+    for line in test_list.lines() {
+        for p in line.split_whitespace() {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, &tiny).unwrap();
+        }
+    }
+    let scan = layouts::pair_list(&root, &root.join("RealBlur_J_test_list.txt"), true);
+    assert_eq!(scan.problems, vec![]);
+    assert_eq!(scan.items.len(), 980);
+    for it in &scan.items {
+        let d = it.degraded.to_string_lossy();
+        let c = it.clean.as_ref().unwrap().to_string_lossy().into_owned();
+        assert!(d.contains("/blur/blur_") && c.contains("/gt/gt_"), "{d} / {c}");
+        assert!(
+            d.starts_with(&*root.to_string_lossy()) && d.contains("RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene")
+        );
+    }
+    // The train list on a tree holding only its first 10 pairs: the rest are reported missing.
+    let train_list = std::fs::read_to_string(lists.join("RealBlur_J_train_list.txt")).unwrap();
+    assert_eq!(train_list.lines().count(), 3758);
+    std::fs::write(root.join("RealBlur_J_train_list.txt"), &train_list).unwrap();
+    for line in train_list.lines().take(10) {
+        for p in line.split_whitespace() {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, &tiny).unwrap();
+        }
+    }
+    let reg = registry(
+        &root,
+        &format!(
+            "[datasets.rbj]\nkind = \"realblur\"\nlayout = \"j\"\nroot = \"{}\"\nsplits = [\"train\", \"test\"]\n",
+            root.display()
+        ),
+    );
+    let scan = disk::scan(&reg, "rbj", Split::Train).unwrap();
+    assert_eq!(scan.items.len(), 10);
+    assert!(scan.problems.len() >= 3748, "{}", scan.problems.len());
+    let err = disk::check("rbj", &scan.problems, disk::OnProblem::Fail).unwrap_err();
+    assert_eq!(err.code, run_pipeline::error::ExitCode::Data);
+    assert!(disk::check("rbj", &scan.problems, disk::OnProblem::Skip).is_ok());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn spa_data_lists_and_test_split() {
+    let root = tmpdir("spa");
+    put(&root.join("real_world/001/001-1/001-1_1_1.png"), &img(8, 8, 1));
+    put(&root.join("real_world_gt/001/001_1_1.png"), &img(8, 8, 2));
+    put(&root.join("real_world/001/001-2/001-2_1_1.png"), &img(8, 8, 3));
+    std::fs::write(
+        root.join("real_world.txt"),
+        "/real_world/001/001-1/001-1_1_1.png /real_world_gt/001/001_1_1.png\n\
+         ./real_world/001/001-2/001-2_1_1.png ./real_world_gt/001/001_1_1.png\n\
+         ../outside/x.png /real_world_gt/001/001_1_1.png\n\
+         /real_world/001/001-3/001-3_1_1.png /real_world_gt/001/001_1_1.png\n",
+    )
+    .unwrap();
+    let scan = layouts::pair_list(&root, &root.join("real_world.txt"), false);
+    assert_eq!(scan.items.len(), 2);
+    assert_eq!(scan.items[0].id, "real_world/001/001-1/001-1_1_1");
+    assert_eq!(scan.problems.len(), 2, "{:?}", scan.problems);
+    assert!(scan.problems[0].message.contains("escapes the dataset root"));
+    assert!(scan.problems[0].path.to_string_lossy().ends_with("real_world.txt:3"));
+    assert!(scan.problems[1].message.contains("listed at line 4 but missing"));
+
+    put(&root.join("real_test_1000/rain/000.png"), &img(8, 8, 4));
+    put(&root.join("real_test_1000/gt/000gt.png"), &img(8, 8, 5));
+    put(&root.join("real_test_1000/rain/001.png"), &img(8, 8, 6));
+    let scan = layouts::spa_test(&root);
+    assert_eq!(scan.items.len(), 1);
+    assert_eq!(scan.items[0].id, "000");
+    assert_eq!(scan.problems.len(), 1);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn input_target_pairs_gopro_and_decode_problems() {
+    let root = tmpdir("pairs");
+    // Rain13K style with JORDER names, a size mismatch, a truncated file and an orphan.
+    put(&root.join("input/rain-1.png"), &img(12, 12, 1));
+    put(&root.join("target/norain-1.png"), &img(12, 12, 2));
+    put(&root.join("input/2.png"), &img(12, 12, 3));
+    put(&root.join("target/2.png"), &img(10, 12, 4));
+    put(&root.join("input/3.png"), &img(12, 12, 5));
+    let full = img(12, 12, 6).png_bytes().unwrap();
+    std::fs::write(root.join("target/3.png"), &full[..full.len() / 2]).unwrap();
+    put(&root.join("target/4.png"), &img(12, 12, 7));
+    let scan = layouts::input_target(&root, false);
+    assert_eq!(scan.items.len(), 3);
+    assert_eq!(scan.problems.len(), 1, "orphan target: {:?}", scan.problems);
+    let dec = disk::decode(scan, usize::MAX, true);
+    assert_eq!(dec.items.len(), 1);
+    assert_eq!(dec.items[0].0.id, "rain-1");
+    let msgs: Vec<String> = dec.problems.iter().map(|p| p.to_string()).collect();
+    assert!(msgs.iter().any(|m| m.contains("size 12×12 differs from its ground truth's 10×12")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("3.png") && m.contains("unreadable image")), "{msgs:?}");
+
+    // Natural-order pairing (the RealBlur re-packaging).
+    let rp = tmpdir("repack");
+    for (i, n) in ["a2.png", "a10.png", "a1.png"].iter().enumerate() {
+        put(&rp.join("input").join(n), &img(8, 8, i));
+        put(&rp.join("target").join(format!("t{n}")), &img(8, 8, i + 10));
+    }
+    let scan = layouts::input_target(&rp, true);
+    let ids: Vec<&str> = scan.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["a1", "a2", "a10"]);
+    assert!(scan.items[2].clean.as_ref().unwrap().ends_with("ta10.png"));
+
+    // GoPro original tree.
+    let gp = tmpdir("gopro");
+    for seq in ["GOPR0372_07_00", "GOPR0374_11_00"] {
+        for k in 0..2 {
+            put(&gp.join(format!("train/{seq}/blur/{k:06}.png")), &img(8, 8, k));
+            put(&gp.join(format!("train/{seq}/sharp/{k:06}.png")), &img(8, 8, k + 1));
+            put(&gp.join(format!("train/{seq}/blur_gamma/{k:06}.png")), &img(8, 8, k + 2));
+        }
+    }
+    let scan = layouts::gopro(&gp, "train");
+    assert_eq!(scan.items.len(), 4);
+    assert_eq!(scan.items[0].id, "GOPR0372_07_00/000000");
+    for d in [root, rp, gp] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn clean_folder_recursive_png_jpg_bmp() {
+    let root = tmpdir("clean");
+    put(&root.join("a/0001.png"), &img(16, 16, 1));
+    put(&root.join("a/b/0002.jpg"), &img(16, 16, 2));
+    put(&root.join("0003.BMP"), &img(16, 16, 3));
+    std::fs::write(root.join("notes.txt"), "not an image").unwrap();
+    let scan = layouts::clean_folder(&root);
+    let ids: Vec<&str> = scan.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, vec!["0003.BMP", "a/0001.png", "a/b/0002.jpg"]);
+    let dec = disk::decode(scan, usize::MAX, false);
+    assert_eq!(dec.items.len(), 3);
+    assert!(dec.problems.is_empty());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A pipeline whose test set is a folder dataset with problems: `skip` runs and reports them,
+/// `fail` (the default) exits 3 before training.
+#[test]
+fn pipeline_test_set_from_disk_with_problem_policy() {
+    let dir = tmpdir("pipeline");
+    let data = dir.join("rain");
+    for k in 0..3 {
+        put(&data.join(format!("input/{k}.png")), &img(24, 20, k));
+        put(&data.join(format!("target/{k}.png")), &img(24, 20, k + 5));
+    }
+    put(&data.join("input/9.png"), &img(24, 20, 9));
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut reg = std::fs::read_to_string(repo.join("datasets.toml")).unwrap();
+    reg.push_str(&format!(
+        "\n[datasets.rain-fixture]\nkind = \"rain13k\"\nroot = \"{}\"\nsplits = [\"test\"]\n",
+        data.display()
+    ));
+    std::fs::write(dir.join("datasets.toml"), reg).unwrap();
+    let reports = dir.join("reports");
+    let run = |policy: &str| {
+        Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+            .args(["pipelines/denoise.yaml", "--profile", "smoke", "--registry"])
+            .arg(dir.join("datasets.toml"))
+            .args(["--set", &format!("report.dir={}", reports.display())])
+            .args([
+                "--set",
+                &format!("tests=[{{name: rain, dataset: rain-fixture, count: 10, size: 24, protocol: rgb{policy}}}]"),
+            ])
+            .current_dir(repo)
+            .env("CI", "true")
+            .output()
+            .unwrap()
+    };
+    let out = run("");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("9.png: no target image with the same name"), "{err}");
+
+    let out = run(", on_problem: skip");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = std::fs::read_dir(reports.join("denoise"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("provenance.json").exists())
+        .unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["datasets"]["test:rain"]["items"], 3);
+    assert_eq!(prov["datasets"]["test:rain"]["skipped"].as_array().unwrap().len(), 1);
+    let csv = std::fs::read_to_string(run_dir.join("per_image.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 3, "{csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
