@@ -282,3 +282,39 @@ fn pipeline_test_set_from_disk_with_problem_policy() {
     assert_eq!(csv.lines().count(), 1 + 3 * 3, "{csv}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIDD validation blocks from MATLAB v5 files written in SIDD's layout (compressed).
+#[test]
+fn sidd_validation_blocks_from_mat_files() {
+    use run_pipeline::datasets::matv5::{MatData, write_mat};
+    let root = tmpdir("siddval");
+    let dims = [2usize, 3, 16, 16, 3];
+    let n: usize = dims.iter().product();
+    // Column-major (MATLAB) order: the first index runs fastest.
+    let value = |k: usize, offset: usize| ((k * 7 + offset) % 256) as u8;
+    let noisy: Vec<u8> = (0..n).map(|k| value(k, 0)).collect();
+    let gt: Vec<u8> = (0..n).map(|k| value(k, 3)).collect();
+    write_mat(
+        &root.join("ValidationNoisyBlocksSrgb.mat"),
+        &[("ValidationNoisyBlocksSrgb", &dims, MatData::U8(noisy))],
+        true,
+    )
+    .unwrap();
+    write_mat(&root.join("ValidationGtBlocksSrgb.mat"), &[("ValidationGtBlocksSrgb", &dims, MatData::U8(gt))], true)
+        .unwrap();
+    let set = run_pipeline::datasets::sidd_validation(&root, 1280).unwrap();
+    assert_eq!(set.items.len(), 6);
+    let it = &set.items[4]; // (image 1, block 1)
+    assert_eq!(it.id, run_pipeline::datasets::matv5::sidd_block_id((1, 1)));
+    assert_eq!((it.degraded.width, it.degraded.height), (16, 16));
+    // Element (i, b, y, x, c) sits at i + 2·(b + 3·(y + 16·(x + 16·c))).
+    let (i, b, y, x, c) = (1usize, 1usize, 5usize, 9usize, 2usize);
+    let k = i + 2 * (b + 3 * (y + 16 * (x + 16 * c)));
+    assert_eq!(it.degraded.get(x, y, c), value(k, 0) as f32 / 255.0);
+    assert_eq!(it.clean.get(x, y, c), value(k, 3) as f32 / 255.0);
+    assert_eq!(run_pipeline::datasets::sidd_validation(&root, 4).unwrap().items.len(), 4);
+    std::fs::remove_file(root.join("ValidationGtBlocksSrgb.mat")).unwrap();
+    let err = run_pipeline::datasets::sidd_validation(&root, 4).unwrap_err().to_string();
+    assert!(err.contains("ValidationGtBlocksSrgb.mat"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -8,6 +8,7 @@ pub mod camera;
 pub mod dead_leaves;
 pub mod disk;
 pub mod layouts;
+pub mod matv5;
 pub mod registry;
 pub mod shard;
 
@@ -183,6 +184,11 @@ impl Loader<'_> {
                     problems: vec![],
                 })
             }
+            DatasetKind::Sidd if entry.layout.as_deref() == Some("validation") => {
+                let root = self.registry.root(name)?;
+                let set = sidd_validation(&root, take.count)?;
+                Ok(PairedSet { dataset: name.into(), ..set })
+            }
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Test)?;
                 let fingerprint = disk::fingerprint(&scan);
@@ -340,6 +346,55 @@ fn crops(
             (format!("{id}@{x},{y}"), img.crop(x, y, take.size, take.size), meta.clone())
         })
         .collect()
+}
+
+/// SIDD validation: 40 images × 32 blocks of 256² in `ValidationNoisyBlocksSrgb.mat` and
+/// `ValidationGtBlocksSrgb.mat` (MATLAB v5, read natively); the first `count` blocks.
+pub fn sidd_validation(root: &Path, count: usize) -> Result<PairedSet> {
+    let read = |stem: &str| -> Result<Vec<((usize, usize), Image)>> {
+        let path = root.join(format!("{stem}.mat"));
+        let arr = matv5::read_variable(&path, stem).map_err(|e| Failure::data(format!("{e:#}")))?;
+        matv5::sidd_blocks(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))
+    };
+    let noisy = read("ValidationNoisyBlocksSrgb")?;
+    let gt = read("ValidationGtBlocksSrgb")?;
+    if noisy.len() != gt.len() {
+        return Err(Failure::data(format!(
+            "{}: {} noisy blocks but {} ground-truth blocks",
+            root.display(),
+            noisy.len(),
+            gt.len()
+        )));
+    }
+    let fingerprint = {
+        let mut text = String::new();
+        for f in ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"] {
+            text.push_str(&format!("{f}:{}\n", std::fs::metadata(root.join(f)).map(|m| m.len()).unwrap_or(0)));
+        }
+        crate::util::sha256_hex(text.as_bytes())[..20].to_string()
+    };
+    let items = noisy
+        .into_iter()
+        .zip(gt)
+        .take(count)
+        .map(|((ix, degraded), (_, clean))| PairedItem {
+            id: matv5::sidd_block_id(ix),
+            degraded,
+            clean,
+            params: DegradationParams {
+                meta: vec![("image".into(), ix.0.to_string()), ("block".into(), ix.1.to_string())],
+                ..Default::default()
+            },
+        })
+        .collect();
+    Ok(PairedSet {
+        dataset: "sidd-validation".into(),
+        split: Split::Test,
+        items,
+        fingerprint,
+        cached: false,
+        problems: vec![],
+    })
 }
 
 fn paired(e: ShardEntry) -> PairedItem {
