@@ -35,7 +35,11 @@ fn main() {
         )
         .expect("source");
     let target = loader
-        .target_train(&spec.target.dataset, Take { count: spec.target.count, size: spec.target.size })
+        .target_train(
+            &spec.target.dataset,
+            Take { count: spec.target.count, size: spec.target.size },
+            spec.target.on_problem,
+        )
         .expect("target");
     let stop = AtomicBool::new(false);
     println!(
@@ -112,7 +116,8 @@ fn main() {
         );
     }
     let g = restorer.expect("trained");
-    let test = loader.test_pairs("camera-sim-sidd", Take { count: 4, size: 128 }).expect("test set");
+    let test =
+        loader.test_pairs("camera-sim-sidd", Take { count: 4, size: 128 }, Default::default()).expect("test set");
     let t0 = Instant::now();
     for item in &test.items {
         training::restore_image(&g, &item.degraded, spec.networks.restorer.stride(), &Device::flex());

@@ -2,7 +2,7 @@
 //! ("Denoising as Adaptation", Liao et al., ICLR 2025).
 //!
 //! Layout (one module per concept): [`pipeline`] (spec / plan / run), [`datasets`],
-//! [`degradations`], [`networks`], [`training`], [`metrics`], [`reports`].
+//! [`degradations`], [`networks`], [`training`], [`metrics`] and [`protocols`], [`reports`].
 
 pub mod datasets;
 pub mod degradations;
@@ -11,7 +11,9 @@ pub mod image;
 pub mod metrics;
 pub mod networks;
 pub mod pipeline;
+pub mod protocols;
 pub mod reports;
 pub mod rng;
+pub mod score_cmd;
 pub mod training;
 pub mod util;

@@ -11,6 +11,7 @@ use run_pipeline::datasets::Registry;
 use run_pipeline::error::{ExitCode, Failure, Result};
 use run_pipeline::pipeline::run::{LogMode, RunOptions};
 use run_pipeline::pipeline::{self, plan};
+use run_pipeline::score_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +51,19 @@ enum Command {
     Run(PipelineArgs),
     /// Validate a pipeline and print its resolved stages without running anything.
     Plan(PipelineArgs),
+    /// Score restored images against references (two files or two folders) with a protocol.
+    Score {
+        restored: PathBuf,
+        reference: PathBuf,
+        /// rgb, y-matlab, sidd or realblur-noalign.
+        #[arg(long, default_value = "rgb")]
+        protocol: String,
+        /// Pair folder contents by natural sort order instead of by file name.
+        #[arg(long)]
+        by_order: bool,
+        #[arg(long, value_enum, default_value_t = score_cmd::Format::Table)]
+        format: score_cmd::Format,
+    },
     /// Dataset registry commands.
     Datasets {
         #[command(subcommand)]
@@ -151,6 +165,15 @@ fn datasets_list(registry: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+fn score(restored: &Path, reference: &Path, protocol: &str, by_order: bool, format: score_cmd::Format) -> Result<()> {
+    let kind: run_pipeline::protocols::ProtocolKind =
+        protocol.parse().map_err(|e: anyhow::Error| Failure::config(e.to_string()))?;
+    let pairs = score_cmd::pairs(restored, reference, by_order)?;
+    let rows = score_cmd::score_pairs(&pairs, kind)?;
+    print!("{}", score_cmd::render(&rows, format)?);
+    Ok(())
+}
+
 fn datasets_check(registry: Option<&Path>, name: &str) -> Result<()> {
     use run_pipeline::datasets::{Split, disk};
     let reg = Registry::load(&registry_path(registry, None))?;
@@ -198,6 +221,9 @@ fn main() -> ProcessExit {
             let (g, d) = run_pipeline::networks::param_counts(&r.spec.networks.restorer, &r.spec.networks.diffusion);
             println!("  networks: restorer {g} parameters, diffusion {d} parameters");
         }),
+        Some(Command::Score { restored, reference, protocol, by_order, format }) => {
+            score(restored, reference, protocol, *by_order, *format)
+        }
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
             datasets_check(registry.as_deref(), name)

@@ -251,3 +251,72 @@ fn plan_and_datasets_list() {
     assert!(s.contains("dead-leaves") && s.contains("embedded"), "{s}");
     assert!(s.contains("sidd-medium"), "{s}");
 }
+
+/// `run-pipeline score` on two images and on two folders (by name and by natural order),
+/// against the scikit-image / MATLAB-formula reference values of the protocol fixtures.
+#[test]
+fn score_command_matches_reference_values() {
+    let fx = repo().join("tests/fixtures/protocols");
+    let refs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let pair = &refs["pairs"][0];
+    let (deg, reference) = (fx.join(pair["degraded"].as_str().unwrap()), fx.join(pair["reference"].as_str().unwrap()));
+    for protocol in ["rgb", "y-matlab", "sidd", "realblur-noalign"] {
+        let out = run(&[
+            "score",
+            deg.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            "--protocol",
+            protocol,
+            "--format",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want = &pair["scores"][protocol];
+        assert!((v["rows"][0]["psnr"].as_f64().unwrap() - want["psnr"].as_f64().unwrap()).abs() < 1e-6, "{protocol}");
+        assert!((v["rows"][0]["ssim"].as_f64().unwrap() - want["ssim"].as_f64().unwrap()).abs() < 1e-6, "{protocol}");
+    }
+
+    // Folders: restored/<n>.png vs reference/<n>.png by name, then by order with other names.
+    let dir = tmpdir("score");
+    let (a, b, c) = (dir.join("restored"), dir.join("gt"), dir.join("gt_renamed"));
+    for d in [&a, &b, &c] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let pairs = refs["pairs"].as_array().unwrap();
+    for (k, p) in pairs.iter().take(3).enumerate() {
+        std::fs::copy(fx.join(p["degraded"].as_str().unwrap()), a.join(format!("img{}.png", k + 1))).unwrap();
+        std::fs::copy(fx.join(p["reference"].as_str().unwrap()), b.join(format!("img{}.png", k + 1))).unwrap();
+        std::fs::copy(fx.join(p["reference"].as_str().unwrap()), c.join(format!("gt_{}.png", k + 1))).unwrap();
+    }
+    let mean_ref = pairs.iter().take(3).map(|p| p["scores"]["y-matlab"]["psnr"].as_f64().unwrap()).sum::<f64>() / 3.0;
+    let out = run(&["score", a.to_str().unwrap(), b.to_str().unwrap(), "--protocol", "y-matlab", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 3);
+    assert!((v["mean_psnr"].as_f64().unwrap() - mean_ref).abs() < 1e-9);
+    // Different names: by name fails clearly, by order works.
+    let out = run(&["score", a.to_str().unwrap(), c.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--by-order"));
+    let out = run(&[
+        "score",
+        a.to_str().unwrap(),
+        c.to_str().unwrap(),
+        "--by-order",
+        "--protocol",
+        "y-matlab",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv_out = text(&out.stdout);
+    assert_eq!(csv_out.lines().count(), 4, "{csv_out}");
+    assert!(csv_out.starts_with("restored,reference,protocol,psnr,ssim"), "{csv_out}");
+    // Unknown protocol is a usage error.
+    let out = run(&["score", a.to_str().unwrap(), b.to_str().unwrap(), "--protocol", "ycbcr"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown scoring protocol"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -20,7 +20,6 @@ use super::spec::{Method, PipelineSpec, Protocol};
 use crate::datasets::{Loader, PairedSet, Registry, Split, Take};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
-use crate::metrics;
 use crate::reports::{self, INPUT, ImageScore, Table, TableWriter};
 use crate::training::{self, StepInfo, TrainInputs};
 use crate::util::{sha256_hex, utc_stamp, write_atomic};
@@ -46,16 +45,6 @@ pub struct RunOutcome {
     pub summary: String,
 }
 
-/// Score one restored (or input) image against its reference with `protocol`.
-pub fn score(protocol: Protocol, restored: &Image, reference: &Image) -> anyhow::Result<(f64, f64)> {
-    match protocol {
-        Protocol::Rgb => {
-            let r = restored.clamped();
-            Ok((metrics::psnr(&r, reference, 1.0)?, metrics::ssim(&r, reference, 1.0)?))
-        }
-    }
-}
-
 struct TestSet {
     name: String,
     protocol: Protocol,
@@ -68,7 +57,8 @@ fn score_set(run_id: &str, method: &str, seed: Option<u64>, t: &TestSet, outputs
         .par_iter()
         .zip(outputs)
         .map(|(item, out)| {
-            let (psnr, ssim) = score(t.protocol, out, &item.clean).with_context(|| format!("scoring {}", item.id))?;
+            let s = crate::protocols::score(t.protocol, out, &item.clean)
+                .with_context(|| format!("scoring {}", item.id))?;
             Ok(ImageScore {
                 run_id: run_id.into(),
                 method: method.into(),
@@ -79,8 +69,9 @@ fn score_set(run_id: &str, method: &str, seed: Option<u64>, t: &TestSet, outputs
                 image_id: item.id.clone(),
                 protocol: t.protocol.name().into(),
                 params: item.params.clone(),
-                psnr,
-                ssim,
+                psnr: s.psnr,
+                ssim: s.ssim,
+                ssim_per_channel: s.extra("ssim_per_channel"),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()

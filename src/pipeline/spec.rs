@@ -94,22 +94,8 @@ pub struct TestSpec {
     pub on_problem: OnProblem,
 }
 
-/// Scoring protocol, recorded in every report row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    /// PSNR and standard SSIM (11×11 Gaussian σ 1.5, valid, per channel) on RGB in [0,1]
-    /// (outputs clamped to [0,1], unquantised).
-    Rgb,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Rgb => "rgb",
-        }
-    }
-}
+/// Scoring protocol, recorded in every report row (see [`crate::protocols`]).
+pub use crate::protocols::ProtocolKind as Protocol;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

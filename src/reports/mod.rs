@@ -34,6 +34,8 @@ pub struct ImageScore {
     pub params: DegradationParams,
     pub psnr: f64,
     pub ssim: f64,
+    /// Per-channel standard SSIM where the protocol's headline SSIM is another (`sidd`).
+    pub ssim_per_channel: Option<f64>,
 }
 
 /// Per-image rows as a table; `meta_keys` are the metadata columns of the whole run (fixed up
@@ -58,7 +60,8 @@ pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
         t.push(&format!("meta_{k}"), Column::Str(col));
     }
     t.push("psnr", Column::F64(rows.iter().map(|r| Some(r.psnr)).collect()))
-        .push("ssim", Column::F64(rows.iter().map(|r| Some(r.ssim)).collect()));
+        .push("ssim", Column::F64(rows.iter().map(|r| Some(r.ssim)).collect()))
+        .push("ssim_per_channel", Column::F64(rows.iter().map(|r| r.ssim_per_channel).collect()));
     t
 }
 
@@ -197,6 +200,7 @@ mod tests {
             params: DegradationParams { iso: Some(1600), ..Default::default() },
             psnr,
             ssim: psnr / 100.0,
+            ssim_per_channel: None,
         }
     }
 

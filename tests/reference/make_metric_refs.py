@@ -59,7 +59,7 @@ def degrade(img, kind, rng):
 
 def save_png(arr, name):
     path = OUT / name
-    Image.fromarray(arr)  # uint8 HxWx3 -> RGB.save(path, optimize=True)
+    Image.fromarray(arr).save(path, optimize=True)  # uint8 HxWx3 -> RGB
     assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), arr), name
 
 
