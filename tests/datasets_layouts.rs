@@ -142,16 +142,22 @@ fn spa_data_lists_and_test_split() {
         "/real_world/001/001-1/001-1_1_1.png /real_world_gt/001/001_1_1.png\n\
          ./real_world/001/001-2/001-2_1_1.png ./real_world_gt/001/001_1_1.png\n\
          ../outside/x.png /real_world_gt/001/001_1_1.png\n\
-         /real_world/001/001-3/001-3_1_1.png /real_world_gt/001/001_1_1.png\n",
+         /real_world/001/001-3/001-3_1_1.png /real_world_gt/001/001_1_1.png\n\
+         /real_world/001/001-1/001-1_1_1.png /real_world_gt/001/001_1_1.png\n",
     )
     .unwrap();
     let scan = layouts::pair_list(&root, &root.join("real_world.txt"), false);
     assert_eq!(scan.items.len(), 2);
     assert_eq!(scan.items[0].id, "real_world/001/001-1/001-1_1_1");
-    assert_eq!(scan.problems.len(), 2, "{:?}", scan.problems);
+    assert_eq!(scan.problems.len(), 3, "{:?}", scan.problems);
     assert!(scan.problems[0].message.contains("escapes the dataset root"));
     assert!(scan.problems[0].path.to_string_lossy().ends_with("real_world.txt:3"));
     assert!(scan.problems[1].message.contains("listed at line 4 but missing"));
+    assert!(
+        scan.problems[2].message.contains("duplicate id \"real_world/001/001-1/001-1_1_1\""),
+        "{}",
+        scan.problems[2]
+    );
 
     put(&root.join("real_test_1000/rain/000.png"), &img(8, 8, 4));
     put(&root.join("real_test_1000/gt/000gt.png"), &img(8, 8, 5));

@@ -43,7 +43,10 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
             Split::Test => layouts::spa_test(&root),
         },
         DatasetKind::Realblur => match layout {
-            "repack" => layouts::input_target(&root.join(s).join(realblur_variant(entry)), true),
+            "repack-j" | "repack-r" => {
+                let v = if layout == "repack-r" { "R" } else { "J" };
+                layouts::input_target(&root.join(s).join(format!("RealBlur_{v}")), true)
+            }
             _ => {
                 let v = realblur_letter(entry);
                 layouts::pair_list(&root, &root.join(format!("RealBlur_{v}_{s}_list.txt")), true)
@@ -67,10 +70,6 @@ fn realblur_letter(entry: &DatasetEntry) -> &'static str {
         "r" | "R" => "R",
         _ => "J",
     }
-}
-
-fn realblur_variant(entry: &DatasetEntry) -> &'static str {
-    if entry.notes.as_deref().unwrap_or("").contains("RealBlur_R") { "RealBlur_R" } else { "RealBlur_J" }
 }
 
 /// Decoded items of a scan. `clean` is decoded only when `with_clean` (target training data

@@ -238,6 +238,34 @@ impl Loader<'_> {
                     problems: vec![],
                 })
             }
+            DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
+                // Noisy blocks only, e.g. SIDD's benchmark set (whose ground truth is withheld).
+                let root = self.registry.root(name)?;
+                let stem = if entry.layout.as_deref() == Some("benchmark") {
+                    "BenchmarkNoisyBlocksSrgb"
+                } else {
+                    "ValidationNoisyBlocksSrgb"
+                };
+                let path = root.join(format!("{stem}.mat"));
+                let arr = matv5::read_variable(&path, stem).map_err(|e| Failure::data(format!("{e:#}")))?;
+                let blocks =
+                    matv5::sidd_blocks(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))?;
+                let images: Vec<(String, Image, Vec<(String, String)>)> =
+                    blocks.into_iter().map(|(ix, im)| (matv5::sidd_block_id(ix), im, vec![])).collect();
+                let items = crops(&images, take, self.seed, name)
+                    .into_iter()
+                    .map(|(id, degraded, meta)| DegradedItem {
+                        id,
+                        degraded,
+                        params: DegradationParams { meta, ..Default::default() },
+                    })
+                    .collect();
+                let fingerprint = crate::util::sha256_hex(
+                    format!("{}:{}", path.display(), std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)).as_bytes(),
+                )[..20]
+                    .to_string();
+                Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![] })
+            }
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Train)?;
                 let fingerprint = disk::fingerprint(&scan);
