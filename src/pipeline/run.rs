@@ -17,7 +17,7 @@ use tracing::info;
 use super::Resolved;
 use super::plan::{Stage, describe};
 use super::spec::{Method, PipelineSpec, Protocol};
-use crate::datasets::{Loader, PairedSet, Registry, Split, Take};
+use crate::datasets::{Loader, PairedItem, PairedSet, Registry, Split, Take};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
 use crate::reports::{self, INPUT, ImageScore, Table, TableWriter};
@@ -45,18 +45,30 @@ pub struct RunOutcome {
     pub summary: String,
 }
 
+/// Test images restored and scored per batch.
+const EVAL_CHUNK: usize = 32;
+
 struct TestSet {
     name: String,
     protocol: Protocol,
     set: PairedSet,
 }
 
-fn score_set(run_id: &str, method: &str, seed: Option<u64>, t: &TestSet, outputs: &[Image]) -> Result<Vec<ImageScore>> {
-    t.set
-        .items
+/// Score `outputs` (or, when `None`, the unrestored inputs) against the ground truth of
+/// `items`, a slice of test set `t`.
+fn score_set(
+    run_id: &str,
+    method: &str,
+    seed: Option<u64>,
+    t: &TestSet,
+    items: &[PairedItem],
+    outputs: Option<&[Image]>,
+) -> Result<Vec<ImageScore>> {
+    items
         .par_iter()
-        .zip(outputs)
-        .map(|(item, out)| {
+        .enumerate()
+        .map(|(k, item)| {
+            let out = outputs.map_or(&item.degraded, |o| &o[k]);
             let s = crate::protocols::score(t.protocol, out, &item.clean)
                 .with_context(|| format!("scoring {}", item.id))?;
             Ok(ImageScore {
@@ -194,8 +206,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         Ok(())
     };
     for t in &tests {
-        let inputs: Vec<Image> = t.set.items.iter().map(|i| i.degraded.clone()).collect();
-        let rows = score_set(&run_id, INPUT, None, t, &inputs)?;
+        let rows = score_set(&run_id, INPUT, None, t, &t.set.items, None)?;
         write_rows(&rows, &mut per_image)?;
     }
     finish_stage(Stage::ScoreInput.to_string(), &mut timings);
@@ -278,14 +289,16 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             let eval_device = device.clone();
             let stride = spec.networks.restorer.stride();
             for t in &tests {
-                let outputs: Vec<Image> = t
-                    .set
-                    .items
-                    .iter()
-                    .map(|item| training::restore_image(&trained.restorer, &item.degraded, stride, &eval_device))
-                    .collect();
-                let rows = score_set(&run_id, method.name(), Some(seed), t, &outputs)?;
-                write_rows(&rows, &mut per_image)?;
+                // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
+                // stream to the table as they are scored.
+                for chunk in t.set.items.chunks(EVAL_CHUNK) {
+                    let outputs: Vec<Image> = chunk
+                        .iter()
+                        .map(|item| training::restore_image(&trained.restorer, &item.degraded, stride, &eval_device))
+                        .collect();
+                    let rows = score_set(&run_id, method.name(), Some(seed), t, chunk, Some(&outputs))?;
+                    write_rows(&rows, &mut per_image)?;
+                }
             }
             finish_stage(Stage::Evaluate { method, seed }.to_string(), &mut timings);
         }
