@@ -324,3 +324,42 @@ fn sidd_validation_blocks_from_mat_files() {
     assert!(err.contains("ValidationGtBlocksSrgb.mat"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// A folder of clean images as a synthetic source: seeded crops, AWGN, cached shards that are
+/// invalidated when the folder changes.
+#[test]
+fn clean_folder_as_synthetic_source_with_cache_invalidation() {
+    use run_pipeline::datasets::{Loader, Take};
+    use run_pipeline::degradations::DegradationSpec;
+    let dir = tmpdir("cleansrc");
+    let data = dir.join("div2k");
+    put(&data.join("0001.png"), &img(40, 30, 1));
+    put(&data.join("sub/0002.png"), &img(36, 36, 2));
+    let reg = registry(
+        &dir,
+        &format!("[datasets.div2k]\nkind = \"clean_folder\"\nroot = \"{}\"\nsplits = [\"train\"]\n", data.display()),
+    );
+    let cache = dir.join("cache");
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7 };
+    let spec = DegradationSpec::Awgn { sigma: [10.0, 20.0] };
+    let take = Take { count: 5, size: 16 };
+    let a = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    assert!(!a.cached);
+    assert_eq!(a.items.len(), 5);
+    for it in &a.items {
+        assert_eq!((it.clean.width, it.clean.height), (16, 16));
+        assert!((10.0..20.0).contains(&it.params.sigma.unwrap()));
+    }
+    let b = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    assert!(b.cached);
+    assert_eq!(a.items[3].degraded, b.items[3].degraded);
+    put(&data.join("0003.png"), &img(32, 32, 3));
+    let c = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    assert!(!c.cached, "a changed folder must not reuse the old shard");
+    // Degraded test pairs cannot serve as a clean source.
+    let reg2 = registry(&dir, "[datasets.spa]\nkind = \"spa_data\"\nroot = \"/tmp\"\n");
+    let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7 };
+    let err = loader2.synthetic_pairs("spa", Split::Train, take, &spec).unwrap_err().to_string();
+    assert!(err.contains("needs clean images"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

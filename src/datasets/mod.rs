@@ -125,24 +125,23 @@ impl Loader<'_> {
                     dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
                 Ok(crops(&images, take, self.seed, name).into_iter().map(|(id, im, _)| (id, im)).collect())
             }
-            _ => Err(self.not_yet(name, entry)),
+            kind => Err(Failure::config(format!(
+                "{}: dataset \"{name}\" is a {kind:?} dataset; a synthetic source needs clean images (kind dead_leaves or clean_folder)",
+                self.registry.path.display()
+            ))),
         }
-    }
-
-    fn not_yet(&self, name: &str, entry: &DatasetEntry) -> Failure {
-        // Checking the root first gives the actionable "where to get it" message.
-        if let Err(e) = self.registry.root(name) {
-            return e;
-        }
-        Failure::data(format!(
-            "dataset \"{name}\": loading kind {:?} from disk is not implemented yet (tracked in the real-datasets issue)",
-            entry.kind
-        ))
     }
 
     /// Synthetic source pairs: clean images of `name` degraded by `spec`.
     pub fn synthetic_pairs(&self, name: &str, split: Split, take: Take, spec: &DegradationSpec) -> Result<PairedSet> {
-        let def = json!({"role": "synthetic_pairs", "dataset": name, "entry": format!("{:?}", self.entry(name)?),
+        let entry = self.entry(name)?;
+        // Files on disk can change under an unchanged definition: their fingerprint is part of it.
+        let files = if entry.kind == DatasetKind::CleanFolder {
+            disk::fingerprint(&disk::scan(self.registry, name, split)?)
+        } else {
+            String::new()
+        };
+        let def = json!({"role": "synthetic_pairs", "dataset": name, "entry": format!("{entry:?}"), "files": files,
             "split": split, "take": take, "degradation": spec, "seed": self.seed});
         let (entries, cached) = materialise(self.cache_dir, &def, || {
             let clean = self.clean_images(name, split, take)?;
