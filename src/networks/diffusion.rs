@@ -3,8 +3,8 @@
 //! D sees 9 channels, [ỹ, cond_A, cond_B], and predicts the noise ε in ỹ. It is conditioned on
 //! the continuous noise level γ (sinusoidal embedding + MLP, FiLM scale-shift in every residual
 //! block), uses GroupNorm + SiLU and one self-attention block in the middle, guided-diffusion
-//! style. Down-sampling is average pooling and up-sampling nearest + conv (the release's
-//! res-block up/down sampling is a later fidelity item).
+//! style, with residual blocks that also do the down- (average pool) and up-sampling (nearest)
+//! between levels, as the release's "res-block up/down sampling".
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -46,6 +46,7 @@ impl DiffusionConfig {
         let mut ch = base;
         let mut skip_ch = vec![ch];
         let mut down = Vec::new();
+        let mut resample_down = Vec::new();
         for (level, &m) in self.mults.iter().enumerate() {
             for _ in 0..self.res_blocks {
                 down.push(ResBlock::new(ch, m * base, emb, self.dropout, device));
@@ -53,6 +54,7 @@ impl DiffusionConfig {
                 skip_ch.push(ch);
             }
             if level + 1 < self.mults.len() {
+                resample_down.push(ResBlock::new(ch, ch, emb, self.dropout, device).with_resample(Resample::Down));
                 skip_ch.push(ch);
             }
         }
@@ -68,7 +70,7 @@ impl DiffusionConfig {
                 ch = m * base;
             }
             if level > 0 {
-                upsample.push(conv(ch, ch, 3, device));
+                upsample.push(ResBlock::new(ch, ch, emb, self.dropout, device).with_resample(Resample::Up));
             }
         }
         DiffusionUNet {
@@ -76,6 +78,7 @@ impl DiffusionConfig {
             emb2: linear(emb, emb, device),
             input: conv(9, base, 3, device),
             down,
+            resample_down,
             mid1,
             attn,
             mid2,
@@ -90,6 +93,26 @@ impl DiffusionConfig {
     }
 }
 
+/// Spatial resampling done inside a residual block (between the first norm/activation and
+/// the first convolution, on both the main and the skip path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resample {
+    None,
+    Down,
+    Up,
+}
+
+fn resample(x: Tensor<4>, r: Resample) -> Tensor<4> {
+    match r {
+        Resample::None => x,
+        Resample::Down => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
+        Resample::Up => {
+            let [_, _, h, w] = x.dims();
+            interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h * 2, w * 2]))
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct ResBlock {
     norm1: GroupNorm,
@@ -99,9 +122,28 @@ pub struct ResBlock {
     dropout: Dropout,
     conv2: Conv2d,
     skip: Option<Conv2d>,
+    /// 0 none, 1 down, 2 up (a plain field: modules hold no enums of their own).
+    resample: usize,
 }
 
 impl ResBlock {
+    fn with_resample(mut self, r: Resample) -> Self {
+        self.resample = match r {
+            Resample::None => 0,
+            Resample::Down => 1,
+            Resample::Up => 2,
+        };
+        self
+    }
+
+    fn resample_kind(&self) -> Resample {
+        match self.resample {
+            1 => Resample::Down,
+            2 => Resample::Up,
+            _ => Resample::None,
+        }
+    }
+
     pub fn new(c_in: usize, c_out: usize, emb: usize, dropout: f64, device: &Device) -> Self {
         ResBlock {
             norm1: GroupNormConfig::new(group_count(c_in), c_in).init(device),
@@ -111,11 +153,14 @@ impl ResBlock {
             dropout: DropoutConfig::new(dropout).init(),
             conv2: conv(c_out, c_out, 3, device),
             skip: (c_in != c_out).then(|| conv(c_in, c_out, 1, device)),
+            resample: 0,
         }
     }
 
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let r = self.resample_kind();
+        let h = self.conv1.forward(resample(silu(self.norm1.forward(x.clone())), r));
+        let x = resample(x, r);
         let [b, c, _, _] = h.dims();
         let ss = self.film.forward(silu(emb)).reshape([b, 2 * c, 1, 1]);
         let mut parts = ss.chunk(2, 1);
@@ -175,7 +220,8 @@ pub struct DiffusionUNet {
     attn: Attention,
     mid2: ResBlock,
     up: Vec<ResBlock>,
-    upsample: Vec<Conv2d>,
+    resample_down: Vec<ResBlock>,
+    upsample: Vec<ResBlock>,
     out_norm: GroupNorm,
     out: Conv2d,
     base: usize,
@@ -193,13 +239,14 @@ impl DiffusionUNet {
         let mut h = self.input.forward(x);
         let mut skips = vec![h.clone()];
         let mut blocks = self.down.iter();
+        let mut downs = self.resample_down.iter();
         for level in 0..self.levels {
             for _ in 0..self.res_blocks {
                 h = blocks.next().expect("down block").forward(h, emb.clone());
                 skips.push(h.clone());
             }
             if level + 1 < self.levels {
-                h = avg_pool2d(h, AvgPoolOptions::new([2, 2]));
+                h = downs.next().expect("down-sampling block").forward(h, emb.clone());
                 skips.push(h.clone());
             }
         }
@@ -214,9 +261,7 @@ impl DiffusionUNet {
                 h = blocks.next().expect("up block").forward(Tensor::cat(vec![h, s], 1), emb.clone());
             }
             if level > 0 {
-                let [_, _, hh, ww] = h.dims();
-                let opts = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([hh * 2, ww * 2]);
-                h = ups.next().expect("upsample").forward(interpolate(h, opts));
+                h = ups.next().expect("up-sampling block").forward(h, emb.clone());
             }
         }
         self.out.forward(silu(self.out_norm.forward(h)))
