@@ -49,13 +49,15 @@ struct PipelineArgs {
 enum Command {
     /// Run a pipeline (the same as giving the file directly).
     Run(PipelineArgs),
-    /// Validate a pipeline and print its resolved stages without running anything.
-    Plan(PipelineArgs),
+    /// Validate a pipeline and print its resolved stages and networks (parameters, GMACs at the
+    /// training patch size) without running anything.
+    #[command(alias = "plan")]
+    Describe(PipelineArgs),
     /// Score restored images against references (two files or two folders) with a protocol.
     Score {
         restored: PathBuf,
         reference: PathBuf,
-        /// rgb, y-matlab, sidd or realblur-noalign.
+        /// rgb, y-matlab, sidd, realblur-noalign or realblur.
         #[arg(long, default_value = "rgb")]
         protocol: String,
         /// Pair folder contents by natural sort order instead of by file name.
@@ -215,11 +217,28 @@ fn main() -> ProcessExit {
     let result = match &cli.command {
         None => run_pipeline(&cli.run, cli.log_format),
         Some(Command::Run(args)) => run_pipeline(args, cli.log_format),
-        Some(Command::Plan(args)) => resolve(args).map(|r| {
+        Some(Command::Describe(args)) => resolve(args).map(|r| {
             println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
-            println!("{}", plan::describe(&r.spec));
-            let (g, d) = run_pipeline::networks::param_counts(&r.spec.networks.restorer, &r.spec.networks.diffusion);
-            println!("  networks: restorer {g} parameters, diffusion {d} parameters");
+            println!("stages:\n{}", plan::describe(&r.spec));
+            let n = &r.spec.networks;
+            let p = r.spec.train.patch;
+            let (g, d) = run_pipeline::networks::param_counts(&n.restorer, &n.diffusion);
+            println!("networks (at the {p}² training patch):");
+            println!(
+                "  restorer   UNet {:?}: {:.3} M parameters, {:.3} GMACs",
+                n.restorer.widths,
+                g as f64 / 1e6,
+                n.restorer.macs(p, p) as f64 / 1e9
+            );
+            println!(
+                "  diffusion  base {} × {:?}, {} res blocks, {} heads: {:.3} M parameters, {:.3} GMACs",
+                n.diffusion.base,
+                n.diffusion.mults,
+                n.diffusion.res_blocks,
+                n.diffusion.attn_heads,
+                d as f64 / 1e6,
+                n.diffusion.macs(p, p) as f64 / 1e9
+            );
         }),
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, protocol, *by_order, *format)

@@ -245,6 +245,12 @@ fn plan_and_datasets_list() {
     for stage in ["data", "score:input", "train:source_only:seed0", "evaluate:noise_da:seed0", "report"] {
         assert!(s.contains(stage), "{s}");
     }
+    // The paper profile's networks at their real sizes.
+    let out = run(&["describe", "pipelines/denoise.yaml", "--profile", "paper"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(s.contains("UNet [64, 128, 256, 512]: 8.559 M parameters, 12.438 GMACs"), "{s}");
+    assert!(s.contains("62.6"), "{s}");
     let out = run(&["datasets", "list"]);
     let s = text(&out.stdout);
     assert!(out.status.success());

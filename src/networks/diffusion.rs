@@ -40,6 +40,51 @@ impl DiffusionConfig {
         1 << (self.mults.len().saturating_sub(1))
     }
 
+    /// Multiply-accumulates of one forward pass on an `h × w` input (convolutions, FiLM and
+    /// the attention block; normalisation and activations not counted).
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let base = self.base;
+        let emb = 4 * base;
+        let conv = |cin: usize, cout: usize, k: usize, hw: usize| (cin * cout * k * k * hw) as u64;
+        // A residual block whose convolutions run on `hw` pixels (after any resampling).
+        let block = |cin: usize, cout: usize, hw: usize| {
+            conv(cin, cout, 3, hw)
+                + conv(cout, cout, 3, hw)
+                + (emb * 2 * cout) as u64
+                + if cin != cout { conv(cin, cout, 1, hw) } else { 0 }
+        };
+        let hw = |level: usize| (h >> level) * (w >> level);
+        let mut total = (base * emb + emb * emb) as u64 + conv(9, base, 3, hw(0));
+        let mut ch = base;
+        let mut skip_ch = vec![ch];
+        for (level, &m) in self.mults.iter().enumerate() {
+            for _ in 0..self.res_blocks {
+                total += block(ch, m * base, hw(level));
+                ch = m * base;
+                skip_ch.push(ch);
+            }
+            if level + 1 < self.mults.len() {
+                total += block(ch, ch, hw(level + 1));
+                skip_ch.push(ch);
+            }
+        }
+        let last = self.mults.len() - 1;
+        let n = hw(last) as u64;
+        total += 2 * block(ch, ch, hw(last));
+        total += conv(ch, 3 * ch, 1, hw(last)) + 2 * n * n * ch as u64 + conv(ch, ch, 1, hw(last));
+        for (level, &m) in self.mults.iter().enumerate().rev() {
+            for _ in 0..=self.res_blocks {
+                let s = skip_ch.pop().expect("skip bookkeeping");
+                total += block(ch + s, m * base, hw(level));
+                ch = m * base;
+            }
+            if level > 0 {
+                total += block(ch, ch, hw(level - 1));
+            }
+        }
+        total + conv(ch, 3, 3, hw(0))
+    }
+
     pub fn init(&self, device: &Device) -> DiffusionUNet {
         let base = self.base;
         let emb = 4 * base;

@@ -27,6 +27,25 @@ impl RestorerConfig {
         1 << (self.widths.len().saturating_sub(1))
     }
 
+    /// Multiply-accumulates of one forward pass on an `h × w` image (convolutions; the
+    /// pooling and interpolation are not counted, as profilers of the paper's table do not).
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let conv = |cin: usize, cout: usize, hw: usize| (cin * cout * 9 * hw) as u64;
+        let w_ = &self.widths;
+        let mut total = 0;
+        let mut c_in = 3;
+        for (i, &c) in w_.iter().enumerate() {
+            let hw = (h >> i) * (w >> i);
+            total += conv(c_in, c, hw) + conv(c, c, hw);
+            c_in = c;
+        }
+        for i in (0..w_.len() - 1).rev() {
+            let hw = (h >> i) * (w >> i);
+            total += conv(w_[i + 1], w_[i], hw) + conv(2 * w_[i], w_[i], hw) + conv(w_[i], w_[i], hw);
+        }
+        total + conv(w_[0], 3, h * w)
+    }
+
     pub fn init(&self, device: &Device) -> RestorerUNet {
         assert!(!self.widths.is_empty(), "restorer needs at least one level");
         let w = &self.widths;
