@@ -23,13 +23,26 @@
 //!   channel_axis=-1)` on `uint8`: 7×7 uniform window, sample covariance (NP/(NP−1)),
 //!   data range 255, mean over the valid region (3 px cropped), per channel then averaged.
 //!   This is *not* the official RealBlur protocol (gain + ECC alignment + masked scores).
+//! * [`ProtocolKind::Realblur`] (`realblur`, the official RealBlur evaluation): restored clamped
+//!   to [0, 1], then scaled by one least-squares gain a = Σxz/Σz² against the ground truth x;
+//!   aligned to x by an ECC homography as OpenCV's `findTransformECC(gray(x), gray(a·z),
+//!   MOTION_HOMOGRAPHY, 100 iterations, gaussFiltSize 5)` computes it ([`ecc_homography`]);
+//!   warped by `warpPerspective` with bicubic (a = −0.75) and BORDER_REFLECT, plus a validity
+//!   mask m from a nearest-neighbour warp of ones; both images multiplied by m; PSNR with peak
+//!   1 over the valid entries, Σm(x−z)² / (3Σm); SSIM = the standard Gaussian SSIM map (as
+//!   `rgb`) times m, 5 px cropped, Σ map / Σ m per channel, averaged over channels. Extras:
+//!   `gain`, `ecc_iterations` and the homography `h00` … `h21` (h22 = 1), which maps ground-truth
+//!   pixel coordinates to restored ones. Stops before 100 iterations once ECC has converged
+//!   ([`ECC_STOP_PX`]). Where ECC does not converge (small or flat images: it can wander for all
+//!   100 iterations), OpenCV's result is chaotic in the inputs' last bits, and so is ours.
 //!
 //! "Rounded to 8 bits" means [`crate::image::quantize_u8`], what saving a PNG does (computed
 //! here by a faster bit-identical routine). `score` is single-threaded on purpose: parallelise
 //! over images in the caller.
 //!
 //! `tests/protocols_reference.rs` checks every protocol against scikit-image / exact numpy
-//! re-implementations of the MATLAB code on real photographs.
+//! re-implementations of the MATLAB code on real photographs; `tests/realblur_reference.rs`
+//! checks `realblur` against OpenCV + scikit-image.
 
 use crate::image::Image;
 use crate::metrics;
@@ -43,19 +56,27 @@ pub enum ProtocolKind {
     YMatlab,
     Sidd,
     RealblurNoalign,
+    Realblur,
 }
 
 impl ProtocolKind {
-    pub const ALL: [ProtocolKind; 4] =
-        [ProtocolKind::Rgb, ProtocolKind::YMatlab, ProtocolKind::Sidd, ProtocolKind::RealblurNoalign];
+    pub const ALL: [ProtocolKind; 5] = [
+        ProtocolKind::Rgb,
+        ProtocolKind::YMatlab,
+        ProtocolKind::Sidd,
+        ProtocolKind::RealblurNoalign,
+        ProtocolKind::Realblur,
+    ];
 
-    /// The protocol's label in reports and specs: `rgb`, `y-matlab`, `sidd`, `realblur-noalign`.
+    /// The protocol's label in reports and specs: `rgb`, `y-matlab`, `sidd`, `realblur-noalign`,
+    /// `realblur`.
     pub fn name(self) -> &'static str {
         match self {
             ProtocolKind::Rgb => "rgb",
             ProtocolKind::YMatlab => "y-matlab",
             ProtocolKind::Sidd => "sidd",
             ProtocolKind::RealblurNoalign => "realblur-noalign",
+            ProtocolKind::Realblur => "realblur",
         }
     }
 }
@@ -72,7 +93,10 @@ impl std::str::FromStr for ProtocolKind {
     fn from_str(s: &str) -> Result<Self> {
         match ProtocolKind::ALL.into_iter().find(|k| k.name() == s) {
             Some(k) => Ok(k),
-            None => bail!("unknown scoring protocol {s:?} (known: rgb, y-matlab, sidd, realblur-noalign)"),
+            None => {
+                let known: Vec<&str> = ProtocolKind::ALL.iter().map(|k| k.name()).collect();
+                bail!("unknown scoring protocol {s:?} (known: {})", known.join(", "))
+            }
         }
     }
 }
@@ -97,8 +121,9 @@ impl Score {
 /// Scores `restored` against the ground truth `reference` under protocol `kind`.
 ///
 /// Errors on mismatched sizes, malformed buffers, or images too small for the protocol's
-/// SSIM window (11 px for `rgb`, `y-matlab` and `sidd`'s per-channel value; 7 px for
-/// `realblur-noalign`).
+/// SSIM window (11 px for `rgb`, `y-matlab`, `sidd`'s per-channel value and `realblur`; 7 px for
+/// `realblur-noalign`); for `realblur` also where OpenCV's `findTransformECC` would throw
+/// (uncorrelated or flat images) and for an all-black restored image (no gain).
 pub fn score(kind: ProtocolKind, restored: &Image, reference: &Image) -> Result<Score> {
     check_pair(restored, reference)?;
     match kind {
@@ -145,6 +170,7 @@ pub fn score(kind: ProtocolKind, restored: &Image, reference: &Image) -> Result<
                 extra: vec![],
             })
         }
+        ProtocolKind::Realblur => realblur(restored, reference),
     }
 }
 
@@ -387,6 +413,426 @@ fn ssim_box7_u8(x8: &[u8], y8: &[u8], w: usize, h: usize) -> f64 {
     total / 3.0
 }
 
+// ---------------------------------------------------------------------------------------------
+// realblur: gain, ECC homography alignment, masked PSNR / SSIM
+// ---------------------------------------------------------------------------------------------
+
+/// `findTransformECC`'s iteration count in the RealBlur evaluation (criteria COUNT + EPS, 100, 0:
+/// ε = 0 never stops it early).
+const ECC_ITERATIONS: usize = 100;
+/// Stop early once an update moves no image corner by more than this many pixels. ECC converges
+/// linearly (each step 0.2-0.5× the last on the fixtures), so the remaining iterations could move
+/// the warp by about as much again: far below the ~5e-5 px resolution of the f32 warp OpenCV
+/// keeps at 700 px. Saves 70-90 of the 100 iterations when ECC converges.
+const ECC_STOP_PX: f64 = 1e-7;
+
+/// The official RealBlur protocol; see the module docs.
+fn realblur(restored: &Image, reference: &Image) -> Result<Score> {
+    let (w, h) = (reference.width, reference.height);
+    if w < metrics::SSIM_WIN || h < metrics::SSIM_WIN {
+        bail!("realblur SSIM needs at least {0}x{0} pixels, got {w}x{h}", metrics::SSIM_WIN);
+    }
+    let x: Vec<f64> = reference.data.iter().map(|&v| v as f64).collect();
+    let mut z: Vec<f64> = restored.data.iter().map(|&v| v.clamp(0.0, 1.0) as f64).collect();
+    let (sxz, szz) = x.iter().zip(&z).fold((0.0, 0.0), |(a, b), (&p, &q)| (a + p * q, b + q * q));
+    if szz == 0.0 {
+        bail!("realblur: the restored image is black, so the gain Σxz/Σz² is undefined");
+    }
+    let gain = sxz / szz;
+    z.iter_mut().for_each(|v| *v *= gain);
+    // OpenCV's COLOR_RGB2GRAY on float32 images (the evaluation passes float32 to findTransformECC).
+    let gray = |d: &[f64]| -> Vec<f32> {
+        d.chunks_exact(3).map(|p| p[0] as f32 * 0.299 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114).collect()
+    };
+    let (hom, iterations) = ecc_homography(&gray(&x), &gray(&z), w, h)?;
+    let (mut zr, mask) = warp_cubic_reflect(&z, w, h, &hom);
+    // The evaluation multiplies both images by the mask before PSNR *and* SSIM; for SSIM this
+    // matters (windows straddling the mask edge see zeros on both sides).
+    let mut xr = x;
+    for (i, &m) in mask.iter().enumerate() {
+        if !m {
+            xr[3 * i..3 * i + 3].fill(0.0);
+            zr[3 * i..3 * i + 3].fill(0.0);
+        }
+    }
+    let valid = mask.iter().filter(|&&m| m).count();
+    if valid == 0 {
+        bail!("realblur: the ECC homography maps every pixel outside the restored image");
+    }
+    let sse: f64 = xr.iter().zip(&zr).map(|(a, b)| (a - b) * (a - b)).sum();
+    let mut ssim = 0.0;
+    let (mut ca, mut cb) = (Vec::with_capacity(w * h), Vec::with_capacity(w * h));
+    for c in 0..3 {
+        ca.clear();
+        cb.clear();
+        ca.extend(xr[c..].iter().step_by(3));
+        cb.extend(zr[c..].iter().step_by(3));
+        ssim += masked_ssim(&ca, &cb, &mask, w, h)?;
+    }
+    let mut extra = vec![("gain", gain), ("ecc_iterations", iterations as f64)];
+    const H_NAMES: [&str; 8] = ["h00", "h01", "h02", "h10", "h11", "h12", "h20", "h21"];
+    extra.extend(H_NAMES.into_iter().zip(hom));
+    Ok(Score { psnr: psnr_from_mse(sse / (3 * valid) as f64, 1.0), ssim: ssim / 3.0, extra })
+}
+
+/// `cv2.findTransformECC(template, input, eye(3), MOTION_HOMOGRAPHY, (COUNT+EPS, 100, 0), None, 5)`
+/// (Evangelidis & Psarakis 2008, forward-additive ECC), computed in f64 on OpenCV's f32 images.
+///
+/// Returns the homography `[h00, h01, h02, h10, h11, h12, h20, h21]` (h22 = 1), mapping template
+/// pixel (X, Y) to input position ((h00 X + h01 Y + h02) / D, (h10 X + h11 Y + h12) / D) with
+/// D = h20 X + h21 Y + 1, and the number of iterations run.
+///
+/// Matches OpenCV's formulation, including the parts that are not in the paper: both images
+/// pre-blurred ([`blur5`]); gradients of the blurred input (not of the warped image), warped
+/// along with it; bilinear warps with 0 outside the image but the valid set from a separate
+/// nearest-neighbour warp, so pixels whose bilinear sample straddles the border are "valid" and
+/// pixels just outside still feed the Jacobian terms (OpenCV zero-means only the valid pixels).
+fn ecc_homography(tmpl: &[f32], input: &[f32], w: usize, h: usize) -> Result<([f64; 8], usize)> {
+    let t = blur5(tmpl, w, h);
+    let b = blur5(input, w, h);
+    // The input and its central differences (OpenCV's filter2D with [-0.5 0 0.5] and
+    // BORDER_REFLECT_101, i.e. 0 on the first and last row / column), interleaved so the warp
+    // samples all three with one set of weights.
+    let mut src = vec![[0.0f32; 3]; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let gx = if x == 0 || x == w - 1 { 0.0 } else { 0.5 * (b[i + 1] - b[i - 1]) };
+            let gy = if y == 0 || y == h - 1 { 0.0 } else { 0.5 * (b[i + w] - b[i - w]) };
+            src[i] = [b[i], gx, gy];
+        }
+    }
+    let mut p = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+    for iteration in 1..=ECC_ITERATIONS {
+        let s = ecc_sums(&src, &t, w, h, &p);
+        if s.n == 0.0 {
+            bail!("realblur: ECC lost the image (no template pixel maps into the restored image)");
+        }
+        let (mi, mt) = (s.si / s.n, s.st / s.n);
+        // Zero-mean over the valid pixels: Jᵀ(i − mean) = Jᵀi − mean·Σ_valid J, and likewise for t.
+        let gi: [f64; 8] = std::array::from_fn(|k| s.ji[k] - mi * s.jm[k]);
+        let gt: [f64; 8] = std::array::from_fn(|k| s.jt[k] - mt * s.jm[k]);
+        let (inorm2, tnorm2) = (s.sii - s.n * mi * mi, s.stt - s.n * mt * mt);
+        let correlation = s.sti - s.n * mt * mi;
+        let rho = correlation / (inorm2 * tnorm2).sqrt();
+        let hi = cholesky_solve(&s.hess, &gi)
+            .ok_or_else(|| anyhow::anyhow!("realblur: the ECC Hessian is singular (flat image?)"))?;
+        // The paper's λ, which absorbs the contrast difference between the two images.
+        let lambda_d = correlation - dot(&gt, &hi);
+        if !(rho.is_finite() && lambda_d > 0.0) {
+            bail!("realblur: ECC did not converge (images uncorrelated or not overlapping), ρ = {rho}");
+        }
+        let lambda = (inorm2 - dot(&gi, &hi)) / lambda_d;
+        let e: [f64; 8] = std::array::from_fn(|k| lambda * gt[k] - gi[k]);
+        let dp = cholesky_solve(&s.hess, &e).expect("factorised above");
+        let old = p;
+        p.iter_mut().zip(&dp).for_each(|(p, d)| *p += d);
+        if corner_shift(&old, &p, w, h) < ECC_STOP_PX {
+            return Ok((p, iteration));
+        }
+    }
+    Ok((p, ECC_ITERATIONS))
+}
+
+/// The largest distance an image corner moves between warps `a` and `b`, in pixels.
+fn corner_shift(a: &[f64; 8], b: &[f64; 8], w: usize, h: usize) -> f64 {
+    let map = |p: &[f64; 8], x: f64, y: f64| {
+        let d = p[6] * x + p[7] * y + 1.0;
+        ((p[0] * x + p[1] * y + p[2]) / d, (p[3] * x + p[4] * y + p[5]) / d)
+    };
+    let (xm, ym) = ((w - 1) as f64, (h - 1) as f64);
+    [(0.0, 0.0), (xm, 0.0), (0.0, ym), (xm, ym)]
+        .into_iter()
+        .map(|(x, y)| {
+            let ((ax, ay), (bx, by)) = (map(a, x, y), map(b, x, y));
+            (ax - bx).hypot(ay - by)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// One ECC iteration's sums, for the Jacobian J (one row per pixel), the warped input i, the
+/// template t and the validity m: `hess` = JᵀJ (upper triangle) and `ji` = Jᵀi over all pixels,
+/// `jt` = Jᵀ(m·t), `jm` = Jᵀm, and n, si, sii, st, stt, sti = Σm, Σmi, Σmi², Σmt, Σmt², Σmti.
+#[derive(Default)]
+struct EccSums {
+    hess: [[f64; 8]; 8],
+    ji: [f64; 8],
+    jt: [f64; 8],
+    jm: [f64; 8],
+    n: f64,
+    si: f64,
+    sii: f64,
+    st: f64,
+    stt: f64,
+    sti: f64,
+}
+
+/// Warps the input (and its gradients) by `p` and forms the sums of [`EccSums`]. One row at a
+/// time into columns (the eight Jacobian entries, i, m, m·t, m·i), so that every sum is a dot
+/// product along the row, which vectorises.
+fn ecc_sums(src: &[[f32; 3]], t: &[f32], w: usize, h: usize, p: &[f64; 8]) -> EccSums {
+    let mut s = EccSums::default();
+    let mut cols = vec![0.0f64; 12 * w];
+    for y in 0..h {
+        let yf = y as f64;
+        for x in 0..w {
+            let xf = x as f64;
+            let r = 1.0 / (p[6] * xf + p[7] * yf + 1.0);
+            let (sx, sy) = ((p[0] * xf + p[1] * yf + p[2]) * r, (p[3] * xf + p[4] * yf + p[5]) * r);
+            let [iv, gx, gy] = bilinear(src, w, h, sx, sy);
+            // d(input at W(X; p))/dp by the chain rule, with the warped gradients.
+            let (gx, gy) = (gx * r, gy * r);
+            let q = -(sx * gx + sy * gy);
+            let m = if inside_nearest(sx, sy, w, h) { 1.0 } else { 0.0 };
+            let row =
+                [gx * xf, gx * yf, gx, gy * xf, gy * yf, gy, q * xf, q * yf, iv, m, m * t[y * w + x] as f64, m * iv];
+            for (k, v) in row.into_iter().enumerate() {
+                cols[k * w + x] = v;
+            }
+        }
+        let col = |k: usize| &cols[k * w..][..w];
+        let (iv, m, mt, mi) = (col(8), col(9), col(10), col(11));
+        for k in 0..8 {
+            for l in k..8 {
+                s.hess[k][l] += dot(col(k), col(l));
+            }
+            s.ji[k] += dot(col(k), iv);
+            s.jt[k] += dot(col(k), mt);
+            s.jm[k] += dot(col(k), m);
+        }
+        s.n += m.iter().sum::<f64>();
+        s.si += mi.iter().sum::<f64>();
+        s.sii += dot(mi, iv);
+        s.st += mt.iter().sum::<f64>();
+        s.stt += dot(mt, mt);
+        s.sti += dot(mt, iv);
+    }
+    s
+}
+
+/// Σ aₖbₖ with four running sums (so it vectorises).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Solves `A v = b` for the symmetric positive definite `A` given by its upper triangle.
+/// `None` if `A` is not numerically positive definite.
+fn cholesky_solve(a: &[[f64; 8]; 8], b: &[f64; 8]) -> Option<[f64; 8]> {
+    // A = L Lᵀ, L lower triangular.
+    let mut l = [[0.0f64; 8]; 8];
+    for i in 0..8 {
+        for j in 0..=i {
+            let s = a[j][i] - (0..j).map(|k| l[i][k] * l[j][k]).sum::<f64>();
+            if i == j {
+                if s.is_nan() || s <= 0.0 {
+                    return None;
+                }
+                l[i][i] = s.sqrt();
+            } else {
+                l[i][j] = s / l[j][j];
+            }
+        }
+    }
+    let mut v = *b;
+    for i in 0..8 {
+        v[i] = (v[i] - (0..i).map(|k| l[i][k] * v[k]).sum::<f64>()) / l[i][i];
+    }
+    for i in (0..8).rev() {
+        v[i] = (v[i] - (i + 1..8).map(|k| l[k][i] * v[k]).sum::<f64>()) / l[i][i];
+    }
+    Some(v)
+}
+
+/// Bilinear sample of the interleaved planes at (sx, sy), with 0 outside the image (OpenCV's
+/// INTER_LINEAR + BORDER_CONSTANT: a sample straddling the border is blended with 0).
+#[inline]
+fn bilinear(src: &[[f32; 3]], w: usize, h: usize, sx: f64, sy: f64) -> [f64; 3] {
+    let (x0, y0) = (floor(sx), floor(sy));
+    let (ax, ay) = (sx - x0 as f64, sy - y0 as f64);
+    let taps = [(0, 0, (1.0 - ay) * (1.0 - ax)), (0, 1, (1.0 - ay) * ax), (1, 0, ay * (1.0 - ax)), (1, 1, ay * ax)];
+    let mut out = [0.0; 3];
+    if x0 >= 0 && y0 >= 0 && x0 + 1 < w as isize && y0 + 1 < h as isize {
+        let i = y0 as usize * w + x0 as usize;
+        for (dy, dx, wt) in taps {
+            let v = &src[i + dy * w + dx];
+            for c in 0..3 {
+                out[c] += wt * v[c] as f64;
+            }
+        }
+    } else if x0 >= -1 && y0 >= -1 && x0 < w as isize && y0 < h as isize {
+        for (dy, dx, wt) in taps {
+            let (xx, yy) = (x0 + dx as isize, y0 + dy as isize);
+            if xx >= 0 && yy >= 0 && xx < w as isize && yy < h as isize {
+                let v = &src[yy as usize * w + xx as usize];
+                for c in 0..3 {
+                    out[c] += wt * v[c] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// ⌊v⌋ as an integer (saturating; NaN gives 0), without the libm call that `f64::floor` is on
+/// the baseline x86-64 target.
+#[inline]
+fn floor(v: f64) -> isize {
+    let t = v as isize;
+    t - ((t as f64) > v) as isize
+}
+
+/// Whether INTER_NEAREST samples a pixel inside the image: OpenCV rounds half to even, so
+/// −0.5 rounds in, and n − 0.5 rounds in when n − 1 is even.
+#[inline]
+fn inside_nearest(sx: f64, sy: f64, w: usize, h: usize) -> bool {
+    let inside = |v: f64, n: usize| v >= -0.5 && (v < n as f64 - 0.5 || (v == n as f64 - 0.5 && n % 2 == 1));
+    inside(sx, w) && inside(sy, h)
+}
+
+/// OpenCV's `GaussianBlur(src, dst, Size(5, 5), 0, 0)` on f32 (what findTransformECC's
+/// gaussFiltSize = 5 does): for ksize ≤ 7 and σ = 0, `getGaussianKernel` uses its fixed table,
+/// here the binomial [1 4 6 4 1]/16, not the σ = 1.1 Gaussian its σ formula gives. Border
+/// BORDER_REFLECT_101 (`gfedcb|abcdefgh|gfedcba`).
+fn blur5(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    const K: [f32; 5] = [0.0625, 0.25, 0.375, 0.25, 0.0625];
+    let r101 = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let i = if i < 0 { -i } else { i };
+        (if i >= n { (2 * n - 2 - i).max(0) } else { i }) as usize
+    };
+    let mut tmp = vec![0.0f32; w * h];
+    for y in 0..h {
+        let row = &src[y * w..][..w];
+        for x in 0..w {
+            tmp[y * w + x] = (0..5).map(|k| K[k] * row[r101(x as isize + k as isize - 2, w)]).sum();
+        }
+    }
+    let mut out = vec![0.0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            out[y * w + x] = (0..5).map(|k| K[k] * tmp[r101(y as isize + k as isize - 2, h) * w + x]).sum();
+        }
+    }
+    out
+}
+
+/// `cv2.warpPerspective(z, H, INTER_CUBIC | WARP_INVERSE_MAP, BORDER_REFLECT)` of the
+/// interleaved RGB `z`, and the validity mask `warpPerspective(ones, H, INTER_NEAREST |
+/// WARP_INVERSE_MAP, BORDER_CONSTANT 0)`.
+///
+/// Bicubic with a = −0.75 (Keys, OpenCV's), sampled at the exact sub-pixel position (OpenCV 5's
+/// warps no longer quantise it to 1/32 px); BORDER_REFLECT repeats the edge pixel
+/// (`fedcba|abcdefgh|hgfedcb`).
+fn warp_cubic_reflect(z: &[f64], w: usize, h: usize, p: &[f64; 8]) -> (Vec<f64>, Vec<bool>) {
+    let reflect = |i: isize, n: usize| -> usize {
+        let m = i.rem_euclid(2 * n as isize) as usize;
+        if m < n { m } else { 2 * n - 1 - m }
+    };
+    let mut out = vec![0.0; w * h * 3];
+    let mut mask = vec![false; w * h];
+    for y in 0..h {
+        let yf = y as f64;
+        for x in 0..w {
+            let xf = x as f64;
+            let d = p[6] * xf + p[7] * yf + 1.0;
+            let (sx, sy) = ((p[0] * xf + p[1] * yf + p[2]) / d, (p[3] * xf + p[4] * yf + p[5]) / d);
+            mask[y * w + x] = inside_nearest(sx, sy, w, h);
+            // Saturating casts keep absurd warps (masked out anyway) from panicking.
+            let (x0, y0) = (floor(sx), floor(sy));
+            let (wx, wy) = (cubic_weights(sx - x0 as f64), cubic_weights(sy - y0 as f64));
+            let cols: [usize; 4] = std::array::from_fn(|k| reflect(x0.saturating_add(k as isize - 1), w));
+            let o = &mut out[(y * w + x) * 3..][..3];
+            for (ky, &wyk) in wy.iter().enumerate() {
+                let row = reflect(y0.saturating_add(ky as isize - 1), h) * w;
+                for c in 0..3 {
+                    let s: f64 = (0..4).map(|k| wx[k] * z[(row + cols[k]) * 3 + c]).sum();
+                    o[c] += wyk * s;
+                }
+            }
+        }
+    }
+    (out, mask)
+}
+
+/// Keys' cubic convolution weights (a = −0.75, OpenCV's INTER_CUBIC) for the taps at offsets
+/// −1, 0, 1, 2 from the sample's floor, `t` in [0, 1).
+fn cubic_weights(t: f64) -> [f64; 4] {
+    const A: f64 = -0.75;
+    let w0 = ((A * (t + 1.0) - 5.0 * A) * (t + 1.0) + 8.0 * A) * (t + 1.0) - 4.0 * A;
+    let w1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+    let w2 = ((A + 2.0) * (1.0 - t) - (A + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0;
+    [w0, w1, w2, 1.0 - w0 - w1 - w2]
+}
+
+/// One channel's RealBlur SSIM: scikit-image's standard Gaussian SSIM map (as
+/// [`metrics::ssim_gray`] with L = 1) times the mask, summed over the map with 5 px cropped,
+/// divided by the mask's sum there.
+///
+/// Only the cropped map is needed, and its 11×11 windows never reach past the image, so
+/// skimage's 'reflect' padding is never read.
+fn masked_ssim(a: &[f64], b: &[f64], mask: &[bool], w: usize, h: usize) -> Result<f64> {
+    const R: usize = metrics::SSIM_WIN / 2;
+    let g = scipy_gaussian_kernel();
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let (mut sum, mut weight) = (0.0, 0usize);
+    let mut col = vec![[0.0f64; 5]; w];
+    let moments = |i: usize| [a[i], b[i], a[i] * a[i], b[i] * b[i], a[i] * b[i]];
+    for y in R..h - R {
+        if !mask[y * w + R..(y + 1) * w - R].iter().any(|&m| m) {
+            continue;
+        }
+        // Down the columns, then along the row; each pass sums the centre tap then mirrored pairs
+        // from the outside in, like scipy's correlate1d for symmetric kernels.
+        for (x, c) in col.iter_mut().enumerate() {
+            *c = moments(y * w + x).map(|v| v * g[R]);
+            for j in (1..=R).rev() {
+                let (u, d) = (moments((y - j) * w + x), moments((y + j) * w + x));
+                for k in 0..5 {
+                    c[k] += (u[k] + d[k]) * g[R - j];
+                }
+            }
+        }
+        for x in R..w - R {
+            if !mask[y * w + x] {
+                continue;
+            }
+            let mut mu = col[x].map(|v| v * g[R]);
+            for j in (1..=R).rev() {
+                for k in 0..5 {
+                    mu[k] += (col[x - j][k] + col[x + j][k]) * g[R - j];
+                }
+            }
+            let [mx, my, mxx, myy, mxy] = mu;
+            let (vx, vy, vxy) = (mxx - mx * mx, myy - my * my, mxy - mx * my);
+            sum += (2.0 * mx * my + c1) * (2.0 * vxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2));
+            weight += 1;
+        }
+    }
+    if weight == 0 {
+        bail!("realblur: no valid pixel is left inside the 5-px SSIM border");
+    }
+    Ok(sum / weight as f64)
+}
+
+/// scipy's `_gaussian_kernel1d(1.5, 0, 5)` (the window of [`metrics::ssim`]).
+fn scipy_gaussian_kernel() -> [f64; metrics::SSIM_WIN] {
+    let g: [f64; metrics::SSIM_WIN] = std::array::from_fn(|i| {
+        let x = i as f64 - 5.0;
+        (-0.5 / (1.5f64 * 1.5) * (x * x)).exp()
+    });
+    // numpy's pairwise sum of 11 values.
+    let s = ((g[0] + g[1]) + (g[2] + g[3])) + ((g[4] + g[5]) + (g[6] + g[7])) + g[8] + g[9] + g[10];
+    g.map(|v| v / s)
+}
+
 /// [`crate::image::quantize_u8`] (round half away from zero, then clamp), bit for bit for
 /// every `f32` including NaN (checked over all 2³² inputs), without the `roundf` libm call the
 /// baseline x86-64 target makes for `f32::round`: clamped `v·255` is exact in `f64`, so adding
@@ -574,6 +1020,89 @@ mod tests {
         // Constant images: σ = 0 everywhere, SSIM = luminance term only.
         let want = (2.0 * 100.0 * 110.0 + 6.5025) / (100.0f64.powi(2) + 110.0f64.powi(2) + 6.5025);
         assert!((s.ssim - want).abs() < 1e-15);
+    }
+
+    #[test]
+    fn realblur_identical_images_are_perfect() {
+        let a = pattern(40, 30, 11).clamped();
+        // Halving is exact in f32 and the gain undoes it exactly: the same perfect score.
+        let half = Image::from_vec(40, 30, a.data.iter().map(|v| v * 0.5).collect());
+        for (restored, gain) in [(&a, 1.0), (&half, 2.0)] {
+            let s = score(ProtocolKind::Realblur, restored, &a).unwrap();
+            assert_eq!((s.psnr, s.extra("gain"), s.extra("ecc_iterations")), (f64::INFINITY, Some(gain), Some(1.0)));
+            assert!((s.ssim - 1.0).abs() < 1e-12, "{}", s.ssim);
+            let identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+            for (name, want) in ["h00", "h01", "h02", "h10", "h11", "h12", "h20", "h21"].into_iter().zip(identity) {
+                assert_eq!(s.extra(name), Some(want), "{name}");
+            }
+        }
+    }
+
+    /// Oblique waves under a smooth bump, flat grey within `margin` px of the frame's edges, with
+    /// content at canvas coordinates (x + x0, y + y0).
+    fn waves(w: usize, h: usize, x0: f32, y0: f32, margin: f32) -> Image {
+        let bump = |t: f32, n: usize| {
+            let s = ((t - margin) / (n as f32 - 1.0 - 2.0 * margin)).clamp(0.0, 1.0);
+            (std::f32::consts::PI * s).sin().powi(2)
+        };
+        let mut img = Image::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = (x as f32 + x0, y as f32 + y0);
+                for c in 0..3 {
+                    let k = c as f32 * 0.7;
+                    let val = 0.2 * (0.51 * u + 0.27 * v + k).sin() + 0.15 * (0.23 * u - 0.49 * v + 2.0 * k).sin();
+                    img.set(x, y, c, 0.5 + bump(u, w) * bump(v, h) * val);
+                }
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn realblur_recovers_an_integer_shift() {
+        let (w, h, dx, dy) = (80, 60, 2.0f64, -1.0f64);
+        let gt = waves(w, h, 0.0, 0.0, 10.0);
+        // restored(p) = gt(p - d), so ECC must map gt pixel p to restored p + d. Flat borders on
+        // both sides, so the pre-blur's border padding is exact and nothing biases the optimum.
+        let restored = waves(w, h, -dx as f32, -dy as f32, 10.0);
+        let s = score(ProtocolKind::Realblur, &restored, &gt).unwrap();
+        let names = ["h00", "h01", "h02", "h10", "h11", "h12", "h20", "h21"];
+        let hom: [f64; 8] = std::array::from_fn(|k| s.extra(names[k]).unwrap());
+        let err = corner_shift(&hom, &[1.0, 0.0, dx, 0.0, 1.0, dy, 0.0, 0.0], w, h);
+        assert!(err < 2e-5, "{hom:?}: corners off by {err:e} px"); // measured 2.3e-6
+        // Not perfect: the gain is fitted before the alignment, on the shifted images (0.9972).
+        assert!((s.extra("gain").unwrap() - 1.0).abs() < 5e-3, "{:?}", s.extra("gain"));
+        assert!(s.psnr > 55.0 && s.ssim > 0.99999, "{} dB, {}", s.psnr, s.ssim);
+        let unaligned = score(ProtocolKind::Rgb, &restored, &gt).unwrap().psnr;
+        assert!(unaligned < 30.0, "the shift matters: {unaligned} dB");
+    }
+
+    #[test]
+    fn realblur_rejects_what_opencv_rejects() {
+        let gt = waves(30, 20, 0.0, 0.0, 0.0);
+        let black = Image::new(30, 20);
+        assert!(score(ProtocolKind::Realblur, &black, &gt).unwrap_err().to_string().contains("black"));
+        let flat = Image::from_vec(30, 20, vec![0.5; 30 * 20 * 3]);
+        assert!(score(ProtocolKind::Realblur, &flat, &gt).is_err());
+        assert!(score(ProtocolKind::Realblur, &gt, &flat).is_err());
+        let small = waves(10, 30, 0.0, 0.0, 0.0);
+        assert!(score(ProtocolKind::Realblur, &small, &small).unwrap_err().to_string().contains("11x11"));
+    }
+
+    #[test]
+    fn realblur_warp_helpers() {
+        // Keys' weights: interpolating at integer positions, partition of unity, a = -0.75.
+        assert_eq!(cubic_weights(0.0), [0.0, 1.0, 0.0, 0.0]);
+        let c = cubic_weights(0.5);
+        assert!((c.iter().sum::<f64>() - 1.0).abs() < 1e-15 && (c[0] - (-0.09375)).abs() < 1e-15, "{c:?}");
+        // Nearest rounds half to even, like OpenCV's cvRound.
+        assert!(inside_nearest(-0.5, 0.0, 4, 4) && !inside_nearest(-0.5000001, 0.0, 4, 4));
+        assert!(!inside_nearest(3.5, 0.0, 4, 4) && inside_nearest(4.5, 0.0, 5, 5));
+        assert_eq!([floor(-0.5), floor(-1.0), floor(2.999), floor(f64::NAN)], [-1, -1, 2, 0]);
+        // Binomial pre-blur with reflect-101 borders.
+        let b = blur5(&[0.0, 1.0, 0.0, 0.0, 0.0], 5, 1);
+        assert_eq!(b, [0.5, 0.4375, 0.25, 0.0625, 0.0]);
     }
 
     #[test]
