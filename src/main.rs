@@ -70,7 +70,8 @@ enum Command {
     Datasets {
         #[command(subcommand)]
         command: DatasetsCommand,
-        #[arg(long)]
+        /// Dataset registry (default: ./datasets.toml).
+        #[arg(long, global = true)]
         registry: Option<PathBuf>,
     },
 }

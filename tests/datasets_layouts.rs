@@ -363,3 +363,37 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
     assert!(err.contains("needs clean images"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `run-pipeline datasets check` on a registry entry with a problem: counts, the problem, a
+/// fingerprint, exit code 3; and exit 0 once the problem is fixed.
+#[test]
+fn datasets_check_command() {
+    let dir = tmpdir("check");
+    let data = dir.join("spa");
+    put(&data.join("real_test_1000/rain/000.png"), &img(8, 8, 1));
+    put(&data.join("real_test_1000/gt/000gt.png"), &img(8, 8, 2));
+    put(&data.join("real_test_1000/rain/001.png"), &img(8, 8, 3));
+    std::fs::write(
+        dir.join("datasets.toml"),
+        format!("[datasets.spa]\nkind = \"spa_data\"\nroot = \"{}\"\nsplits = [\"test\"]\n", data.display()),
+    )
+    .unwrap();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+            .args(["datasets", "check", "spa", "--registry"])
+            .arg(dir.join("datasets.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("test  1 items (1 with ground truth), 1 problem(s), fingerprint "), "{stdout}");
+    assert!(stdout.contains("001.png: missing ground truth"), "{stdout}");
+    put(&data.join("real_test_1000/gt/001gt.png"), &img(8, 8, 4));
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("test  2 items (2 with ground truth), 0 problem(s)"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
