@@ -76,7 +76,7 @@ impl Image {
         Image::from_vec(width, height, bytes.iter().map(|&b| b as f32 / 255.0).collect())
     }
 
-    pub fn load_png(path: &Path) -> Result<Image> {
+    pub fn load(path: &Path) -> Result<Image> {
         let img = image::open(path).with_context(|| format!("{}: cannot read image", path.display()))?.to_rgb8();
         let (w, h) = img.dimensions();
         Ok(Image::from_rgb8(w as usize, h as usize, img.as_raw()))

@@ -91,7 +91,7 @@ pub fn score_pairs(pairs: &[(PathBuf, PathBuf)], protocol: ProtocolKind) -> Resu
     pairs
         .par_iter()
         .map(|(r, g)| {
-            let load = |p: &Path| Image::load_png(p).map_err(|e| Failure::data(format!("{e:#}")));
+            let load = |p: &Path| Image::load(p).map_err(|e| Failure::data(format!("{e:#}")));
             let (a, b) = (load(r)?, load(g)?);
             let s = protocols::score(protocol, &a, &b)
                 .map_err(|e| Failure::data(format!("{} vs {}: {e:#}", r.display(), g.display())))?;

@@ -45,8 +45,8 @@ fn protocols_match_reference_implementations() {
     };
     for p in pairs {
         let name = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("pair without \"{k}\": {p}"));
-        let restored = Image::load_png(&dir.join(name("degraded"))).unwrap();
-        let reference = Image::load_png(&dir.join(name("reference"))).unwrap();
+        let restored = Image::load(&dir.join(name("degraded"))).unwrap();
+        let reference = Image::load(&dir.join(name("reference"))).unwrap();
         let size = (value(p, "width", name("degraded")), value(p, "height", name("degraded")));
         assert_eq!((reference.width as f64, reference.height as f64), size, "{}", name("reference"));
         // `realblur` (ECC alignment) is checked against OpenCV in tests/realblur_reference.rs.

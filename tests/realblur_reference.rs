@@ -49,8 +49,8 @@ fn realblur_matches_opencv_and_skimage() {
     for p in pairs {
         let name = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("pair without \"{k}\": {p}"));
         let ctx = name("restored");
-        let restored = Image::load_png(&dir.join(ctx)).unwrap();
-        let gt = Image::load_png(&dir.join(name("gt"))).unwrap();
+        let restored = Image::load(&dir.join(ctx)).unwrap();
+        let gt = Image::load(&dir.join(name("gt"))).unwrap();
         assert_eq!((gt.width as f64, gt.height as f64), (value(p, "width", ctx), value(p, "height", ctx)), "{ctx}");
         let r = &p["realblur"];
         let s = score(ProtocolKind::Realblur, &restored, &gt).unwrap();

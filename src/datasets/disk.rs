@@ -80,7 +80,7 @@ pub struct Decoded {
 }
 
 fn load(path: &Path) -> std::result::Result<Image, String> {
-    Image::load_png(path).map_err(|e| format!("unreadable image: {:#}", e.root_cause()))
+    Image::load(path).map_err(|e| format!("unreadable image: {:#}", e.root_cause()))
 }
 
 /// Decode up to `count` items in parallel, checking that pairs have equal sizes.

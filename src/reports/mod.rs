@@ -103,7 +103,7 @@ pub fn summarise(per_image: &DataFrame) -> Result<DataFrame> {
             col("ssim").mean().alias("ssim_mean"),
             col("ssim").std(1).alias("ssim_std"),
             col("image_id").n_unique().alias("images"),
-            col("seed").n_unique().alias("seeds"),
+            col("seed").drop_nulls().n_unique().alias("seeds"),
             len().alias("rows"),
         ])
         .with_column(order)
@@ -246,6 +246,8 @@ mod tests {
             Some(Column::F64(v)) => assert!((v[0].unwrap() - 2f64.sqrt()).abs() < 1e-12),
             other => panic!("{other:?}"),
         }
+        // The unrestored input has no training seed.
+        assert_eq!(s.get("seeds"), Some(&Column::U64(vec![Some(0), Some(1)])));
         let md = summary_markdown(&s);
         assert!(md.contains("21.00 ± 1.41"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
