@@ -4,6 +4,7 @@
 //! Layout (one module per concept): [`pipeline`] (spec / plan / run), [`datasets`],
 //! [`degradations`], [`networks`], [`training`], [`metrics`] and [`protocols`], [`reports`].
 
+pub mod backend;
 pub mod datasets;
 pub mod degradations;
 pub mod error;

@@ -43,6 +43,9 @@ struct PipelineArgs {
     /// Dataset registry (default: ./datasets.toml, else the one beside the pipelines/ folder).
     #[arg(long)]
     registry: Option<PathBuf>,
+    /// Compute back-end (flex, wgpu, auto); the same as --set backend=...
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,7 +125,11 @@ fn resolve(args: &PipelineArgs) -> Result<pipeline::Resolved> {
         .pipeline
         .as_deref()
         .ok_or_else(|| Failure::config("no pipeline file given (usage: run-pipeline pipelines/denoise.yaml)"))?;
-    pipeline::load(path, args.profile.as_deref(), &args.sets)
+    let mut sets = args.sets.clone();
+    if let Some(b) = &args.backend {
+        sets.push(format!("backend={b}"));
+    }
+    pipeline::load(path, args.profile.as_deref(), &sets)
 }
 
 fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {

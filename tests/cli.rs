@@ -326,3 +326,20 @@ fn score_command_matches_reference_values() {
     assert!(text(&out.stderr).contains("unknown scoring protocol"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A back-end this build lacks is a usage error before any work; `auto` falls back to flex.
+#[test]
+fn backend_selection() {
+    let dir = tmpdir("backend");
+    let dir_arg = format!("report.dir={}", dir.display());
+    if !cfg!(feature = "wgpu") {
+        let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--backend", "wgpu", "--set", &dir_arg]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--features wgpu"));
+        assert!(!dir.join("denoise").exists());
+    }
+    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--backend", "gpu", "--set", &dir_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--set backend=gpu"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

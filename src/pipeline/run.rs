@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use burn::module::Module;
-use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
@@ -101,6 +100,8 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let t0 = Instant::now();
     let registry = Registry::load(&opts.registry)?;
     preflight(spec, &registry)?;
+    let (device, backend_name) = crate::backend::device(spec.backend)?;
+    info!(backend = %backend_name, "compute back-end");
 
     let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
     let run_id = format!("{}-{}-{}", utc_stamp(started), res.profile, &sha256_hex(resolved_json.as_bytes())[..6]);
@@ -118,9 +119,6 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let (params_g, params_d) = crate::networks::param_counts(&spec.networks.restorer, &spec.networks.diffusion);
     info!(restorer_params = params_g, diffusion_params = params_d, "networks");
 
-    let device = match spec.backend {
-        super::spec::Backend::Flex => Device::flex(),
-    };
     let mut timings = serde_json::Map::new();
     let mut stage_t = Instant::now();
     let mut finish_stage = |name: String, timings: &mut serde_json::Map<String, serde_json::Value>| {
@@ -332,6 +330,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
         "backend": format!("{:?}", spec.backend).to_lowercase(),
+        "device": backend_name,
         "threads": rayon::current_num_threads(),
         "seeds": spec.seeds,
         "datasets": fingerprints,

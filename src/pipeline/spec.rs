@@ -25,7 +25,7 @@ pub struct PipelineSpec {
     pub train: TrainSpec,
     pub seeds: SeedsSpec,
     pub report: ReportSpec,
-    /// Compute back-end: `flex` (CPU, default).
+    /// Compute back-end: `flex` (CPU, default), `wgpu` or `auto`.
     #[serde(default)]
     pub backend: Backend,
 }
@@ -46,12 +46,7 @@ impl Task {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    #[default]
-    Flex,
-}
+pub use crate::backend::Backend;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
