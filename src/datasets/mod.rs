@@ -251,14 +251,7 @@ impl Loader<'_> {
                     matv5::sidd_blocks(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))?;
                 let images: Vec<(String, Image, Vec<(String, String)>)> =
                     blocks.into_iter().map(|(ix, im)| (matv5::sidd_block_id(ix), im, vec![])).collect();
-                let items = crops(&images, take, self.seed, name)
-                    .into_iter()
-                    .map(|(id, degraded, meta)| DegradedItem {
-                        id,
-                        degraded,
-                        params: DegradationParams { meta, ..Default::default() },
-                    })
-                    .collect();
+                let items = target_crops(&images, take, self.seed, name);
                 let fingerprint = crate::util::sha256_hex(
                     format!("{}:{}", path.display(), std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)).as_bytes(),
                 )[..20]
@@ -273,14 +266,7 @@ impl Loader<'_> {
                 disk::check(name, &dec.problems, on_problem)?;
                 let images: Vec<(String, Image, Vec<(String, String)>)> =
                     dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
-                let items = crops(&images, take, self.seed, name)
-                    .into_iter()
-                    .map(|(id, degraded, meta)| DegradedItem {
-                        id,
-                        degraded,
-                        params: DegradationParams { meta, ..Default::default() },
-                    })
-                    .collect();
+                let items = target_crops(&images, take, self.seed, name);
                 Ok(TargetTrainSet {
                     dataset: name.into(),
                     items,
@@ -347,6 +333,23 @@ impl Loader<'_> {
         })?;
         Ok((entries, cached, shard::shard_key(&def)))
     }
+}
+
+/// Target training items: [`crops`] as degraded-only items.
+fn target_crops(
+    images: &[(String, Image, Vec<(String, String)>)],
+    take: Take,
+    seed: u64,
+    name: &str,
+) -> Vec<DegradedItem> {
+    crops(images, take, seed, name)
+        .into_iter()
+        .map(|(id, degraded, meta)| DegradedItem {
+            id,
+            degraded,
+            params: DegradationParams { meta, ..Default::default() },
+        })
+        .collect()
 }
 
 /// `take.count` crops of `take.size`² from `images`, round-robin over the images with random

@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::{avg_pool2d, interpolate};
-use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -151,10 +151,7 @@ fn resample(x: Tensor<4>, r: Resample) -> Tensor<4> {
     match r {
         Resample::None => x,
         Resample::Down => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
-        Resample::Up => {
-            let [_, _, h, w] = x.dims();
-            interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([h * 2, w * 2]))
-        }
+        Resample::Up => super::upsample2x_nearest(x),
     }
 }
 

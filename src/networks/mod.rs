@@ -18,6 +18,35 @@ pub fn param_counts(restorer: &RestorerConfig, diffusion: &DiffusionConfig) -> (
     (restorer.init(&device).num_params(), diffusion.init(&device).num_params())
 }
 
+/// Bilinear ×2 up-sampling with `align_corners = false` (PyTorch's default), written with
+/// slices, concatenation and reshapes only. burn's `interpolate` has no bilinear backward on
+/// the ndarray and CubeCL (wgpu, cuda) back-ends; these ops differentiate everywhere.
+pub fn upsample2x_bilinear(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+    let x = upsample_axis(x, 2);
+    upsample_axis(x, 3)
+}
+
+/// Along `dim`: out[2i] = ¾·x[i] + ¼·x[i−1], out[2i+1] = ¾·x[i] + ¼·x[i+1], edges clamped.
+fn upsample_axis(x: burn::tensor::Tensor<4>, dim: usize) -> burn::tensor::Tensor<4> {
+    use burn::tensor::Tensor;
+    let dims = x.dims();
+    let n = dims[dim];
+    let prev = Tensor::cat(vec![x.clone().narrow(dim, 0, 1), x.clone().narrow(dim, 0, n - 1)], dim);
+    let next = Tensor::cat(vec![x.clone().narrow(dim, 1, n - 1), x.clone().narrow(dim, n - 1, 1)], dim);
+    let even = x.clone() * 0.75 + prev * 0.25;
+    let odd = x * 0.75 + next * 0.25;
+    let mut out = dims;
+    out[dim] = 2 * n;
+    // Interleave: stack on a new axis right after `dim`, then merge the two axes.
+    Tensor::stack::<5>(vec![even, odd], dim + 1).reshape(out)
+}
+
+/// Nearest ×2 up-sampling through reshape and expand (differentiable on every back-end).
+pub fn upsample2x_nearest(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+}
+
 /// Largest group count ≤ 32 that divides `channels` (GroupNorm(32) at the paper's widths,
 /// graceful for the tiny demo widths).
 pub fn group_count(channels: usize) -> usize {
@@ -49,6 +78,27 @@ mod tests {
         // Doubling both sides quadruples the cost of a fully convolutional network.
         let small = RestorerConfig { widths: vec![16, 32, 64] };
         assert_eq!(small.macs(64, 64) * 4, small.macs(128, 128));
+    }
+
+    /// Our differentiable up-sampling equals burn's `interpolate` forward (flex has both).
+    #[test]
+    fn upsampling_matches_burn_interpolate() {
+        use burn::tensor::module::interpolate;
+        use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+        let dev = Device::flex();
+        let v: Vec<f32> = (0..2 * 3 * 5 * 7).map(|k| ((k * 37) % 101) as f32 / 101.0).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(v, [2, 3, 5, 7]), &dev);
+        let close = |a: Tensor<4>, b: Tensor<4>| {
+            assert_eq!(a.dims(), b.dims());
+            let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+            let max = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(max < 1e-6, "max difference {max}");
+        };
+        let bil =
+            InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([10, 14]);
+        close(upsample2x_bilinear(x.clone()), interpolate(x.clone(), bil));
+        let near = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([10, 14]);
+        close(upsample2x_nearest(x.clone()), interpolate(x, near));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::leaky_relu;
-use burn::tensor::module::{avg_pool2d, interpolate};
-use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -105,10 +105,7 @@ impl RestorerUNet {
         skips.pop();
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per decoder level");
-            let [_, _, sh, sw] = skip.dims();
-            let opts =
-                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([sh, sw]);
-            h = leaky_relu(up.forward(interpolate(h, opts)), 0.2);
+            h = leaky_relu(up.forward(super::upsample2x_bilinear(h)), 0.2);
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }
         self.out.forward(h)

@@ -193,7 +193,10 @@ mod tests {
     fn shipped_pipeline_resolves_in_every_profile() {
         let demo = load(&shipped(), None, &[]).unwrap();
         assert_eq!(demo.profile, "demo");
-        assert_eq!(demo.profiles, vec!["demo", "smoke", "paper"]);
+        assert_eq!(demo.profiles, vec!["demo", "smoke", "paper", "gpu-bench"]);
+        let gpu = load(&shipped(), Some("gpu-bench"), &[]).unwrap();
+        assert_eq!((gpu.spec.train.batch, gpu.spec.train.patch), (24, 128));
+        assert_eq!(gpu.spec.networks.diffusion.base, 64);
         let smoke = load(&shipped(), Some("smoke"), &[]).unwrap();
         let paper = load(&shipped(), Some("paper"), &[]).unwrap();
         // Profiles merge nested maps key by key and replace lists.
