@@ -39,6 +39,14 @@ pub struct DegradationParams {
     pub meta: Vec<(String, String)>,
 }
 
+impl std::fmt::Display for DegradationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DegradationSpec::Awgn { sigma } => write!(f, "AWGN σ ~ U[{}, {}]/255", sigma[0], sigma[1]),
+        }
+    }
+}
+
 impl DegradationSpec {
     /// Degrade one clean image; randomness from `(seed, index)` only.
     pub fn apply(&self, clean: &Image, seed: u64, index: u64) -> (Image, DegradationParams) {

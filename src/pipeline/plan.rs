@@ -54,7 +54,7 @@ pub fn describe(spec: &PipelineSpec) -> String {
         .map(|s| {
             let detail = match s {
                 Stage::Data => format!(
-                    "source {}×{}² ({:?}), target {}×{}² from {}, {} test set(s)",
+                    "source {}×{}² ({}), target {}×{}² from {}, {} test set(s)",
                     spec.source.count,
                     spec.source.size,
                     spec.source.degradation,
