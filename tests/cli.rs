@@ -83,6 +83,8 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
         "provenance.json",
         "checkpoints/source_only-seed0.bpk",
         "checkpoints/noise_da-seed0.bpk",
+        "checkpoints/source_only-seed0-ema.bpk",
+        "checkpoints/noise_da-seed0-ema.bpk",
     ] {
         assert!(run_dir.join(f).is_file(), "missing {f}");
     }
@@ -144,6 +146,8 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(prov["profile"], "smoke");
     assert_eq!(prov["overrides"][0], dir_arg.as_str());
     assert_eq!(prov["backend"], "flex");
+    assert_eq!(prov["scored_weights"], "raw");
+    assert_eq!(prov["ema_decay"], 0.9999);
     assert!(prov["wall_s"].as_f64().unwrap() > 0.0);
     assert_eq!(prov["training"].as_array().unwrap().len(), 2);
     assert_eq!(prov["datasets"]["source"]["cached"], false);

@@ -282,6 +282,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 &trained.restorer,
                 &run_dir.join("checkpoints").join(format!("{}-seed{seed}.bpk", method.name())),
             )?;
+            if let Some(ema) = &trained.restorer_ema {
+                save_checkpoint(
+                    ema,
+                    &run_dir.join("checkpoints").join(format!("{}-seed{seed}-ema.bpk", method.name())),
+                )?;
+            }
             finish_stage(stage.to_string(), &mut timings);
 
             let eval_device = device.clone();
@@ -335,6 +341,8 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "seeds": spec.seeds,
         "datasets": fingerprints,
         "training": training_facts,
+        "scored_weights": "raw",
+        "ema_decay": spec.train.ema,
         "resolved_sha256": sha256_hex(resolved_json.as_bytes()),
     });
     write_atomic(

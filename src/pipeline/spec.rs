@@ -131,6 +131,10 @@ pub struct TrainSpec {
     /// Log a curve row every this many steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// Decay of the exponential moving average of the restorer's weights, saved beside the
+    /// raw weights (the release: 0.9999; `null` turns it off). Scores use the raw weights.
+    #[serde(default = "default_ema")]
+    pub ema: Option<f64>,
     pub noise_da: NoiseDaSpec,
 }
 
@@ -139,6 +143,9 @@ fn default_eps() -> f64 {
 }
 fn default_log_every() -> usize {
     10
+}
+fn default_ema() -> Option<f64> {
+    Some(0.9999)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

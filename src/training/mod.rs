@@ -6,6 +6,7 @@
 //! hinge; α ramps DANN-style.
 
 pub mod batch;
+pub mod ema;
 pub mod losses;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,8 @@ pub struct StepInfo<'a> {
 
 pub struct Trained {
     pub restorer: RestorerUNet,
+    /// The moving average of the restorer's weights, when `train.ema` is set.
+    pub restorer_ema: Option<RestorerUNet>,
     pub curve: Vec<CurvePoint>,
     pub steps_done: usize,
     pub wall_s: f64,
@@ -107,6 +110,10 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         }
     };
     let params_d = joint.as_ref().map(|m| m.d.num_params());
+    let mut ema = spec.ema.map(|d| {
+        let g = g_only.as_ref().or(joint.as_ref().map(|m| &m.g)).expect("a model");
+        ema::Ema::new(g, d)
+    });
 
     let mut steps_done = 0;
     for step in 0..spec.steps {
@@ -131,7 +138,11 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             point.charbonnier = scalar(loss.clone());
             point.loss = point.charbonnier;
             let grads = GradientsParams::from_grads(loss.backward(), &g);
-            g_only = Some(optim.step(spec.lr, g, grads));
+            let g = optim.step(spec.lr, g, grads);
+            if let Some(e) = ema.as_mut() {
+                e.update(&g);
+            }
+            g_only = Some(g);
         } else if let Some(model) = joint.take() {
             let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
             let x_r = to_tensor(&b.target, &device);
@@ -155,7 +166,11 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             let loss = l.total;
             point.loss = scalar(loss.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            joint = Some(optim.step(spec.lr, model, grads));
+            let model = optim.step(spec.lr, model, grads);
+            if let Some(e) = ema.as_mut() {
+                e.update(&model.g);
+            }
+            joint = Some(model);
         }
 
         if !point.loss.is_finite() {
@@ -187,8 +202,10 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         (_, Some(m)) => m.g,
         _ => unreachable!("one model is always held between steps"),
     };
+    let restorer_ema = ema.map(|e| e.apply(g.clone()).valid());
     Ok(Trained {
         restorer: g.valid(),
+        restorer_ema,
         curve,
         steps_done,
         wall_s,
@@ -335,6 +352,7 @@ mod tests {
             lr: 1e-3,
             charbonnier_eps: 1e-3,
             log_every: 1,
+            ema: None,
             noise_da: NoiseDaSpec {
                 w: 0.2,
                 ramp_steps: 0,

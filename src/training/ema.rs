@@ -1,0 +1,96 @@
+//! Exponential moving average of the restorer's weights (the release keeps one at 0.9999
+//! beside the raw weights; it scored the raw ones, and so do we by default).
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+/// Shadow copies of every float parameter, flattened, in the module's visiting order.
+pub struct Ema {
+    pub decay: f64,
+    shadow: Vec<Tensor<1>>,
+}
+
+struct Collect<'a>(&'a mut Vec<Tensor<1>>);
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val().detach();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]));
+    }
+}
+
+struct Apply<'a> {
+    shadow: &'a [Tensor<1>],
+    next: usize,
+}
+
+impl ModuleMapper for Apply<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let value = self.shadow[self.next].clone();
+        self.next += 1;
+        param.map(|t| value.reshape(t.dims()))
+    }
+}
+
+fn flatten<M: Module>(module: &M) -> Vec<Tensor<1>> {
+    let mut out = Vec::new();
+    module.visit(&mut Collect(&mut out));
+    out
+}
+
+impl Ema {
+    /// Start from the module's current weights.
+    pub fn new<M: Module>(module: &M, decay: f64) -> Self {
+        Ema { decay, shadow: flatten(module) }
+    }
+
+    /// shadow ← decay·shadow + (1 − decay)·θ, after each optimiser step.
+    pub fn update<M: Module>(&mut self, module: &M) {
+        let d = self.decay;
+        for (s, p) in self.shadow.iter_mut().zip(flatten(module)) {
+            *s = s.clone() * d + p * (1.0 - d);
+        }
+    }
+
+    /// A copy of `module` holding the averaged weights.
+    pub fn apply<M: Module>(&self, module: M) -> M {
+        module.map(&mut Apply { shadow: &self.shadow, next: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::networks::RestorerConfig;
+    use burn::tensor::Device;
+
+    fn values<M: Module>(m: &M) -> Vec<f32> {
+        flatten(m).into_iter().flat_map(|t| t.into_data().try_to_vec::<f32>().unwrap()).collect()
+    }
+
+    #[test]
+    fn ema_blends_weights_in_order() {
+        let dev = Device::flex();
+        dev.seed(1);
+        let a = RestorerConfig { widths: vec![4, 8] }.init(&dev);
+        dev.seed(2);
+        let b = RestorerConfig { widths: vec![4, 8] }.init(&dev);
+        let (va, vb) = (values(&a), values(&b));
+        assert_ne!(va, vb);
+        // decay 0.5, one update: the mean of the two weight sets.
+        let mut ema = Ema::new(&a, 0.5);
+        ema.update(&b);
+        let mixed = values(&ema.apply(b.clone()));
+        for ((x, y), m) in va.iter().zip(&vb).zip(&mixed) {
+            assert!((m - 0.5 * (x + y)).abs() < 1e-6);
+        }
+        // decay 1 keeps the start; decay 0 follows the model.
+        let mut keep = Ema::new(&a, 1.0);
+        keep.update(&b);
+        assert_eq!(values(&keep.apply(b.clone())), va);
+        let mut follow = Ema::new(&a, 0.0);
+        follow.update(&b);
+        assert_eq!(values(&follow.apply(a.clone())), vb);
+    }
+}
