@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::datasets::layouts::natural_cmp;
+use crate::datasets::layouts::images_in;
 use crate::error::{Failure, Result};
 use crate::image::Image;
 use crate::protocols::{self, ProtocolKind};
@@ -30,18 +30,7 @@ pub struct Row {
 }
 
 fn images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Failure::data(format!("{}: cannot list: {e}", dir.display())))?;
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp"))
-        })
-        .collect();
-    v.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-    Ok(v)
+    images_in(dir).map_err(|e| Failure::data(format!("{}: cannot list: {e}", dir.display())))
 }
 
 /// Pair two files, or two folders by file stem (or natural order when `by_order`).

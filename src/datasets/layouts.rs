@@ -46,20 +46,14 @@ impl Scan {
 
     /// Flag duplicate ids (both occurrences after the first are reported and dropped).
     fn dedupe(mut self) -> Scan {
-        let mut seen = BTreeMap::new();
+        let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut items = Vec::with_capacity(self.items.len());
         for it in std::mem::take(&mut self.items) {
             if let Some(first) = seen.get(&it.id) {
-                self.problems.push(Problem {
-                    path: it.degraded.clone(),
-                    message: format!(
-                        "duplicate id \"{}\" (first: {})",
-                        it.id,
-                        PathBuf::from(first as &String).display()
-                    ),
-                });
+                let message = format!("duplicate id \"{}\" (first: {})", it.id, first.display());
+                self.problems.push(Problem { path: it.degraded.clone(), message });
             } else {
-                seen.insert(it.id.clone(), it.degraded.display().to_string());
+                seen.insert(it.id.clone(), it.degraded.clone());
                 items.push(it);
             }
         }
@@ -111,13 +105,21 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Images directly in `dir`, naturally sorted.
-fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Images (png, jpg, bmp) directly in `dir`, naturally sorted.
+pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && is_image(p))
         .collect();
     v.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    Ok(v)
+}
+
+/// Sub-folders of `dir`, sorted.
+fn subdirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    v.sort();
     Ok(v)
 }
 
@@ -206,14 +208,13 @@ fn partner_key(stem: &str) -> String {
 pub fn sidd(root: &Path) -> Scan {
     let mut scan = Scan::default();
     let data = root.join("Data");
-    let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&data) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect(),
+    let dirs = match subdirs(&data) {
+        Ok(d) => d,
         Err(e) => {
             scan.problem(&data, format!("cannot list SIDD Data/ folder: {e}"));
             return scan;
         }
     };
-    dirs.sort();
     for dir in dirs {
         let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let meta = match sidd_meta(&folder) {
@@ -351,14 +352,13 @@ pub fn spa_test(root: &Path) -> Scan {
 pub fn gopro(root: &Path, split: &str) -> Scan {
     let mut scan = Scan::default();
     let base = root.join(split);
-    let mut seqs: Vec<PathBuf> = match std::fs::read_dir(&base) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect(),
+    let seqs = match subdirs(&base) {
+        Ok(d) => d,
         Err(e) => {
             scan.problem(&base, format!("cannot list: {e}"));
             return scan;
         }
     };
-    seqs.sort();
     for seq in seqs {
         let blur = match images_in(&seq.join("blur")) {
             Ok(b) => b,

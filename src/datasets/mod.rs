@@ -12,7 +12,7 @@ pub mod matv5;
 pub mod registry;
 pub mod shard;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -252,10 +252,7 @@ impl Loader<'_> {
                 let images: Vec<(String, Image, Vec<(String, String)>)> =
                     blocks.into_iter().map(|(ix, im)| (matv5::sidd_block_id(ix), im, vec![])).collect();
                 let items = target_crops(&images, take, self.seed, name);
-                let fingerprint = crate::util::sha256_hex(
-                    format!("{}:{}", path.display(), std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)).as_bytes(),
-                )[..20]
-                    .to_string();
+                let fingerprint = disk::files_fingerprint([path.as_path()]);
                 Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![] })
             }
             _ => {
@@ -396,13 +393,8 @@ pub fn sidd_validation(root: &Path, count: usize) -> Result<PairedSet> {
             gt.len()
         )));
     }
-    let fingerprint = {
-        let mut text = String::new();
-        for f in ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"] {
-            text.push_str(&format!("{f}:{}\n", std::fs::metadata(root.join(f)).map(|m| m.len()).unwrap_or(0)));
-        }
-        crate::util::sha256_hex(text.as_bytes())[..20].to_string()
-    };
+    let mats = ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"].map(|f| root.join(f));
+    let fingerprint = disk::files_fingerprint(mats.iter().map(PathBuf::as_path));
     let items = noisy
         .into_iter()
         .zip(gt)
