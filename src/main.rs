@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand, ValueEnum};
 use run_pipeline::datasets::Registry;
 use run_pipeline::error::{ExitCode, Failure, Result};
-use run_pipeline::pipeline::run::{LogMode, RunOptions};
+use run_pipeline::pipeline::run::{LogMode, Resume, RunOptions};
 use run_pipeline::pipeline::{self, plan};
 use run_pipeline::score_cmd;
 
@@ -46,6 +46,13 @@ struct PipelineArgs {
     /// Compute back-end (flex, wgpu, auto); the same as --set backend=...
     #[arg(long)]
     backend: Option<String>,
+    /// Continue the unfinished run of this pipeline and configuration (fail if there is none).
+    /// Without --resume or --fresh an unfinished run is continued when there is one.
+    #[arg(long, conflicts_with = "fresh")]
+    resume: bool,
+    /// Start a new run even if an unfinished one of the same configuration exists.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,6 +153,13 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
     let opts = RunOptions {
         registry: registry_path(args.registry.as_deref(), args.pipeline.as_deref()),
+        resume: if args.resume {
+            Resume::Require
+        } else if args.fresh {
+            Resume::Fresh
+        } else {
+            Resume::Auto
+        },
         log: if interactive && matches!(format, LogFormat::Text) { LogMode::Bars } else { LogMode::Lines },
         stop,
         command_line: std::env::args().collect(),

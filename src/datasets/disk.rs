@@ -25,6 +25,7 @@ pub enum OnProblem {
 
 /// Scan a registered on-disk dataset split into file pairs.
 pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
+    let split = split.on_disk();
     let entry = registry.get(name)?;
     let root = registry.root(name)?;
     let layout = entry.layout.as_deref().unwrap_or("");
@@ -40,7 +41,7 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
         DatasetKind::Sidd if matches!(layout, "medium" | "small" | "") => layouts::sidd(&root),
         DatasetKind::SpaData => match split {
             Split::Train => layouts::pair_list(&root, &root.join("real_world.txt"), false),
-            Split::Test => layouts::spa_test(&root),
+            Split::Test | Split::Val => layouts::spa_test(&root),
         },
         DatasetKind::Realblur => match layout {
             "repack-j" | "repack-r" => {

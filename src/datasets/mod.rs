@@ -30,6 +30,8 @@ use shard::{ShardEntry, ShardItem, materialise};
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     Train,
+    /// Validation: its own images for embedded datasets; on disk, the test listing.
+    Val,
     Test,
 }
 
@@ -37,8 +39,14 @@ impl Split {
     pub fn as_str(self) -> &'static str {
         match self {
             Split::Train => "train",
+            Split::Val => "val",
             Split::Test => "test",
         }
+    }
+
+    /// The split whose files a dataset on disk lists (there is no separate validation listing).
+    pub fn on_disk(self) -> Split {
+        if self == Split::Val { Split::Test } else { self }
     }
 }
 
@@ -170,13 +178,18 @@ impl Loader<'_> {
 
     /// Real (or real-like) degraded pairs for testing.
     pub fn test_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
+        self.eval_pairs(name, Split::Test, take, on_problem)
+    }
+
+    /// Real (or real-like) degraded pairs of the test or validation split.
+    pub fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::CameraSim => {
-                let (entries, cached, fp) = self.camera(name, entry, Split::Test, take)?;
+                let (entries, cached, fp) = self.camera(name, entry, split, take)?;
                 Ok(PairedSet {
                     dataset: name.into(),
-                    split: Split::Test,
+                    split,
                     items: entries.into_iter().map(paired).collect(),
                     fingerprint: fp,
                     cached,
@@ -189,7 +202,7 @@ impl Loader<'_> {
                 Ok(PairedSet { dataset: name.into(), ..set })
             }
             _ => {
-                let scan = disk::scan(self.registry, name, Split::Test)?;
+                let scan = disk::scan(self.registry, name, split.on_disk())?;
                 let fingerprint = disk::fingerprint(&scan);
                 let mut dec = disk::decode(scan, take.count, true);
                 let mut items = Vec::new();
@@ -210,7 +223,7 @@ impl Loader<'_> {
                 disk::check(name, &dec.problems, on_problem)?;
                 Ok(PairedSet {
                     dataset: name.into(),
-                    split: Split::Test,
+                    split,
                     items,
                     fingerprint,
                     cached: false,
@@ -307,7 +320,7 @@ impl Loader<'_> {
                     let p = camera::sample_params(&cfg, &mut rng);
                     let mut noise = Rng::derive(seed, "camera-noise", &[i as u64]);
                     let noisy = camera::render(&c, &p, Some(&mut noise));
-                    let gt = (split == Split::Test).then(|| camera::render(&c, &p, None));
+                    let gt = (split != Split::Train).then(|| camera::render(&c, &p, None));
                     let params = DegradationParams {
                         iso: Some(p.iso),
                         shot: Some(p.shot),

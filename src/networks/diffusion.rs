@@ -85,7 +85,13 @@ impl DiffusionConfig {
         total + conv(ch, 3, 3, hw(0))
     }
 
+    /// D as the method uses it: conditioned on two restored images (9 input channels).
     pub fn init(&self, device: &Device) -> DiffusionUNet {
+        self.init_for(2, device)
+    }
+
+    /// D conditioned on `conditions` restored images (3 + 3·conditions input channels).
+    pub fn init_for(&self, conditions: usize, device: &Device) -> DiffusionUNet {
         let base = self.base;
         let emb = 4 * base;
         let mut ch = base;
@@ -121,7 +127,7 @@ impl DiffusionConfig {
         DiffusionUNet {
             emb1: linear(base, emb, device),
             emb2: linear(emb, emb, device),
-            input: conv(9, base, 3, device),
+            input: conv(3 + 3 * conditions, base, 3, device),
             down,
             resample_down,
             mid1,

@@ -91,9 +91,33 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     for s in sets {
         root.set_path(s).map_err(config_err)?;
     }
+    resolve_variants(&mut root);
     let spec: PipelineSpec = yaml::from_node(&root).map_err(config_err)?;
     validate(&spec, &root)?;
     Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
+}
+
+/// Give every variant the complete `train` section: the pipeline's `train` (after profile and
+/// overrides) with the variant's own `train` keys merged over it, positions kept for errors.
+fn resolve_variants(root: &mut Node) {
+    let Some(base) = root.get("train").cloned() else { return };
+    let Some(Node { value: Value::Map(variants), .. }) = root.get_mut("variants") else { return };
+    for (_, variant) in variants.iter_mut() {
+        let Value::Map(entries) = &mut variant.value else { continue };
+        let mut train = base.clone();
+        match entries.iter_mut().find(|(k, _)| k.name == "train") {
+            Some((_, own)) => {
+                if !own.is_null() {
+                    train.merge(own.clone());
+                }
+                *own = train;
+            }
+            None => {
+                let key = yaml::Key { name: "train".into(), origin: variant.origin.clone() };
+                entries.push((key, train));
+            }
+        }
+    }
 }
 
 /// Checks that need more than one key, reported at the position of the key at fault.
@@ -103,37 +127,32 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         Failure::config(format!("{at}: {key}: {msg}"))
     };
     if s.methods.is_empty() {
-        return Err(fail("methods", "list at least one method (source_only, noise_da)".into()));
+        return Err(fail("methods", "list at least one method (source_only, noise_da or a variant)".into()));
+    }
+    for name in s.variants.keys() {
+        if spec::Method::from_name(name).is_some() {
+            return Err(fail(
+                &format!("variants.{name}"),
+                format!("\"{name}\" is a built-in method; pick another name"),
+            ));
+        }
     }
     let mut seen = BTreeSet::new();
     for (i, m) in s.methods.iter().enumerate() {
-        if !seen.insert(*m) {
-            return Err(fail(&format!("methods[{i}]"), format!("{} is listed twice", m.name())));
+        if s.recipe(m).is_none() {
+            let mut known: Vec<&str> = spec::Method::ALL.iter().map(|m| m.name()).collect();
+            known.extend(s.variants.keys().map(String::as_str));
+            let hint = yaml::did_you_mean(m, &known)
+                .map(|k| format!("; did you mean \"{k}\"?"))
+                .unwrap_or_else(|| format!("; known: {}", known.join(", ")));
+            return Err(fail(&format!("methods[{i}]"), format!("unknown method \"{m}\"{hint}")));
+        }
+        if !seen.insert(m) {
+            return Err(fail(&format!("methods[{i}]"), format!("{m} is listed twice")));
         }
     }
     if s.seeds.train.is_empty() {
         return Err(fail("seeds.train", "list at least one training seed".into()));
-    }
-    let t = &s.train;
-    if t.steps == 0 {
-        return Err(fail("train.steps", "must be at least 1".into()));
-    }
-    if t.batch == 0 {
-        return Err(fail("train.batch", "must be at least 1".into()));
-    }
-    if !(t.lr > 0.0 && t.lr.is_finite()) {
-        return Err(fail("train.lr", format!("must be a positive number, got {}", t.lr)));
-    }
-    let stride = s.networks.restorer.stride().max(if s.methods.contains(&spec::Method::NoiseDa) {
-        s.networks.diffusion.stride()
-    } else {
-        1
-    });
-    if t.patch == 0 || t.patch % stride != 0 {
-        return Err(fail(
-            "train.patch",
-            format!("must be a positive multiple of {stride} (the networks' down-sampling stride), got {}", t.patch),
-        ));
     }
     if s.networks.restorer.widths.is_empty() || s.networks.restorer.widths.contains(&0) {
         return Err(fail("networks.restorer.widths", "needs at least one level, all widths > 0".into()));
@@ -145,20 +164,45 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     if !(0.0..1.0).contains(&d.dropout) {
         return Err(fail("networks.diffusion.dropout", format!("must be in [0, 1), got {}", d.dropout)));
     }
-    for (key, size) in [("source.size", s.source.size), ("target.size", s.target.size)] {
-        if size < t.patch {
-            return Err(fail(key, format!("images of {size}² cannot give {}² training crops (train.patch)", t.patch)));
-        }
-    }
     for (key, count) in [("source.count", s.source.count), ("target.count", s.target.count)] {
         if count == 0 {
             return Err(fail(key, "must be at least 1".into()));
         }
     }
     s.source.degradation.validate().map_err(|m| fail("source.degradation", m))?;
-    let nd = &t.noise_da;
-    if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
-        return Err(fail("train.noise_da.t_range", format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
+    // The pipeline's `train` and every variant's resolved copy of it.
+    let mut sections = vec![("train".to_string(), &s.train)];
+    sections.extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.train"), &v.train)));
+    let stride = s.networks.restorer.stride().max(if s.uses_target() { s.networks.diffusion.stride() } else { 1 });
+    for (at, t) in sections {
+        let key = |k: &str| format!("{at}.{k}");
+        if t.steps == 0 {
+            return Err(fail(&key("steps"), "must be at least 1".into()));
+        }
+        if t.batch == 0 {
+            return Err(fail(&key("batch"), "must be at least 1".into()));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(fail(&key("lr"), format!("must be a positive number, got {}", t.lr)));
+        }
+        if t.patch == 0 || t.patch % stride != 0 {
+            return Err(fail(
+                &key("patch"),
+                format!(
+                    "must be a positive multiple of {stride} (the networks' down-sampling stride), got {}",
+                    t.patch
+                ),
+            ));
+        }
+        for (k, size) in [("source.size", s.source.size), ("target.size", s.target.size)] {
+            if size < t.patch {
+                return Err(fail(k, format!("images of {size}² cannot give {}² training crops ({at}.patch)", t.patch)));
+            }
+        }
+        let nd = &t.noise_da;
+        if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
+            return Err(fail(&key("noise_da.t_range"), format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
+        }
     }
     if s.tests.is_empty() {
         return Err(fail("tests", "list at least one test set".into()));
@@ -262,5 +306,52 @@ mod tests {
         assert!(err.contains("methods[1]: noise_da is listed twice"), "{err}");
         let err = load(&shipped(), None, &["methods=[noise_dda]".into()]).unwrap_err().to_string();
         assert!(err.contains("did you mean \"noise_da\"?"), "{err}");
+    }
+
+    #[test]
+    fn variants_merge_over_train_and_errors_point_into_them() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ablation.yaml");
+        let r = load(&path, None, &["train.lr=1e-3".into()]).unwrap();
+        let names: Vec<&str> = r.spec.recipes().iter().map(|r| r.name).collect();
+        assert_eq!(names, r.spec.methods.iter().map(String::as_str).collect::<Vec<_>>());
+        let diffusion = r.spec.recipe("diffusion").unwrap();
+        assert_eq!(diffusion.method, spec::Method::NoiseDa);
+        assert!(!diffusion.train.noise_da.channel_shuffle && !diffusion.train.noise_da.residual_swap);
+        assert_eq!(diffusion.train.lr, 1e-3, "overrides of train reach the variants");
+        assert_eq!(diffusion.train.steps, r.spec.train.steps);
+        assert_eq!(r.spec.recipe("t_1_100").unwrap().train.noise_da.t_range, [1, 100]);
+        assert_eq!(r.spec.recipe("only_real").unwrap().train.noise_da.conditions, spec::Conditions::Real);
+        assert_eq!(r.spec.recipe("no_diffusion").unwrap().paper.unwrap().psnr, 26.58);
+        assert_eq!(
+            plan::train_changes(&r.spec.train, r.spec.recipe("shuffle").unwrap().train),
+            vec!["noise_da.residual_swap=false"]
+        );
+        // A variant's own keys keep their positions for errors.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bad =
+            text.replacen("train: {noise_da: {residual_swap: false}}", "train: {noise_da: {residual_swop: false}}", 1);
+        let line = bad.lines().position(|l| l.contains("residual_swop")).unwrap() + 1;
+        let col = bad.lines().nth(line - 1).unwrap().find("residual_swop").unwrap() + 1;
+        let dir = std::env::temp_dir().join(format!("rp-variants-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.yaml");
+        std::fs::write(&file, bad).unwrap();
+        let err = load(&file, None, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:{line}:{col}: variants.shuffle.train.noise_da.residual_swop: unknown key",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("did you mean \"residual_swap\"?"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Names: unknown ones get a suggestion among variants too; built-in names are reserved.
+        let err = load(&path, None, &["methods=[shufle]".into()]).unwrap_err().to_string();
+        assert!(err.contains("methods[0]: unknown method \"shufle\"; did you mean \"shuffle\"?"), "{err}");
+        let err = load(&path, None, &["variants.noise_da={method: noise_da}".into()]).unwrap_err().to_string();
+        assert!(err.contains("variants.noise_da: \"noise_da\" is a built-in method"), "{err}");
+        let err = load(&path, None, &["variants.full.train.steps=0".into()]).unwrap_err().to_string();
+        assert!(err.contains("variants.full.train.steps: must be at least 1"), "{err}");
     }
 }

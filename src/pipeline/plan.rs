@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::spec::{Method, PipelineSpec};
+use super::spec::{PipelineSpec, TrainSpec};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stage {
@@ -10,12 +10,13 @@ pub enum Stage {
     Data,
     /// Score the unrestored inputs of every test set.
     ScoreInput,
+    /// Train one recipe (`source_only`, `noise_da` or a variant) with one seed.
     Train {
-        method: Method,
+        recipe: String,
         seed: u64,
     },
     Evaluate {
-        method: Method,
+        recipe: String,
         seed: u64,
     },
     /// Summaries, tables and provenance.
@@ -27,8 +28,8 @@ impl fmt::Display for Stage {
         match self {
             Stage::Data => write!(f, "data"),
             Stage::ScoreInput => write!(f, "score:input"),
-            Stage::Train { method, seed } => write!(f, "train:{}:seed{seed}", method.name()),
-            Stage::Evaluate { method, seed } => write!(f, "evaluate:{}:seed{seed}", method.name()),
+            Stage::Train { recipe, seed } => write!(f, "train:{recipe}:seed{seed}"),
+            Stage::Evaluate { recipe, seed } => write!(f, "evaluate:{recipe}:seed{seed}"),
             Stage::Report => write!(f, "report"),
         }
     }
@@ -37,9 +38,9 @@ impl fmt::Display for Stage {
 pub fn plan(spec: &PipelineSpec) -> Vec<Stage> {
     let mut stages = vec![Stage::Data, Stage::ScoreInput];
     for &seed in &spec.seeds.train {
-        for &method in &spec.methods {
-            stages.push(Stage::Train { method, seed });
-            stages.push(Stage::Evaluate { method, seed });
+        for recipe in &spec.methods {
+            stages.push(Stage::Train { recipe: recipe.clone(), seed });
+            stages.push(Stage::Evaluate { recipe: recipe.clone(), seed });
         }
     }
     stages.push(Stage::Report);
@@ -48,7 +49,6 @@ pub fn plan(spec: &PipelineSpec) -> Vec<Stage> {
 
 /// One line per stage with what it will do, for the start of a run and `plan`.
 pub fn describe(spec: &PipelineSpec) -> String {
-    let t = &spec.train;
     plan(spec)
         .iter()
         .map(|s| {
@@ -64,7 +64,19 @@ pub fn describe(spec: &PipelineSpec) -> String {
                     spec.tests.len()
                 ),
                 Stage::ScoreInput => "PSNR/SSIM of the degraded inputs".into(),
-                Stage::Train { .. } => format!("{} steps, batch {}, {}² crops, lr {}", t.steps, t.batch, t.patch, t.lr),
+                Stage::Train { recipe, .. } => {
+                    let r = spec.recipe(recipe).expect("validated recipe");
+                    let t = r.train;
+                    let mut d = format!("{} steps, batch {}, {}² crops, lr {}", t.steps, t.batch, t.patch, t.lr);
+                    if r.name != r.method.name() {
+                        d.push_str(&format!("; {}", r.method.name()));
+                        let changes = train_changes(&spec.train, t);
+                        if !changes.is_empty() {
+                            d.push_str(&format!(" with {}", changes.join(", ")));
+                        }
+                    }
+                    d
+                }
                 Stage::Evaluate { .. } => spec
                     .tests
                     .iter()
@@ -73,8 +85,30 @@ pub fn describe(spec: &PipelineSpec) -> String {
                     .join(", "),
                 Stage::Report => "per-image + summary (Parquet, CSV), curves, provenance".into(),
             };
-            format!("  {:<28} {detail}", s.to_string())
+            format!("  {:<30} {detail}", s.to_string())
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The `train` keys where `variant` differs from `base`, as `key=value` (for plans and reports).
+pub fn train_changes(base: &TrainSpec, variant: &TrainSpec) -> Vec<String> {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flatten("", &serde_json::to_value(base).expect("json"), &mut a);
+    flatten("", &serde_json::to_value(variant).expect("json"), &mut b);
+    b.into_iter()
+        .filter(|(k, v)| a.iter().find(|(ka, _)| ka == k).map(|(_, va)| va) != Some(v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::Resolved;
 use super::plan::{Stage, describe};
-use super::spec::{Method, PipelineSpec, Protocol};
+use super::spec::{PipelineSpec, Protocol};
 use crate::datasets::{Loader, PairedItem, PairedSet, Registry, Split, Take};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
@@ -32,8 +32,20 @@ pub enum LogMode {
     Lines,
 }
 
+/// What to do with an unfinished run of the same resolved pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Continue it if there is one (the default: re-running an interrupted job continues it).
+    Auto,
+    /// Continue it; fail if there is none (`--resume`).
+    Require,
+    /// Start a new run regardless (`--fresh`).
+    Fresh,
+}
+
 pub struct RunOptions {
     pub registry: PathBuf,
+    pub resume: Resume,
     pub log: LogMode,
     pub stop: Arc<AtomicBool>,
     pub command_line: Vec<String>,
@@ -104,12 +116,34 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     info!(backend = %backend_name, "compute back-end");
 
     let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
-    let run_id = format!("{}-{}-{}", utc_stamp(started), res.profile, &sha256_hex(resolved_json.as_bytes())[..6]);
     let report_root = PathBuf::from(&spec.report.dir);
-    let run_dir = report_root.join(&spec.name).join(&run_id);
-    if run_dir.exists() {
-        return Err(Failure::internal(format!("{}: run directory already exists", run_dir.display())));
+    let pipeline_dir = report_root.join(&spec.name);
+    let unfinished = match opts.resume {
+        Resume::Fresh => None,
+        _ => find_unfinished(&pipeline_dir, &resolved_json)?,
+    };
+    if opts.resume == Resume::Require && unfinished.is_none() {
+        return Err(Failure::config(format!(
+            "--resume: no unfinished run of this pipeline and configuration under {}",
+            pipeline_dir.display()
+        )));
     }
+    let resumed = unfinished.is_some();
+    let (run_id, run_dir) = match unfinished {
+        Some(dir) => {
+            let id = dir.file_name().expect("run dir name").to_string_lossy().to_string();
+            info!(run = %id, "continuing the unfinished run (checkpoints kept; --fresh starts over)");
+            (id, dir)
+        }
+        None => {
+            let id = format!("{}-{}-{}", utc_stamp(started), res.profile, &sha256_hex(resolved_json.as_bytes())[..6]);
+            let dir = pipeline_dir.join(&id);
+            if dir.exists() {
+                return Err(Failure::internal(format!("{}: run directory already exists", dir.display())));
+            }
+            (id, dir)
+        }
+    };
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .map_err(|e| Failure::internal(format!("{}: cannot create run directory: {e}", run_dir.display())))?;
     let cache_dir = report_root.join(".cache");
@@ -136,7 +170,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         Take { count: spec.source.count, size: spec.source.size },
         &spec.source.degradation,
     )?;
-    let needs_target = spec.methods.contains(&Method::NoiseDa);
+    let needs_target = spec.uses_target();
     let target = if needs_target {
         Some(loader.target_train(
             &spec.target.dataset,
@@ -146,15 +180,24 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         None
     };
-    let mut tests = Vec::new();
-    for t in &spec.tests {
+    let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
         let take = Take { count: t.count, size: t.size };
         let set = match &t.degradation {
-            Some(deg) => loader.synthetic_pairs(&t.dataset, Split::Test, take, deg)?,
-            None => loader.test_pairs(&t.dataset, take, t.on_problem)?,
+            Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
+            None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
         };
-        tests.push(TestSet { name: t.name.clone(), protocol: t.protocol, set });
-    }
+        Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set })
+    };
+    let tests = spec.tests.iter().map(|t| load_eval(t, Split::Test)).collect::<Result<Vec<_>>>()?;
+    let val_sets = match &spec.validation {
+        Some(v) => v.sets.iter().map(|t| load_eval(t, Split::Val)).collect::<Result<Vec<_>>>()?,
+        None => vec![],
+    };
+    let validation: Vec<training::ValidationSet> = val_sets
+        .iter()
+        .map(|t| training::ValidationSet { name: &t.name, protocol: t.protocol, items: &t.set.items })
+        .collect();
+    let val_names: Vec<String> = val_sets.iter().map(|t| t.name.clone()).collect();
     let mut fingerprints = serde_json::Map::new();
     fingerprints.insert(
         "source".into(),
@@ -168,9 +211,9 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 "items": t.items.len(), "skipped": t.problems}),
         );
     }
-    for t in &tests {
+    for (role, t) in tests.iter().map(|t| ("test", t)).chain(val_sets.iter().map(|t| ("validation", t))) {
         fingerprints.insert(
-            format!("test:{}", t.name),
+            format!("{role}:{}", t.name),
             json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached,
                 "items": t.set.items.len(), "skipped": t.set.problems}),
         );
@@ -213,11 +256,24 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let mut curves: Vec<Table> = Vec::new();
     let mut training_facts = Vec::new();
     for &seed in &spec.seeds.train {
-        for &method in &spec.methods {
-            let stage = Stage::Train { method, seed };
+        for recipe in spec.recipes() {
+            let method = recipe.method;
+            let name = recipe.name;
+            let stage = Stage::Train { recipe: name.to_string(), seed };
+            let ckpt_dir = run_dir.join("checkpoints").join(format!("{name}-seed{seed}"));
+            let fingerprint = sha256_hex(
+                json!({"method": method.name(), "train": recipe.train, "networks": spec.networks, "task": spec.task,
+                    "seed": seed, "source": source.fingerprint, "target": target.as_ref().map(|t| &t.fingerprint)})
+                .to_string()
+                .as_bytes(),
+            );
             let inputs = TrainInputs {
+                checkpoints: Some(&ckpt_dir),
+                fingerprint,
+                validation: &validation,
+                validate_every: spec.validation.as_ref().map_or(0, |v| v.every),
                 task: spec.task,
-                spec: &spec.train,
+                spec: recipe.train,
                 nets: &spec.networks,
                 source: &source,
                 target: target.as_ref(),
@@ -264,29 +320,31 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             if let Some(b) = bar {
                 b.finish();
             }
-            if trained.steps_done < spec.train.steps {
+            if trained.steps_done < recipe.train.steps {
+                let at = trained.last_checkpoint.as_ref().map(|p| format!(" (checkpoint {})", p.display()));
                 return Err(Failure::new(
                     ExitCode::Interrupted,
-                    format!("interrupted during {stage} at step {}", trained.steps_done),
+                    format!(
+                        "interrupted during {stage} at step {}{}; run the same command again to continue",
+                        trained.steps_done,
+                        at.unwrap_or_default()
+                    ),
                 ));
             }
             info!(stage = %stage, steps_per_s = format!("{:.2}", trained.steps_per_s), params_g = trained.params_g,
                   params_d = trained.params_d.unwrap_or(0), "training finished");
             training_facts.push(json!({
-                "method": method.name(), "seed": seed, "steps": trained.steps_done,
-                "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s,
+                "method": name, "algorithm": method.name(), "seed": seed, "steps": trained.steps_done,
+                "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "resumed_from_step": trained.resumed_from,
+                "last_checkpoint": trained.last_checkpoint.as_ref().map(|p| p.display().to_string()),
+                "best_checkpoint": trained.best_checkpoint.as_ref().map(|(p, v)| json!({"path": p.display().to_string(),
+                    "val_psnr": v, "set": val_names.first()})),
                 "params_restorer": trained.params_g, "params_diffusion": trained.params_d,
             }));
-            curves.push(reports::curve_table(method.name(), seed, &trained.curve));
-            save_checkpoint(
-                &trained.restorer,
-                &run_dir.join("checkpoints").join(format!("{}-seed{seed}.bpk", method.name())),
-            )?;
+            curves.push(reports::curve_table(name, seed, &trained.curve, &val_names));
+            save_checkpoint(&trained.restorer, &run_dir.join("checkpoints").join(format!("{name}-seed{seed}.bpk")))?;
             if let Some(ema) = &trained.restorer_ema {
-                save_checkpoint(
-                    ema,
-                    &run_dir.join("checkpoints").join(format!("{}-seed{seed}-ema.bpk", method.name())),
-                )?;
+                save_checkpoint(ema, &run_dir.join("checkpoints").join(format!("{name}-seed{seed}-ema.bpk")))?;
             }
             finish_stage(stage.to_string(), &mut timings);
 
@@ -300,11 +358,11 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                         .iter()
                         .map(|item| training::restore_image(&trained.restorer, &item.degraded, stride, &eval_device))
                         .collect();
-                    let rows = score_set(&run_id, method.name(), Some(seed), t, chunk, Some(&outputs))?;
+                    let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
                     write_rows(&rows, &mut per_image)?;
                 }
             }
-            finish_stage(Stage::Evaluate { method, seed }.to_string(), &mut timings);
+            finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
         }
     }
 
@@ -316,9 +374,26 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     }
     all_curves.write(&run_dir.join("curves"))?;
     let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
-    let summary = reports::frame_to_table(&reports::summarise(&df)?)?;
+    let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
+    let summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
     summary.write(&run_dir.join("summary"))?;
-    let md = reports::summary_markdown(&summary);
+    let recipes: Vec<reports::RecipeRow> = spec
+        .recipes()
+        .iter()
+        .map(|r| reports::RecipeRow {
+            name: r.name.to_string(),
+            method: r.method.name().to_string(),
+            changes: super::plan::train_changes(&spec.train, r.train),
+            paper: r.paper.map(|p| (p.psnr, p.ssim, p.source.clone())),
+        })
+        .collect();
+    reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
+    let mut md = reports::summary_markdown(&summary);
+    if !spec.variants.is_empty() {
+        // The ablation layout: one row per recipe, its changes, our scores, the paper's.
+        md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
+        md.push_str(&reports::recipes_markdown(&summary, &recipes));
+    }
     write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
@@ -330,6 +405,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "overrides": res.overrides,
         "command_line": opts.command_line,
         "started_utc": utc_stamp(started),
+        "resumed": resumed,
         "wall_s": t0.elapsed().as_secs_f64(),
         "stage_seconds": timings,
         "version": env!("CARGO_PKG_VERSION"),
@@ -357,7 +433,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
 /// checked before the run directory exists so a missing download costs nothing.
 fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> {
     let mut names = vec![spec.source.dataset.as_str()];
-    if spec.methods.contains(&Method::NoiseDa) {
+    if spec.uses_target() {
         names.push(&spec.target.dataset);
     }
     names.extend(spec.tests.iter().map(|t| t.dataset.as_str()));
@@ -377,4 +453,22 @@ fn save_checkpoint(g: &crate::networks::RestorerUNet, path: &Path) -> Result<()>
         .map_err(|e| Failure::internal(format!("{}: cannot save checkpoint: {e:?}", path.display())))?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// The newest run directory of this pipeline whose resolved configuration is `resolved_json`
+/// and that has not finished (no `provenance.json`, which is written last).
+fn find_unfinished(pipeline_dir: &Path, resolved_json: &str) -> Result<Option<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(pipeline_dir) else { return Ok(None) };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for dir in dirs.into_iter().rev() {
+        if dir.join("provenance.json").exists() {
+            continue;
+        }
+        match std::fs::read_to_string(dir.join("resolved.json")) {
+            Ok(text) if text == resolved_json => return Ok(Some(dir)),
+            _ => continue,
+        }
+    }
+    Ok(None)
 }

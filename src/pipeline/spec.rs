@@ -1,6 +1,8 @@
 //! The typed pipeline specification: what a `pipelines/*.yaml` file declares once its profile
 //! and `--set` overrides are applied. Every struct rejects unknown keys.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::datasets::OnProblem;
@@ -20,11 +22,17 @@ pub struct PipelineSpec {
     /// Test sets, each scored with its protocol.
     pub tests: Vec<TestSpec>,
     pub networks: NetworksSpec,
-    /// Training methods to run and compare.
-    pub methods: Vec<Method>,
+    /// Training recipes to run and compare: `source_only`, `noise_da` or a name from `variants`.
+    pub methods: Vec<String>,
     pub train: TrainSpec,
+    /// Named recipes: a method plus the `train` keys it changes (ablations, regimes).
+    #[serde(default)]
+    pub variants: BTreeMap<String, VariantSpec>,
     pub seeds: SeedsSpec,
     pub report: ReportSpec,
+    /// Held-out sets scored during training: curves over time and the best checkpoint.
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
     /// Compute back-end: `flex` (CPU, default), `wgpu` or `auto`.
     #[serde(default)]
     pub backend: Backend,
@@ -109,11 +117,71 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: [Method; 2] = [Method::SourceOnly, Method::NoiseDa];
+
     pub fn name(self) -> &'static str {
         match self {
             Method::SourceOnly => "source_only",
             Method::NoiseDa => "noise_da",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A named training recipe. Its `train` is the pipeline's `train` with the variant's keys merged
+/// over it (done by the loader, so the resolved spec holds complete settings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    pub method: Method,
+    /// One line for reports.
+    #[serde(default)]
+    pub about: Option<String>,
+    pub train: TrainSpec,
+    /// The paper's number for this configuration, printed beside ours (its data, not ours).
+    #[serde(default)]
+    pub paper: Option<PaperRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperRef {
+    pub psnr: f64,
+    #[serde(default)]
+    pub ssim: Option<f64>,
+    /// Where the number comes from, e.g. "Table 4, SIDD".
+    pub source: String,
+}
+
+/// What one training run executes: a method with its complete settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe<'a> {
+    /// `source_only`, `noise_da` or a variant name; names the run's rows in every report.
+    pub name: &'a str,
+    pub method: Method,
+    pub train: &'a TrainSpec,
+    pub paper: Option<&'a PaperRef>,
+}
+
+impl PipelineSpec {
+    /// The recipes `methods` names, in order (names are checked when the pipeline loads).
+    pub fn recipes(&self) -> Vec<Recipe<'_>> {
+        self.methods.iter().map(|n| self.recipe(n).expect("validated method name")).collect()
+    }
+
+    pub fn recipe<'a>(&'a self, name: &'a str) -> Option<Recipe<'a>> {
+        if let Some(v) = self.variants.get(name) {
+            return Some(Recipe { name, method: v.method, train: &v.train, paper: v.paper.as_ref() });
+        }
+        Method::from_name(name).map(|method| Recipe { name, method, train: &self.train, paper: None })
+    }
+
+    /// Whether any recipe trains with the target images (so they must be loaded).
+    pub fn uses_target(&self) -> bool {
+        self.recipes().iter().any(|r| r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
     }
 }
 
@@ -135,7 +203,50 @@ pub struct TrainSpec {
     /// raw weights (the release: 0.9999; `null` turns it off). Scores use the raw weights.
     #[serde(default = "default_ema")]
     pub ema: Option<f64>,
+    /// When to write the full training state (see [`CheckpointSpec`]).
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
     pub noise_da: NoiseDaSpec,
+}
+
+/// Checkpoints hold both networks, the optimiser state, the EMA, the step (data order and every
+/// random draw derive from it) and the curve so far, so a resumed run continues bit-identically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Every this many steps (0: only at the end and when interrupted).
+    #[serde(default = "default_ckpt_every")]
+    pub every: usize,
+    /// How many of the latest step checkpoints to keep (the best one is kept apart).
+    #[serde(default = "default_ckpt_keep")]
+    pub keep: usize,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec { every: default_ckpt_every(), keep: default_ckpt_keep() }
+    }
+}
+
+fn default_ckpt_every() -> usize {
+    500
+}
+fn default_ckpt_keep() -> usize {
+    2
+}
+
+/// Validation during training. The first set picks the best checkpoint (by PSNR). A set on a
+/// target domain uses its ground truth, which the method itself never sees: treat it as an
+/// oracle for monitoring, not as model selection the paper did (it scored the final weights,
+/// and so do our reports).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Score every this many steps (and at the last step).
+    pub every: usize,
+    /// Embedded datasets give images of a separate `val` split; datasets on disk give their
+    /// test listing, so register a separate dataset for validation there.
+    pub sets: Vec<TestSpec>,
 }
 
 fn default_eps() -> f64 {
@@ -163,6 +274,30 @@ pub struct NoiseDaSpec {
     pub channel_shuffle: bool,
     /// Add the residual-swapping contrastive hinge.
     pub residual_swap: bool,
+    /// Train D and add its loss (off: the supervised step only, exactly source-only training;
+    /// the "no diffusion" row of the paper's ablation).
+    #[serde(default = "yes")]
+    pub diffusion_loss: bool,
+    /// Which restored images condition D: `both` (the method), or only the `synthetic` or only
+    /// the `real` one (ablation; D then takes 6 input channels and slots are not shuffled).
+    #[serde(default)]
+    pub conditions: Conditions,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditions {
+    #[default]
+    Both,
+    Synthetic,
+    Real,
+}
+
+impl Conditions {
+    /// Number of 3-channel condition images D receives.
+    pub fn count(self) -> usize {
+        if self == Conditions::Both { 2 } else { 1 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

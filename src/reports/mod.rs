@@ -65,7 +65,7 @@ pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
     t
 }
 
-pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint]) -> Table {
+pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_names: &[String]) -> Table {
     let f =
         |g: fn(&CurvePoint) -> f64| Column::F64(points.iter().map(|p| Some(g(p)).filter(|v| v.is_finite())).collect());
     let mut t = Table::default();
@@ -80,6 +80,9 @@ pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint]) -> Table {
         .push("hinge_active", f(|p| p.hinge_active))
         .push("alpha", f(|p| p.alpha))
         .push("elapsed_s", f(|p| p.elapsed_s));
+    for (k, name) in val_names.iter().enumerate() {
+        t.push(&format!("val_psnr:{name}"), Column::F64(points.iter().map(|p| p.val_psnr.get(k).copied()).collect()));
+    }
     t
 }
 
@@ -91,8 +94,13 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
 }
 
 /// Mean ± std of PSNR/SSIM per test set and method (over images and seeds).
-pub fn summarise(per_image: &DataFrame) -> Result<DataFrame> {
-    let order = when(col("method").eq(lit(INPUT))).then(lit(0)).otherwise(lit(1)).alias("_order");
+pub fn summarise(per_image: &DataFrame, method_order: &[&str]) -> Result<DataFrame> {
+    // The input first, then methods in the pipeline's order, then any others by name.
+    let mut order = lit(method_order.len() as i64 + 1);
+    for (i, m) in method_order.iter().enumerate().rev() {
+        order = when(col("method").eq(lit(*m))).then(lit(i as i64 + 1)).otherwise(order);
+    }
+    let order = when(col("method").eq(lit(INPUT))).then(lit(0i64)).otherwise(order).alias("_order");
     Ok(per_image
         .clone()
         .lazy()
@@ -170,16 +178,95 @@ pub fn summary_markdown(summary: &Table) -> String {
             get_u("seeds", i).to_string(),
         ]);
     }
+    markdown_table(&header.map(String::from), &rows)
+}
+
+/// A training recipe as reports describe it.
+#[derive(Clone, Debug)]
+pub struct RecipeRow {
+    pub name: String,
+    /// The training algorithm (`source_only`, `noise_da`).
+    pub method: String,
+    /// `key=value` settings where the recipe differs from the pipeline's `train`.
+    pub changes: Vec<String>,
+    /// The paper's (PSNR, SSIM, source) for this configuration, on the paper's data.
+    pub paper: Option<(f64, Option<f64>, String)>,
+}
+
+/// The recipes of a run as a table (recipes.parquet / .csv).
+pub fn recipes_table(recipes: &[RecipeRow]) -> Table {
+    let mut t = Table::default();
+    let s = |f: &dyn Fn(&RecipeRow) -> Option<String>| Column::Str(recipes.iter().map(f).collect());
+    t.push("recipe", s(&|r| Some(r.name.clone())));
+    t.push("method", s(&|r| Some(r.method.clone())));
+    t.push("changes", s(&|r| Some(r.changes.join("; "))));
+    t.push("paper_psnr", Column::F64(recipes.iter().map(|r| r.paper.as_ref().map(|p| p.0)).collect()));
+    t.push("paper_ssim", Column::F64(recipes.iter().map(|r| r.paper.as_ref().and_then(|p| p.1)).collect()));
+    t.push("paper_source", s(&|r| r.paper.as_ref().map(|p| p.2.clone())));
+    t
+}
+
+/// One Markdown table with a row per recipe (in pipeline order) and, per test set, our mean
+/// PSNR / SSIM, next to the paper's number where the pipeline gives one: the ablation layout.
+pub fn recipes_markdown(summary: &Table, recipes: &[RecipeRow]) -> String {
+    let strs = |name: &str| match summary.get(name) {
+        Some(Column::Str(v)) => v.clone(),
+        _ => vec![None; summary.rows()],
+    };
+    let f64s = |name: &str| match summary.get(name) {
+        Some(Column::F64(v)) => v.clone(),
+        _ => vec![None; summary.rows()],
+    };
+    let (tests, methods, psnr, ssim) = (strs("test_set"), strs("method"), f64s("psnr_mean"), f64s("ssim_mean"));
+    let mut test_names: Vec<String> = Vec::new();
+    for t in tests.iter().flatten() {
+        if !test_names.contains(t) {
+            test_names.push(t.clone());
+        }
+    }
+    let cell = |test: &str, method: &str| {
+        (0..summary.rows())
+            .find(|&i| tests[i].as_deref() == Some(test) && methods[i].as_deref() == Some(method))
+            .map(|i| format!("{:.2} / {:.4}", psnr[i].unwrap_or(f64::NAN), ssim[i].unwrap_or(f64::NAN)))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut header = vec!["recipe".to_string(), "method".into(), "changes".into()];
+    header.extend(test_names.iter().map(|t| format!("{t} PSNR / SSIM")));
+    header.push("paper PSNR / SSIM (their data)".into());
+    let mut rows = vec![];
+    let mut input = vec![INPUT.to_string(), "-".into(), "unrestored".into()];
+    input.extend(test_names.iter().map(|t| cell(t, INPUT)));
+    input.push("-".into());
+    rows.push(input);
+    for r in recipes {
+        let mut row = vec![
+            r.name.clone(),
+            r.method.clone(),
+            if r.changes.is_empty() { "-".into() } else { r.changes.join(", ") },
+        ];
+        row.extend(test_names.iter().map(|t| cell(t, &r.name)));
+        row.push(match &r.paper {
+            Some((p, Some(s), src)) => format!("{p:.2} / {s:.4} ({src})"),
+            Some((p, None, src)) => format!("{p:.2} ({src})"),
+            None => "-".into(),
+        });
+        rows.push(row);
+    }
+    markdown_table(&header, &rows)
+}
+
+/// A padded Markdown table.
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
-        .map(|j| rows.iter().map(|r| r[j].chars().count()).chain([header[j].len()]).max().unwrap_or(0))
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).chain([header[j].chars().count()]).max().unwrap_or(0))
         .collect();
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         format!("| {} |", padded.join(" | "))
     };
-    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect())];
+    let mut out = vec![line(header)];
     out.push(format!("|{}|", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")));
-    out.extend(rows.into_iter().map(line));
+    out.extend(rows.iter().map(|r| line(r)));
     out.join("\n") + "\n"
 }
 
@@ -232,7 +319,7 @@ mod tests {
         let psnrs: Vec<f64> = rdr.records().map(|r| r.unwrap()[psnr_col].parse().unwrap()).collect();
         assert_eq!(psnrs, vec![20.0, 22.0, 30.123456789012, 32.0]);
 
-        let s = frame_to_table(&summarise(&df).unwrap()).unwrap();
+        let s = frame_to_table(&summarise(&df, &[]).unwrap()).unwrap();
         assert_eq!(s.rows(), 2);
         assert_eq!(s.get("method"), Some(&Column::Str(vec![Some(INPUT.into()), Some("noise_da".into())])));
         match s.get("psnr_mean") {
@@ -251,5 +338,41 @@ mod tests {
         let md = summary_markdown(&s);
         assert!(md.contains("21.00 ± 1.41"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Recipes keep the pipeline's order (not alphabetical) and the ablation table puts each
+    /// recipe's scores beside the paper's number.
+    #[test]
+    fn recipes_in_pipeline_order_with_the_papers_numbers() {
+        let rows =
+            vec![score(INPUT, None, "a", 20.0), score("zeta", Some(0), "a", 25.0), score("alpha", Some(0), "a", 24.0)];
+        let table = scores_table(&rows, &[]);
+        let dir = std::env::temp_dir().join(format!("rp-recipes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        table.write(&dir.join("per_image")).unwrap();
+        let df = read_parquet(&dir.join("per_image.parquet")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let s = frame_to_table(&summarise(&df, &["zeta", "alpha"]).unwrap()).unwrap();
+        assert_eq!(
+            s.get("method"),
+            Some(&Column::Str(vec![Some(INPUT.into()), Some("zeta".into()), Some("alpha".into())]))
+        );
+        let recipes = vec![
+            RecipeRow { name: "zeta".into(), method: "source_only".into(), changes: vec![], paper: None },
+            RecipeRow {
+                name: "alpha".into(),
+                method: "noise_da".into(),
+                changes: vec!["noise_da.t_range=[1,100]".into()],
+                paper: Some((16.8, None, "Table 4, SIDD".into())),
+            },
+        ];
+        let md = recipes_markdown(&s, &recipes);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 5, "{md}");
+        assert!(lines[2].starts_with("| input ") && lines[2].contains("20.00 /"), "{md}");
+        assert!(lines[3].starts_with("| zeta ") && lines[3].contains("25.00 /"), "{md}");
+        assert!(lines[4].contains("noise_da.t_range=[1,100]") && lines[4].contains("24.00 /"), "{md}");
+        assert!(lines[4].contains("16.80 (Table 4, SIDD)"), "{md}");
+        assert_eq!(recipes_table(&recipes).rows(), 2);
     }
 }

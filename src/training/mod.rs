@@ -6,22 +6,25 @@
 //! hinge; α ramps DANN-style.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod ema;
 pub mod losses;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::datasets::{PairedSet, TargetTrainSet};
+use crate::datasets::{PairedItem, PairedSet, TargetTrainSet};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
 use crate::networks::{DiffusionUNet, NoiseSchedule, RestorerUNet};
-use crate::pipeline::spec::{Method, NetworksSpec, Task, TrainSpec};
+use crate::pipeline::spec::{Conditions, Method, NetworksSpec, Task, TrainSpec};
+use crate::protocols::ProtocolKind;
 use crate::rng::Rng;
 use batch::{from_tensor, sample_batch, to_tensor};
 use losses::{alpha_ramp, charbonnier, hinge, slot_swap};
@@ -34,20 +37,32 @@ pub struct NoiseDaModel {
 }
 
 /// One row of the training-curve table (means over the logging window).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub step: usize,
+    #[serde(with = "checkpoint::exact_f64")]
     pub loss: f64,
+    #[serde(with = "checkpoint::exact_f64")]
     pub charbonnier: f64,
     /// Diffusion MSE with the true (positive) conditions; NaN for source-only.
+    #[serde(with = "checkpoint::exact_f64")]
     pub mse_pos: f64,
     /// Diffusion MSE with residual-swapped (negative) conditions.
+    #[serde(with = "checkpoint::exact_f64")]
     pub mse_neg: f64,
+    #[serde(with = "checkpoint::exact_f64")]
     pub hinge: f64,
     /// Fraction of steps in the window whose hinge was active.
+    #[serde(with = "checkpoint::exact_f64")]
     pub hinge_active: f64,
+    #[serde(with = "checkpoint::exact_f64")]
     pub alpha: f64,
+    /// Training seconds so far (all sessions of a resumed run).
+    #[serde(with = "checkpoint::exact_f64")]
     pub elapsed_s: f64,
+    /// Mean PSNR of each validation set, when scored at this step (in the sets' order).
+    #[serde(default)]
+    pub val_psnr: Vec<f64>,
 }
 
 /// Live progress of one step, for progress bars and logs.
@@ -63,10 +78,23 @@ pub struct Trained {
     pub restorer_ema: Option<RestorerUNet>,
     pub curve: Vec<CurvePoint>,
     pub steps_done: usize,
+    /// Step this session started from (0 unless continued from a checkpoint).
+    pub resumed_from: usize,
+    /// Seconds and steps per second of this session.
     pub wall_s: f64,
     pub steps_per_s: f64,
     pub params_g: usize,
     pub params_d: Option<usize>,
+    /// The newest step checkpoint and the best-on-validation one, when checkpointing.
+    pub last_checkpoint: Option<PathBuf>,
+    pub best_checkpoint: Option<(PathBuf, f64)>,
+}
+
+/// A held-out set scored during training.
+pub struct ValidationSet<'a> {
+    pub name: &'a str,
+    pub protocol: ProtocolKind,
+    pub items: &'a [PairedItem],
 }
 
 pub struct TrainInputs<'a> {
@@ -79,48 +107,185 @@ pub struct TrainInputs<'a> {
     pub seed: u64,
     pub device: Device,
     pub stop: &'a AtomicBool,
+    /// Folder of this training's checkpoints; when it holds one, training continues from the
+    /// newest. `None`: no checkpoints (benchmarks, unit tests).
+    pub checkpoints: Option<&'a Path>,
+    /// Identifies the training (see [`checkpoint::State::fingerprint`]).
+    pub fingerprint: String,
+    pub validation: &'a [ValidationSet<'a>],
+    /// Score the validation sets every this many steps and at the end (0: never).
+    pub validate_every: usize,
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_data().try_to_vec::<f32>().expect("f32")[0] as f64
 }
 
-/// Train `method`; `on_step` is called after every step.
+/// The trained module(s) between steps.
+enum Held {
+    G(RestorerUNet),
+    Joint(NoiseDaModel),
+}
+
+impl Held {
+    fn g(&self) -> &RestorerUNet {
+        match self {
+            Held::G(g) => g,
+            Held::Joint(m) => &m.g,
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let r = match self {
+            Held::G(g) => g.clone().save_file(path),
+            Held::Joint(m) => m.clone().save_file(path),
+        };
+        r.map_err(|e| Failure::internal(format!("{}: cannot save weights: {e}", path.display())))
+    }
+
+    fn load(self, path: &Path) -> Result<Held> {
+        let err = |e: burn::store::RecordError| {
+            Failure::internal(format!("{}: cannot load weights (not this training's checkpoint?): {e}", path.display()))
+        };
+        Ok(match self {
+            Held::G(g) => Held::G(g.try_load_file(path).map_err(err)?),
+            Held::Joint(m) => Held::Joint(m.try_load_file(path).map_err(err)?),
+        })
+    }
+}
+
+/// Mean PSNR of each validation set restored by `g` (inference weights, no randomness).
+fn validate(g: &RestorerUNet, sets: &[ValidationSet], stride: usize, device: &Device) -> Vec<f64> {
+    let g = g.clone().valid();
+    sets.iter()
+        .map(|set| {
+            let sum: f64 = set
+                .items
+                .iter()
+                .map(|item| {
+                    let out = restore_image(&g, &item.degraded, stride, device);
+                    crate::protocols::score(set.protocol, &out, &item.clean).map(|s| s.psnr).unwrap_or(f64::NAN)
+                })
+                .sum();
+            sum / set.items.len().max(1) as f64
+        })
+        .collect()
+}
+
+/// Train `method`; `on_step` is called after every step. With a checkpoint folder, the state is
+/// saved every `train.checkpoint.every` steps, at the end and when stopped, and training
+/// continues from the newest checkpoint found there.
 pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo)) -> Result<Trained> {
     let spec = inp.spec;
+    // Without its loss D has no effect on G: the step is exactly the source-only step.
+    let method = if spec.noise_da.diffusion_loss { method } else { Method::SourceOnly };
     let device = inp.device.clone().autodiff();
     device.seed(crate::rng::derive_seed(inp.seed, "init", &[]));
     let g = inp.nets.restorer.init(&device);
     let params_g = g.num_params();
-    let t0 = Instant::now();
-    let mut curve = Vec::new();
-    let mut window: Vec<CurvePoint> = Vec::new();
     let mut optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).init();
     let schedule = NoiseSchedule::paper();
-    let data_seed = crate::rng::derive_seed(inp.seed, method.name(), &[]);
+    // One data stream per seed, shared by every recipe: the same synthetic crops in the same
+    // order, so recipes differ only by what they are meant to differ by.
+    let data_seed = crate::rng::derive_seed(inp.seed, "data", &[]);
 
-    let (mut g_only, mut joint) = match method {
-        Method::SourceOnly => (Some(g), None),
+    let mut held = match method {
+        Method::SourceOnly => Held::G(g),
         Method::NoiseDa => {
             if inp.target.is_none() {
                 return Err(Failure::config("noise_da needs a target training set"));
             }
-            let d = inp.nets.diffusion.init(&device);
-            (None, Some(NoiseDaModel { g, d }))
+            let d = inp.nets.diffusion.init_for(spec.noise_da.conditions.count(), &device);
+            Held::Joint(NoiseDaModel { g, d })
         }
     };
-    let params_d = joint.as_ref().map(|m| m.d.num_params());
-    let mut ema = spec.ema.map(|d| {
-        let g = g_only.as_ref().or(joint.as_ref().map(|m| &m.g)).expect("a model");
-        ema::Ema::new(g, d)
-    });
+    let params_d = match &held {
+        Held::Joint(m) => Some(m.d.num_params()),
+        Held::G(_) => None,
+    };
+    let mut ema = spec.ema.map(|d| ema::Ema::new(held.g(), d));
 
-    let mut steps_done = 0;
-    for step in 0..spec.steps {
+    let mut curve = Vec::new();
+    let mut window: Vec<CurvePoint> = Vec::new();
+    let mut start = 0;
+    let mut elapsed_before = 0.0;
+    let mut best: Option<(PathBuf, f64)> = None;
+    let mut last_checkpoint = None;
+    if let Some(dir) = inp.checkpoints
+        && let Some(latest) = checkpoint::latest(dir)?
+    {
+        let st = checkpoint::read_state(&latest)?;
+        if st.fingerprint != inp.fingerprint || st.method != method.name() {
+            return Err(Failure::config(format!(
+                "{}: this checkpoint belongs to a different training (recipe, networks, data or seed changed); \
+                 start a fresh run (--fresh) or remove the folder",
+                latest.display()
+            )));
+        }
+        held = held.load(&latest.join(checkpoint::MODEL))?;
+        let opt = burn::optim::OptimizerRecord::load(latest.join(checkpoint::OPTIM)).map_err(|e| {
+            Failure::internal(format!("{}: cannot load optimiser state: {e}", latest.join(checkpoint::OPTIM).display()))
+        })?;
+        optim = optim.load_record(opt);
+        if let Some(e) = ema.as_mut() {
+            let shadow = Held::G(held.g().clone()).load(&latest.join(checkpoint::EMA))?;
+            *e = ema::Ema::new(shadow.g(), e.decay);
+        }
+        start = st.step;
+        elapsed_before = st.elapsed_s;
+        curve = st.curve;
+        window = st.window;
+        best = Some(st.best_val_psnr).filter(|v| v.is_finite()).map(|v| (dir.join("best"), v));
+        last_checkpoint = Some(latest.clone());
+        tracing::info!(checkpoint = %latest.display(), step = start, "continuing from checkpoint");
+    }
+
+    let t0 = Instant::now();
+    let stride = inp.nets.restorer.stride();
+    let mut steps_done = start;
+    let mut saved_at = start;
+    let save = |held: &Held,
+                optim: &burn::optim::ModuleOptimizer,
+                ema: &Option<ema::Ema>,
+                name: &str,
+                state: &checkpoint::State|
+     -> Result<Option<PathBuf>> {
+        let Some(dir) = inp.checkpoints else { return Ok(None) };
+        let path = checkpoint::write(dir, name, state, |tmp| {
+            held.save(&tmp.join(checkpoint::MODEL))?;
+            optim
+                .to_record()
+                .save(tmp.join(checkpoint::OPTIM))
+                .map_err(|e| Failure::internal(format!("{}: cannot save optimiser state: {e}", tmp.display())))?;
+            if let Some(e) = ema {
+                Held::G(e.apply(held.g().clone())).save(&tmp.join(checkpoint::EMA))?;
+            }
+            Ok(())
+        })?;
+        if name.starts_with("step-") {
+            checkpoint::prune(dir, spec.checkpoint.keep)?;
+        }
+        Ok(Some(path))
+    };
+    let state =
+        |step: usize, curve: &[CurvePoint], window: &[CurvePoint], best: &Option<(PathBuf, f64)>| checkpoint::State {
+            step,
+            method: method.name().into(),
+            fingerprint: inp.fingerprint.clone(),
+            elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
+            curve: curve.to_vec(),
+            window: window.to_vec(),
+            best_val_psnr: best.as_ref().map_or(f64::NAN, |b| b.1),
+        };
+
+    for step in start..spec.steps {
         if inp.stop.load(Ordering::SeqCst) {
             break;
         }
-        let target = if joint.is_some() { inp.target } else { None };
+        // Every random draw of the step (dropout included) derives from (seed, step), so a run
+        // continued from a checkpoint draws exactly what the uninterrupted one would have.
+        device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
+        let target = if matches!(held, Held::Joint(_)) { inp.target } else { None };
         let b = sample_batch(inp.source, target, spec.batch, spec.patch, data_seed, step as u64);
         let x_s = to_tensor(&b.source_degraded, &device);
         let y_s = to_tensor(&b.source_clean, &device);
@@ -133,74 +298,112 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             ..Default::default()
         };
 
-        if let Some(g) = g_only.take() {
-            let loss = charbonnier(g.restore(x_s), y_s, spec.charbonnier_eps);
-            point.charbonnier = scalar(loss.clone());
-            point.loss = point.charbonnier;
-            let grads = GradientsParams::from_grads(loss.backward(), &g);
-            let g = optim.step(spec.lr, g, grads);
-            if let Some(e) = ema.as_mut() {
-                e.update(&g);
+        held = match held {
+            Held::G(g) => {
+                let loss = charbonnier(g.restore(x_s), y_s, spec.charbonnier_eps);
+                point.charbonnier = scalar(loss.clone());
+                point.loss = point.charbonnier;
+                let grads = GradientsParams::from_grads(loss.backward(), &g);
+                Held::G(optim.step(spec.lr, g, grads))
             }
-            g_only = Some(g);
-        } else if let Some(model) = joint.take() {
-            let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
-            let x_r = to_tensor(&b.target, &device);
-            let alpha = alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w);
-            let l = noise_da_losses(
-                &model,
-                x_s,
-                y_s,
-                x_r,
-                &NoiseDaStep { spec, schedule: &schedule, signed: inp.task.diffusion_signed(), alpha },
-                &mut rng,
-            );
-            point.alpha = alpha;
-            point.charbonnier = scalar(l.charbonnier);
-            point.mse_pos = scalar(l.mse_pos);
-            if let Some((mse_neg, l_con)) = l.contrastive {
-                point.mse_neg = scalar(mse_neg);
-                point.hinge = scalar(l_con);
-                point.hinge_active = if point.hinge > 0.0 { 1.0 } else { 0.0 };
+            Held::Joint(model) => {
+                let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
+                let x_r = to_tensor(&b.target, &device);
+                let alpha = alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w);
+                let l = noise_da_losses(
+                    &model,
+                    x_s,
+                    y_s,
+                    x_r,
+                    &NoiseDaStep { spec, schedule: &schedule, signed: inp.task.diffusion_signed(), alpha },
+                    &mut rng,
+                );
+                point.alpha = alpha;
+                point.charbonnier = scalar(l.charbonnier);
+                point.mse_pos = scalar(l.mse_pos);
+                if let Some((mse_neg, l_con)) = l.contrastive {
+                    point.mse_neg = scalar(mse_neg);
+                    point.hinge = scalar(l_con);
+                    point.hinge_active = if point.hinge > 0.0 { 1.0 } else { 0.0 };
+                }
+                let loss = l.total;
+                point.loss = scalar(loss.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                Held::Joint(optim.step(spec.lr, model, grads))
             }
-            let loss = l.total;
-            point.loss = scalar(loss.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let model = optim.step(spec.lr, model, grads);
-            if let Some(e) = ema.as_mut() {
-                e.update(&model.g);
-            }
-            joint = Some(model);
-        }
+        };
 
         if !point.loss.is_finite() {
+            // Nothing is saved from here on: the newest checkpoint is the last good state.
+            let kept = match inp.checkpoints {
+                Some(dir) => match checkpoint::latest(dir)? {
+                    Some(p) => format!("; the last good checkpoint is {}", p.display()),
+                    None => "; no checkpoint was written before it".into(),
+                },
+                None => String::new(),
+            };
             return Err(Failure::new(
                 ExitCode::Diverged,
                 format!(
-                    "{} diverged at step {} (loss {}); lower train.lr or check the data",
+                    "{} diverged at step {} (loss {}); lower train.lr or check the data{kept}",
                     method.name(),
                     step + 1,
                     point.loss
                 ),
             ));
         }
-        point.elapsed_s = t0.elapsed().as_secs_f64();
+        if let Some(e) = ema.as_mut() {
+            e.update(held.g());
+        }
+        point.elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
         steps_done = step + 1;
+        let last = steps_done == spec.steps;
+        let validate_now =
+            inp.validate_every > 0 && !inp.validation.is_empty() && (steps_done % inp.validate_every == 0 || last);
+        if validate_now {
+            point.val_psnr = validate(held.g(), inp.validation, stride, &inp.device);
+        }
         window.push(point.clone());
-        if steps_done % spec.log_every.max(1) == 0 || steps_done == spec.steps {
+        if steps_done % spec.log_every.max(1) == 0 || last || validate_now {
             curve.push(mean_point(&window));
             window.clear();
         }
+        if validate_now {
+            let v = point.val_psnr[0];
+            if v.is_finite() && best.as_ref().is_none_or(|b| v > b.1) {
+                best = Some((PathBuf::new(), v));
+                if let Some(p) = save(&held, &optim, &ema, "best", &state(steps_done, &curve, &window, &best))? {
+                    best = Some((p, v));
+                }
+            }
+        }
+        let every = spec.checkpoint.every;
+        if last || (every > 0 && steps_done % every == 0) {
+            last_checkpoint = save(
+                &held,
+                &optim,
+                &ema,
+                &checkpoint::step_name(steps_done),
+                &state(steps_done, &curve, &window, &best),
+            )?
+            .or(last_checkpoint);
+            saved_at = steps_done;
+        }
         on_step(StepInfo { step: steps_done, steps: spec.steps, latest: &point });
     }
-    if !window.is_empty() {
+    // Stopped early (interrupt): keep what was done.
+    if steps_done > saved_at {
+        last_checkpoint =
+            save(&held, &optim, &ema, &checkpoint::step_name(steps_done), &state(steps_done, &curve, &window, &best))?
+                .or(last_checkpoint);
+    }
+    if steps_done == spec.steps && !window.is_empty() {
         curve.push(mean_point(&window));
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let g = match (g_only, joint) {
-        (Some(g), _) => g,
-        (_, Some(m)) => m.g,
-        _ => unreachable!("one model is always held between steps"),
+    let g = match held {
+        Held::G(g) => g,
+        Held::Joint(m) => m.g,
     };
     let restorer_ema = ema.map(|e| e.apply(g.clone()).valid());
     Ok(Trained {
@@ -208,10 +411,13 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         restorer_ema,
         curve,
         steps_done,
+        resumed_from: start,
         wall_s,
-        steps_per_s: steps_done as f64 / wall_s.max(1e-9),
+        steps_per_s: (steps_done - start) as f64 / wall_s.max(1e-9),
         params_g,
         params_d,
+        last_checkpoint,
+        best_checkpoint: best.filter(|b| !b.0.as_os_str().is_empty()),
     })
 }
 
@@ -271,13 +477,22 @@ pub fn noise_da_losses(
     let y_noisy = to_d(y_s) * per_sample(&|g| g.sqrt()) + eps.clone() * per_sample(&|g| (1.0 - g).sqrt());
     // 5. Positive conditions, slots shuffled per sample.
     let mut swaps = |on: bool| -> Vec<bool> { (0..n).map(|_| on && rng.chance(0.5)).collect() };
-    let (a, c) = slot_swap(to_d(yhat_s), to_d(yhat_r), &swaps(nd.channel_shuffle));
-    let pos_in = Tensor::cat(vec![y_noisy.clone(), a, c], 1);
+    // With a single condition (ablation) there are no slots to shuffle.
+    let conditions = |syn: Tensor<4>, real: Tensor<4>, shuffle: Vec<bool>| match nd.conditions {
+        Conditions::Both => {
+            let (a, c) = slot_swap(to_d(syn), to_d(real), &shuffle);
+            vec![a, c]
+        }
+        Conditions::Synthetic => vec![to_d(syn)],
+        Conditions::Real => vec![to_d(real)],
+    };
+    let pos_in =
+        Tensor::cat([vec![y_noisy.clone()], conditions(yhat_s, yhat_r, swaps(nd.channel_shuffle))].concat(), 1);
 
     let (mse_pos, l_noise, contrastive) = if nd.residual_swap {
         // 6. Negative conditions: residuals swapped across domains, own slot shuffle, same ỹ, γ, ε.
-        let (na, nc) = slot_swap(to_d(x_s + r_r), to_d(x_r + r_s), &swaps(nd.channel_shuffle));
-        let neg_in = Tensor::cat(vec![y_noisy, na, nc], 1);
+        let neg = conditions(x_s + r_r, x_r + r_s, swaps(nd.channel_shuffle));
+        let neg_in = Tensor::cat([vec![y_noisy], neg].concat(), 1);
         let g2: Vec<f32> = gammas.iter().chain(gammas.iter()).copied().collect();
         let out = model.d.forward(Tensor::cat(vec![pos_in, neg_in], 0), &g2);
         let mut o = out.chunk(2, 0);
@@ -312,6 +527,7 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
         hinge_active: m(|p| p.hinge_active),
         alpha: last.alpha,
         elapsed_s: last.elapsed_s,
+        val_psnr: last.val_psnr.clone(),
     }
 }
 
@@ -353,6 +569,7 @@ mod tests {
             charbonnier_eps: 1e-3,
             log_every: 1,
             ema: None,
+            checkpoint: Default::default(),
             noise_da: NoiseDaSpec {
                 w: 0.2,
                 ramp_steps: 0,
@@ -360,6 +577,8 @@ mod tests {
                 t_range: [1, 1000],
                 channel_shuffle: true,
                 residual_swap,
+                diffusion_loss: true,
+                conditions: Conditions::Both,
             },
         }
     }
@@ -375,6 +594,7 @@ mod tests {
     /// change when only the target input changes.
     #[test]
     fn diffusion_loss_reaches_the_restorer_through_both_conditions() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex().autodiff();
         device.seed(3);
         let model = NoiseDaModel {
@@ -413,6 +633,230 @@ mod tests {
             if let Some(g) = self.grads.get::<D>(param.id) {
                 *self.sum += g.abs().sum().into_data().iter::<f32>().map(|v| v as f64).sum::<f64>();
             }
+        }
+    }
+
+    // --- whole training runs on tiny data -------------------------------------------------
+
+    fn image(rng: &mut Rng, side: usize) -> Image {
+        Image::from_vec(side, side, (0..side * side * 3).map(|_| rng.uniform() as f32).collect())
+    }
+
+    fn tiny_data(poison: bool) -> (PairedSet, TargetTrainSet) {
+        let mut rng = Rng::new(5);
+        let items = (0..3)
+            .map(|i| {
+                let clean = image(&mut rng, 16);
+                let mut degraded = clean.clone();
+                for v in degraded.data.iter_mut() {
+                    *v += 0.2 * (rng.uniform() as f32 - 0.5);
+                }
+                if poison && i == 2 {
+                    degraded.data[7] = f32::NAN;
+                }
+                PairedItem { id: format!("s{i}"), degraded, clean, params: Default::default() }
+            })
+            .collect();
+        let source = PairedSet {
+            dataset: "tiny".into(),
+            split: crate::datasets::Split::Train,
+            items,
+            fingerprint: "f".into(),
+            cached: false,
+            problems: vec![],
+        };
+        let target = TargetTrainSet {
+            dataset: "tiny-target".into(),
+            items: (0..3)
+                .map(|i| crate::datasets::DegradedItem {
+                    id: format!("t{i}"),
+                    degraded: image(&mut rng, 16),
+                    params: Default::default(),
+                })
+                .collect(),
+            fingerprint: "g".into(),
+            cached: false,
+            problems: vec![],
+        };
+        (source, target)
+    }
+
+    fn nets() -> NetworksSpec {
+        NetworksSpec {
+            restorer: RestorerConfig { widths: vec![4, 8] },
+            // Dropout on: resuming must also replay the random dropout masks.
+            diffusion: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.2 },
+        }
+    }
+
+    fn run_spec(steps: usize) -> TrainSpec {
+        TrainSpec {
+            steps,
+            batch: 2,
+            patch: 8,
+            ema: Some(0.9),
+            checkpoint: crate::pipeline::spec::CheckpointSpec { every: 2, keep: 2 },
+            noise_da: NoiseDaSpec { ramp_steps: 3, ..spec(true).noise_da },
+            ..spec(true)
+        }
+    }
+
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Bit-equality of two weight vectors, reported briefly.
+    fn same(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    fn weights<M: Module>(m: &M) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl burn::module::ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                self.0.extend(param.val().into_data().iter::<f32>());
+            }
+        }
+        let mut c = Collect(Vec::new());
+        m.visit(&mut c);
+        c.0
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rp-train-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn go(
+        method: Method,
+        spec: &TrainSpec,
+        data: &(PairedSet, TargetTrainSet),
+        dir: Option<&Path>,
+        stop_at: Option<usize>,
+    ) -> Result<Trained> {
+        // The back-end's random generator (weight init, dropout) is process-wide: trainings
+        // in concurrently running tests would draw from each other's stream.
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let stop = AtomicBool::new(false);
+        let nets = nets();
+        let inp = TrainInputs {
+            task: Task::Denoise,
+            spec,
+            nets: &nets,
+            source: &data.0,
+            target: Some(&data.1),
+            seed: 11,
+            device: Device::flex(),
+            stop: &stop,
+            checkpoints: dir,
+            fingerprint: "fp".into(),
+            validation: &[],
+            validate_every: 0,
+        };
+        train(method, &inp, &mut |s| {
+            if Some(s.step) == stop_at {
+                stop.store(true, Ordering::SeqCst);
+            }
+        })
+    }
+
+    /// Interrupt a Noise-DA run after step 3 of 7 (between the every-2 checkpoints), continue
+    /// it in a fresh call from its checkpoint: the final weights, EMA and curve equal an
+    /// uninterrupted run bit for bit on the CPU.
+    #[test]
+    fn resumed_training_is_bit_identical_to_an_uninterrupted_one() {
+        let data = tiny_data(false);
+        let spec = run_spec(7);
+        let straight = go(Method::NoiseDa, &spec, &data, None, None).unwrap();
+        assert_eq!(straight.steps_done, 7);
+
+        let dir = tmp("resume");
+        let first = go(Method::NoiseDa, &spec, &data, Some(&dir), Some(3)).unwrap();
+        assert_eq!(first.steps_done, 3, "stopped at the safe point after step 3");
+        let latest = checkpoint::latest(&dir).unwrap().unwrap();
+        assert!(latest.ends_with(checkpoint::step_name(3)), "the interrupt wrote a checkpoint: {latest:?}");
+        assert!(!same(&weights(&first.restorer), &weights(&straight.restorer)));
+
+        let resumed = go(Method::NoiseDa, &spec, &data, Some(&dir), None).unwrap();
+        assert_eq!((resumed.resumed_from, resumed.steps_done), (3, 7));
+        let (r, s) = (weights(&resumed.restorer), weights(&straight.restorer));
+        assert!(same(&r, &s), "restorer weights differ by up to {}", max_diff(&r, &s));
+        let (r, s) =
+            (weights(resumed.restorer_ema.as_ref().unwrap()), weights(straight.restorer_ema.as_ref().unwrap()));
+        assert!(same(&r, &s), "EMA weights differ by up to {}", max_diff(&r, &s));
+        let losses = |t: &Trained| t.curve.iter().map(|p| (p.step, p.loss, p.mse_pos, p.hinge)).collect::<Vec<_>>();
+        assert_eq!(format!("{:?}", losses(&resumed)), format!("{:?}", losses(&straight)));
+        // keep: 2 → the two newest step checkpoints remain.
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, vec![checkpoint::step_name(6), checkpoint::step_name(7)]);
+
+        // A finished checkpoint is reused, not retrained; another training refuses it.
+        let again = go(Method::NoiseDa, &spec, &data, Some(&dir), None).unwrap();
+        assert_eq!((again.resumed_from, again.steps_done), (7, 7));
+        assert!(same(&weights(&again.restorer), &weights(&straight.restorer)));
+        let err = go(Method::SourceOnly, &spec, &data, Some(&dir), None).err().expect("different training");
+        assert_eq!(err.code, ExitCode::Config);
+        assert!(err.to_string().contains("different training"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A NaN loss stops training with exit code 4; the newest checkpoint is the last good state.
+    #[test]
+    fn divergence_stops_with_the_last_good_checkpoint_intact() {
+        let data = tiny_data(true);
+        let spec =
+            TrainSpec { checkpoint: crate::pipeline::spec::CheckpointSpec { every: 1, keep: 3 }, ..run_spec(40) };
+        let dir = tmp("diverge");
+        let err = go(Method::SourceOnly, &spec, &data, Some(&dir), None).err().expect("the NaN image diverges");
+        assert_eq!(err.code, ExitCode::Diverged);
+        let msg = err.to_string();
+        let at: usize = msg.split("diverged at step ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(at > 1, "this seed meets the poisoned image after a few good steps: {msg}");
+        let latest = checkpoint::latest(&dir).unwrap().unwrap();
+        assert!(msg.contains(&latest.display().to_string()), "{msg}");
+        let st = checkpoint::read_state(&latest).unwrap();
+        assert_eq!(st.step, at - 1);
+        assert!(st.curve.iter().all(|p| p.loss.is_finite()));
+        let g = {
+            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            spec_restorer()
+        }
+        .try_load_file(latest.join(checkpoint::MODEL))
+        .unwrap();
+        assert!(weights(&g).iter().all(|v| v.is_finite()), "saved weights are the good ones");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn spec_restorer() -> RestorerUNet {
+        nets().restorer.init(&Device::flex())
+    }
+
+    /// Ablation switches: without its loss, Noise-DA is exactly source-only training; with a
+    /// single condition D takes 6 channels and training runs.
+    #[test]
+    fn ablation_switches() {
+        let data = tiny_data(false);
+        let base = run_spec(3);
+        let off =
+            TrainSpec { noise_da: NoiseDaSpec { diffusion_loss: false, ..base.noise_da.clone() }, ..base.clone() };
+        let a = go(Method::NoiseDa, &off, &data, None, None).unwrap();
+        let b = go(Method::SourceOnly, &base, &data, None, None).unwrap();
+        let (wa, wb) = (weights(&a.restorer), weights(&b.restorer));
+        assert!(same(&wa, &wb), "differ by up to {}", max_diff(&wa, &wb));
+        assert!(a.params_d.is_none(), "no D is built without its loss");
+        let full = go(Method::NoiseDa, &base, &data, None, None).unwrap();
+        assert!(!same(&weights(&full.restorer), &wb), "the diffusion loss changes G");
+        for c in [Conditions::Synthetic, Conditions::Real] {
+            let one = TrainSpec { noise_da: NoiseDaSpec { conditions: c, ..base.noise_da.clone() }, ..base.clone() };
+            let t = go(Method::NoiseDa, &one, &data, None, None).unwrap();
+            assert!(t.curve.iter().all(|p| p.mse_pos.is_finite() && p.mse_neg.is_finite()), "{c:?}");
+            assert!(t.params_d.unwrap() < full.params_d.unwrap(), "{c:?}: 6 input channels instead of 9");
+            assert!(!same(&weights(&t.restorer), &weights(&full.restorer)), "{c:?}");
         }
     }
 }
