@@ -347,3 +347,92 @@ fn backend_selection() {
     assert!(text(&out.stderr).contains("--set backend=gpu"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIGTERM during training stops at a safe point with exit 130 and a checkpoint; running the
+/// same command again continues that run and ends with the same scores as an uninterrupted run.
+#[test]
+fn interrupted_run_continues_where_it_stopped() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let reports = tmpdir("resume");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let args = [
+        "pipelines/denoise.yaml",
+        "--profile",
+        "smoke",
+        "--set",
+        &dir_arg,
+        "--set",
+        "train.steps=200",
+        "--set",
+        "train.log_every=10",
+        "--set",
+        "train.checkpoint.every=50",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(args)
+        .current_dir(repo())
+        .env("CI", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("stage=train:noise_da:seed0") && line.contains("step=") {
+            break;
+        }
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("run the same command again to continue"), "{seen}");
+    let runs = run_dirs(&reports);
+    assert_eq!(runs.len(), 1);
+    assert!(!runs[0].join("provenance.json").exists(), "an interrupted run is not finished");
+    let ckpts = runs[0].join("checkpoints/noise_da-seed0");
+    assert!(std::fs::read_dir(&ckpts).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("step-")));
+
+    // The same command continues the run in place.
+    let out = run(&args);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("continuing the unfinished run"), "{stderr}");
+    assert!(stderr.contains("continuing from checkpoint"), "{stderr}");
+    assert_eq!(run_dirs(&reports).len(), 1);
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["resumed"], true);
+    let resumed_from = prov["training"][1]["resumed_from_step"].as_u64().unwrap();
+    assert!(resumed_from > 0 && resumed_from < 200, "{resumed_from}");
+
+    // --resume with nothing left to resume is a usage error; --fresh starts a new run, and an
+    // uninterrupted run scores exactly the same.
+    let mut with = args.to_vec();
+    with.push("--resume");
+    let out = run(&with);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no unfinished run"), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut fresh = args.to_vec();
+    fresh.push("--fresh");
+    let out = run(&fresh);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs = run_dirs(&reports);
+    assert_eq!(runs.len(), 2);
+    let scores = |dir: &Path| {
+        let t = frame_to_table(&read_parquet(&dir.join("per_image.parquet")).unwrap()).unwrap();
+        (strs(t.get("method")), floats(t.get("psnr")), floats(t.get("ssim")))
+    };
+    assert_eq!(scores(&runs[0]), scores(&runs[1]), "resumed and uninterrupted runs must score the same");
+    std::fs::remove_dir_all(&reports).unwrap();
+}
