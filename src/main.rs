@@ -247,8 +247,8 @@ fn main() -> ProcessExit {
             let (g, d) = run_pipeline::networks::param_counts(&n.restorer, &n.diffusion);
             println!("networks (at the {p}² training patch):");
             println!(
-                "  restorer   UNet {:?}: {:.3} M parameters, {:.3} GMACs",
-                n.restorer.widths,
+                "  restorer   {}: {:.3} M parameters, {:.3} GMACs",
+                n.restorer.describe(),
                 g as f64 / 1e6,
                 n.restorer.macs(p, p) as f64 / 1e9
             );

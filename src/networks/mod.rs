@@ -8,7 +8,7 @@ pub mod init;
 pub mod restorer;
 
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};
-pub use restorer::{RestorerConfig, RestorerUNet};
+pub use restorer::{Restorer, RestorerArch, RestorerConfig, RestorerUNet};
 
 /// Parameter counts of the restorer and the diffusion network as configured (built on the
 /// CPU device just to count; cheap next to training).
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn parameter_counts_match_the_paper() {
         let (g, d) = param_counts(
-            &RestorerConfig { widths: vec![64, 128, 256, 512] },
+            &RestorerConfig::unet(vec![64, 128, 256, 512]),
             &DiffusionConfig { base: 64, mults: vec![1, 2, 4, 8], res_blocks: 2, attn_heads: 16, dropout: 0.2 },
         );
         assert_eq!((g as f64 / 1e4).round() / 100.0, 8.56, "UNet-S has {g} parameters");
@@ -73,11 +73,34 @@ mod tests {
     /// gives 12.438 (the rest is the up-sampling and pooling a profiler adds).
     #[test]
     fn restorer_macs_match_the_paper() {
-        let g = RestorerConfig { widths: vec![64, 128, 256, 512] }.macs(128, 128) as f64 / 1e9;
+        let g = RestorerConfig::unet(vec![64, 128, 256, 512]).macs(128, 128) as f64 / 1e9;
         assert!((g - 12.48).abs() < 0.05, "UNet-S: {g} GMACs");
         // Doubling both sides quadruples the cost of a fully convolutional network.
-        let small = RestorerConfig { widths: vec![16, 32, 64] };
+        let small = RestorerConfig::unet(vec![16, 32, 64]);
         assert_eq!(small.macs(64, 64) * 4, small.macs(128, 128));
+        // UNet-T, the paper's ≈ 3.1 GMACs: half the widths, a quarter of the cost.
+        let t = RestorerConfig::unet(vec![32, 64, 128, 256]).macs(128, 128) as f64 / 1e9;
+        assert!((t - 3.1).abs() < 0.05, "UNet-T: {t} GMACs");
+    }
+
+    /// DnCNN-17 (width 64, colour): 15 conv+BN blocks between an input and an output conv; the
+    /// counts follow from the layer shapes (weights, biases, BN scale/shift, and BN's running
+    /// mean/variance, which burn stores, and counts, as parameters).
+    #[test]
+    fn dncnn_family() {
+        let cfg = RestorerConfig { arch: RestorerArch::Dncnn, ..Default::default() };
+        assert_eq!(cfg.check(), None);
+        let dev = Device::flex();
+        let g = cfg.init(&dev);
+        let want = (3 * 64 * 9 + 64) + 15 * (64 * 64 * 9 + 64 + 4 * 64) + (64 * 3 * 9 + 3);
+        assert_eq!(burn::module::Module::num_params(&g), want);
+        assert_eq!(cfg.macs(128, 128), (3 * 64 + 15 * 64 * 64 + 64 * 3) * 9 * 128 * 128u64);
+        assert_eq!(cfg.stride(), 1, "no down-sampling: any image size");
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 3 * 13 * 9], [2, 3, 13, 9]), &dev);
+        assert_eq!(g.restore(x).dims(), [2, 3, 13, 9]);
+        let bad = RestorerConfig { arch: RestorerArch::Dncnn, widths: vec![8], ..Default::default() };
+        assert!(bad.check().unwrap().contains("UNet setting"));
+        assert!(RestorerConfig::default().check().unwrap().contains("needs `widths`"));
     }
 
     /// Our differentiable up-sampling equals burn's `interpolate` forward (flex has both).
@@ -104,7 +127,7 @@ mod tests {
     #[test]
     fn networks_keep_the_image_shape() {
         let dev = Device::flex();
-        let g = RestorerConfig { widths: vec![4, 8, 16] }.init(&dev);
+        let g = RestorerConfig::unet(vec![4, 8, 16]).init(&dev);
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 3 * 16 * 24], [2, 3, 16, 24]), &dev);
         assert_eq!(g.restore(x).dims(), [2, 3, 16, 24]);
         let d = DiffusionConfig { base: 8, mults: vec![1, 2], res_blocks: 1, attn_heads: 2, dropout: 0.0 }.init(&dev);

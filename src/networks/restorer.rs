@@ -1,12 +1,16 @@
-//! The residual UNet restorer G: restored = x + G(x).
+//! The restorer G, always residual: restored = x + G(x) (the residual is what Noise-DA swaps).
 //!
-//! Plain 4-level UNet as in the Noise-DA release ("UNet-S" = widths 64/128/256/512,
-//! 8.56 M parameters): two 3×3 convs + LeakyReLU(0.2) per level, average-pool down,
-//! bilinear up + 3×3 conv, skip concatenation, no normalisation.
+//! Two families from the release's list, chosen with `networks.restorer.arch`:
+//! - `unet` (default): plain UNet ("UNet-S" = widths 64/128/256/512, 8.56 M parameters): two
+//!   3×3 convs + LeakyReLU(0.2) per level, average-pool down, bilinear up + 3×3 conv, skip
+//!   concatenation, no normalisation. UNet-T = 32/64/128/256 (3.11 GMACs at 128²).
+//! - `dncnn`: DnCNN (Zhang et al. 2017): conv+ReLU, `depth − 2` × (conv+BatchNorm+ReLU), conv;
+//!   depth 17, width 64 by default.
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::leaky_relu;
+use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
@@ -14,23 +18,87 @@ use serde::{Deserialize, Serialize};
 
 use super::init::conv;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestorerArch {
+    #[default]
+    Unet,
+    Dncnn,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestorerConfig {
-    /// Channel width per level, shallowest first (the paper's UNet-S: [64, 128, 256, 512]).
+    /// `unet` (default) or `dncnn`.
+    #[serde(default)]
+    pub arch: RestorerArch,
+    /// UNet: channel width per level, shallowest first (UNet-S: [64, 128, 256, 512]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub widths: Vec<usize>,
+    /// DnCNN: number of conv layers (default 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// DnCNN: feature channels (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
 }
 
 impl RestorerConfig {
-    /// Spatial size must be a multiple of this (one halving per level below the first).
+    pub fn unet(widths: Vec<usize>) -> Self {
+        RestorerConfig { widths, ..Default::default() }
+    }
+
+    fn dncnn_shape(&self) -> (usize, usize) {
+        (self.depth.unwrap_or(17), self.width.unwrap_or(64))
+    }
+
+    /// What is wrong with the settings for the chosen family, if anything.
+    pub fn check(&self) -> Option<String> {
+        match self.arch {
+            RestorerArch::Unet if self.widths.is_empty() || self.widths.contains(&0) => {
+                Some("the unet needs `widths`: at least one level, all > 0".into())
+            }
+            RestorerArch::Unet if self.depth.is_some() || self.width.is_some() => {
+                Some("`depth` and `width` are DnCNN settings; the unet takes `widths`".into())
+            }
+            RestorerArch::Dncnn if !self.widths.is_empty() => {
+                Some("`widths` is a UNet setting; DnCNN takes `depth` and `width`".into())
+            }
+            RestorerArch::Dncnn if self.dncnn_shape().0 < 2 || self.dncnn_shape().1 == 0 => {
+                Some("DnCNN needs depth >= 2 and width > 0".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// One line for plans: family and size.
+    pub fn describe(&self) -> String {
+        match self.arch {
+            RestorerArch::Unet => format!("UNet {:?}", self.widths),
+            RestorerArch::Dncnn => {
+                let (d, w) = self.dncnn_shape();
+                format!("DnCNN depth {d}, width {w}")
+            }
+        }
+    }
+
+    /// Spatial size must be a multiple of this (one halving per UNet level below the first).
     pub fn stride(&self) -> usize {
-        1 << (self.widths.len().saturating_sub(1))
+        match self.arch {
+            RestorerArch::Unet => 1 << (self.widths.len().saturating_sub(1)),
+            RestorerArch::Dncnn => 1,
+        }
     }
 
     /// Multiply-accumulates of one forward pass on an `h × w` image (convolutions; the
-    /// pooling and interpolation are not counted, as profilers of the paper's table do not).
+    /// pooling, normalisation and interpolation are not counted, as profilers of the paper's
+    /// table do not).
     pub fn macs(&self, h: usize, w: usize) -> u64 {
         let conv = |cin: usize, cout: usize, hw: usize| (cin * cout * 9 * hw) as u64;
+        if self.arch == RestorerArch::Dncnn {
+            let (d, c) = self.dncnn_shape();
+            return conv(3, c, h * w) + (d as u64 - 2) * conv(c, c, h * w) + conv(c, 3, h * w);
+        }
         let w_ = &self.widths;
         let mut total = 0;
         let mut c_in = 3;
@@ -46,7 +114,23 @@ impl RestorerConfig {
         total + conv(w_[0], 3, h * w)
     }
 
-    pub fn init(&self, device: &Device) -> RestorerUNet {
+    pub fn init(&self, device: &Device) -> Restorer {
+        match self.arch {
+            RestorerArch::Unet => Restorer::Unet(self.init_unet(device)),
+            RestorerArch::Dncnn => {
+                let (d, c) = self.dncnn_shape();
+                Restorer::Dncnn(DnCnn {
+                    first: conv(3, c, 3, device),
+                    mid: (0..d - 2)
+                        .map(|_| ConvBn { conv: conv(c, c, 3, device), bn: BatchNormConfig::new(c).init(device) })
+                        .collect(),
+                    last: conv(c, 3, 3, device),
+                })
+            }
+        }
+    }
+
+    fn init_unet(&self, device: &Device) -> RestorerUNet {
         assert!(!self.widths.is_empty(), "restorer needs at least one level");
         let w = &self.widths;
         let mut enc = Vec::new();
@@ -109,6 +193,47 @@ impl RestorerUNet {
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }
         self.out.forward(h)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+/// DnCNN: a plain stack of 3×3 convolutions predicting the residual.
+#[derive(Module, Debug)]
+pub struct DnCnn {
+    first: Conv2d,
+    mid: Vec<ConvBn>,
+    last: Conv2d,
+}
+
+impl DnCnn {
+    fn residual(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = relu(self.first.forward(x));
+        for l in &self.mid {
+            h = relu(l.bn.forward(l.conv.forward(h)));
+        }
+        self.last.forward(h)
+    }
+}
+
+/// G of any family.
+#[derive(Module, Debug)]
+pub enum Restorer {
+    Unet(RestorerUNet),
+    Dncnn(DnCnn),
+}
+
+impl Restorer {
+    /// The residual R = G(x); callers add it to x.
+    pub fn residual(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Restorer::Unet(n) => n.residual(x),
+            Restorer::Dncnn(n) => n.residual(x),
+        }
     }
 
     /// Restored image x + G(x).

@@ -154,8 +154,8 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     if s.seeds.train.is_empty() {
         return Err(fail("seeds.train", "list at least one training seed".into()));
     }
-    if s.networks.restorer.widths.is_empty() || s.networks.restorer.widths.contains(&0) {
-        return Err(fail("networks.restorer.widths", "needs at least one level, all widths > 0".into()));
+    if let Some(msg) = s.networks.restorer.check() {
+        return Err(fail("networks.restorer", msg));
     }
     let d = &s.networks.diffusion;
     if d.base == 0 || d.mults.is_empty() || d.mults.contains(&0) || d.res_blocks == 0 {

@@ -446,7 +446,7 @@ fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> {
 }
 
 /// Save restorer weights atomically (burnpack format).
-fn save_checkpoint(g: &crate::networks::RestorerUNet, path: &Path) -> Result<()> {
+fn save_checkpoint(g: &crate::networks::Restorer, path: &Path) -> Result<()> {
     let tmp = crate::util::temp_path(path);
     g.clone()
         .save_file(&tmp)

@@ -73,9 +73,9 @@ mod tests {
     fn ema_blends_weights_in_order() {
         let dev = Device::flex();
         dev.seed(1);
-        let a = RestorerConfig { widths: vec![4, 8] }.init(&dev);
+        let a = RestorerConfig::unet(vec![4, 8]).init(&dev);
         dev.seed(2);
-        let b = RestorerConfig { widths: vec![4, 8] }.init(&dev);
+        let b = RestorerConfig::unet(vec![4, 8]).init(&dev);
         let (va, vb) = (values(&a), values(&b));
         assert_ne!(va, vb);
         // decay 0.5, one update: the mean of the two weight sets.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::datasets::{PairedItem, PairedSet, TargetTrainSet};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
-use crate::networks::{DiffusionUNet, NoiseSchedule, RestorerUNet};
+use crate::networks::{DiffusionUNet, NoiseSchedule, Restorer};
 use crate::pipeline::spec::{Conditions, Method, NetworksSpec, Task, TrainSpec};
 use crate::protocols::ProtocolKind;
 use crate::rng::Rng;
@@ -32,7 +32,7 @@ use losses::{alpha_ramp, charbonnier, hinge, slot_swap};
 /// G and D as one module, so one optimiser updates both (the paper's joint training).
 #[derive(Module, Debug)]
 pub struct NoiseDaModel {
-    pub g: RestorerUNet,
+    pub g: Restorer,
     pub d: DiffusionUNet,
 }
 
@@ -73,9 +73,9 @@ pub struct StepInfo<'a> {
 }
 
 pub struct Trained {
-    pub restorer: RestorerUNet,
+    pub restorer: Restorer,
     /// The moving average of the restorer's weights, when `train.ema` is set.
-    pub restorer_ema: Option<RestorerUNet>,
+    pub restorer_ema: Option<Restorer>,
     pub curve: Vec<CurvePoint>,
     pub steps_done: usize,
     /// Step this session started from (0 unless continued from a checkpoint).
@@ -123,12 +123,12 @@ fn scalar(t: Tensor<1>) -> f64 {
 
 /// The trained module(s) between steps.
 enum Held {
-    G(RestorerUNet),
+    G(Restorer),
     Joint(NoiseDaModel),
 }
 
 impl Held {
-    fn g(&self) -> &RestorerUNet {
+    fn g(&self) -> &Restorer {
         match self {
             Held::G(g) => g,
             Held::Joint(m) => &m.g,
@@ -155,7 +155,7 @@ impl Held {
 }
 
 /// Mean PSNR of each validation set restored by `g` (inference weights, no randomness).
-fn validate(g: &RestorerUNet, sets: &[ValidationSet], stride: usize, device: &Device) -> Vec<f64> {
+fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device) -> Vec<f64> {
     let g = g.clone().valid();
     sets.iter()
         .map(|set| {
@@ -533,7 +533,7 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
 
 /// Restore a whole image of any size: pad (edge replicate) to a multiple of the network's
 /// stride, run x + G(x), crop back.
-pub fn restore_image(g: &RestorerUNet, img: &Image, stride: usize, device: &Device) -> Image {
+pub fn restore_image(g: &Restorer, img: &Image, stride: usize, device: &Device) -> Image {
     let pw = img.width.div_ceil(stride) * stride;
     let ph = img.height.div_ceil(stride) * stride;
     let padded = if (pw, ph) == (img.width, img.height) {
@@ -598,7 +598,7 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(3);
         let model = NoiseDaModel {
-            g: RestorerConfig { widths: vec![4, 8] }.init(&device),
+            g: RestorerConfig::unet(vec![4, 8]).init(&device),
             d: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.0 }.init(&device),
         };
         let schedule = NoiseSchedule::paper();
@@ -683,7 +683,7 @@ mod tests {
 
     fn nets() -> NetworksSpec {
         NetworksSpec {
-            restorer: RestorerConfig { widths: vec![4, 8] },
+            restorer: RestorerConfig::unet(vec![4, 8]),
             // Dropout on: resuming must also replay the random dropout masks.
             diffusion: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.2 },
         }
@@ -832,7 +832,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn spec_restorer() -> RestorerUNet {
+    fn spec_restorer() -> Restorer {
         nets().restorer.init(&Device::flex())
     }
 
