@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench train_step                       # demo profile, 20 steps each
 //!   cargo bench --bench train_step -- smoke 50           # profile, steps
+//!   BENCH_BACKENDS=flex,tch cargo bench --features tch --bench train_step   # back-ends to compare
 //!
 //! Prints numbers; asserts nothing (speed targets live here, not in tests).
 
@@ -43,20 +44,30 @@ fn main() {
         .expect("target");
     let stop = AtomicBool::new(false);
     println!(
-        "profile {profile}: batch {} (+{} target for noise_da), {}² crops, restorer {:?}, diffusion base {} mults {:?}; {} rayon threads",
+        "profile {profile}: batch {} (+{} target for noise_da), {}² crops, restorer {}, diffusion base {} mults {:?}; {} rayon threads",
         spec.train.batch,
         spec.train.batch,
         spec.train.patch,
-        spec.networks.restorer.widths,
+        spec.networks.restorer.describe(),
         spec.networks.diffusion.base,
         spec.networks.diffusion.mults,
         rayon::current_num_threads()
     );
-    #[allow(unused_mut)]
-    let mut backends = vec![("flex", Device::flex())];
+    // Back-ends to compare: BENCH_BACKENDS=flex,wgpu,cuda,tch (those this build has), plus
+    // ndarray with `--features ndarray`.
+    let wanted = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "flex".into());
+    let mut backends: Vec<(String, Device)> = Vec::new();
+    for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let b: run_pipeline::backend::Backend =
+            serde_json::from_value(serde_json::json!(name)).unwrap_or_else(|_| panic!("unknown back-end {name}"));
+        match run_pipeline::backend::device(b) {
+            Ok((d, desc)) => backends.push((desc, d)),
+            Err(e) => println!("{name}: skipped: {e}"),
+        }
+    }
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    backends.push(("ndarray", Device::ndarray()));
+    backends.push(("ndarray".into(), Device::ndarray()));
     let mut restorer = None;
     for (backend, device) in &backends {
         for method in [Method::SourceOnly, Method::NoiseDa] {
@@ -69,6 +80,10 @@ fn main() {
                 seed: 0,
                 device: device.clone(),
                 stop: &stop,
+                checkpoints: None,
+                fingerprint: String::new(),
+                validation: &[],
+                validate_every: 0,
             };
             // ndarray panics on operations it lacks (e.g. bilinear-interpolation backward).
             let t = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -78,20 +93,20 @@ fn main() {
                 Err(e) => {
                     let msg =
                         e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-                    println!("{backend:<8} {:<12} unsupported: {}", method.name(), msg.unwrap_or_default());
+                    println!("{backend:<24} {:<12} unsupported: {}", method.name(), msg.unwrap_or_default());
                     continue;
                 }
             };
             println!(
-                "{backend:<8} {:<12} {:>7.2} steps/s  {:>8.1} ms/step  (params G {} D {})",
+                "{backend:<24} {:<12} {:>7.2} steps/s  {:>8.1} ms/step  (params G {} D {})",
                 method.name(),
                 t.steps_per_s,
                 1000.0 / t.steps_per_s,
                 t.params_g,
                 t.params_d.unwrap_or(0)
             );
-            if *backend == "flex" {
-                restorer = Some(t.restorer);
+            if restorer.is_none() {
+                restorer = Some((t.restorer, backend.clone(), device.clone()));
             }
         }
     }
@@ -111,19 +126,19 @@ fn main() {
             let _ = d.forward(x.clone(), &gam).mean().backward();
         }
         println!(
-            "{backend:<8} diffusion fwd+bwd {n}×9×{p}²  {:>8.1} ms",
+            "{backend:<24} diffusion fwd+bwd {n}×9×{p}²  {:>8.1} ms",
             t0.elapsed().as_secs_f64() * 1000.0 / reps as f64
         );
     }
-    let g = restorer.expect("trained");
+    let (g, backend, device) = restorer.expect("trained");
     let test =
         loader.test_pairs("camera-sim-sidd", Take { count: 4, size: 128 }, Default::default()).expect("test set");
     let t0 = Instant::now();
     for item in &test.items {
-        training::restore_image(&g, &item.degraded, spec.networks.restorer.stride(), &Device::flex());
+        training::restore_image(&g, &item.degraded, spec.networks.restorer.stride(), &device);
     }
     println!(
-        "flex restore 128² image     {:>8.1} ms/image",
+        "{backend:<24} restore 128² image {:>8.1} ms/image",
         t0.elapsed().as_secs_f64() * 1000.0 / test.items.len() as f64
     );
 }

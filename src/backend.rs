@@ -16,6 +16,10 @@ pub enum Backend {
     Flex,
     /// burn's wgpu back-end (Vulkan / Metal / DX12); needs `--features wgpu`.
     Wgpu,
+    /// burn-cuda (NVIDIA, CubeCL), GPU 0; needs `--features cuda`.
+    Cuda,
+    /// burn-tch over LibTorch: CUDA GPU 0 if LibTorch sees one, else its CPU; needs `--features tch`.
+    Tch,
     /// A discrete or integrated GPU through wgpu when this build has it and one answers,
     /// otherwise flex.
     Auto,
@@ -35,7 +39,26 @@ pub fn device(backend: Backend) -> Result<(Device, String)> {
                         .to_string()
                 })
             }),
+        Backend::Cuda => cuda_device().ok_or_else(|| {
+            Failure::config(if cfg!(feature = "cuda") {
+                "backend cuda: no usable CUDA device (driver and GPU visible?)".to_string()
+            } else {
+                "backend cuda: this binary was built without it; rebuild with `cargo build --release --features cuda`"
+                    .to_string()
+            })
+        }),
+        Backend::Tch => tch_device().ok_or_else(|| {
+            Failure::config(
+                "backend tch: this binary was built without it; rebuild with `cargo build --release --features tch` \
+                 (see README: PyTorch 2.9.0, LIBTORCH_USE_PYTORCH=1)",
+            )
+        }),
         Backend::Auto => {
+            if cfg!(feature = "cuda")
+                && let Ok(found) = device(Backend::Cuda)
+            {
+                return Ok(found);
+            }
             for (kind, name) in [
                 (burn::tensor::DeviceKind::DiscreteGpu(0), "wgpu (discrete GPU 0)"),
                 (burn::tensor::DeviceKind::IntegratedGpu(0), "wgpu (integrated GPU 0)"),
@@ -68,6 +91,45 @@ fn wgpu_device(_kind: burn::tensor::DeviceKind) -> Option<Device> {
     None
 }
 
+/// CUDA GPU 0, if this build has burn-cuda and it answers a tiny computation.
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Option<(Device, String)> {
+    std::panic::catch_unwind(|| {
+        let d = Device::cuda(0);
+        let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
+        (v == 4.0).then(|| (d, "cuda (GPU 0)".to_string()))
+    })
+    .ok()
+    .flatten()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Option<(Device, String)> {
+    None
+}
+
+/// LibTorch's CUDA GPU 0 when it answers, else LibTorch's CPU.
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn tch_device() -> Option<(Device, String)> {
+    let gpu = std::panic::catch_unwind(|| {
+        let d = Device::libtorch_cuda(0);
+        let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
+        (v == 4.0).then_some(d)
+    })
+    .ok()
+    .flatten();
+    Some(match gpu {
+        Some(d) => (d, "tch (LibTorch CUDA GPU 0)".to_string()),
+        None => (Device::libtorch(), "tch (LibTorch CPU)".to_string()),
+    })
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch_device() -> Option<(Device, String)> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +142,12 @@ mod tests {
             assert!(device(Backend::Auto).unwrap().1.starts_with("flex"));
             let err = device(Backend::Wgpu).unwrap_err().to_string();
             assert!(err.contains("--features wgpu"), "{err}");
+        }
+        if !cfg!(feature = "cuda") {
+            assert!(device(Backend::Cuda).unwrap_err().to_string().contains("--features cuda"));
+        }
+        if !cfg!(feature = "tch") {
+            assert!(device(Backend::Tch).unwrap_err().to_string().contains("--features tch"));
         }
     }
 }

@@ -43,7 +43,7 @@ struct PipelineArgs {
     /// Dataset registry (default: ./datasets.toml, else the one beside the pipelines/ folder).
     #[arg(long)]
     registry: Option<PathBuf>,
-    /// Compute back-end (flex, wgpu, auto); the same as --set backend=...
+    /// Compute back-end (flex, wgpu, cuda, tch, auto); the same as --set backend=...
     #[arg(long)]
     backend: Option<String>,
     /// Continue the unfinished run of this pipeline and configuration (fail if there is none).

@@ -281,7 +281,7 @@ impl DiffusionUNet {
     /// Predict ε from `x` = [ỹ, cond_A, cond_B] (9 channels) and per-sample γ (`[B]`).
     pub fn forward(&self, x: Tensor<4>, gamma: &[f32]) -> Tensor<4> {
         let device = x.device();
-        let emb = gamma_embedding(gamma, self.base, &device);
+        let emb = super::like(gamma_embedding(gamma, self.base, &device), x.dtype());
         let emb = self.emb2.forward(silu(self.emb1.forward(emb)));
 
         let mut h = self.input.forward(x);

@@ -10,6 +10,12 @@ pub mod restorer;
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};
 pub use restorer::{Restorer, RestorerArch, RestorerConfig, RestorerUNet};
 
+/// `t` in `dtype` (a no-op when it already is): tensors built from host data are f32, and
+/// must follow the network's precision under mixed-precision training.
+pub fn like<const D: usize>(t: burn::tensor::Tensor<D>, dtype: burn::tensor::DType) -> burn::tensor::Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
+
 /// Parameter counts of the restorer and the diffusion network as configured (built on the
 /// CPU device just to count; cheap next to training).
 pub fn param_counts(restorer: &RestorerConfig, diffusion: &DiffusionConfig) -> (usize, usize) {

@@ -199,6 +199,12 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
                 return Err(fail(k, format!("images of {size}² cannot give {}² training crops ({at}.patch)", t.patch)));
             }
         }
+        if t.precision != spec::Precision::F32 && s.networks.restorer.arch == crate::networks::RestorerArch::Dncnn {
+            return Err(fail(
+                &key("precision"),
+                "mixed precision is not available for DnCNN (its BatchNorm running statistics stay f32)".into(),
+            ));
+        }
         let nd = &t.noise_da;
         if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
             return Err(fail(&key("noise_da.t_range"), format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));

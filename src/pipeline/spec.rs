@@ -33,7 +33,7 @@ pub struct PipelineSpec {
     /// Held-out sets scored during training: curves over time and the best checkpoint.
     #[serde(default)]
     pub validation: Option<ValidationSpec>,
-    /// Compute back-end: `flex` (CPU, default), `wgpu` or `auto`.
+    /// Compute back-end: `flex` (CPU, default), `wgpu`, `cuda`, `tch` or `auto`.
     #[serde(default)]
     pub backend: Backend,
 }
@@ -203,10 +203,43 @@ pub struct TrainSpec {
     /// raw weights (the release: 0.9999; `null` turns it off). Scores use the raw weights.
     #[serde(default = "default_ema")]
     pub ema: Option<f64>,
+    /// Arithmetic precision of the training step: `f32` (default, the release), or mixed
+    /// `bf16` / `f16` (weights, optimiser and EMA stay f32; see [`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
     /// When to write the full training state (see [`CheckpointSpec`]).
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
     pub noise_da: NoiseDaSpec,
+}
+
+/// Mixed precision: each step runs forward and backward on a low-precision copy of the
+/// networks (a differentiable cast of the f32 weights, so gradients land on the f32 weights),
+/// with the loss and optimiser in f32. `f16` multiplies the loss by a fixed scale of 1024 so
+/// small gradients do not underflow; Adam's update is invariant to that scale (up to ε).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The compute dtype of a mixed-precision step (`None`: plain f32).
+    pub fn compute_dtype(self) -> Option<burn::tensor::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::DType::BF16),
+            Precision::F16 => Some(burn::tensor::DType::F16),
+        }
+    }
+
+    /// Static loss scale of the backward pass.
+    pub fn loss_scale(self) -> f64 {
+        if self == Precision::F16 { 1024.0 } else { 1.0 }
+    }
 }
 
 /// Checkpoints hold both networks, the optimiser state, the EMA, the step (data order and every

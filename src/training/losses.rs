@@ -14,7 +14,8 @@ pub fn charbonnier(pred: Tensor<4>, target: Tensor<4>, eps: f64) -> Tensor<1> {
 pub fn slot_swap(a: Tensor<4>, b: Tensor<4>, swap: &[bool]) -> (Tensor<4>, Tensor<4>) {
     let device = a.device();
     let m: Vec<f32> = swap.iter().map(|&s| if s { 1.0 } else { 0.0 }).collect();
-    let m = Tensor::<4>::from_data(TensorData::new(m, [swap.len(), 1, 1, 1]), &device);
+    let m =
+        crate::networks::like(Tensor::<4>::from_data(TensorData::new(m, [swap.len(), 1, 1, 1]), &device), a.dtype());
     let keep = m.clone().neg() + 1.0;
     let first = a.clone() * keep.clone() + b.clone() * m.clone();
     let second = b * keep + a * m;

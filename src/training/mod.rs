@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::datasets::{PairedItem, PairedSet, TargetTrainSet};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
-use crate::networks::{DiffusionUNet, NoiseSchedule, Restorer};
+use crate::networks::{DiffusionUNet, NoiseSchedule, Restorer, like};
 use crate::pipeline::spec::{Conditions, Method, NetworksSpec, Task, TrainSpec};
 use crate::protocols::ProtocolKind;
 use crate::rng::Rng;
@@ -118,7 +118,25 @@ pub struct TrainInputs<'a> {
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().try_to_vec::<f32>().expect("f32")[0] as f64
+    crate::networks::like(t, DType::F32).into_data().try_to_vec::<f32>().expect("f32")[0] as f64
+}
+
+/// A differentiable low-precision view of a module: every float parameter cast to `dtype`
+/// (same parameter ids; gradients flow back through the casts to the f32 weights).
+struct CastParams(DType);
+
+impl burn::module::ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+fn lowered<M: Module>(m: &M, dtype: Option<DType>) -> M {
+    match dtype {
+        Some(d) => m.clone().map(&mut CastParams(d)),
+        None => m.clone(),
+    }
 }
 
 /// The trained module(s) between steps.
@@ -287,8 +305,14 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
         let target = if matches!(held, Held::Joint(_)) { inp.target } else { None };
         let b = sample_batch(inp.source, target, spec.batch, spec.patch, data_seed, step as u64);
-        let x_s = to_tensor(&b.source_degraded, &device);
-        let y_s = to_tensor(&b.source_clean, &device);
+        let low = spec.precision.compute_dtype();
+        let input = |imgs: &[Image]| {
+            let t = to_tensor(imgs, &device);
+            low.map_or(t.clone(), |d| t.cast(d))
+        };
+        let x_s = input(&b.source_degraded);
+        let y_s = input(&b.source_clean);
+        let scale = spec.precision.loss_scale();
         let mut point = CurvePoint {
             step: step + 1,
             mse_pos: f64::NAN,
@@ -300,18 +324,19 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
 
         held = match held {
             Held::G(g) => {
-                let loss = charbonnier(g.restore(x_s), y_s, spec.charbonnier_eps);
+                let loss = charbonnier(lowered(&g, low).restore(x_s), y_s, spec.charbonnier_eps);
+                let loss = crate::networks::like(loss, DType::F32);
                 point.charbonnier = scalar(loss.clone());
                 point.loss = point.charbonnier;
-                let grads = GradientsParams::from_grads(loss.backward(), &g);
+                let grads = GradientsParams::from_grads((loss * scale).backward(), &g);
                 Held::G(optim.step(spec.lr, g, grads))
             }
             Held::Joint(model) => {
                 let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
-                let x_r = to_tensor(&b.target, &device);
+                let x_r = input(&b.target);
                 let alpha = alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w);
                 let l = noise_da_losses(
-                    &model,
+                    &lowered(&model, low),
                     x_s,
                     y_s,
                     x_r,
@@ -326,9 +351,9 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
                     point.hinge = scalar(l_con);
                     point.hinge_active = if point.hinge > 0.0 { 1.0 } else { 0.0 };
                 }
-                let loss = l.total;
+                let loss = crate::networks::like(l.total, DType::F32);
                 point.loss = scalar(loss.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grads = GradientsParams::from_grads((loss * scale).backward(), &model);
                 Held::Joint(optim.step(spec.lr, model, grads))
             }
         };
@@ -467,11 +492,15 @@ pub fn noise_da_losses(
     let gammas: Vec<f32> =
         (0..n).map(|_| cfg.schedule.sample_gamma(rng, nd.t_range[0], nd.t_range[1]).1 as f32).collect();
     let eps_v: Vec<f32> = (0..n * 3 * h * w).map(|_| rng.normal() as f32).collect();
-    let eps = Tensor::<4>::from_data(TensorData::new(eps_v, [n, 3, h, w]), &device);
+    let dtype = x_s.dtype();
+    let eps = like(Tensor::<4>::from_data(TensorData::new(eps_v, [n, 3, h, w]), &device), dtype);
     let per_sample = |f: &dyn Fn(f32) -> f32| {
-        Tensor::<4>::from_data(
-            TensorData::new(gammas.iter().map(|&g| f(g)).collect::<Vec<f32>>(), [n, 1, 1, 1]),
-            &device,
+        like(
+            Tensor::<4>::from_data(
+                TensorData::new(gammas.iter().map(|&g| f(g)).collect::<Vec<f32>>(), [n, 1, 1, 1]),
+                &device,
+            ),
+            dtype,
         )
     };
     let y_noisy = to_d(y_s) * per_sample(&|g| g.sqrt()) + eps.clone() * per_sample(&|g| (1.0 - g).sqrt());
@@ -570,6 +599,7 @@ mod tests {
             log_every: 1,
             ema: None,
             checkpoint: Default::default(),
+            precision: Default::default(),
             noise_da: NoiseDaSpec {
                 w: 0.2,
                 ramp_steps: 0,
@@ -857,6 +887,29 @@ mod tests {
             assert!(t.curve.iter().all(|p| p.mse_pos.is_finite() && p.mse_neg.is_finite()), "{c:?}");
             assert!(t.params_d.unwrap() < full.params_d.unwrap(), "{c:?}: 6 input channels instead of 9");
             assert!(!same(&weights(&t.restorer), &weights(&full.restorer)), "{c:?}");
+        }
+    }
+
+    /// bf16 and f16 steps train (loss falls, everything finite) and follow f32 closely without
+    /// equalling it; the f32 weights receive the gradients through the casts.
+    #[test]
+    fn mixed_precision_trains() {
+        use crate::pipeline::spec::Precision;
+        let data = tiny_data(false);
+        let base = TrainSpec { lr: 3e-3, ..run_spec(30) };
+        let f32_run = go(Method::NoiseDa, &base, &data, None, None).unwrap();
+        let w32 = weights(&f32_run.restorer);
+        for p in [Precision::Bf16, Precision::F16] {
+            let t = go(Method::NoiseDa, &TrainSpec { precision: p, ..base.clone() }, &data, None, None).unwrap();
+            let c: Vec<f64> = t.curve.iter().map(|p| p.charbonnier).collect();
+            assert!(c.iter().all(|v| v.is_finite()) && t.curve.iter().all(|p| p.mse_pos.is_finite()), "{p:?}");
+            let (head, tail) = (c[..5].iter().sum::<f64>(), c[c.len() - 5..].iter().sum::<f64>());
+            assert!(tail < 0.8 * head, "{p:?}: Charbonnier {head} → {tail} over 30 steps");
+            let w = weights(&t.restorer);
+            assert!(w.iter().all(|v| v.is_finite()));
+            assert!(!same(&w, &w32), "{p:?} must actually compute in lower precision");
+            let f32_tail: f64 = f32_run.curve[25..].iter().map(|p| p.charbonnier).sum();
+            assert!((tail - f32_tail).abs() < 0.25 * f32_tail, "{p:?}: {tail} vs f32 {f32_tail}");
         }
     }
 }
