@@ -84,6 +84,7 @@ fn main() {
                 fingerprint: String::new(),
                 validation: &[],
                 validate_every: 0,
+                data_parallel: vec![],
             };
             // ndarray panics on operations it lacks (e.g. bilinear-interpolation backward).
             let t = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

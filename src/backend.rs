@@ -27,49 +27,86 @@ pub enum Backend {
 
 /// The device for `backend`, and a description for logs and provenance.
 pub fn device(backend: Backend) -> Result<(Device, String)> {
+    let (mut devices, name) = devices(backend, 1)?;
+    Ok((devices.remove(0), name))
+}
+
+/// `n` devices of one back-end for data-parallel training (index 0 first), and a description.
+/// flex has a single CPU device: asking it for more gives replicas on that one device, which
+/// computes the shards one after another (the code path, without a speed-up).
+pub fn devices(backend: Backend, n: usize) -> Result<(Vec<Device>, String)> {
+    let n = n.max(1);
+    let many = |name: &str| if n > 1 { format!("{name} ×{n}") } else { name.to_string() };
     match backend {
-        Backend::Flex => Ok((Device::flex(), "flex (CPU)".into())),
-        Backend::Wgpu => wgpu_device(burn::tensor::DeviceKind::DefaultDevice)
-            .map(|d| (d, "wgpu (default adapter)".into()))
-            .ok_or_else(|| {
-                Failure::config(if cfg!(feature = "wgpu") {
-                    "backend wgpu: no usable wgpu adapter (is a Vulkan driver installed?)".to_string()
-                } else {
-                    "backend wgpu: this binary was built without it; rebuild with `cargo build --release --features wgpu`"
-                        .to_string()
-                })
-            }),
-        Backend::Cuda => cuda_device().ok_or_else(|| {
-            Failure::config(if cfg!(feature = "cuda") {
-                "backend cuda: no usable CUDA device (driver and GPU visible?)".to_string()
-            } else {
-                "backend cuda: this binary was built without it; rebuild with `cargo build --release --features cuda`"
-                    .to_string()
-            })
-        }),
-        Backend::Tch => tch_device().ok_or_else(|| {
-            Failure::config(
-                "backend tch: this binary was built without it; rebuild with `cargo build --release --features tch` \
-                 (see README: PyTorch 2.9.0, LIBTORCH_USE_PYTORCH=1)",
-            )
-        }),
+        Backend::Flex => Ok((vec![Device::flex(); n], many("flex (CPU)"))),
+        Backend::Wgpu => {
+            if n == 1 {
+                let d = wgpu_device(burn::tensor::DeviceKind::DefaultDevice).ok_or_else(wgpu_missing)?;
+                return Ok((vec![d], "wgpu (default adapter)".into()));
+            }
+            let d = (0..n)
+                .map(|i| wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(i)).ok_or_else(wgpu_missing))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((d, format!("wgpu (discrete GPUs 0..{n})")))
+        }
+        Backend::Cuda => {
+            let d = (0..n).map(|i| cuda_device(i).ok_or_else(cuda_missing)).collect::<Result<Vec<_>>>()?;
+            Ok((d, many("cuda (GPU 0)")))
+        }
+        Backend::Tch => {
+            let d = (0..n).map(|i| tch_device(i).ok_or_else(tch_missing)).collect::<Result<Vec<_>>>()?;
+            let name = if tch_has_cuda() { "tch (LibTorch CUDA GPU 0)" } else { "tch (LibTorch CPU)" };
+            Ok((d, many(name)))
+        }
         Backend::Auto => {
-            if cfg!(feature = "cuda")
-                && let Ok(found) = device(Backend::Cuda)
-            {
-                return Ok(found);
+            if cfg!(feature = "cuda") && cuda_device(0).is_some() {
+                return devices(Backend::Cuda, n);
             }
-            for (kind, name) in [
-                (burn::tensor::DeviceKind::DiscreteGpu(0), "wgpu (discrete GPU 0)"),
-                (burn::tensor::DeviceKind::IntegratedGpu(0), "wgpu (integrated GPU 0)"),
-            ] {
-                if let Some(d) = wgpu_device(kind) {
-                    return Ok((d, name.into()));
+            if wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(0)).is_some() {
+                if n == 1 {
+                    return Ok((
+                        vec![wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(0)).expect("probed")],
+                        "wgpu (discrete GPU 0)".into(),
+                    ));
                 }
+                return devices(Backend::Wgpu, n);
             }
-            Ok((Device::flex(), "flex (CPU; no GPU found)".into()))
+            if n == 1
+                && let Some(d) = wgpu_device(burn::tensor::DeviceKind::IntegratedGpu(0))
+            {
+                return Ok((vec![d], "wgpu (integrated GPU 0)".into()));
+            }
+            Ok((vec![Device::flex(); n], many("flex (CPU; no GPU found)")))
         }
     }
+}
+
+fn wgpu_missing() -> Failure {
+    Failure::config(if cfg!(feature = "wgpu") {
+        "backend wgpu: no usable wgpu adapter (is a Vulkan driver installed?)".to_string()
+    } else {
+        "backend wgpu: this binary was built without it; rebuild with `cargo build --release --features wgpu`"
+            .to_string()
+    })
+}
+
+fn cuda_missing() -> Failure {
+    Failure::config(if cfg!(feature = "cuda") {
+        "backend cuda: no usable CUDA device (driver and GPU visible?)".to_string()
+    } else {
+        "backend cuda: this binary was built without it; rebuild with `cargo build --release --features cuda`"
+            .to_string()
+    })
+}
+
+fn tch_missing() -> Failure {
+    Failure::config(if cfg!(feature = "tch") {
+        "backend tch: LibTorch has no such CUDA device".to_string()
+    } else {
+        "backend tch: this binary was built without it; rebuild with `cargo build --release --features tch` \
+         (see README: PyTorch 2.9.0, LIBTORCH_USE_PYTORCH=1)"
+            .to_string()
+    })
 }
 
 /// A wgpu device of `kind` that answers a tiny computation, if this build has wgpu.
@@ -91,43 +128,61 @@ fn wgpu_device(_kind: burn::tensor::DeviceKind) -> Option<Device> {
     None
 }
 
-/// CUDA GPU 0, if this build has burn-cuda and it answers a tiny computation.
+/// CUDA GPU `i`, if this build has burn-cuda and it answers a tiny computation.
 #[cfg(feature = "cuda")]
-fn cuda_device() -> Option<(Device, String)> {
+fn cuda_device(i: usize) -> Option<Device> {
     std::panic::catch_unwind(|| {
-        let d = Device::cuda(0);
+        let d = Device::cuda(i);
         let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
-        (v == 4.0).then(|| (d, "cuda (GPU 0)".to_string()))
+        (v == 4.0).then_some(d)
     })
     .ok()
     .flatten()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Option<(Device, String)> {
+fn cuda_device(_i: usize) -> Option<Device> {
     None
 }
 
-/// LibTorch's CUDA GPU 0 when it answers, else LibTorch's CPU.
+/// LibTorch's CUDA GPU `i` when LibTorch sees CUDA GPUs; its CPU for `i == 0` otherwise.
 #[cfg(feature = "tch")]
 #[allow(deprecated)]
-fn tch_device() -> Option<(Device, String)> {
-    let gpu = std::panic::catch_unwind(|| {
-        let d = Device::libtorch_cuda(0);
-        let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
-        (v == 4.0).then_some(d)
-    })
-    .ok()
-    .flatten();
-    Some(match gpu {
-        Some(d) => (d, "tch (LibTorch CUDA GPU 0)".to_string()),
-        None => (Device::libtorch(), "tch (LibTorch CPU)".to_string()),
+fn tch_device(i: usize) -> Option<Device> {
+    if tch_has_cuda() {
+        let ok = std::panic::catch_unwind(|| {
+            let d = Device::libtorch_cuda(i);
+            let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
+            (v == 4.0).then_some(d)
+        });
+        return ok.ok().flatten();
+    }
+    (i == 0).then(Device::libtorch)
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch_device(_i: usize) -> Option<Device> {
+    None
+}
+
+/// Whether LibTorch can reach a CUDA GPU (probed once).
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn tch_has_cuda() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::panic::catch_unwind(|| {
+            let d = Device::libtorch_cuda(0);
+            let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
+            v == 4.0
+        })
+        .unwrap_or(false)
     })
 }
 
 #[cfg(not(feature = "tch"))]
-fn tch_device() -> Option<(Device, String)> {
-    None
+fn tch_has_cuda() -> bool {
+    false
 }
 
 #[cfg(test)]
@@ -138,6 +193,8 @@ mod tests {
     fn flex_is_always_available_and_auto_falls_back_to_it_without_gpu() {
         let (_, name) = device(Backend::Flex).unwrap();
         assert_eq!(name, "flex (CPU)");
+        let (d, name) = devices(Backend::Flex, 2).unwrap();
+        assert_eq!((d.len(), name.as_str()), (2, "flex (CPU) ×2"));
         if !cfg!(feature = "wgpu") {
             assert!(device(Backend::Auto).unwrap().1.starts_with("flex"));
             let err = device(Backend::Wgpu).unwrap_err().to_string();

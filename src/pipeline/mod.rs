@@ -182,6 +182,12 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         if t.batch == 0 {
             return Err(fail(&key("batch"), "must be at least 1".into()));
         }
+        if t.devices == 0 || t.batch % t.devices != 0 {
+            return Err(fail(
+                &key("devices"),
+                format!("the batch ({}) must split into {} equal shards, one per device", t.batch, t.devices),
+            ));
+        }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(fail(&key("lr"), format!("must be a positive number, got {}", t.lr)));
         }

@@ -112,7 +112,9 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let t0 = Instant::now();
     let registry = Registry::load(&opts.registry)?;
     preflight(spec, &registry)?;
-    let (device, backend_name) = crate::backend::device(spec.backend)?;
+    let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
+    let (all_devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
+    let device = all_devices[0].clone();
     info!(backend = %backend_name, "compute back-end");
 
     let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
@@ -272,6 +274,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 fingerprint,
                 validation: &validation,
                 validate_every: spec.validation.as_ref().map_or(0, |v| v.every),
+                data_parallel: all_devices[1..recipe.train.devices].to_vec(),
                 task: spec.task,
                 spec: recipe.train,
                 nets: &spec.networks,

@@ -207,6 +207,11 @@ pub struct TrainSpec {
     /// `bf16` / `f16` (weights, optimiser and EMA stay f32; see [`Precision`]).
     #[serde(default)]
     pub precision: Precision,
+    /// Devices for data-parallel training on one machine: `batch` is split into this many
+    /// equal shards, one per device of the back-end (GPU 0..n), their gradients summed into
+    /// one update. The release trained 8 GPUs × 24 = batch 192.
+    #[serde(default = "one")]
+    pub devices: usize,
     /// When to write the full training state (see [`CheckpointSpec`]).
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
@@ -259,6 +264,10 @@ impl Default for CheckpointSpec {
     fn default() -> Self {
         CheckpointSpec { every: default_ckpt_every(), keep: default_ckpt_keep() }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_ckpt_every() -> usize {

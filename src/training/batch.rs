@@ -79,6 +79,21 @@ pub struct Batch {
     pub target: Vec<Image>,
 }
 
+impl Batch {
+    /// Shard `k` of `n` equal, contiguous parts (the batch size must divide by `n`).
+    pub fn shard(&self, k: usize, n: usize) -> Batch {
+        let part = |v: &[Image]| {
+            let m = v.len() / n;
+            v[k * m..(k + 1) * m].to_vec()
+        };
+        Batch {
+            source_degraded: part(&self.source_degraded),
+            source_clean: part(&self.source_clean),
+            target: part(&self.target),
+        }
+    }
+}
+
 /// The batch of step `step`, a pure function of (seed, step).
 pub fn sample_batch(
     source: &PairedSet,

@@ -115,6 +115,8 @@ pub struct TrainInputs<'a> {
     pub validation: &'a [ValidationSet<'a>],
     /// Score the validation sets every this many steps and at the end (0: never).
     pub validate_every: usize,
+    /// Further devices for data-parallel training (`train.devices` > 1); empty: `device` only.
+    pub data_parallel: Vec<Device>,
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -161,6 +163,33 @@ impl Held {
         r.map_err(|e| Failure::internal(format!("{}: cannot save weights: {e}", path.display())))
     }
 
+    /// A replica on another device (same parameter ids, for data parallelism).
+    fn fork(&self, device: &Device) -> Held {
+        match self {
+            Held::G(g) => Held::G(g.clone().fork(device)),
+            Held::Joint(m) => Held::Joint(m.clone().fork(device)),
+        }
+    }
+
+    fn step(self, optim: &mut burn::optim::ModuleOptimizer, lr: f64, grads: GradientsParams) -> Held {
+        match self {
+            Held::G(g) => Held::G(optim.step(lr, g, grads)),
+            Held::Joint(m) => Held::Joint(optim.step(lr, m, grads)),
+        }
+    }
+
+    fn step_multi(
+        self,
+        optim: &mut burn::optim::ModuleOptimizer,
+        lr: f64,
+        grads: burn::optim::MultiGradientsParams,
+    ) -> Held {
+        match self {
+            Held::G(g) => Held::G(optim.step_multi(lr, g, grads)),
+            Held::Joint(m) => Held::Joint(optim.step_multi(lr, m, grads)),
+        }
+    }
+
     fn load(self, path: &Path) -> Result<Held> {
         let err = |e: burn::store::RecordError| {
             Failure::internal(format!("{}: cannot load weights (not this training's checkpoint?): {e}", path.display()))
@@ -169,6 +198,74 @@ impl Held {
             Held::G(g) => Held::G(g.try_load_file(path).map_err(err)?),
             Held::Joint(m) => Held::Joint(m.try_load_file(path).map_err(err)?),
         })
+    }
+}
+
+/// Settings shared by the shards of one step.
+struct StepCtx<'a> {
+    spec: &'a TrainSpec,
+    schedule: &'a NoiseSchedule,
+    signed: bool,
+    alpha: f64,
+    /// Multiplies the loss before backward (mixed-precision scale ÷ shards).
+    scale: f64,
+}
+
+/// Forward and backward of one (shard of a) batch on `device`: the step's loss terms and the
+/// gradients of the module's parameters.
+fn step_terms(
+    held: &Held,
+    b: &batch::Batch,
+    device: &Device,
+    ctx: &StepCtx,
+    rng: &mut Rng,
+) -> (CurvePoint, GradientsParams) {
+    let spec = ctx.spec;
+    let low = spec.precision.compute_dtype();
+    let input = |imgs: &[Image]| {
+        let t = to_tensor(imgs, device);
+        low.map_or(t.clone(), |d| t.cast(d))
+    };
+    let x_s = input(&b.source_degraded);
+    let y_s = input(&b.source_clean);
+    let mut point = CurvePoint {
+        mse_pos: f64::NAN,
+        mse_neg: f64::NAN,
+        hinge: f64::NAN,
+        hinge_active: f64::NAN,
+        alpha: f64::NAN,
+        ..Default::default()
+    };
+    match held {
+        Held::G(g) => {
+            let loss = charbonnier(lowered(g, low).restore(x_s), y_s, spec.charbonnier_eps);
+            let loss = like(loss, DType::F32);
+            point.charbonnier = scalar(loss.clone());
+            point.loss = point.charbonnier;
+            (point, GradientsParams::from_grads((loss * ctx.scale).backward(), g))
+        }
+        Held::Joint(model) => {
+            let x_r = input(&b.target);
+            let l = noise_da_losses(
+                &lowered(model, low),
+                x_s,
+                y_s,
+                x_r,
+                &NoiseDaStep { spec, schedule: ctx.schedule, signed: ctx.signed, alpha: ctx.alpha },
+                rng,
+            );
+            point.alpha = ctx.alpha;
+            point.charbonnier = scalar(l.charbonnier);
+            point.mse_pos = scalar(l.mse_pos);
+            if let Some((mse_neg, l_con)) = l.contrastive {
+                point.mse_neg = scalar(mse_neg);
+                point.hinge = scalar(l_con);
+                point.hinge_active = if point.hinge > 0.0 { 1.0 } else { 0.0 };
+            }
+            let loss = like(l.total, DType::F32);
+            point.loss = scalar(loss.clone());
+            (point, GradientsParams::from_grads((loss * ctx.scale).backward(), model))
+        }
     }
 }
 
@@ -258,6 +355,8 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         tracing::info!(checkpoint = %latest.display(), step = start, "continuing from checkpoint");
     }
 
+    let replicas: Vec<Device> =
+        std::iter::once(device.clone()).chain(inp.data_parallel.iter().map(|d| d.clone().autodiff())).collect();
     let t0 = Instant::now();
     let stride = inp.nets.restorer.stride();
     let mut steps_done = start;
@@ -303,59 +402,44 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         // Every random draw of the step (dropout included) derives from (seed, step), so a run
         // continued from a checkpoint draws exactly what the uninterrupted one would have.
         device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
+        for (k, d) in replicas.iter().enumerate().skip(1) {
+            d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
+        }
         let target = if matches!(held, Held::Joint(_)) { inp.target } else { None };
         let b = sample_batch(inp.source, target, spec.batch, spec.patch, data_seed, step as u64);
-        let low = spec.precision.compute_dtype();
-        let input = |imgs: &[Image]| {
-            let t = to_tensor(imgs, &device);
-            low.map_or(t.clone(), |d| t.cast(d))
+        let ctx = StepCtx {
+            spec,
+            schedule: &schedule,
+            signed: inp.task.diffusion_signed(),
+            alpha: alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w),
+            // Shard losses are means over their shard: 1/n each makes the summed gradient the
+            // gradient of the whole batch's mean.
+            scale: spec.precision.loss_scale() / replicas.len() as f64,
         };
-        let x_s = input(&b.source_degraded);
-        let y_s = input(&b.source_clean);
-        let scale = spec.precision.loss_scale();
-        let mut point = CurvePoint {
-            step: step + 1,
-            mse_pos: f64::NAN,
-            mse_neg: f64::NAN,
-            hinge: f64::NAN,
-            hinge_active: f64::NAN,
-            ..Default::default()
-        };
-
-        held = match held {
-            Held::G(g) => {
-                let loss = charbonnier(lowered(&g, low).restore(x_s), y_s, spec.charbonnier_eps);
-                let loss = crate::networks::like(loss, DType::F32);
-                point.charbonnier = scalar(loss.clone());
-                point.loss = point.charbonnier;
-                let grads = GradientsParams::from_grads((loss * scale).backward(), &g);
-                Held::G(optim.step(spec.lr, g, grads))
+        let mut point = if replicas.len() == 1 {
+            let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
+            let (p, grads) = step_terms(&held, &b, &device, &ctx, &mut rng);
+            held = held.step(&mut optim, spec.lr, grads);
+            CurvePoint { step: step + 1, ..p }
+        } else {
+            // Data parallel: shard k on device k (a replica with the same parameter ids), the
+            // gradients summed onto the master weights by the optimiser.
+            let n = replicas.len();
+            let mut parts = Vec::with_capacity(n);
+            let mut grads = Vec::with_capacity(n);
+            for (k, d) in replicas.iter().enumerate() {
+                let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64, k as u64]);
+                let shard = b.shard(k, n);
+                let (p, g) = if k == 0 {
+                    step_terms(&held, &shard, d, &ctx, &mut rng)
+                } else {
+                    step_terms(&held.fork(d), &shard, d, &ctx, &mut rng)
+                };
+                parts.push(p);
+                grads.push((g, d.clone()));
             }
-            Held::Joint(model) => {
-                let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
-                let x_r = input(&b.target);
-                let alpha = alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w);
-                let l = noise_da_losses(
-                    &lowered(&model, low),
-                    x_s,
-                    y_s,
-                    x_r,
-                    &NoiseDaStep { spec, schedule: &schedule, signed: inp.task.diffusion_signed(), alpha },
-                    &mut rng,
-                );
-                point.alpha = alpha;
-                point.charbonnier = scalar(l.charbonnier);
-                point.mse_pos = scalar(l.mse_pos);
-                if let Some((mse_neg, l_con)) = l.contrastive {
-                    point.mse_neg = scalar(mse_neg);
-                    point.hinge = scalar(l_con);
-                    point.hinge_active = if point.hinge > 0.0 { 1.0 } else { 0.0 };
-                }
-                let loss = crate::networks::like(l.total, DType::F32);
-                point.loss = scalar(loss.clone());
-                let grads = GradientsParams::from_grads((loss * scale).backward(), &model);
-                Held::Joint(optim.step(spec.lr, model, grads))
-            }
+            held = held.step_multi(&mut optim, spec.lr, burn::optim::MultiGradientsParams { grads });
+            CurvePoint { step: step + 1, ..mean_point(&parts) }
         };
 
         if !point.loss.is_finite() {
@@ -600,6 +684,7 @@ mod tests {
             ema: None,
             checkpoint: Default::default(),
             precision: Default::default(),
+            devices: 1,
             noise_da: NoiseDaSpec {
                 w: 0.2,
                 ramp_steps: 0,
@@ -785,6 +870,7 @@ mod tests {
             fingerprint: "fp".into(),
             validation: &[],
             validate_every: 0,
+            data_parallel: vec![],
         };
         train(method, &inp, &mut |s| {
             if Some(s.step) == stop_at {
@@ -911,5 +997,47 @@ mod tests {
             let f32_tail: f64 = f32_run.curve[25..].iter().map(|p| p.charbonnier).sum();
             assert!((tail - f32_tail).abs() < 0.25 * f32_tail, "{p:?}: {tail} vs f32 {f32_tail}");
         }
+    }
+
+    /// Data parallel over two replicas (on the one CPU device): the summed shard gradients
+    /// equal the whole batch's gradient, so source-only training matches single-device training
+    /// up to float summation order; Noise-DA runs with its per-shard terms averaged.
+    #[test]
+    fn data_parallel_shards_sum_to_the_whole_batch_gradient() {
+        let data = tiny_data(false);
+        let base = TrainSpec { batch: 4, ..run_spec(6) };
+        let two = TrainSpec { devices: 2, ..base.clone() };
+        let go_dp = |method: Method, spec: &TrainSpec| {
+            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            let stop = AtomicBool::new(false);
+            let nets = nets();
+            let inp = TrainInputs {
+                task: Task::Denoise,
+                spec,
+                nets: &nets,
+                source: &data.0,
+                target: Some(&data.1),
+                seed: 11,
+                device: Device::flex(),
+                stop: &stop,
+                checkpoints: None,
+                fingerprint: String::new(),
+                validation: &[],
+                validate_every: 0,
+                data_parallel: vec![Device::flex(); spec.devices - 1],
+            };
+            train(method, &inp, &mut |_| {}).unwrap()
+        };
+        let one = go_dp(Method::SourceOnly, &base);
+        let dp = go_dp(Method::SourceOnly, &two);
+        let (a, b) = (weights(&one.restorer), weights(&dp.restorer));
+        let d = max_diff(&a, &b);
+        assert!(d < 1e-4, "source-only, 1 vs 2 shards: max weight difference {d}");
+        for (p, q) in one.curve.iter().zip(&dp.curve) {
+            assert!((p.loss - q.loss).abs() < 1e-5 * p.loss.max(1.0), "step {}: {} vs {}", p.step, p.loss, q.loss);
+        }
+        let nd = go_dp(Method::NoiseDa, &two);
+        assert_eq!(nd.steps_done, 6);
+        assert!(nd.curve.iter().all(|p| p.loss.is_finite() && p.mse_pos.is_finite() && p.mse_neg.is_finite()));
     }
 }
