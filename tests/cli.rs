@@ -139,6 +139,18 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     for (m, v) in cm.iter().zip(&mse_pos) {
         assert_eq!(m == "noise_da", v.is_some(), "{m}: {v:?}");
     }
+    // Validation every 4 steps (the smoke profile): PSNR at steps 4 and 8, nowhere else.
+    let steps = match curves.get("step") {
+        Some(Column::U64(v)) => v.iter().map(|s| s.unwrap()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let val = match curves.get("val_psnr:camera-sim-val") {
+        Some(Column::F64(v)) => v.clone(),
+        other => panic!("no validation column: {other:?}"),
+    };
+    for (s, v) in steps.iter().zip(&val) {
+        assert_eq!(s % 4 == 0, v.is_some_and(|p| p > 5.0 && p < 60.0), "step {s}: {v:?}");
+    }
 
     // Provenance and the resolved pipeline with the override recorded.
     let prov: serde_json::Value =
@@ -150,6 +162,13 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(prov["ema_decay"], 0.9999);
     assert!(prov["wall_s"].as_f64().unwrap() > 0.0);
     assert_eq!(prov["training"].as_array().unwrap().len(), 2);
+    for t in prov["training"].as_array().unwrap() {
+        // The best-on-validation checkpoint and the final step checkpoint exist.
+        let best = PathBuf::from(t["best_checkpoint"]["path"].as_str().unwrap());
+        assert!(best.join("model.bpk").is_file() && best.join("state.json").is_file(), "{best:?}");
+        let last = PathBuf::from(t["last_checkpoint"].as_str().unwrap());
+        assert!(last.ends_with("step-00000008") && last.join("optim.bpk").is_file(), "{last:?}");
+    }
     assert_eq!(prov["datasets"]["source"]["cached"], false);
     let resolved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("resolved.json")).unwrap()).unwrap();
