@@ -81,6 +81,9 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
         "curves.csv",
         "resolved.json",
         "provenance.json",
+        "comparisons.parquet",
+        "comparisons.csv",
+        "recipes.csv",
         "checkpoints/source_only-seed0.bpk",
         "checkpoints/noise_da-seed0.bpk",
         "checkpoints/source_only-seed0-ema.bpk",
@@ -151,6 +154,19 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     for (s, v) in steps.iter().zip(&val) {
         assert_eq!(s % 4 == 0, v.is_some_and(|p| p > 5.0 && p < 60.0), "step {s}: {v:?}");
     }
+
+    // noise_da against source_only, image by image, per test set.
+    let cmp = frame_to_table(&read_parquet(&run_dir.join("comparisons.parquet")).unwrap()).unwrap();
+    assert_eq!(strs(cmp.get("method")), vec!["noise_da", "noise_da"]);
+    assert_eq!(strs(cmp.get("baseline")), vec!["source_only", "source_only"]);
+    let (d, lo, hi) =
+        (floats(cmp.get("delta_psnr")), floats(cmp.get("delta_psnr_lo95")), floats(cmp.get("delta_psnr_hi95")));
+    for k in 0..2 {
+        assert!(lo[k] <= d[k] && d[k] <= hi[k], "{lo:?} {d:?} {hi:?}");
+    }
+    assert!(
+        text(&std::fs::read(run_dir.join("summary.md")).unwrap()).contains("Paired differences against source_only")
+    );
 
     // Provenance and the resolved pipeline with the override recorded.
     let prov: serde_json::Value =

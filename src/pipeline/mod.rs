@@ -151,6 +151,12 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
             return Err(fail(&format!("methods[{i}]"), format!("{m} is listed twice")));
         }
     }
+    if let Some(b) = &s.report.baseline
+        && b != crate::reports::INPUT
+        && !s.methods.contains(b)
+    {
+        return Err(fail("report.baseline", format!("\"{b}\" is not one of `methods` (or `input`)")));
+    }
     if s.seeds.train.is_empty() {
         return Err(fail("seeds.train", "list at least one training seed".into()));
     }

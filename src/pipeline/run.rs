@@ -392,6 +392,18 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         .collect();
     reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
     let mut md = reports::summary_markdown(&summary);
+    if let Some(baseline) = spec.baseline() {
+        let per_image_table = reports::frame_to_table(&df)?;
+        let comparisons = reports::compare::compare(&per_image_table, baseline, &order);
+        reports::compare::comparisons_table(&comparisons).write(&run_dir.join("comparisons"))?;
+        if !comparisons.is_empty() {
+            md.push_str(&format!(
+                "\nPaired differences against {baseline} on the same images (two-level bootstrap over seeds and images, {} resamples):\n\n",
+                reports::compare::RESAMPLES
+            ));
+            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+        }
+    }
     if !spec.variants.is_empty() {
         // The ablation layout: one row per recipe, its changes, our scores, the paper's.
         md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");

@@ -179,6 +179,14 @@ impl PipelineSpec {
         Method::from_name(name).map(|method| Recipe { name, method, train: &self.train, paper: None })
     }
 
+    /// The comparison baseline: `report.baseline`, else the first source-only recipe.
+    pub fn baseline(&self) -> Option<&str> {
+        self.report
+            .baseline
+            .as_deref()
+            .or_else(|| self.recipes().into_iter().find(|r| r.method == Method::SourceOnly).map(|r| r.name))
+    }
+
     /// Whether any recipe trains with the target images (so they must be loaded).
     pub fn uses_target(&self) -> bool {
         self.recipes().iter().any(|r| r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
@@ -359,6 +367,10 @@ pub struct ReportSpec {
     /// Print the summary table at the end.
     #[serde(default = "yes")]
     pub print_summary: bool,
+    /// Method the others are compared with, image by image (ΔPSNR/ΔSSIM with bootstrap
+    /// intervals); default: the first source-only recipe.
+    #[serde(default)]
+    pub baseline: Option<String>,
 }
 
 fn yes() -> bool {
