@@ -397,3 +397,45 @@ fn datasets_check_command() {
     assert!(stdout.contains("test  2 items (2 with ground truth), 0 problem(s)"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The target-supervised upper bound gets the very target images the adaptation trains on,
+/// now with their ground truth: for the camera simulator and for SIDD Medium on disk (crops of
+/// both sides at the same places).
+#[test]
+fn target_training_pairs_for_the_upper_bound() {
+    use run_pipeline::datasets::{Loader, OnProblem, Take};
+    let root = tmpdir("oracle");
+    let medium = root.join("sidd/Data/0052_002_S6_01600_01000_5500_N");
+    for (f, s) in [("010", 1), ("011", 2)] {
+        put(&medium.join(format!("0052_GT_SRGB_{f}.PNG")), &img(24, 20, s));
+        put(&medium.join(format!("0052_NOISY_SRGB_{f}.PNG")), &img(24, 20, s + 10));
+    }
+    let reg = registry(
+        &root,
+        &format!(
+            "[datasets.cam]\nkind = \"camera_sim\"\npreset = \"sidd_like\"\n\n[datasets.sidd]\nkind = \"sidd\"\nroot = \"{}\"\n",
+            root.join("sidd").display()
+        ),
+    );
+    let cache = root.join("cache");
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 3 };
+    let take = Take { count: 5, size: 16 };
+    for name in ["cam", "sidd"] {
+        let inputs = loader.target_train(name, take, OnProblem::Fail).unwrap();
+        let pairs = loader.target_train_pairs(name, take, OnProblem::Fail).unwrap();
+        assert_eq!(inputs.items.len(), pairs.items.len(), "{name}");
+        for (a, b) in inputs.items.iter().zip(&pairs.items) {
+            assert_eq!(a.id, b.id, "{name}");
+            assert_eq!(a.degraded, b.degraded, "{name}: the same degraded images");
+            assert_ne!(b.degraded, b.clean, "{name}: with their ground truth");
+        }
+    }
+    // On disk the ground-truth crop is the matching window of the GT file.
+    let pairs = loader.target_train_pairs("sidd", take, OnProblem::Fail).unwrap();
+    let item = &pairs.items[0];
+    let (x, y) = item.id.rsplit_once('@').unwrap().1.split_once(',').unwrap();
+    let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+    let src = if item.id.starts_with("0052_002_S6_01600_01000_5500_N/010") { 1 } else { 2 };
+    assert_eq!(item.clean, img(24, 20, src).quantized().crop(x, y, 16, 16));
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -288,6 +288,70 @@ impl Loader<'_> {
         }
     }
 
+    /// Target training images WITH their ground truth, for the target-supervised upper bound
+    /// only (an oracle the method itself never has): the same degraded images (camera
+    /// simulator) or crops (datasets on disk) as [`Loader::target_train`], paired.
+    pub fn target_train_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
+        let entry = self.entry(name)?;
+        match entry.kind {
+            DatasetKind::CameraSim => {
+                let (entries, cached, fp) = self.camera_with(name, entry, Split::Train, take, true)?;
+                Ok(PairedSet {
+                    dataset: name.into(),
+                    split: Split::Train,
+                    items: entries.into_iter().map(paired).collect(),
+                    fingerprint: fp,
+                    cached,
+                    problems: vec![],
+                })
+            }
+            DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
+                Err(Failure::config(format!(
+                    "{}: dataset \"{name}\": its training use is noisy blocks only; the target-supervised bound needs a dataset with training pairs (e.g. SIDD Medium)",
+                    self.registry.path.display()
+                )))
+            }
+            _ => {
+                let scan = disk::scan(self.registry, name, Split::Train)?;
+                let fingerprint = disk::fingerprint(&scan);
+                let mut dec = disk::decode(scan, usize::MAX, true);
+                let (mut degraded, mut clean) = (Vec::new(), Vec::new());
+                for (it, d, c) in dec.items {
+                    match c {
+                        Some(c) => {
+                            degraded.push((it.id.clone(), d, it.meta.clone()));
+                            clean.push((it.id, c, it.meta));
+                        }
+                        None => dec.problems.push(layouts::Problem {
+                            path: it.degraded,
+                            message: "no ground truth for a target training item".into(),
+                        }),
+                    }
+                }
+                disk::check(name, &dec.problems, on_problem)?;
+                // Same name and seed: the crops of both sides fall at the same places.
+                let items = crops(&degraded, take, self.seed, name)
+                    .into_iter()
+                    .zip(crops(&clean, take, self.seed, name))
+                    .map(|((id, d, meta), (_, c, _))| PairedItem {
+                        id,
+                        degraded: d,
+                        clean: c,
+                        params: DegradationParams { meta, ..Default::default() },
+                    })
+                    .collect();
+                Ok(PairedSet {
+                    dataset: name.into(),
+                    split: Split::Train,
+                    items,
+                    fingerprint,
+                    cached: false,
+                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                })
+            }
+        }
+    }
+
     /// Simulated camera images; the train split never renders (nor stores) ground truth.
     fn camera(
         &self,
@@ -295,6 +359,19 @@ impl Loader<'_> {
         entry: &DatasetEntry,
         split: Split,
         take: Take,
+    ) -> Result<(Vec<ShardEntry>, bool, String)> {
+        self.camera_with(name, entry, split, take, false)
+    }
+
+    /// [`Loader::camera`], with `oracle_gt` also rendering the train split's ground truth (the
+    /// noisy images are the same: their noise does not depend on it).
+    fn camera_with(
+        &self,
+        name: &str,
+        entry: &DatasetEntry,
+        split: Split,
+        take: Take,
+        oracle_gt: bool,
     ) -> Result<(Vec<ShardEntry>, bool, String)> {
         let preset = entry.preset.as_deref().unwrap_or("sidd_like");
         let cfg = match preset {
@@ -307,8 +384,11 @@ impl Loader<'_> {
                 )));
             }
         };
-        let def = json!({"role": "camera", "dataset": name, "entry": format!("{entry:?}"), "split": split,
+        let mut def = json!({"role": "camera", "dataset": name, "entry": format!("{entry:?}"), "split": split,
             "take": take, "seed": self.seed});
+        if oracle_gt {
+            def["oracle_gt"] = json!(true);
+        }
         let (entries, cached) = materialise(self.cache_dir, &def, || {
             let clean = self.clean_images(name, split, take)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/camera", split.as_str()), &[]);
@@ -320,7 +400,7 @@ impl Loader<'_> {
                     let p = camera::sample_params(&cfg, &mut rng);
                     let mut noise = Rng::derive(seed, "camera-noise", &[i as u64]);
                     let noisy = camera::render(&c, &p, Some(&mut noise));
-                    let gt = (split != Split::Train).then(|| camera::render(&c, &p, None));
+                    let gt = (split != Split::Train || oracle_gt).then(|| camera::render(&c, &p, None));
                     let params = DegradationParams {
                         iso: Some(p.iso),
                         shot: Some(p.shot),

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::Resolved;
 use super::plan::{Stage, describe};
-use super::spec::{PipelineSpec, Protocol};
+use super::spec::{Method, PipelineSpec, Protocol};
 use crate::datasets::{Loader, PairedItem, PairedSet, Registry, Split, Take};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
@@ -182,6 +182,15 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         None
     };
+    let target_pairs = if spec.uses_target_pairs() {
+        Some(loader.target_train_pairs(
+            &spec.target.dataset,
+            Take { count: spec.target.count, size: spec.target.size },
+            spec.target.on_problem,
+        )?)
+    } else {
+        None
+    };
     let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
         let take = Take { count: t.count, size: t.size };
         let set = match &t.degradation {
@@ -206,6 +215,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached,
             "items": source.items.len(), "skipped": source.problems}),
     );
+    if let Some(t) = &target_pairs {
+        fingerprints.insert(
+            "target_pairs (upper bound only)".into(),
+            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached, "items": t.items.len()}),
+        );
+    }
     if let Some(t) = &target {
         fingerprints.insert(
             "target".into(),
@@ -265,7 +280,8 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             let ckpt_dir = run_dir.join("checkpoints").join(format!("{name}-seed{seed}"));
             let fingerprint = sha256_hex(
                 json!({"method": method.name(), "train": recipe.train, "networks": spec.networks, "task": spec.task,
-                    "seed": seed, "source": source.fingerprint, "target": target.as_ref().map(|t| &t.fingerprint)})
+                    "seed": seed, "source": source.fingerprint, "target": target.as_ref().map(|t| &t.fingerprint),
+                    "target_pairs": target_pairs.as_ref().map(|t| &t.fingerprint)})
                 .to_string()
                 .as_bytes(),
             );
@@ -278,7 +294,11 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 task: spec.task,
                 spec: recipe.train,
                 nets: &spec.networks,
-                source: &source,
+                // The upper bound learns from the target's pairs instead of the synthetic ones.
+                source: match (method, &target_pairs) {
+                    (Method::TargetSupervised, Some(pairs)) => pairs,
+                    _ => &source,
+                },
                 target: target.as_ref(),
                 seed,
                 device: device.clone(),
@@ -448,7 +468,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
 /// checked before the run directory exists so a missing download costs nothing.
 fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> {
     let mut names = vec![spec.source.dataset.as_str()];
-    if spec.uses_target() {
+    if spec.uses_target() || spec.uses_target_pairs() {
         names.push(&spec.target.dataset);
     }
     names.extend(spec.tests.iter().map(|t| t.dataset.as_str()));

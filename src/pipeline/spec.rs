@@ -114,15 +114,19 @@ pub enum Method {
     SourceOnly,
     /// Noise-space domain adaptation (METHOD.md steps 1–8).
     NoiseDa,
+    /// Upper bound, not a method: the same restorer trained (Charbonnier) on the target's own
+    /// training pairs, ground truth the adaptation never sees. Shows the headroom.
+    TargetSupervised,
 }
 
 impl Method {
-    pub const ALL: [Method; 2] = [Method::SourceOnly, Method::NoiseDa];
+    pub const ALL: [Method; 3] = [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::SourceOnly => "source_only",
             Method::NoiseDa => "noise_da",
+            Method::TargetSupervised => "target_supervised",
         }
     }
 
@@ -190,6 +194,11 @@ impl PipelineSpec {
     /// Whether any recipe trains with the target images (so they must be loaded).
     pub fn uses_target(&self) -> bool {
         self.recipes().iter().any(|r| r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
+    }
+
+    /// Whether a recipe needs the target's training pairs (the upper bound).
+    pub fn uses_target_pairs(&self) -> bool {
+        self.recipes().iter().any(|r| r.method == Method::TargetSupervised)
     }
 }
 

@@ -298,14 +298,16 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
     device.seed(crate::rng::derive_seed(inp.seed, "init", &[]));
     let g = inp.nets.restorer.init(&device);
     let params_g = g.num_params();
-    let mut optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).init();
+    // The release's Adam: PyTorch defaults (β 0.9 / 0.999, ε 1e-8; burn's default ε is 1e-5).
+    let mut optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).init();
     let schedule = NoiseSchedule::paper();
     // One data stream per seed, shared by every recipe: the same synthetic crops in the same
     // order, so recipes differ only by what they are meant to differ by.
     let data_seed = crate::rng::derive_seed(inp.seed, "data", &[]);
 
     let mut held = match method {
-        Method::SourceOnly => Held::G(g),
+        // The upper bound trains like source-only; the caller passes target pairs as `source`.
+        Method::SourceOnly | Method::TargetSupervised => Held::G(g),
         Method::NoiseDa => {
             if inp.target.is_none() {
                 return Err(Failure::config("noise_da needs a target training set"));
