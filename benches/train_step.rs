@@ -75,6 +75,7 @@ fn main() {
                 task: spec.task,
                 spec: &spec.train,
                 nets: &spec.networks,
+                init_restorer: None,
                 source: &source,
                 target: Some(&target),
                 seed: 0,

@@ -97,24 +97,27 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
 }
 
-/// Give every variant the complete `train` section: the pipeline's `train` (after profile and
-/// overrides) with the variant's own `train` keys merged over it, positions kept for errors.
+/// Give every variant complete `train` and `networks` sections: the pipeline's (after profile
+/// and overrides) with the variant's own keys merged over them, positions kept for errors.
 fn resolve_variants(root: &mut Node) {
-    let Some(base) = root.get("train").cloned() else { return };
+    let bases: Vec<(&str, Node)> =
+        ["train", "networks"].into_iter().filter_map(|k| root.get(k).cloned().map(|n| (k, n))).collect();
     let Some(Node { value: Value::Map(variants), .. }) = root.get_mut("variants") else { return };
     for (_, variant) in variants.iter_mut() {
         let Value::Map(entries) = &mut variant.value else { continue };
-        let mut train = base.clone();
-        match entries.iter_mut().find(|(k, _)| k.name == "train") {
-            Some((_, own)) => {
-                if !own.is_null() {
-                    train.merge(own.clone());
+        for (section, base) in &bases {
+            let mut merged = base.clone();
+            match entries.iter_mut().find(|(k, _)| k.name == *section) {
+                Some((_, own)) => {
+                    if !own.is_null() {
+                        merged.merge(own.clone());
+                    }
+                    *own = merged;
                 }
-                *own = train;
-            }
-            None => {
-                let key = yaml::Key { name: "train".into(), origin: variant.origin.clone() };
-                entries.push((key, train));
+                None => {
+                    let key = yaml::Key { name: section.to_string(), origin: variant.origin.clone() };
+                    entries.push((key, merged));
+                }
             }
         }
     }
@@ -180,6 +183,27 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     let mut sections = vec![("train".to_string(), &s.train)];
     sections.extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.train"), &v.train)));
     let stride = s.networks.restorer.stride().max(if s.uses_target() { s.networks.diffusion.stride() } else { 1 });
+    for (i, m) in s.methods.iter().enumerate() {
+        let r = s.recipe(m).expect("checked above");
+        if let Some(from) = &r.train.init_from {
+            let at = if s.variants.contains_key(m) {
+                format!("variants.{m}.train.init_from")
+            } else {
+                "train.init_from".into()
+            };
+            if !s.methods[..i].contains(from) {
+                return Err(fail(&at, format!("\"{from}\" must be a recipe listed before {m} in `methods`")));
+            }
+            if s.recipe(from).is_some_and(|f| f.networks.restorer != r.networks.restorer) {
+                return Err(fail(&at, format!("\"{from}\" trains a different restorer")));
+            }
+        }
+        if let Some(v) = s.variants.get(m)
+            && let Some(msg) = v.networks.restorer.check()
+        {
+            return Err(fail(&format!("variants.{m}.networks.restorer"), msg));
+        }
+    }
     for (at, t) in sections {
         let key = |k: &str| format!("{at}.{k}");
         if t.steps == 0 {

@@ -70,7 +70,7 @@ pub fn describe(spec: &PipelineSpec) -> String {
                     let mut d = format!("{} steps, batch {}, {}² crops, lr {}", t.steps, t.batch, t.patch, t.lr);
                     if r.name != r.method.name() {
                         d.push_str(&format!("; {}", r.method.name()));
-                        let changes = train_changes(&spec.train, t);
+                        let changes = recipe_changes(spec, &r);
                         if !changes.is_empty() {
                             d.push_str(&format!(" with {}", changes.join(", ")));
                         }
@@ -91,8 +91,19 @@ pub fn describe(spec: &PipelineSpec) -> String {
         .join("\n")
 }
 
+/// What a recipe changes relative to the pipeline's `train` and `networks`, as `key=value`.
+pub fn recipe_changes(spec: &PipelineSpec, r: &super::spec::Recipe) -> Vec<String> {
+    let mut out = train_changes(&spec.train, r.train);
+    out.extend(diff_json(&spec.networks, r.networks).into_iter().map(|c| format!("networks.{c}")));
+    out
+}
+
 /// The `train` keys where `variant` differs from `base`, as `key=value` (for plans and reports).
 pub fn train_changes(base: &TrainSpec, variant: &TrainSpec) -> Vec<String> {
+    diff_json(base, variant)
+}
+
+fn diff_json<T: serde::Serialize>(base: &T, variant: &T) -> Vec<String> {
     fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
         match v {
             serde_json::Value::Object(m) => {

@@ -278,8 +278,14 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             let name = recipe.name;
             let stage = Stage::Train { recipe: name.to_string(), seed };
             let ckpt_dir = run_dir.join("checkpoints").join(format!("{name}-seed{seed}"));
+            // Warm start: the earlier recipe's final raw weights for this seed.
+            let init_from = recipe
+                .train
+                .init_from
+                .as_ref()
+                .map(|from| run_dir.join("checkpoints").join(format!("{from}-seed{seed}.bpk")));
             let fingerprint = sha256_hex(
-                json!({"method": method.name(), "train": recipe.train, "networks": spec.networks, "task": spec.task,
+                json!({"method": method.name(), "train": recipe.train, "networks": recipe.networks, "task": spec.task,
                     "seed": seed, "source": source.fingerprint, "target": target.as_ref().map(|t| &t.fingerprint),
                     "target_pairs": target_pairs.as_ref().map(|t| &t.fingerprint)})
                 .to_string()
@@ -293,7 +299,8 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 data_parallel: all_devices[1..recipe.train.devices].to_vec(),
                 task: spec.task,
                 spec: recipe.train,
-                nets: &spec.networks,
+                nets: recipe.networks,
+                init_restorer: init_from.as_deref(),
                 // The upper bound learns from the target's pairs instead of the synthetic ones.
                 source: match (method, &target_pairs) {
                     (Method::TargetSupervised, Some(pairs)) => pairs,
@@ -372,7 +379,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             finish_stage(stage.to_string(), &mut timings);
 
             let eval_device = device.clone();
-            let stride = spec.networks.restorer.stride();
+            let stride = recipe.networks.restorer.stride();
             for t in &tests {
                 // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
                 // stream to the table as they are scored.
@@ -406,7 +413,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         .map(|r| reports::RecipeRow {
             name: r.name.to_string(),
             method: r.method.name().to_string(),
-            changes: super::plan::train_changes(&spec.train, r.train),
+            changes: super::plan::recipe_changes(spec, r),
             paper: r.paper.map(|p| (p.psnr, p.ssim, p.source.clone())),
         })
         .collect();

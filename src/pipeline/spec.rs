@@ -145,6 +145,8 @@ pub struct VariantSpec {
     #[serde(default)]
     pub about: Option<String>,
     pub train: TrainSpec,
+    /// The pipeline's `networks` with the variant's own keys merged over them (e.g. a wider D).
+    pub networks: NetworksSpec,
     /// The paper's number for this configuration, printed beside ours (its data, not ours).
     #[serde(default)]
     pub paper: Option<PaperRef>,
@@ -167,6 +169,7 @@ pub struct Recipe<'a> {
     pub name: &'a str,
     pub method: Method,
     pub train: &'a TrainSpec,
+    pub networks: &'a NetworksSpec,
     pub paper: Option<&'a PaperRef>,
 }
 
@@ -178,9 +181,21 @@ impl PipelineSpec {
 
     pub fn recipe<'a>(&'a self, name: &'a str) -> Option<Recipe<'a>> {
         if let Some(v) = self.variants.get(name) {
-            return Some(Recipe { name, method: v.method, train: &v.train, paper: v.paper.as_ref() });
+            return Some(Recipe {
+                name,
+                method: v.method,
+                train: &v.train,
+                networks: &v.networks,
+                paper: v.paper.as_ref(),
+            });
         }
-        Method::from_name(name).map(|method| Recipe { name, method, train: &self.train, paper: None })
+        Method::from_name(name).map(|method| Recipe {
+            name,
+            method,
+            train: &self.train,
+            networks: &self.networks,
+            paper: None,
+        })
     }
 
     /// The comparison baseline: `report.baseline`, else the first source-only recipe.
@@ -229,6 +244,10 @@ pub struct TrainSpec {
     /// one update. The release trained 8 GPUs × 24 = batch 192.
     #[serde(default = "one")]
     pub devices: usize,
+    /// Start G from the final raw weights of this earlier recipe (same seed) instead of from
+    /// scratch: warm-started adaptation; `steps` then counts the extra steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
     /// When to write the full training state (see [`CheckpointSpec`]).
     #[serde(default)]
     pub checkpoint: CheckpointSpec,

@@ -101,6 +101,8 @@ pub struct TrainInputs<'a> {
     pub task: Task,
     pub spec: &'a TrainSpec,
     pub nets: &'a NetworksSpec,
+    /// Start G from these weights (a restorer file saved by an earlier training).
+    pub init_restorer: Option<&'a Path>,
     pub source: &'a PairedSet,
     /// Target inputs; `None` for source-only training.
     pub target: Option<&'a TargetTrainSet>,
@@ -296,7 +298,12 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
     let method = if spec.noise_da.diffusion_loss { method } else { Method::SourceOnly };
     let device = inp.device.clone().autodiff();
     device.seed(crate::rng::derive_seed(inp.seed, "init", &[]));
-    let g = inp.nets.restorer.init(&device);
+    let mut g = inp.nets.restorer.init(&device);
+    if let Some(path) = inp.init_restorer {
+        g = g.try_load_file(path).map_err(|e| {
+            Failure::internal(format!("{}: cannot load the restorer to start from: {e}", path.display()))
+        })?;
+    }
     let params_g = g.num_params();
     // The release's Adam: PyTorch defaults (β 0.9 / 0.999, ε 1e-8; burn's default ε is 1e-5).
     let mut optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).init();
@@ -687,6 +694,7 @@ mod tests {
             checkpoint: Default::default(),
             precision: Default::default(),
             devices: 1,
+            init_from: None,
             noise_da: NoiseDaSpec {
                 w: 0.2,
                 ramp_steps: 0,
@@ -854,6 +862,17 @@ mod tests {
         dir: Option<&Path>,
         stop_at: Option<usize>,
     ) -> Result<Trained> {
+        go_from(method, spec, data, dir, stop_at, None)
+    }
+
+    fn go_from(
+        method: Method,
+        spec: &TrainSpec,
+        data: &(PairedSet, TargetTrainSet),
+        dir: Option<&Path>,
+        stop_at: Option<usize>,
+        init: Option<&Path>,
+    ) -> Result<Trained> {
         // The back-end's random generator (weight init, dropout) is process-wide: trainings
         // in concurrently running tests would draw from each other's stream.
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -863,6 +882,7 @@ mod tests {
             task: Task::Denoise,
             spec,
             nets: &nets,
+            init_restorer: init,
             source: &data.0,
             target: Some(&data.1),
             seed: 11,
@@ -1017,6 +1037,7 @@ mod tests {
                 task: Task::Denoise,
                 spec,
                 nets: &nets,
+                init_restorer: None,
                 source: &data.0,
                 target: Some(&data.1),
                 seed: 11,
@@ -1041,5 +1062,24 @@ mod tests {
         let nd = go_dp(Method::NoiseDa, &two);
         assert_eq!(nd.steps_done, 6);
         assert!(nd.curve.iter().all(|p| p.loss.is_finite() && p.mse_pos.is_finite() && p.mse_neg.is_finite()));
+    }
+
+    /// Warm start: G begins from saved weights (a negligible learning rate keeps them), and
+    /// Noise-DA adapts from there.
+    #[test]
+    fn warm_start_begins_from_the_saved_restorer() {
+        let data = tiny_data(false);
+        let pre = go(Method::SourceOnly, &run_spec(4), &data, None, None).unwrap();
+        let dir = tmp("warm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pre.bpk");
+        pre.restorer.clone().save_file(&file).unwrap();
+        let frozen = TrainSpec { lr: 1e-20, ema: None, ..run_spec(2) };
+        let warm = go_from(Method::NoiseDa, &frozen, &data, None, None, Some(&file)).unwrap();
+        let d = max_diff(&weights(&warm.restorer), &weights(&pre.restorer));
+        assert!(d < 1e-6, "warm-started G moved by {d} with lr 1e-20");
+        let cold = go(Method::NoiseDa, &frozen, &data, None, None).unwrap();
+        assert!(max_diff(&weights(&cold.restorer), &weights(&pre.restorer)) > 1e-3, "without it, G starts elsewhere");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
