@@ -142,6 +142,13 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     for (m, v) in cm.iter().zip(&mse_pos) {
         assert_eq!(m == "noise_da", v.is_some(), "{m}: {v:?}");
     }
+    // The per-domain gradient diagnostic at every logged Noise-DA step.
+    for col in ["grad_syn", "grad_real"] {
+        let g = floats(curves.get(col));
+        for (m, v) in cm.iter().zip(&g) {
+            assert_eq!(m == "noise_da", v.is_finite() && *v > 0.0, "{col} {m}: {v}");
+        }
+    }
     // Validation every 4 steps (the smoke profile): PSNR at steps 4 and 8, nowhere else.
     let steps = match curves.get("step") {
         Some(Column::U64(v)) => v.iter().map(|s| s.unwrap()).collect::<Vec<_>>(),

@@ -80,6 +80,8 @@ pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_names: &[
         .push("hinge", f(|p| p.hinge))
         .push("hinge_active", f(|p| p.hinge_active))
         .push("alpha", f(|p| p.alpha))
+        .push("grad_syn", f(|p| p.grad_syn))
+        .push("grad_real", f(|p| p.grad_real))
         .push("elapsed_s", f(|p| p.elapsed_s));
     for (k, name) in val_names.iter().enumerate() {
         t.push(&format!("val_psnr:{name}"), Column::F64(points.iter().map(|p| p.val_psnr.get(k).copied()).collect()));

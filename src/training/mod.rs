@@ -60,9 +60,19 @@ pub struct CurvePoint {
     /// Training seconds so far (all sessions of a resumed run).
     #[serde(with = "checkpoint::exact_f64")]
     pub elapsed_s: f64,
+    /// Norm of the diffusion loss's gradient on G's synthetic / real residuals (Noise-DA, at
+    /// logged steps): how much of the adaptation signal reaches G through each domain.
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub grad_syn: f64,
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub grad_real: f64,
     /// Mean PSNR of each validation set, when scored at this step (in the sets' order).
     #[serde(default)]
     pub val_psnr: Vec<f64>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// Live progress of one step, for progress bars and logs.
@@ -211,6 +221,8 @@ struct StepCtx<'a> {
     alpha: f64,
     /// Multiplies the loss before backward (mixed-precision scale ÷ shards).
     scale: f64,
+    /// Also measure the per-domain gradient norms (logged steps).
+    diagnose: bool,
 }
 
 /// Forward and backward of one (shard of a) batch on `device`: the step's loss terms and the
@@ -236,6 +248,8 @@ fn step_terms(
         hinge: f64::NAN,
         hinge_active: f64::NAN,
         alpha: f64::NAN,
+        grad_syn: f64::NAN,
+        grad_real: f64::NAN,
         ..Default::default()
     };
     match held {
@@ -248,14 +262,9 @@ fn step_terms(
         }
         Held::Joint(model) => {
             let x_r = input(&b.target);
-            let l = noise_da_losses(
-                &lowered(model, low),
-                x_s,
-                y_s,
-                x_r,
-                &NoiseDaStep { spec, schedule: ctx.schedule, signed: ctx.signed, alpha: ctx.alpha },
-                rng,
-            );
+            let cfg = NoiseDaStep { spec, schedule: ctx.schedule, signed: ctx.signed, alpha: ctx.alpha };
+            let mut rng_copy = rng.clone();
+            let l = noise_da_losses(&lowered(model, low), x_s.clone(), y_s.clone(), x_r.clone(), &cfg, rng);
             point.alpha = ctx.alpha;
             point.charbonnier = scalar(l.charbonnier);
             point.mse_pos = scalar(l.mse_pos);
@@ -266,7 +275,13 @@ fn step_terms(
             }
             let loss = like(l.total, DType::F32);
             point.loss = scalar(loss.clone());
-            (point, GradientsParams::from_grads((loss * ctx.scale).backward(), model))
+            let grads = GradientsParams::from_grads((loss * ctx.scale).backward(), model);
+            if ctx.diagnose {
+                // Its own forward (a graph is consumed by its backward), same draws as the step.
+                (point.grad_syn, point.grad_real) =
+                    condition_gradient_norms(&lowered(model, low), x_s, y_s, x_r, &cfg, &mut rng_copy);
+            }
+            (point, grads)
         }
     }
 }
@@ -424,6 +439,7 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             // Shard losses are means over their shard: 1/n each makes the summed gradient the
             // gradient of the whole batch's mean.
             scale: spec.precision.loss_scale() / replicas.len() as f64,
+            diagnose: (step + 1) % spec.log_every.max(1) == 0,
         };
         let mut point = if replicas.len() == 1 {
             let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
@@ -566,18 +582,69 @@ pub fn noise_da_losses(
     cfg: &NoiseDaStep,
     rng: &mut Rng,
 ) -> NoiseDaLosses {
-    let device = x_s.device();
-    let [n, _, h, w] = x_s.dims();
     // 1. Residuals of both domains in one pass.
     let r = model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0));
     let mut parts = r.chunk(2, 0);
     let r_r = parts.pop().expect("r_r");
     let r_s = parts.pop().expect("r_s");
+    // 2. Supervised loss on the synthetic pair only.
+    let l_char = charbonnier(x_s.clone() + r_s.clone(), y_s.clone(), cfg.spec.charbonnier_eps);
+    let d = diffusion_terms(&model.d, x_s, y_s, x_r, r_s, r_r, cfg, rng);
+    // 7. Total loss.
+    let total = l_char.clone() + d.l_noise * cfg.alpha;
+    NoiseDaLosses { charbonnier: l_char, mse_pos: d.mse_pos, contrastive: d.contrastive, total }
+}
+
+/// The diffusion part of a step, from the residuals G gave.
+struct DiffusionTerms {
+    mse_pos: Tensor<1>,
+    contrastive: Option<(Tensor<1>, Tensor<1>)>,
+    /// ½(MSE⁺ + hinge) with residual swapping, MSE⁺ without.
+    l_noise: Tensor<1>,
+}
+
+/// Diagnostic (issue: does D ignore the real condition?): the L2 norm of the diffusion loss's
+/// gradient with respect to G's synthetic residuals and to its real residuals — how much of
+/// the adaptation signal reaches G through each domain — using the step's own γ, ε and slot
+/// swaps (`rng` is a copy of the step's stream).
+pub fn condition_gradient_norms(
+    model: &NoiseDaModel,
+    x_s: Tensor<4>,
+    y_s: Tensor<4>,
+    x_r: Tensor<4>,
+    cfg: &NoiseDaStep,
+    rng: &mut Rng,
+) -> (f64, f64) {
+    let r = model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0)).detach();
+    let mut parts = r.chunk(2, 0);
+    let r_r = parts.pop().expect("r_r").require_grad();
+    let r_s = parts.pop().expect("r_s").require_grad();
+    let d = diffusion_terms(&model.d, x_s, y_s, x_r, r_s.clone(), r_r.clone(), cfg, rng);
+    let grads = like(d.l_noise, DType::F32).backward();
+    let norm = |t: &Tensor<4>| {
+        t.grad(&grads).map_or(0.0, |g| {
+            let v = like(g, DType::F32).powf_scalar(2.0).sum().into_data().try_to_vec::<f32>().expect("f32")[0];
+            (v as f64).sqrt()
+        })
+    };
+    (norm(&r_s), norm(&r_r))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn diffusion_terms(
+    d: &DiffusionUNet,
+    x_s: Tensor<4>,
+    y_s: Tensor<4>,
+    x_r: Tensor<4>,
+    r_s: Tensor<4>,
+    r_r: Tensor<4>,
+    cfg: &NoiseDaStep,
+    rng: &mut Rng,
+) -> DiffusionTerms {
+    let device = x_s.device();
+    let [n, _, h, w] = x_s.dims();
     let yhat_s = x_s.clone() + r_s.clone();
     let yhat_r = x_r.clone() + r_r.clone();
-    // 2. Supervised loss on the synthetic pair only.
-    let l_char = charbonnier(yhat_s.clone(), y_s.clone(), cfg.spec.charbonnier_eps);
-
     // 3–4. Noisy synthetic ground truth at a continuous noise level γ per sample.
     let nd = &cfg.spec.noise_da;
     let signed = cfg.signed;
@@ -616,7 +683,7 @@ pub fn noise_da_losses(
         let neg = conditions(x_s + r_r, x_r + r_s, swaps(nd.channel_shuffle));
         let neg_in = Tensor::cat([vec![y_noisy], neg].concat(), 1);
         let g2: Vec<f32> = gammas.iter().chain(gammas.iter()).copied().collect();
-        let out = model.d.forward(Tensor::cat(vec![pos_in, neg_in], 0), &g2);
+        let out = d.forward(Tensor::cat(vec![pos_in, neg_in], 0), &g2);
         let mut o = out.chunk(2, 0);
         let e_neg = o.pop().expect("neg");
         let e_pos = o.pop().expect("pos");
@@ -626,13 +693,11 @@ pub fn noise_da_losses(
         let l_noise = (mse_pos.clone() + l_con.clone()) * 0.5;
         (mse_pos, l_noise, Some((mse_neg, l_con)))
     } else {
-        let e_pos = model.d.forward(pos_in, &gammas);
+        let e_pos = d.forward(pos_in, &gammas);
         let mse_pos = (eps - e_pos).powf_scalar(2.0).mean();
         (mse_pos.clone(), mse_pos, None)
     };
-    // 7. Total loss.
-    let total = l_char.clone() + l_noise * cfg.alpha;
-    NoiseDaLosses { charbonnier: l_char, mse_pos, contrastive, total }
+    DiffusionTerms { mse_pos, contrastive, l_noise }
 }
 
 fn mean_point(w: &[CurvePoint]) -> CurvePoint {
@@ -649,6 +714,8 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
         hinge_active: m(|p| p.hinge_active),
         alpha: last.alpha,
         elapsed_s: last.elapsed_s,
+        grad_syn: last.grad_syn,
+        grad_real: last.grad_real,
         val_psnr: last.val_psnr.clone(),
     }
 }
