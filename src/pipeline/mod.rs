@@ -91,6 +91,11 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     for s in sets {
         root.set_path(s).map_err(config_err)?;
     }
+    // Errors in the pipeline's own sections are reported there first, not through the copies
+    // the variants receive.
+    let mut own = root.clone();
+    own.remove_key("variants");
+    yaml::from_node::<PipelineSpec>(&own).map_err(config_err)?;
     resolve_variants(&mut root);
     let spec: PipelineSpec = yaml::from_node(&root).map_err(config_err)?;
     validate(&spec, &root)?;

@@ -405,7 +405,9 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     all_curves.write(&run_dir.join("curves"))?;
     let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
-    let summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
+    let per_image_table = reports::frame_to_table(&df)?;
+    let mut summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
+    reports::add_intervals(&mut summary, &reports::compare::mean_intervals(&per_image_table));
     summary.write(&run_dir.join("summary"))?;
     let recipes: Vec<reports::RecipeRow> = spec
         .recipes()
@@ -420,7 +422,6 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
     let mut md = reports::summary_markdown(&summary);
     if let Some(baseline) = spec.baseline() {
-        let per_image_table = reports::frame_to_table(&df)?;
         let comparisons = reports::compare::compare(&per_image_table, baseline, &order);
         reports::compare::comparisons_table(&comparisons).write(&run_dir.join("comparisons"))?;
         if !comparisons.is_empty() {

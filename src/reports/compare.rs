@@ -91,7 +91,6 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
             continue;
         }
         let (ns, ni) = (d.len(), images.len());
-        let mean_of = |f: &dyn Fn(&(f64, f64)) -> f64| d.iter().flatten().map(f).sum::<f64>() / (ns * ni) as f64;
         let per_image_mean: Vec<f64> = (0..ni).map(|i| d.iter().map(|row| row[i].0).sum::<f64>() / ns as f64).collect();
         let seed_means: Vec<f64> = d.iter().map(|row| row.iter().map(|x| x.0).sum::<f64>() / ni as f64).collect();
         let seed_std = if ns > 1 {
@@ -100,36 +99,83 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
         } else {
             f64::NAN
         };
-        let mut rng = Rng::derive(7, "bootstrap", &[]);
-        let mut boots_p = Vec::with_capacity(RESAMPLES);
-        let mut boots_s = Vec::with_capacity(RESAMPLES);
-        for _ in 0..RESAMPLES {
-            let ss: Vec<usize> = (0..ns).map(|_| rng.below(ns as u64) as usize).collect();
-            let ii: Vec<usize> = (0..ni).map(|_| rng.below(ni as u64) as usize).collect();
-            let (mut p, mut q) = (0.0, 0.0);
-            for &s in &ss {
-                for &i in &ii {
-                    p += d[s][i].0;
-                    q += d[s][i].1;
-                }
-            }
-            boots_p.push(p / (ns * ni) as f64);
-            boots_s.push(q / (ns * ni) as f64);
-        }
+        let (psnr_ci, ssim_ci) = bootstrap(&d);
         out.push(Comparison {
             test_set: test,
             method,
             baseline: baseline.to_string(),
             seeds: ns,
             images: ni,
-            psnr: interval(mean_of(&|x| x.0), boots_p),
-            ssim: interval(mean_of(&|x| x.1), boots_s),
+            psnr: psnr_ci,
+            ssim: ssim_ci,
             psnr_seed_std: seed_std,
             wins: per_image_mean.iter().filter(|&&x| x > 0.0).count(),
             losses: per_image_mean.iter().filter(|&&x| x < 0.0).count(),
         });
     }
     out
+}
+
+/// Mean PSNR and SSIM of every (test set, method) with the same two-level bootstrap interval
+/// (seeds, then images): how precisely the runs pin each number down.
+pub fn mean_intervals(per_image: &Table) -> BTreeMap<(String, String), (Interval, Interval)> {
+    let strs = |n: &str| match per_image.get(n) {
+        Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        _ => vec![String::new(); per_image.rows()],
+    };
+    let floats = |n: &str| match per_image.get(n) {
+        Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
+        _ => vec![f64::NAN; per_image.rows()],
+    };
+    let seeds: Vec<Option<u64>> = match per_image.get("seed") {
+        Some(Column::U64(v)) => v.clone(),
+        _ => vec![None; per_image.rows()],
+    };
+    let (methods, tests, ids, psnr, ssim) =
+        (strs("method"), strs("test_set"), strs("image_id"), floats("psnr"), floats("ssim"));
+    let mut by: BTreeMap<(String, String), BTreeMap<Option<u64>, BTreeMap<String, (f64, f64)>>> = BTreeMap::new();
+    for i in 0..per_image.rows() {
+        by.entry((tests[i].clone(), methods[i].clone()))
+            .or_default()
+            .entry(seeds[i])
+            .or_default()
+            .insert(ids[i].clone(), (psnr[i], ssim[i]));
+    }
+    by.into_iter()
+        .filter_map(|(key, per_seed)| {
+            let images: Vec<String> = per_seed.values().next()?.keys().cloned().collect();
+            let rows: Vec<Vec<(f64, f64)>> = per_seed
+                .values()
+                .filter(|m| images.iter().all(|id| m.contains_key(id)))
+                .map(|m| images.iter().map(|id| m[id]).collect())
+                .collect();
+            (!rows.is_empty() && !images.is_empty()).then(|| (key, bootstrap(&rows)))
+        })
+        .collect()
+}
+
+/// Two-level percentile bootstrap of the mean of `d[seed][image]` (both components).
+fn bootstrap(d: &[Vec<(f64, f64)>]) -> (Interval, Interval) {
+    let (ns, ni) = (d.len(), d[0].len());
+    let total = (ns * ni) as f64;
+    let mean_p = d.iter().flatten().map(|x| x.0).sum::<f64>() / total;
+    let mean_s = d.iter().flatten().map(|x| x.1).sum::<f64>() / total;
+    let mut rng = Rng::derive(7, "bootstrap", &[]);
+    let (mut bp, mut bs) = (Vec::with_capacity(RESAMPLES), Vec::with_capacity(RESAMPLES));
+    for _ in 0..RESAMPLES {
+        let ss: Vec<usize> = (0..ns).map(|_| rng.below(ns as u64) as usize).collect();
+        let ii: Vec<usize> = (0..ni).map(|_| rng.below(ni as u64) as usize).collect();
+        let (mut p, mut q) = (0.0, 0.0);
+        for &s in &ss {
+            for &i in &ii {
+                p += d[s][i].0;
+                q += d[s][i].1;
+            }
+        }
+        bp.push(p / total);
+        bs.push(q / total);
+    }
+    (interval(mean_p, bp), interval(mean_s, bs))
 }
 
 fn interval(mean: f64, mut boots: Vec<f64>) -> Interval {
@@ -239,6 +285,11 @@ mod tests {
         // Against the unrestored input (no seed): it pairs with every seed.
         let vs_input = compare(&table(&rows), INPUT, &[]);
         assert!(vs_input.iter().any(|c| c.method == "source_only" && (c.psnr.mean - 9.25).abs() < 1e-9));
+        // Absolute means: source_only's per-seed scores are identical, so its interval is the
+        // image bootstrap of (20, 25, 30, 22).
+        let abs = mean_intervals(&table(&rows));
+        let (p, _) = abs[&("t".to_string(), "source_only".to_string())];
+        assert!((p.mean - 24.25).abs() < 1e-12 && p.lo >= 20.0 && p.hi <= 30.0 && p.lo < 24.25 && p.hi > 24.25);
         let md = comparisons_markdown(&c);
         assert!(md.contains("+1.000 [+1.000, +1.000]"), "{md}");
         assert_eq!(comparisons_table(&c).rows(), 2);

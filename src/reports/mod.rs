@@ -168,7 +168,12 @@ pub fn summary_markdown(summary: &Table) -> String {
         (Some(m), _) => format!("{m:.d$}"),
         _ => "-".into(),
     };
-    let header = ["test set", "protocol", "method", "PSNR (dB)", "SSIM", "images", "seeds"];
+    let ci = |lo: &str, hi: &str, i: usize, d: usize| match (get_f(lo, i), get_f(hi, i)) {
+        (Some(l), Some(h)) => format!("[{l:.d$}, {h:.d$}]"),
+        _ => "-".into(),
+    };
+    let header =
+        ["test set", "protocol", "method", "PSNR (dB)", "PSNR 95% CI", "SSIM", "SSIM 95% CI", "images", "seeds"];
     let mut rows: Vec<Vec<String>> = Vec::new();
     for i in 0..summary.rows() {
         rows.push(vec![
@@ -176,12 +181,33 @@ pub fn summary_markdown(summary: &Table) -> String {
             get_s("protocol", i),
             get_s("method", i),
             pm(get_f("psnr_mean", i), get_f("psnr_std", i), 2),
+            ci("psnr_lo95", "psnr_hi95", i, 2),
             pm(get_f("ssim_mean", i), get_f("ssim_std", i), 4),
+            ci("ssim_lo95", "ssim_hi95", i, 4),
             get_u("images", i).to_string(),
             get_u("seeds", i).to_string(),
         ]);
     }
     markdown_table(&header.map(String::from), &rows)
+}
+
+/// Append the bootstrap 95% intervals of the mean PSNR / SSIM (seeds, then images) to a
+/// summary table, matched on (test set, method).
+pub fn add_intervals(
+    summary: &mut Table,
+    intervals: &std::collections::BTreeMap<(String, String), (compare::Interval, compare::Interval)>,
+) {
+    let key = |name: &str, i: usize| match summary.get(name) {
+        Some(Column::Str(v)) => v[i].clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let found: Vec<Option<&(compare::Interval, compare::Interval)>> =
+        (0..summary.rows()).map(|i| intervals.get(&(key("test_set", i), key("method", i)))).collect();
+    let col = |f: &dyn Fn(&(compare::Interval, compare::Interval)) -> f64| {
+        Column::F64(found.iter().map(|x| x.map(f)).collect())
+    };
+    let (pl, ph, sl, sh) = (col(&|x| x.0.lo), col(&|x| x.0.hi), col(&|x| x.1.lo), col(&|x| x.1.hi));
+    summary.push("psnr_lo95", pl).push("psnr_hi95", ph).push("ssim_lo95", sl).push("ssim_hi95", sh);
 }
 
 /// A training recipe as reports describe it.
