@@ -76,6 +76,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = score_cmd::Format::Table)]
         format: score_cmd::Format,
     },
+    /// Re-summarise finished runs with this version's report code (summary with bootstrap
+    /// intervals, paired comparisons, recipes, summary.md) from their per-image scores.
+    Report {
+        /// Run directories (reports/<pipeline>/<run-id>).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
     /// Dataset registry commands.
     Datasets {
         #[command(subcommand)]
@@ -172,6 +179,33 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
+fn report(runs: &[PathBuf]) -> Result<()> {
+    for dir in runs {
+        let path = dir.join("resolved.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::config(format!("{}: not a run directory ({e})", dir.display())))?;
+        let mut json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Failure::config(format!("{}: unreadable resolved pipeline: {e}", path.display())))?;
+        // Runs written before variants carried their own networks: give them the pipeline's.
+        let networks = json.get("networks").cloned();
+        if let (Some(vs), Some(n)) = (json.get_mut("variants").and_then(|v| v.as_object_mut()), networks) {
+            for v in vs.values_mut() {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.entry("networks").or_insert_with(|| n.clone());
+                }
+            }
+        }
+        let spec: run_pipeline::pipeline::PipelineSpec = serde_json::from_value(json)
+            .map_err(|e| Failure::config(format!("{}: unreadable resolved pipeline: {e}", path.display())))?;
+        if !dir.join("per_image.parquet").is_file() {
+            return Err(Failure::data(format!("{}: no per_image.parquet (an unfinished run?)", dir.display())));
+        }
+        let md = pipeline::run::write_summaries(dir, &spec)?;
+        println!("{}\n\n{md}", dir.display());
+    }
+    Ok(())
+}
+
 fn datasets_list(registry: Option<&Path>) -> Result<()> {
     let reg = Registry::load(&registry_path(registry, None))?;
     println!("{:<18} {:<12} {:<9} {}", "name", "kind", "status", "root / notes");
@@ -265,6 +299,7 @@ fn main() -> ProcessExit {
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, protocol, *by_order, *format)
         }
+        Some(Command::Report { runs }) => report(runs),
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
             datasets_check(registry.as_deref(), name)

@@ -214,6 +214,18 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(&psnr2[..8], &psnr[..8], "input scores must be identical across runs");
     // Same seeds, same data: training is reproducible too.
     assert_eq!(psnr2, psnr);
+
+    // `report` re-summarises a finished run from its per-image scores: the same summary again.
+    let md_before = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();
+    for f in ["summary.md", "summary.parquet", "comparisons.csv"] {
+        std::fs::remove_file(runs[0].join(f)).unwrap();
+    }
+    let out = run(&["report", runs[0].to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(runs[0].join("summary.md")).unwrap(), md_before);
+    assert!(runs[0].join("summary.parquet").is_file() && runs[0].join("comparisons.csv").is_file());
+    let out = run(&["report", reports.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "not a run directory: {}", text(&out.stderr));
     std::fs::remove_dir_all(&reports).unwrap();
 }
 

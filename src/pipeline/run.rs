@@ -403,41 +403,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         all_curves.append_rows(c);
     }
     all_curves.write(&run_dir.join("curves"))?;
-    let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
-    let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
-    let per_image_table = reports::frame_to_table(&df)?;
-    let mut summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
-    reports::add_intervals(&mut summary, &reports::compare::mean_intervals(&per_image_table));
-    summary.write(&run_dir.join("summary"))?;
-    let recipes: Vec<reports::RecipeRow> = spec
-        .recipes()
-        .iter()
-        .map(|r| reports::RecipeRow {
-            name: r.name.to_string(),
-            method: r.method.name().to_string(),
-            changes: super::plan::recipe_changes(spec, r),
-            paper: r.paper.map(|p| (p.psnr, p.ssim, p.source.clone())),
-        })
-        .collect();
-    reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
-    let mut md = reports::summary_markdown(&summary);
-    if let Some(baseline) = spec.baseline() {
-        let comparisons = reports::compare::compare(&per_image_table, baseline, &order);
-        reports::compare::comparisons_table(&comparisons).write(&run_dir.join("comparisons"))?;
-        if !comparisons.is_empty() {
-            md.push_str(&format!(
-                "\nPaired differences against {baseline} on the same images (two-level bootstrap over seeds and images, {} resamples):\n\n",
-                reports::compare::RESAMPLES
-            ));
-            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
-        }
-    }
-    if !spec.variants.is_empty() {
-        // The ablation layout: one row per recipe, its changes, our scores, the paper's.
-        md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
-        md.push_str(&reports::recipes_markdown(&summary, &recipes));
-    }
-    write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
+    let md = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
     let provenance = json!({
@@ -514,4 +480,46 @@ fn find_unfinished(pipeline_dir: &Path, resolved_json: &str) -> Result<Option<Pa
         }
     }
     Ok(None)
+}
+
+/// Summaries of a run from its per-image scores: `summary` (means, std, bootstrap intervals),
+/// `recipes`, `comparisons` against the baseline, and `summary.md`. Used at the end of a run and
+/// by `run-pipeline report` to re-summarise finished runs with this version's report code.
+pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<String> {
+    let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
+    let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
+    let per_image_table = reports::frame_to_table(&df)?;
+    let mut summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
+    reports::add_intervals(&mut summary, &reports::compare::mean_intervals(&per_image_table));
+    summary.write(&run_dir.join("summary"))?;
+    let recipes: Vec<reports::RecipeRow> = spec
+        .recipes()
+        .iter()
+        .map(|r| reports::RecipeRow {
+            name: r.name.to_string(),
+            method: r.method.name().to_string(),
+            changes: super::plan::recipe_changes(spec, r),
+            paper: r.paper.map(|p| (p.psnr, p.ssim, p.source.clone())),
+        })
+        .collect();
+    reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
+    let mut md = reports::summary_markdown(&summary);
+    if let Some(baseline) = spec.baseline() {
+        let comparisons = reports::compare::compare(&per_image_table, baseline, &order);
+        reports::compare::comparisons_table(&comparisons).write(&run_dir.join("comparisons"))?;
+        if !comparisons.is_empty() {
+            md.push_str(&format!(
+                "\nPaired differences against {baseline} on the same images (two-level bootstrap over seeds and images, {} resamples):\n\n",
+                reports::compare::RESAMPLES
+            ));
+            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+        }
+    }
+    if spec.methods.iter().any(|m| spec.variants.contains_key(m)) {
+        // The ablation layout: one row per recipe, its changes, our scores, the paper's.
+        md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
+        md.push_str(&reports::recipes_markdown(&summary, &recipes));
+    }
+    write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
+    Ok(md)
 }
