@@ -109,18 +109,28 @@ fn tch_missing() -> Failure {
     })
 }
 
+/// Run a device probe that may panic (wgpu without an adapter, LibTorch without a driver)
+/// without the panic hook printing it: a failed probe is an expected answer, and LibTorch's
+/// panic carries ~30 C++ frames. The hook is process-wide; probes run at start-up only.
+#[allow(dead_code)]
+fn quiet_probe<T>(probe: impl FnOnce() -> Option<T> + std::panic::UnwindSafe) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let found = std::panic::catch_unwind(probe).ok().flatten();
+    std::panic::set_hook(hook);
+    found
+}
+
 /// A wgpu device of `kind` that answers a tiny computation, if this build has wgpu.
 #[cfg(feature = "wgpu")]
 fn wgpu_device(kind: burn::tensor::DeviceKind) -> Option<Device> {
-    // Adapter selection panics inside wgpu when none matches: probe behind catch_unwind.
-    std::panic::catch_unwind(|| {
+    // Adapter selection panics inside wgpu when none matches.
+    quiet_probe(|| {
         let d = Device::wgpu(kind);
         let t = burn::tensor::Tensor::<1>::ones([4], &d);
         let v: f32 = t.sum().into_scalar();
         (v == 4.0).then_some(d)
     })
-    .ok()
-    .flatten()
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -131,13 +141,11 @@ fn wgpu_device(_kind: burn::tensor::DeviceKind) -> Option<Device> {
 /// CUDA GPU `i`, if this build has burn-cuda and it answers a tiny computation.
 #[cfg(feature = "cuda")]
 fn cuda_device(i: usize) -> Option<Device> {
-    std::panic::catch_unwind(|| {
+    quiet_probe(|| {
         let d = Device::cuda(i);
         let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
         (v == 4.0).then_some(d)
     })
-    .ok()
-    .flatten()
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -150,12 +158,11 @@ fn cuda_device(_i: usize) -> Option<Device> {
 #[allow(deprecated)]
 fn tch_device(i: usize) -> Option<Device> {
     if tch_has_cuda() {
-        let ok = std::panic::catch_unwind(|| {
+        return quiet_probe(|| {
             let d = Device::libtorch_cuda(i);
             let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
             (v == 4.0).then_some(d)
         });
-        return ok.ok().flatten();
     }
     (i == 0).then(Device::libtorch)
 }
@@ -171,12 +178,12 @@ fn tch_device(_i: usize) -> Option<Device> {
 fn tch_has_cuda() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
-        std::panic::catch_unwind(|| {
+        quiet_probe(|| {
             let d = Device::libtorch_cuda(0);
             let v: f32 = burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar();
-            v == 4.0
+            (v == 4.0).then_some(())
         })
-        .unwrap_or(false)
+        .is_some()
     })
 }
 
