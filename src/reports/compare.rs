@@ -38,9 +38,11 @@ pub struct Comparison {
     pub losses: usize,
 }
 
-/// Differences of the methods against `baseline` (which must share seeds and images with
-/// them; `input` rows, having no seed, pair with every seed). `order` sorts the methods.
-pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Comparison> {
+/// Scores of one (test set, method): seed → image → (PSNR, SSIM).
+type Scores = BTreeMap<Option<u64>, BTreeMap<String, (f64, f64)>>;
+
+/// Per-image rows grouped by (test set, method), then seed and image.
+fn grouped(per_image: &Table) -> BTreeMap<(String, String), Scores> {
     let strs = |n: &str| match per_image.get(n) {
         Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect::<Vec<_>>(),
         _ => vec![String::new(); per_image.rows()],
@@ -55,8 +57,6 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
     };
     let (methods, tests, ids, psnr, ssim) =
         (strs("method"), strs("test_set"), strs("image_id"), floats("psnr"), floats("ssim"));
-    // (test, method) → seed → image → (psnr, ssim)
-    type Scores = BTreeMap<Option<u64>, BTreeMap<String, (f64, f64)>>;
     let mut by: BTreeMap<(String, String), Scores> = BTreeMap::new();
     for i in 0..per_image.rows() {
         by.entry((tests[i].clone(), methods[i].clone()))
@@ -65,6 +65,13 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
             .or_default()
             .insert(ids[i].clone(), (psnr[i], ssim[i]));
     }
+    by
+}
+
+/// Differences of the methods against `baseline` (which must share seeds and images with
+/// them; `input` rows, having no seed, pair with every seed). `order` sorts the methods.
+pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Comparison> {
+    let by = grouped(per_image);
     let rank = |m: &str| order.iter().position(|o| *o == m).unwrap_or(order.len());
     let mut keys: Vec<(String, String)> = by.keys().filter(|(_, m)| m != baseline && m != INPUT).cloned().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0).then(rank(&a.1).cmp(&rank(&b.1))).then(a.1.cmp(&b.1)));
@@ -119,28 +126,7 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
 /// Mean PSNR and SSIM of every (test set, method) with the same two-level bootstrap interval
 /// (seeds, then images): how precisely the runs pin each number down.
 pub fn mean_intervals(per_image: &Table) -> BTreeMap<(String, String), (Interval, Interval)> {
-    let strs = |n: &str| match per_image.get(n) {
-        Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect::<Vec<_>>(),
-        _ => vec![String::new(); per_image.rows()],
-    };
-    let floats = |n: &str| match per_image.get(n) {
-        Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
-        _ => vec![f64::NAN; per_image.rows()],
-    };
-    let seeds: Vec<Option<u64>> = match per_image.get("seed") {
-        Some(Column::U64(v)) => v.clone(),
-        _ => vec![None; per_image.rows()],
-    };
-    let (methods, tests, ids, psnr, ssim) =
-        (strs("method"), strs("test_set"), strs("image_id"), floats("psnr"), floats("ssim"));
-    let mut by: BTreeMap<(String, String), BTreeMap<Option<u64>, BTreeMap<String, (f64, f64)>>> = BTreeMap::new();
-    for i in 0..per_image.rows() {
-        by.entry((tests[i].clone(), methods[i].clone()))
-            .or_default()
-            .entry(seeds[i])
-            .or_default()
-            .insert(ids[i].clone(), (psnr[i], ssim[i]));
-    }
+    let by = grouped(per_image);
     by.into_iter()
         .filter_map(|(key, per_seed)| {
             let images: Vec<String> = per_seed.values().next()?.keys().cloned().collect();

@@ -940,6 +940,19 @@ mod tests {
         stop_at: Option<usize>,
         init: Option<&Path>,
     ) -> Result<Trained> {
+        go_on(method, spec, data, dir, stop_at, init, 1)
+    }
+
+    /// Train on the tiny data; `devices` > 1 adds data-parallel replicas on the CPU device.
+    fn go_on(
+        method: Method,
+        spec: &TrainSpec,
+        data: &(PairedSet, TargetTrainSet),
+        dir: Option<&Path>,
+        stop_at: Option<usize>,
+        init: Option<&Path>,
+        devices: usize,
+    ) -> Result<Trained> {
         // The back-end's random generator (weight init, dropout) is process-wide: trainings
         // in concurrently running tests would draw from each other's stream.
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -959,7 +972,7 @@ mod tests {
             fingerprint: "fp".into(),
             validation: &[],
             validate_every: 0,
-            data_parallel: vec![],
+            data_parallel: vec![Device::flex(); devices - 1],
         };
         train(method, &inp, &mut |s| {
             if Some(s.step) == stop_at {
@@ -1096,28 +1109,8 @@ mod tests {
         let data = tiny_data(false);
         let base = TrainSpec { batch: 4, ..run_spec(6) };
         let two = TrainSpec { devices: 2, ..base.clone() };
-        let go_dp = |method: Method, spec: &TrainSpec| {
-            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-            let stop = AtomicBool::new(false);
-            let nets = nets();
-            let inp = TrainInputs {
-                task: Task::Denoise,
-                spec,
-                nets: &nets,
-                init_restorer: None,
-                source: &data.0,
-                target: Some(&data.1),
-                seed: 11,
-                device: Device::flex(),
-                stop: &stop,
-                checkpoints: None,
-                fingerprint: String::new(),
-                validation: &[],
-                validate_every: 0,
-                data_parallel: vec![Device::flex(); spec.devices - 1],
-            };
-            train(method, &inp, &mut |_| {}).unwrap()
-        };
+        let go_dp =
+            |method: Method, spec: &TrainSpec| go_on(method, spec, &data, None, None, None, spec.devices).unwrap();
         let one = go_dp(Method::SourceOnly, &base);
         let dp = go_dp(Method::SourceOnly, &two);
         let (a, b) = (weights(&one.restorer), weights(&dp.restorer));
