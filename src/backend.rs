@@ -62,12 +62,9 @@ pub fn devices(backend: Backend, n: usize) -> Result<(Vec<Device>, String)> {
             if cfg!(feature = "cuda") && cuda_device(0).is_some() {
                 return devices(Backend::Cuda, n);
             }
-            if wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(0)).is_some() {
+            if let Some(d) = wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(0)) {
                 if n == 1 {
-                    return Ok((
-                        vec![wgpu_device(burn::tensor::DeviceKind::DiscreteGpu(0)).expect("probed")],
-                        "wgpu (discrete GPU 0)".into(),
-                    ));
+                    return Ok((vec![d], "wgpu (discrete GPU 0)".into()));
                 }
                 return devices(Backend::Wgpu, n);
             }
@@ -81,32 +78,33 @@ pub fn devices(backend: Backend, n: usize) -> Result<(Vec<Device>, String)> {
     }
 }
 
-fn wgpu_missing() -> Failure {
-    Failure::config(if cfg!(feature = "wgpu") {
-        "backend wgpu: no usable wgpu adapter (is a Vulkan driver installed?)".to_string()
+/// Why back-end `name` (Cargo feature of the same name) gave no device: not built in, or
+/// built but `unusable` here.
+fn missing(name: &str, built: bool, unusable: &str, build_hint: &str) -> Failure {
+    Failure::config(if built {
+        format!("backend {name}: {unusable}")
     } else {
-        "backend wgpu: this binary was built without it; rebuild with `cargo build --release --features wgpu`"
-            .to_string()
+        format!(
+            "backend {name}: this binary was built without it; rebuild with `cargo build --release --features {name}`{build_hint}"
+        )
     })
+}
+
+fn wgpu_missing() -> Failure {
+    missing("wgpu", cfg!(feature = "wgpu"), "no usable wgpu adapter (is a Vulkan driver installed?)", "")
 }
 
 fn cuda_missing() -> Failure {
-    Failure::config(if cfg!(feature = "cuda") {
-        "backend cuda: no usable CUDA device (driver and GPU visible?)".to_string()
-    } else {
-        "backend cuda: this binary was built without it; rebuild with `cargo build --release --features cuda`"
-            .to_string()
-    })
+    missing("cuda", cfg!(feature = "cuda"), "no usable CUDA device (driver and GPU visible?)", "")
 }
 
 fn tch_missing() -> Failure {
-    Failure::config(if cfg!(feature = "tch") {
-        "backend tch: LibTorch has no such CUDA device".to_string()
-    } else {
-        "backend tch: this binary was built without it; rebuild with `cargo build --release --features tch` \
-         (see README: PyTorch 2.9.0, LIBTORCH_USE_PYTORCH=1)"
-            .to_string()
-    })
+    missing(
+        "tch",
+        cfg!(feature = "tch"),
+        "LibTorch has no such CUDA device",
+        " (see README: PyTorch 2.9.0, LIBTORCH_USE_PYTORCH=1)",
+    )
 }
 
 /// Run a device probe that may panic (wgpu without an adapter, LibTorch without a driver)

@@ -185,17 +185,7 @@ impl Loader<'_> {
     pub fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
-            DatasetKind::CameraSim => {
-                let (entries, cached, fp) = self.camera(name, entry, split, take)?;
-                Ok(PairedSet {
-                    dataset: name.into(),
-                    split,
-                    items: entries.into_iter().map(paired).collect(),
-                    fingerprint: fp,
-                    cached,
-                    problems: vec![],
-                })
-            }
+            DatasetKind::CameraSim => self.camera_pairs(name, entry, split, take, false),
             DatasetKind::Sidd if entry.layout.as_deref() == Some("validation") => {
                 let root = self.registry.root(name)?;
                 let set = sidd_validation(&root, take.count)?;
@@ -238,7 +228,7 @@ impl Loader<'_> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::CameraSim => {
-                let (entries, cached, fp) = self.camera(name, entry, Split::Train, take)?;
+                let (entries, cached, fp) = self.camera(name, entry, Split::Train, take, false)?;
                 Ok(TargetTrainSet {
                     dataset: name.into(),
                     items: entries
@@ -294,17 +284,7 @@ impl Loader<'_> {
     pub fn target_train_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
-            DatasetKind::CameraSim => {
-                let (entries, cached, fp) = self.camera_with(name, entry, Split::Train, take, true)?;
-                Ok(PairedSet {
-                    dataset: name.into(),
-                    split: Split::Train,
-                    items: entries.into_iter().map(paired).collect(),
-                    fingerprint: fp,
-                    cached,
-                    problems: vec![],
-                })
-            }
+            DatasetKind::CameraSim => self.camera_pairs(name, entry, Split::Train, take, true),
             DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
                 Err(Failure::config(format!(
                     "{}: dataset \"{name}\": its training use is noisy blocks only; the target-supervised bound needs a dataset with training pairs (e.g. SIDD Medium)",
@@ -352,20 +332,30 @@ impl Loader<'_> {
         }
     }
 
-    /// Simulated camera images; the train split never renders (nor stores) ground truth.
-    fn camera(
+    /// Simulated camera images with their ground truth (see [`Loader::camera`]).
+    fn camera_pairs(
         &self,
         name: &str,
         entry: &DatasetEntry,
         split: Split,
         take: Take,
-    ) -> Result<(Vec<ShardEntry>, bool, String)> {
-        self.camera_with(name, entry, split, take, false)
+        oracle_gt: bool,
+    ) -> Result<PairedSet> {
+        let (entries, cached, fp) = self.camera(name, entry, split, take, oracle_gt)?;
+        Ok(PairedSet {
+            dataset: name.into(),
+            split,
+            items: entries.into_iter().map(paired).collect(),
+            fingerprint: fp,
+            cached,
+            problems: vec![],
+        })
     }
 
-    /// [`Loader::camera`], with `oracle_gt` also rendering the train split's ground truth (the
-    /// noisy images are the same: their noise does not depend on it).
-    fn camera_with(
+    /// Simulated camera images. The train split renders (and stores) no ground truth unless
+    /// `oracle_gt` (the upper bound) asks for it; the noisy images are the same either way, as
+    /// their noise does not depend on it.
+    fn camera(
         &self,
         name: &str,
         entry: &DatasetEntry,

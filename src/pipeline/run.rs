@@ -172,25 +172,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         Take { count: spec.source.count, size: spec.source.size },
         &spec.source.degradation,
     )?;
-    let needs_target = spec.uses_target();
-    let target = if needs_target {
-        Some(loader.target_train(
-            &spec.target.dataset,
-            Take { count: spec.target.count, size: spec.target.size },
-            spec.target.on_problem,
-        )?)
-    } else {
-        None
-    };
-    let target_pairs = if spec.uses_target_pairs() {
-        Some(loader.target_train_pairs(
-            &spec.target.dataset,
-            Take { count: spec.target.count, size: spec.target.size },
-            spec.target.on_problem,
-        )?)
-    } else {
-        None
-    };
+    let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
+    let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
+    let target_pairs = spec
+        .uses_target_pairs()
+        .then(|| loader.target_train_pairs(&t.dataset, target_take, t.on_problem))
+        .transpose()?;
     let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
         let take = Take { count: t.count, size: t.size };
         let set = match &t.degradation {

@@ -47,22 +47,27 @@ pub fn step_name(step: usize) -> String {
     format!("step-{step:08}")
 }
 
+/// The step checkpoints in `dir` as (step, path), oldest first (temporary directories, whose
+/// names do not parse as a step, are not among them).
+fn step_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut steps = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, "cannot list checkpoints", e))? {
+        let e = e.map_err(|e| io(dir, "cannot list checkpoints", e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix("step-").and_then(|n| n.parse::<usize>().ok()) {
+            steps.push((n, e.path()));
+        }
+    }
+    steps.sort();
+    Ok(steps)
+}
+
 /// The newest complete step checkpoint in `dir`, if any.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    let mut steps: Vec<(usize, PathBuf)> = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| io(dir, "cannot list checkpoints", e))? {
-        let e = e.map_err(|e| io(dir, "cannot list checkpoints", e))?;
-        let name = e.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_prefix("step-").and_then(|n| n.parse::<usize>().ok()) {
-            if e.path().join(STATE).is_file() {
-                steps.push((n, e.path()));
-            }
-        }
-    }
-    Ok(steps.into_iter().max_by_key(|(n, _)| *n).map(|(_, p)| p))
+    Ok(step_dirs(dir)?.into_iter().rev().find(|(_, p)| p.join(STATE).is_file()).map(|(_, p)| p))
 }
 
 pub fn read_state(ckpt: &Path) -> Result<State> {
@@ -103,15 +108,7 @@ pub fn write(dir: &Path, name: &str, state: &State, fill: impl FnOnce(&Path) -> 
 
 /// Remove all but the newest `keep` step checkpoints (at least one is always kept).
 pub fn prune(dir: &Path, keep: usize) -> Result<()> {
-    let mut steps: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, "cannot list checkpoints", e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix("step-").and_then(|n| n.parse::<usize>().ok()).map(|n| (n, e.path()))
-        })
-        .collect();
-    steps.sort();
+    let steps = step_dirs(dir)?;
     let remove = steps.len().saturating_sub(keep.max(1));
     for (_, p) in steps.into_iter().take(remove) {
         std::fs::remove_dir_all(&p).map_err(|e| io(&p, "cannot remove old checkpoint", e))?;

@@ -929,18 +929,7 @@ mod tests {
         dir: Option<&Path>,
         stop_at: Option<usize>,
     ) -> Result<Trained> {
-        go_from(method, spec, data, dir, stop_at, None)
-    }
-
-    fn go_from(
-        method: Method,
-        spec: &TrainSpec,
-        data: &(PairedSet, TargetTrainSet),
-        dir: Option<&Path>,
-        stop_at: Option<usize>,
-        init: Option<&Path>,
-    ) -> Result<Trained> {
-        go_on(method, spec, data, dir, stop_at, init, 1)
+        go_on(method, spec, data, dir, stop_at, None, 1)
     }
 
     /// Train on the tiny data; `devices` > 1 adds data-parallel replicas on the CPU device.
@@ -1135,7 +1124,7 @@ mod tests {
         let file = dir.join("pre.bpk");
         pre.restorer.clone().save_file(&file).unwrap();
         let frozen = TrainSpec { lr: 1e-20, ema: None, ..run_spec(2) };
-        let warm = go_from(Method::NoiseDa, &frozen, &data, None, None, Some(&file)).unwrap();
+        let warm = go_on(Method::NoiseDa, &frozen, &data, None, None, Some(&file), 1).unwrap();
         let d = max_diff(&weights(&warm.restorer), &weights(&pre.restorer));
         assert!(d < 1e-6, "warm-started G moved by {d} with lr 1e-20");
         let cold = go(Method::NoiseDa, &frozen, &data, None, None).unwrap();
