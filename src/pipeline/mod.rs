@@ -247,6 +247,14 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
             ));
         }
         let nd = &t.noise_da;
+        if let Some(tb) = nd.target_batch
+            && (tb == 0 || tb % t.devices != 0)
+        {
+            return Err(fail(
+                &key("noise_da.target_batch"),
+                format!("must be a positive multiple of the devices ({}), got {tb}", t.devices),
+            ));
+        }
         if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
             return Err(fail(&key("noise_da.t_range"), format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
         }
@@ -353,6 +361,38 @@ mod tests {
         assert!(err.contains("methods[1]: noise_da is listed twice"), "{err}");
         let err = load(&shipped(), None, &["methods=[noise_dda]".into()]).unwrap_err().to_string();
         assert!(err.contains("did you mean \"noise_da\"?"), "{err}");
+    }
+
+    /// Every pipeline in pipelines/ resolves in every one of its profiles.
+    #[test]
+    fn every_shipped_pipeline_resolves_in_every_profile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().and_then(|x| x.to_str()) != Some("yaml") {
+                continue;
+            }
+            let first = load(&path, None, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for p in &first.profiles {
+                load(&path, Some(p), &[]).unwrap_or_else(|e| panic!("{} --profile {p}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "{n} pipeline profiles");
+    }
+
+    #[test]
+    fn batch_composition_is_a_recipe_switch() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/regimes.yaml");
+        let r = load(&path, None, &[]).unwrap();
+        assert_eq!(r.spec.recipe("target_16").unwrap().train.noise_da.target_count(8), 16);
+        assert_eq!(r.spec.recipe("noise_da").unwrap().train.noise_da.target_count(8), 8);
+        let err = load(&path, None, &["train.noise_da.target_batch=0".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("train.noise_da.target_batch: must be a positive multiple of the devices (1), got 0"),
+            "{err}"
+        );
     }
 
     #[test]

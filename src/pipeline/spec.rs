@@ -360,6 +360,18 @@ pub struct NoiseDaSpec {
     /// the `real` one (ablation; D then takes 6 input channels and slots are not shuffled).
     #[serde(default)]
     pub conditions: Conditions,
+    /// Target (real) images per step, the batch composition: `null` = as many as synthetic
+    /// pairs (the release). D sees max(batch, target_batch) (ỹ, Ĝ_s, Ĝ_r) triplets, the smaller
+    /// side's images reused in order, so every image of both sides reaches D.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_batch: Option<usize>,
+}
+
+impl NoiseDaSpec {
+    /// Target images drawn per step for a synthetic batch of `batch`.
+    pub fn target_count(&self, batch: usize) -> usize {
+        self.target_batch.unwrap_or(batch)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

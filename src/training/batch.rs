@@ -99,6 +99,7 @@ pub fn sample_batch(
     source: &PairedSet,
     target: Option<&TargetTrainSet>,
     batch: usize,
+    target_batch: usize,
     patch: usize,
     seed: u64,
     step: u64,
@@ -113,7 +114,8 @@ pub fn sample_batch(
         out.source_clean.push(dihedral(&item.clean.crop(x, y, patch, patch), k));
     }
     if let Some(t) = target {
-        for _ in 0..batch {
+        // Drawn after the synthetic pairs: changing `target_batch` keeps the synthetic crops.
+        for _ in 0..target_batch {
             let item = &t.items[rng.below(t.items.len() as u64) as usize];
             let (x, y) = random_crop(&item.degraded, patch, &mut rng);
             let k = rng.below(8) as u8;

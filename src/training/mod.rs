@@ -430,7 +430,15 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
         }
         let target = if matches!(held, Held::Joint(_)) { inp.target } else { None };
-        let b = sample_batch(inp.source, target, spec.batch, spec.patch, data_seed, step as u64);
+        let b = sample_batch(
+            inp.source,
+            target,
+            spec.batch,
+            spec.noise_da.target_count(spec.batch),
+            spec.patch,
+            data_seed,
+            step as u64,
+        );
         let ctx = StepCtx {
             spec,
             schedule: &schedule,
@@ -583,10 +591,7 @@ pub fn noise_da_losses(
     rng: &mut Rng,
 ) -> NoiseDaLosses {
     // 1. Residuals of both domains in one pass.
-    let r = model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0));
-    let mut parts = r.chunk(2, 0);
-    let r_r = parts.pop().expect("r_r");
-    let r_s = parts.pop().expect("r_s");
+    let (r_s, r_r) = split_rows(model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0)), x_s.dims()[0]);
     // 2. Supervised loss on the synthetic pair only.
     let l_char = charbonnier(x_s.clone() + r_s.clone(), y_s.clone(), cfg.spec.charbonnier_eps);
     let d = diffusion_terms(&model.d, x_s, y_s, x_r, r_s, r_r, cfg, rng);
@@ -615,10 +620,9 @@ pub fn condition_gradient_norms(
     cfg: &NoiseDaStep,
     rng: &mut Rng,
 ) -> (f64, f64) {
-    let r = model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0)).detach();
-    let mut parts = r.chunk(2, 0);
-    let r_r = parts.pop().expect("r_r").require_grad();
-    let r_s = parts.pop().expect("r_s").require_grad();
+    let (r_s, r_r) =
+        split_rows(model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0)).detach(), x_s.dims()[0]);
+    let (r_s, r_r) = (r_s.require_grad(), r_r.require_grad());
     let d = diffusion_terms(&model.d, x_s, y_s, x_r, r_s.clone(), r_r.clone(), cfg, rng);
     let grads = like(d.l_noise, DType::F32).backward();
     let norm = |t: &Tensor<4>| {
@@ -642,7 +646,11 @@ fn diffusion_terms(
     rng: &mut Rng,
 ) -> DiffusionTerms {
     let device = x_s.device();
-    let [n, _, h, w] = x_s.dims();
+    // Batch composition: pair every synthetic with a real image, the smaller side cycled.
+    let n = x_s.dims()[0].max(x_r.dims()[0]);
+    let (x_s, y_s, r_s) = (cycle_rows(x_s, n), cycle_rows(y_s, n), cycle_rows(r_s, n));
+    let (x_r, r_r) = (cycle_rows(x_r, n), cycle_rows(r_r, n));
+    let [_, _, h, w] = x_s.dims();
     let yhat_s = x_s.clone() + r_s.clone();
     let yhat_r = x_r.clone() + r_r.clone();
     // 3–4. Noisy synthetic ground truth at a continuous noise level γ per sample.
@@ -698,6 +706,23 @@ fn diffusion_terms(
         (mse_pos.clone(), mse_pos, None)
     };
     DiffusionTerms { mse_pos, contrastive, l_noise }
+}
+
+/// The first `k` rows and the rest.
+fn split_rows(t: Tensor<4>, k: usize) -> (Tensor<4>, Tensor<4>) {
+    let n = t.dims()[0];
+    (t.clone().narrow(0, 0, k), t.narrow(0, k, n - k))
+}
+
+/// `t` grown to `n` rows by repeating its rows in order (row i is row i mod len).
+fn cycle_rows(t: Tensor<4>, n: usize) -> Tensor<4> {
+    let len = t.dims()[0];
+    if len == n {
+        return t;
+    }
+    let idx: Vec<i64> = (0..n).map(|i| (i % len) as i64).collect();
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(idx, [n]), &t.device());
+    t.select(0, idx)
 }
 
 fn mean_point(w: &[CurvePoint]) -> CurvePoint {
@@ -771,6 +796,7 @@ mod tests {
                 residual_swap,
                 diffusion_loss: true,
                 conditions: Conditions::Both,
+                target_batch: None,
             },
         }
     }
@@ -1064,6 +1090,35 @@ mod tests {
             assert!(t.curve.iter().all(|p| p.mse_pos.is_finite() && p.mse_neg.is_finite()), "{c:?}");
             assert!(t.params_d.unwrap() < full.params_d.unwrap(), "{c:?}: 6 input channels instead of 9");
             assert!(!same(&weights(&t.restorer), &weights(&full.restorer)), "{c:?}");
+        }
+    }
+
+    /// Batch composition: `target_batch` equal to the batch is the default step exactly; more
+    /// or fewer target images train, change G, and every image of both sides reaches D.
+    #[test]
+    fn target_batch_sets_the_batch_composition() {
+        let data = tiny_data(false);
+        let base = run_spec(3);
+        let with = |tb: usize| TrainSpec {
+            noise_da: NoiseDaSpec { target_batch: Some(tb), ..base.noise_da.clone() },
+            ..base.clone()
+        };
+        let a = go(Method::NoiseDa, &base, &data, None, None).unwrap();
+        let same_count = go(Method::NoiseDa, &with(base.batch), &data, None, None).unwrap();
+        assert!(same(&weights(&a.restorer), &weights(&same_count.restorer)));
+        for tb in [1, 2 * base.batch] {
+            let t = go(Method::NoiseDa, &with(tb), &data, None, None).unwrap();
+            assert!(t.curve.iter().all(|p| p.loss.is_finite()), "target_batch {tb}");
+            assert!(!same(&weights(&t.restorer), &weights(&a.restorer)), "target_batch {tb}");
+        }
+        // Rows are reused in order, so each of the smaller side's images appears.
+        let device = Device::flex();
+        let t = rand4(5, &device);
+        let grown = cycle_rows(t.clone(), 5).into_data().to_vec::<f32>().unwrap();
+        let rows = t.into_data().to_vec::<f32>().unwrap();
+        let row = rows.len() / 2;
+        for i in 0..5 {
+            assert_eq!(&grown[i * row..(i + 1) * row], &rows[(i % 2) * row..(i % 2 + 1) * row], "row {i}");
         }
     }
 
