@@ -77,11 +77,15 @@ enum Command {
         format: score_cmd::Format,
     },
     /// Re-summarise finished runs with this version's report code (summary with bootstrap
-    /// intervals, paired comparisons, recipes, summary.md) from their per-image scores.
+    /// intervals, paired comparisons, recipes, summary.md) from their per-image scores, and
+    /// write the benchmark table across them (task × method × test set, the paper's layout).
     Report {
         /// Run directories (reports/<pipeline>/<run-id>).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
+        /// Where the cross-run benchmark table goes (benchmark.{md,csv,parquet}).
+        #[arg(long, default_value = "reports/benchmark")]
+        out: PathBuf,
     },
     /// Dataset registry commands.
     Datasets {
@@ -179,7 +183,9 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
-fn report(runs: &[PathBuf]) -> Result<()> {
+fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
+    use run_pipeline::reports::{self, benchmark};
+    let mut summaries = Vec::new();
     for dir in runs {
         let path = dir.join("resolved.json");
         let text = std::fs::read_to_string(&path)
@@ -202,7 +208,24 @@ fn report(runs: &[PathBuf]) -> Result<()> {
         }
         let md = pipeline::run::write_summaries(dir, &spec)?;
         println!("{}\n\n{md}", dir.display());
+        let summary = reports::frame_to_table(&reports::read_parquet(&dir.join("summary.parquet"))?)?;
+        let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let target_tests =
+            spec.tests.iter().filter(|t| t.dataset == spec.target.dataset).map(|t| t.name.clone()).collect();
+        summaries.push(benchmark::RunSummary {
+            run_id,
+            pipeline: spec.name.clone(),
+            task: spec.task,
+            target_tests,
+            summary,
+        });
     }
+    std::fs::create_dir_all(out).map_err(|e| Failure::internal(format!("{}: {e}", out.display())))?;
+    let table = benchmark::benchmark_table(&summaries);
+    table.write(&out.join("benchmark"))?;
+    let md = benchmark::benchmark_markdown(&table);
+    run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
+    println!("benchmark across {} run(s):\n\n{md}\nbenchmark: {}", summaries.len(), out.join("benchmark.md").display());
     Ok(())
 }
 
@@ -299,7 +322,7 @@ fn main() -> ProcessExit {
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, protocol, *by_order, *format)
         }
-        Some(Command::Report { runs }) => report(runs),
+        Some(Command::Report { runs, out }) => report(runs, out),
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
             datasets_check(registry.as_deref(), name)

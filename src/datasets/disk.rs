@@ -23,6 +23,13 @@ pub enum OnProblem {
     Skip,
 }
 
+impl OnProblem {
+    /// For `skip_serializing_if`: the default is left out of resolved configurations.
+    pub fn is_fail(&self) -> bool {
+        *self == OnProblem::Fail
+    }
+}
+
 /// Scan a registered on-disk dataset split into file pairs.
 pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
     let split = split.on_disk();

@@ -176,6 +176,30 @@ impl Loader<'_> {
         })
     }
 
+    /// The training pairs of a pipeline's source: clean images of `name` degraded by
+    /// `degradation`, or without one a paired dataset's own training pairs, cropped (Rain13K
+    /// and GoPro, whose synthetic degradation is baked into the files).
+    pub fn source_pairs(
+        &self,
+        name: &str,
+        take: Take,
+        degradation: Option<&DegradationSpec>,
+        on_problem: OnProblem,
+    ) -> Result<PairedSet> {
+        match degradation {
+            Some(spec) => self.synthetic_pairs(name, Split::Train, take, spec),
+            None => {
+                let entry = self.entry(name)?;
+                if matches!(entry.kind, DatasetKind::DeadLeaves | DatasetKind::CleanFolder) {
+                    return Err(Failure::config(format!(
+                        "source.degradation: dataset \"{name}\" holds clean images only; say how to degrade them (e.g. awgn, rain, blur)"
+                    )));
+                }
+                self.train_pairs(name, entry, take, on_problem)
+            }
+        }
+    }
+
     /// Real (or real-like) degraded pairs for testing.
     pub fn test_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         self.eval_pairs(name, Split::Test, take, on_problem)
@@ -282,12 +306,17 @@ impl Loader<'_> {
     /// only (an oracle the method itself never has): the same degraded images (camera
     /// simulator) or crops (datasets on disk) as [`Loader::target_train`], paired.
     pub fn target_train_pairs(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
-        let entry = self.entry(name)?;
+        self.train_pairs(name, self.entry(name)?, take, on_problem)
+    }
+
+    /// Training pairs of a paired dataset: simulated ones with their ground truth, or crops
+    /// of pairs on disk.
+    fn train_pairs(&self, name: &str, entry: &DatasetEntry, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         match entry.kind {
             DatasetKind::CameraSim => self.camera_pairs(name, entry, Split::Train, take, true),
             DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
                 Err(Failure::config(format!(
-                    "{}: dataset \"{name}\": its training use is noisy blocks only; the target-supervised bound needs a dataset with training pairs (e.g. SIDD Medium)",
+                    "{}: dataset \"{name}\": its training use is noisy blocks only (no ground truth); training pairs need a dataset that has them (e.g. SIDD Medium)",
                     self.registry.path.display()
                 )))
             }
@@ -304,7 +333,7 @@ impl Loader<'_> {
                         }
                         None => dec.problems.push(layouts::Problem {
                             path: it.degraded,
-                            message: "no ground truth for a target training item".into(),
+                            message: "no ground truth for a training pair".into(),
                         }),
                     }
                 }

@@ -183,7 +183,9 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
             return Err(fail(key, "must be at least 1".into()));
         }
     }
-    s.source.degradation.validate().map_err(|m| fail("source.degradation", m))?;
+    if let Some(deg) = &s.source.degradation {
+        deg.validate().map_err(|m| fail("source.degradation", m))?;
+    }
     // The pipeline's `train` and every variant's resolved copy of it.
     let mut sections = vec![("train".to_string(), &s.train)];
     sections.extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.train"), &v.train)));

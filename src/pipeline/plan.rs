@@ -57,7 +57,10 @@ pub fn describe(spec: &PipelineSpec) -> String {
                     "source {}×{}² ({}), target {}×{}² from {}, {} test set(s)",
                     spec.source.count,
                     spec.source.size,
-                    spec.source.degradation,
+                    spec.source
+                        .degradation
+                        .as_ref()
+                        .map_or_else(|| format!("pairs of {}", spec.source.dataset), |d| d.to_string()),
                     spec.target.count,
                     spec.target.size,
                     spec.target.dataset,

@@ -166,11 +166,11 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
 
     // --- data
     let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
-    let source = loader.synthetic_pairs(
+    let source = loader.source_pairs(
         &spec.source.dataset,
-        Split::Train,
         Take { count: spec.source.count, size: spec.source.size },
-        &spec.source.degradation,
+        spec.source.degradation.as_ref(),
+        spec.source.on_problem,
     )?;
     let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
     let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;

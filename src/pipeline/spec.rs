@@ -62,9 +62,16 @@ pub struct SourceSpec {
     /// Registry name of the clean dataset.
     pub dataset: String,
     pub count: usize,
-    /// Side of generated images (embedded datasets).
+    /// Side of generated images (embedded datasets), or of the crops taken from a paired
+    /// dataset on disk.
     pub size: usize,
-    pub degradation: DegradationSpec,
+    /// How clean images become training pairs. Without it the dataset must hold pairs
+    /// already (Rain13K, GoPro: the paper's derain and deblur sources), which are cropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degradation: Option<DegradationSpec>,
+    /// Problems in a paired dataset on disk: `fail` (default) or `skip` and report.
+    #[serde(default, skip_serializing_if = "OnProblem::is_fail")]
+    pub on_problem: OnProblem,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

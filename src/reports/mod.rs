@@ -4,6 +4,7 @@
 //! are computed by reading the Parquet back with polars and aggregating, which is the same
 //! path later cross-run benchmark tables take.
 
+pub mod benchmark;
 pub mod compare;
 pub mod table;
 
