@@ -98,6 +98,16 @@ impl Image {
 }
 
 #[inline]
+/// Inverse sRGB transfer function (IEC 61966-2-1): display value → linear light.
+pub fn srgb_to_linear(v: f64) -> f64 {
+    if v <= 0.04045 { v / 12.92 } else { ((v + 0.055) / 1.055).powf(2.4) }
+}
+
+/// sRGB transfer function: linear light → display value.
+pub fn linear_to_srgb(v: f64) -> f64 {
+    if v <= 0.0031308 { 12.92 * v } else { 1.055 * v.powf(1.0 / 2.4) - 0.055 }
+}
+
 pub fn quantize_u8(v: f32) -> u8 {
     (v * 255.0).round().clamp(0.0, 255.0) as u8
 }

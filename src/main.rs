@@ -83,9 +83,10 @@ enum Command {
         /// Run directories (reports/<pipeline>/<run-id>).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
-        /// Where the cross-run benchmark table goes (benchmark.{md,csv,parquet}).
-        #[arg(long, default_value = "reports/benchmark")]
-        out: PathBuf,
+        /// Where the cross-run benchmark table goes (benchmark.{md,csv,parquet}); default
+        /// `benchmark/` beside the first run's pipeline folder (reports/benchmark).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Dataset registry commands.
     Datasets {
@@ -183,7 +184,7 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
-fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
+fn report(runs: &[PathBuf], out: Option<&Path>) -> Result<()> {
     use run_pipeline::reports::{self, benchmark};
     let mut summaries = Vec::new();
     for dir in runs {
@@ -220,6 +221,8 @@ fn report(runs: &[PathBuf], out: &Path) -> Result<()> {
             summary,
         });
     }
+    let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
+    let out = out.unwrap_or(&default_out);
     std::fs::create_dir_all(out).map_err(|e| Failure::internal(format!("{}: {e}", out.display())))?;
     let table = benchmark::benchmark_table(&summaries);
     table.write(&out.join("benchmark"))?;
@@ -322,7 +325,7 @@ fn main() -> ProcessExit {
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, protocol, *by_order, *format)
         }
-        Some(Command::Report { runs, out }) => report(runs, out),
+        Some(Command::Report { runs, out }) => report(runs, out.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
             datasets_check(registry.as_deref(), name)

@@ -490,3 +490,63 @@ fn interrupted_run_continues_where_it_stopped() {
     assert_eq!(scores(&runs[0]), scores(&runs[1]), "resumed and uninterrupted runs must score the same");
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// The derain and deblur pipelines run end to end on their embedded data (synthetic source,
+/// real-like target), their degradation parameters reach the per-image table, and `report`
+/// over the three tasks' runs writes one benchmark table in the paper's layout.
+#[test]
+fn derain_and_deblur_pipelines_join_the_benchmark_table() {
+    let reports = tmpdir("tasks");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let mut run_dirs = Vec::new();
+    for (pipeline, name) in [
+        ("pipelines/denoise.yaml", "denoise"),
+        ("pipelines/derain.yaml", "derain"),
+        ("pipelines/deblur.yaml", "deblur"),
+    ] {
+        let out = run(&[pipeline, "--profile", "smoke", "--set", &dir_arg]);
+        assert!(out.status.success(), "{pipeline}: exit {:?}\n{}", out.status.code(), text(&out.stderr));
+        let dirs: Vec<PathBuf> = std::fs::read_dir(reports.join(name)).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(dirs.len(), 1, "{name}");
+        run_dirs.push(dirs[0].clone());
+    }
+    // Per-image parameters: the real-like rain's layers and density, the real-like blur's kind
+    // and kernel size.
+    let table = |dir: &Path| frame_to_table(&read_parquet(&dir.join("per_image.parquet")).unwrap()).unwrap();
+    let rain = table(&run_dirs[1]);
+    match (rain.get("rain_layers"), rain.get("rain_density")) {
+        (Some(Column::U64(l)), Some(Column::F64(d))) => {
+            assert!(l.iter().all(|v| v.is_some_and(|n| n >= 2)), "{l:?}");
+            assert!(d.iter().all(|v| v.is_some_and(|x| x > 0.0 && x < 1.0)), "{d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let blur = table(&run_dirs[2]);
+    assert!(strs(blur.get("blur")).iter().all(|k| k == "shake"), "{:?}", blur.get("blur"));
+    let protocols = strs(blur.get("protocol"));
+    assert!(protocols.iter().all(|p| p == "realblur"), "{protocols:?}");
+    for t in [&rain, &blur] {
+        assert!(floats(t.get("psnr")).iter().all(|p| p.is_finite() && *p > 5.0), "{:?}", t.get("psnr"));
+    }
+
+    let out_dir = reports.join("bench-out");
+    let args: Vec<&str> = ["report"]
+        .into_iter()
+        .chain(run_dirs.iter().map(|d| d.to_str().unwrap()))
+        .chain(["--out", out_dir.to_str().unwrap()])
+        .collect();
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = std::fs::read_to_string(out_dir.join("benchmark.md")).unwrap();
+    let header = md.lines().find(|l| l.starts_with("| method")).unwrap();
+    for col in ["denoise: camera-sim-test", "derain: rain-sim-test", "deblur: blur-sim-j-test"] {
+        assert!(header.contains(col), "{md}");
+    }
+    assert!(md.contains("34.39 / 0.9571 (SPA-Data test)") && md.contains("26.46 / 0.8048 (RealBlur-J test)"), "{md}");
+    let bench = frame_to_table(&read_parquet(&out_dir.join("benchmark.parquet")).unwrap()).unwrap();
+    let tasks = strs(bench.get("task"));
+    for task in ["denoise", "derain", "deblur"] {
+        assert!(tasks.iter().any(|t| t == task), "{tasks:?}");
+    }
+    std::fs::remove_dir_all(&reports).unwrap();
+}

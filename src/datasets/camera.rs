@@ -19,7 +19,7 @@
 //! Noise parameters follow the usual unprocessing recipe: shot level log-uniform, and
 //! `ln(read) = slope·ln(shot) + intercept + N(0, jitter²)`.
 
-use crate::image::{Image, quantize_u8};
+use crate::image::{Image, linear_to_srgb, quantize_u8, srgb_to_linear};
 use crate::rng::Rng;
 
 /// Camera-to-sRGB colour matrices (linear, rows sum to 1 so white maps to white), of the size
@@ -123,14 +123,6 @@ pub fn sample_params(cfg: &CameraConfig, rng: &mut Rng) -> CameraParams {
         ccm: CCMS[ccm_index],
         mosaic: cfg.mosaic,
     }
-}
-
-fn srgb_to_linear(v: f64) -> f64 {
-    if v <= 0.04045 { v / 12.92 } else { ((v + 0.055) / 1.055).powf(2.4) }
-}
-
-fn linear_to_srgb(v: f64) -> f64 {
-    if v <= 0.0031308 { 12.92 * v } else { 1.055 * v.powf(1.0 / 2.4) - 0.055 }
 }
 
 fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {

@@ -114,7 +114,7 @@ impl Loader<'_> {
     fn clean_images(&self, name: &str, split: Split, take: Take) -> Result<Vec<(String, Image)>> {
         let entry = self.entry(name)?;
         match entry.kind {
-            DatasetKind::DeadLeaves | DatasetKind::CameraSim => {
+            DatasetKind::DeadLeaves | DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim => {
                 let cfg = dead_leaves::DeadLeavesConfig { size: take.size, ..Default::default() };
                 // Distinct streams per dataset and split so no image is shared between them.
                 let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
@@ -209,7 +209,7 @@ impl Loader<'_> {
     pub fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
-            DatasetKind::CameraSim => self.camera_pairs(name, entry, split, take, false),
+            k if k.is_simulated() => self.simulated_pairs(name, entry, split, take, false),
             DatasetKind::Sidd if entry.layout.as_deref() == Some("validation") => {
                 let root = self.registry.root(name)?;
                 let set = sidd_validation(&root, take.count)?;
@@ -251,8 +251,8 @@ impl Loader<'_> {
     pub fn target_train(&self, name: &str, take: Take, on_problem: OnProblem) -> Result<TargetTrainSet> {
         let entry = self.entry(name)?;
         match entry.kind {
-            DatasetKind::CameraSim => {
-                let (entries, cached, fp) = self.camera(name, entry, Split::Train, take, false)?;
+            k if k.is_simulated() => {
+                let (entries, cached, fp) = self.simulated(name, entry, Split::Train, take, false)?;
                 Ok(TargetTrainSet {
                     dataset: name.into(),
                     items: entries
@@ -313,7 +313,7 @@ impl Loader<'_> {
     /// of pairs on disk.
     fn train_pairs(&self, name: &str, entry: &DatasetEntry, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         match entry.kind {
-            DatasetKind::CameraSim => self.camera_pairs(name, entry, Split::Train, take, true),
+            k if k.is_simulated() => self.simulated_pairs(name, entry, Split::Train, take, true),
             DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
                 Err(Failure::config(format!(
                     "{}: dataset \"{name}\": its training use is noisy blocks only (no ground truth); training pairs need a dataset that has them (e.g. SIDD Medium)",
@@ -361,8 +361,8 @@ impl Loader<'_> {
         }
     }
 
-    /// Simulated camera images with their ground truth (see [`Loader::camera`]).
-    fn camera_pairs(
+    /// Simulated target images with their ground truth (see [`Loader::simulated`]).
+    fn simulated_pairs(
         &self,
         name: &str,
         entry: &DatasetEntry,
@@ -370,7 +370,7 @@ impl Loader<'_> {
         take: Take,
         oracle_gt: bool,
     ) -> Result<PairedSet> {
-        let (entries, cached, fp) = self.camera(name, entry, split, take, oracle_gt)?;
+        let (entries, cached, fp) = self.simulated(name, entry, split, take, oracle_gt)?;
         Ok(PairedSet {
             dataset: name.into(),
             split,
@@ -381,10 +381,10 @@ impl Loader<'_> {
         })
     }
 
-    /// Simulated camera images. The train split renders (and stores) no ground truth unless
-    /// `oracle_gt` (the upper bound) asks for it; the noisy images are the same either way, as
-    /// their noise does not depend on it.
-    fn camera(
+    /// Simulated real-like images (camera noise, rain, blur) of dead leaves. The train split
+    /// renders (and stores) no ground truth unless `oracle_gt` (the upper bound) asks for it;
+    /// the degraded images are the same either way, as their randomness does not depend on it.
+    fn simulated(
         &self,
         name: &str,
         entry: &DatasetEntry,
@@ -392,17 +392,8 @@ impl Loader<'_> {
         take: Take,
         oracle_gt: bool,
     ) -> Result<(Vec<ShardEntry>, bool, String)> {
-        let preset = entry.preset.as_deref().unwrap_or("sidd_like");
-        let cfg = match preset {
-            "sidd_like" => camera::CameraConfig::sidd_like(),
-            "harsh" => camera::CameraConfig::harsh(),
-            other => {
-                return Err(Failure::config(format!(
-                    "{}: dataset \"{name}\": unknown camera preset \"{other}\" (expected sidd_like or harsh)",
-                    self.registry.path.display()
-                )));
-            }
-        };
+        let sim = Simulator::from_entry(name, entry)
+            .map_err(|m| Failure::config(format!("{}: dataset \"{name}\": {m}", self.registry.path.display())))?;
         let mut def = json!({"role": "camera", "dataset": name, "entry": format!("{entry:?}"), "split": split,
             "take": take, "seed": self.seed});
         if oracle_gt {
@@ -411,21 +402,12 @@ impl Loader<'_> {
         let (entries, cached) = materialise(self.cache_dir, &def, || {
             let clean = self.clean_images(name, split, take)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/camera", split.as_str()), &[]);
+            let with_gt = split != Split::Train || oracle_gt;
             Ok(clean
                 .into_par_iter()
                 .enumerate()
                 .map(|(i, (id, c))| {
-                    let mut rng = Rng::derive(seed, "camera-params", &[i as u64]);
-                    let p = camera::sample_params(&cfg, &mut rng);
-                    let mut noise = Rng::derive(seed, "camera-noise", &[i as u64]);
-                    let noisy = camera::render(&c, &p, Some(&mut noise));
-                    let gt = (split != Split::Train || oracle_gt).then(|| camera::render(&c, &p, None));
-                    let params = DegradationParams {
-                        iso: Some(p.iso),
-                        shot: Some(p.shot),
-                        read: Some(p.read),
-                        ..Default::default()
-                    };
+                    let (degraded, gt, params) = sim.render(&c, seed, i as u64, with_gt);
                     ShardEntry {
                         item: ShardItem {
                             id,
@@ -434,13 +416,76 @@ impl Loader<'_> {
                             params,
                             planes: 1 + gt.is_some() as usize,
                         },
-                        degraded: noisy,
+                        degraded,
                         clean: gt,
                     }
                 })
                 .collect())
         })?;
         Ok((entries, cached, shard::shard_key(&def)))
+    }
+}
+
+/// The real-like degradation of a simulated dataset, from its registry preset.
+enum Simulator {
+    Camera(camera::CameraConfig),
+    Rain(crate::degradations::rain::RealRainConfig),
+    Blur(crate::degradations::blur::RealBlurConfig),
+}
+
+impl Simulator {
+    fn from_entry(name: &str, entry: &DatasetEntry) -> std::result::Result<Simulator, String> {
+        let preset = entry.preset.as_deref();
+        let unknown = |p: &str, known: &str| Err(format!("unknown {:?} preset \"{p}\" (expected {known})", entry.kind));
+        match entry.kind {
+            DatasetKind::CameraSim => match preset.unwrap_or("sidd_like") {
+                "sidd_like" => Ok(Simulator::Camera(camera::CameraConfig::sidd_like())),
+                "harsh" => Ok(Simulator::Camera(camera::CameraConfig::harsh())),
+                p => unknown(p, "sidd_like or harsh"),
+            },
+            DatasetKind::RainSim => match preset.unwrap_or("spa_like") {
+                "spa_like" => Ok(Simulator::Rain(crate::degradations::rain::RealRainConfig::default())),
+                "heavy" => Ok(Simulator::Rain(crate::degradations::rain::RealRainConfig::heavy())),
+                p => unknown(p, "spa_like or heavy"),
+            },
+            DatasetKind::BlurSim => match preset.unwrap_or("realblur_j") {
+                "realblur_j" => Ok(Simulator::Blur(crate::degradations::blur::RealBlurConfig::default())),
+                "realblur_r" => Ok(Simulator::Blur(crate::degradations::blur::RealBlurConfig::realblur_r())),
+                p => unknown(p, "realblur_j or realblur_r"),
+            },
+            kind => Err(format!("dataset \"{name}\" of kind {kind:?} is not simulated")),
+        }
+    }
+
+    /// Degraded image, ground truth (when asked) and the drawn parameters of image `index`.
+    fn render(&self, clean: &Image, seed: u64, index: u64, with_gt: bool) -> (Image, Option<Image>, DegradationParams) {
+        match self {
+            Simulator::Camera(cfg) => {
+                let mut rng = Rng::derive(seed, "camera-params", &[index]);
+                let p = camera::sample_params(cfg, &mut rng);
+                let mut noise = Rng::derive(seed, "camera-noise", &[index]);
+                let noisy = camera::render(clean, &p, Some(&mut noise));
+                let gt = with_gt.then(|| camera::render(clean, &p, None));
+                let params = DegradationParams {
+                    iso: Some(p.iso),
+                    shot: Some(p.shot),
+                    read: Some(p.read),
+                    ..Default::default()
+                };
+                (noisy, gt, params)
+            }
+            Simulator::Rain(cfg) => {
+                let mut rng = Rng::derive(seed, "rain", &[index]);
+                let (rainy, draw) = crate::degradations::rain::real_rain(clean, cfg, &mut rng);
+                // Real rain's ground truth is the clean background.
+                (rainy, with_gt.then(|| clean.clone()), DegradationParams::from_rain(&draw))
+            }
+            Simulator::Blur(cfg) => {
+                let mut rng = Rng::derive(seed, "blur", &[index]);
+                let (blurred, gt, draw) = crate::degradations::blur::real_blur(clean, cfg, &mut rng);
+                (blurred, with_gt.then_some(gt), DegradationParams::from_blur(&draw))
+            }
+        }
     }
 }
 

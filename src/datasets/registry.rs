@@ -19,6 +19,10 @@ pub enum DatasetKind {
     DeadLeaves,
     /// Embedded simulated camera noise on dead-leaves images ("real-like" target).
     CameraSim,
+    /// Embedded real-like rain (depth layers, haze, screen blending) on dead-leaves images.
+    RainSim,
+    /// Embedded real-like blur (camera shake, low light, saturation, JPEG) on dead-leaves images.
+    BlurSim,
     /// SIDD sRGB (Medium or Small layout).
     Sidd,
     /// SPA-Data real rain.
@@ -35,7 +39,13 @@ pub enum DatasetKind {
 
 impl DatasetKind {
     pub fn is_embedded(self) -> bool {
-        matches!(self, DatasetKind::DeadLeaves | DatasetKind::CameraSim)
+        matches!(self, DatasetKind::DeadLeaves) || self.is_simulated()
+    }
+
+    /// An embedded real-like target: degraded images rendered from dead leaves, their ground
+    /// truth rendered beside them (test splits, or the upper bound's oracle).
+    pub fn is_simulated(self) -> bool {
+        matches!(self, DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim)
     }
 }
 
@@ -51,7 +61,8 @@ pub struct DatasetEntry {
     pub layout: Option<String>,
     #[serde(default)]
     pub splits: Vec<String>,
-    /// For `camera_sim`: the noise preset (`sidd_like` or `harsh`).
+    /// For simulated targets: the preset (`camera_sim`: `sidd_like` or `harsh`; `rain_sim`:
+    /// `spa_like` or `heavy`; `blur_sim`: `realblur_j` or `realblur_r`).
     #[serde(default)]
     pub preset: Option<String>,
     #[serde(default)]

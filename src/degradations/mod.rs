@@ -3,6 +3,10 @@
 //! Every image's randomness comes from `(global seed, image index)` alone (see [`crate::rng`]),
 //! so the result does not depend on rayon's thread count or scheduling.
 
+pub mod blur;
+pub mod jpeg;
+pub mod rain;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +20,11 @@ pub enum DegradationSpec {
     /// Additive white Gaussian noise, σ drawn per image uniformly from `sigma` (in 8-bit
     /// units, i.e. divided by 255), unclipped and unquantised as in the paper's source.
     Awgn { sigma: [f64; 2] },
+    /// Rain100/Rain13K-style streak layers composited additively (see [`rain::synth_rain`]).
+    Rain(rain::RainConfig),
+    /// GoPro-style frame averaging and random linear / camera-shake kernels (see
+    /// [`blur::synth_blur`]).
+    Blur(blur::BlurConfig),
 }
 
 /// What was drawn for one image; becomes columns of the per-image report.
@@ -33,16 +42,70 @@ pub struct DegradationParams {
     /// Read-noise variance of the simulated camera (linear raw units).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub read: Option<f64>,
+    /// Rain: number of streak layers drawn.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rain_layers: Option<u64>,
+    /// Rain: fraction of pixels seeding a drop (mean over layers).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rain_density: Option<f64>,
+    /// Rain streak or blur direction, degrees (rain: from vertical; blur: of the linear kernel).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub angle: Option<f64>,
+    /// Rain streak or motion length, pixels.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub length: Option<f64>,
+    /// Rain streak width, pixels.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub width: Option<f64>,
+    /// Blur: how it was made (`frames`, `linear`, `shake`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub blur: Option<String>,
+    /// Blur: kernel side (or motion-path extent for frame averaging), pixels.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel_size: Option<u64>,
     /// Metadata of real data (e.g. SIDD's scene, phone, ISO from the folder name), kept as
     /// string columns in the per-image report.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub meta: Vec<(String, String)>,
 }
 
+impl DegradationParams {
+    /// The report columns of a rain draw (synthetic or real-like).
+    pub fn from_rain(d: &rain::RainDraw) -> Self {
+        DegradationParams {
+            rain_layers: Some(d.layers as u64),
+            rain_density: Some(d.density),
+            angle: Some(d.angle),
+            length: Some(d.length),
+            width: Some(d.width),
+            ..Default::default()
+        }
+    }
+
+    /// The report columns of a blur draw (synthetic or real-like).
+    pub fn from_blur(d: &blur::BlurDraw) -> Self {
+        DegradationParams {
+            blur: Some(d.kind.as_str().to_string()),
+            kernel_size: Some(d.size as u64),
+            length: Some(d.length),
+            angle: d.angle.is_finite().then_some(d.angle),
+            ..Default::default()
+        }
+    }
+}
+
 impl std::fmt::Display for DegradationSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DegradationSpec::Awgn { sigma } => write!(f, "AWGN σ ~ U[{}, {}]/255", sigma[0], sigma[1]),
+            DegradationSpec::Rain(c) => write!(
+                f,
+                "rain, {}–{} layers, density {}–{}, length {}–{} px, angle {}–{}°",
+                c.layers[0], c.layers[1], c.density[0], c.density[1], c.length[0], c.length[1], c.angle[0], c.angle[1]
+            ),
+            DegradationSpec::Blur(c) => {
+                write!(f, "blur ({}), {}–{} px", c.kind.as_str(), c.size[0], c.size[1])
+            }
         }
     }
 }
@@ -61,6 +124,16 @@ impl DegradationSpec {
                     DegradationParams { sigma: Some(s), ..Default::default() },
                 )
             }
+            DegradationSpec::Rain(cfg) => {
+                let mut rng = Rng::derive(seed, "rain", &[index]);
+                let (img, draw) = rain::synth_rain(clean, cfg, &mut rng);
+                (img, DegradationParams::from_rain(&draw))
+            }
+            DegradationSpec::Blur(cfg) => {
+                let mut rng = Rng::derive(seed, "blur", &[index]);
+                let (img, draw) = blur::synth_blur(clean, cfg, &mut rng);
+                (img, DegradationParams::from_blur(&draw))
+            }
         }
     }
 
@@ -76,6 +149,8 @@ impl DegradationSpec {
                     return Err(format!("awgn.sigma must satisfy 0 <= lo <= hi, got {sigma:?}"));
                 }
             }
+            DegradationSpec::Rain(cfg) => cfg.validate()?,
+            DegradationSpec::Blur(cfg) => cfg.validate()?,
         }
         Ok(())
     }
@@ -99,7 +174,35 @@ mod tests {
 
     #[test]
     fn synthesis_is_identical_across_thread_counts() {
-        let spec = DegradationSpec::Awgn { sigma: [0.0, 75.0] };
+        for spec in [
+            DegradationSpec::Awgn { sigma: [0.0, 75.0] },
+            DegradationSpec::Rain(rain::RainConfig::default()),
+            DegradationSpec::Blur(blur::BlurConfig::default()),
+        ] {
+            same_across_threads(&spec);
+        }
+    }
+
+    /// Rain and blur specs read from a pipeline: defaults fill left-out keys, draws reach the
+    /// per-image parameters, and a bad range names its key.
+    #[test]
+    fn rain_and_blur_specs_from_yaml() {
+        let spec: DegradationSpec = serde_json::from_str(r#"{"rain": {"layers": [2, 2]}}"#).unwrap();
+        let DegradationSpec::Rain(cfg) = &spec else { panic!("{spec:?}") };
+        assert_eq!(cfg.density, rain::RainConfig::default().density);
+        let (_, p) = spec.apply(&clean_set(1)[0], 3, 0);
+        assert_eq!(p.rain_layers, Some(2));
+        assert!(p.rain_density.is_some_and(|d| d >= cfg.density[0] && d <= cfg.density[1]), "{p:?}");
+        let spec: DegradationSpec = serde_json::from_str(r#"{"blur": {"kind": "linear", "size": [5, 7]}}"#).unwrap();
+        let (_, p) = spec.apply(&clean_set(1)[0], 3, 0);
+        assert_eq!(p.blur.as_deref(), Some("linear"));
+        assert!(matches!(p.kernel_size, Some(5 | 7)) && p.angle.is_some(), "{p:?}");
+        let bad: DegradationSpec = serde_json::from_str(r#"{"blur": {"size": [4, 9]}}"#).unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("blur.size must be odd"));
+        assert!(serde_json::from_str::<DegradationSpec>(r#"{"rain": {"densty": [0, 1]}}"#).is_err());
+    }
+
+    fn same_across_threads(spec: &DegradationSpec) {
         let clean = clean_set(24);
         let run = |threads: usize| {
             rayon::ThreadPoolBuilder::new()

@@ -382,6 +382,13 @@ mod tests {
             }
         }
         assert!(n >= 10, "{n} pipeline profiles");
+        // The derain/deblur paper profiles drop the degradation: their sources are pairs.
+        for task in ["derain", "deblur"] {
+            let path = dir.join(format!("{task}.yaml"));
+            let paper = load(&path, Some("paper"), &[]).unwrap();
+            assert!(paper.spec.source.degradation.is_none(), "{task}");
+            assert!(load(&path, Some("demo"), &[]).unwrap().spec.source.degradation.is_some(), "{task}");
+        }
     }
 
     #[test]

@@ -56,7 +56,14 @@ pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
         .push("sigma", Column::F64(rows.iter().map(|r| r.params.sigma).collect()))
         .push("iso", Column::U64(rows.iter().map(|r| r.params.iso.map(u64::from)).collect()))
         .push("shot_noise", Column::F64(rows.iter().map(|r| r.params.shot).collect()))
-        .push("read_noise", Column::F64(rows.iter().map(|r| r.params.read).collect()));
+        .push("read_noise", Column::F64(rows.iter().map(|r| r.params.read).collect()))
+        .push("rain_layers", Column::U64(rows.iter().map(|r| r.params.rain_layers).collect()))
+        .push("rain_density", Column::F64(rows.iter().map(|r| r.params.rain_density).collect()))
+        .push("angle", Column::F64(rows.iter().map(|r| r.params.angle).collect()))
+        .push("length", Column::F64(rows.iter().map(|r| r.params.length).collect()))
+        .push("width", Column::F64(rows.iter().map(|r| r.params.width).collect()))
+        .push("blur", Column::Str(rows.iter().map(|r| r.params.blur.clone()).collect()))
+        .push("kernel_size", Column::U64(rows.iter().map(|r| r.params.kernel_size).collect()));
     for k in meta_keys {
         let col = rows.iter().map(|r| r.params.meta.iter().find(|(mk, _)| mk == k).map(|(_, v)| v.clone())).collect();
         t.push(&format!("meta_{k}"), Column::Str(col));
