@@ -16,6 +16,10 @@ pub enum ExitCode {
     Data = 3,
     /// Training produced a non-finite loss.
     Diverged = 4,
+    /// A quality gate failed (the report is complete).
+    GateFailed = 5,
+    /// Another live run holds the run directory's lock (EX_TEMPFAIL: try again later).
+    Locked = 75,
     /// Interrupted (Ctrl-C / SIGTERM).
     Interrupted = 130,
 }

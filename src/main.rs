@@ -88,6 +88,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List the runs under a reports folder: id, pipeline, profile, status (finished, gate
+    /// failed, running, unfinished) and the first test set's mean PSNR per method.
+    Runs {
+        /// The reports folder (`report.dir` of the pipelines).
+        #[arg(long, default_value = "reports")]
+        dir: PathBuf,
+    },
     /// Dataset registry commands.
     Datasets {
         #[command(subcommand)]
@@ -207,7 +214,7 @@ fn report(runs: &[PathBuf], out: Option<&Path>) -> Result<()> {
         if !dir.join("per_image.parquet").is_file() {
             return Err(Failure::data(format!("{}: no per_image.parquet (an unfinished run?)", dir.display())));
         }
-        let md = pipeline::run::write_summaries(dir, &spec)?;
+        let (md, _gates) = pipeline::run::write_summaries(dir, &spec)?;
         println!("{}\n\n{md}", dir.display());
         let summary = reports::frame_to_table(&reports::read_parquet(&dir.join("summary.parquet"))?)?;
         let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -326,6 +333,15 @@ fn main() -> ProcessExit {
             score(restored, reference, protocol, *by_order, *format)
         }
         Some(Command::Report { runs, out }) => report(runs, out.as_deref()),
+        Some(Command::Runs { dir }) => {
+            let runs = run_pipeline::reports::runs::list(dir);
+            if runs.is_empty() {
+                println!("no runs under {}", dir.display());
+            } else {
+                print!("{}", run_pipeline::reports::runs::render(&runs));
+            }
+            Ok(())
+        }
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
         Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
             datasets_check(registry.as_deref(), name)

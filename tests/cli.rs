@@ -441,6 +441,11 @@ fn interrupted_run_continues_where_it_stopped() {
             break;
         }
     }
+    // The same command while the first still runs: the run directory is locked, exit 75.
+    let second = run(&args);
+    let second_err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{second_err}");
+    assert!(second_err.contains(&format!("locked by another run (pid {}", child.id())), "{second_err}");
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     for line in lines {
@@ -455,6 +460,16 @@ fn interrupted_run_continues_where_it_stopped() {
     assert!(!runs[0].join("provenance.json").exists(), "an interrupted run is not finished");
     let ckpts = runs[0].join("checkpoints/noise_da-seed0");
     assert!(std::fs::read_dir(&ckpts).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("step-")));
+    assert!(!runs[0].join("run.lock").exists(), "an interrupted run releases its lock");
+    let listed = text(&run(&["runs", "--dir", reports.to_str().unwrap()]).stdout);
+    assert!(listed.contains("| unfinished"), "{listed}");
+    // A crashed holder's lock (its pid is gone) does not block the continuation.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    std::fs::write(
+        runs[0].join("run.lock"),
+        format!(r#"{{"pid": 4194321, "host": "{host}", "started_unix": 1, "heartbeat_unix": 1}}"#),
+    )
+    .unwrap();
 
     // The same command continues the run in place.
     let out = run(&args);
@@ -462,6 +477,7 @@ fn interrupted_run_continues_where_it_stopped() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("continuing the unfinished run"), "{stderr}");
     assert!(stderr.contains("continuing from checkpoint"), "{stderr}");
+    assert!(stderr.contains("taking over a stale lock"), "{stderr}");
     assert_eq!(run_dirs(&reports).len(), 1);
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(runs[0].join("provenance.json")).unwrap()).unwrap();
@@ -548,5 +564,44 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
     for task in ["denoise", "derain", "deblur"] {
         assert!(tasks.iter().any(|t| t == task), "{tasks:?}");
     }
+    std::fs::remove_dir_all(&reports).unwrap();
+}
+
+/// A failed quality gate still writes the whole report, lists the gates in summary.md and
+/// gates.json, and exits 5; `runs` shows the run as "gate failed". A malformed gate is a
+/// config error (exit 2) naming its key.
+#[test]
+fn failed_quality_gate_exits_5_after_the_report() {
+    let reports = tmpdir("gates");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let gates = r#"gates=[{compare: "noise_da >= noise_da"}, {method: input, min: 99}]"#;
+    let out = run(&[
+        "pipelines/denoise.yaml",
+        "--profile",
+        "smoke",
+        "--set",
+        &dir_arg,
+        "--set",
+        "train.steps=2",
+        "--set",
+        gates,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("quality gate failed: input psnr >= 99 on camera-sim-test"), "{stderr}");
+    let runs = run_dirs(&reports);
+    assert_eq!(runs.len(), 1);
+    for f in ["provenance.json", "summary.md", "per_image.parquet", "gates.json"] {
+        assert!(runs[0].join(f).is_file(), "missing {f}");
+    }
+    let md = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();
+    assert!(md.contains("Quality gates") && md.contains("| pass") && md.contains("| FAIL"), "{md}");
+    let listed = text(&run(&["runs", "--dir", reports.to_str().unwrap()]).stdout);
+    assert!(listed.contains("| gate failed") && listed.contains("camera-sim-test: input"), "{listed}");
+
+    let bad = r#"gates=[{compare: "noise_da > nosie_da"}]"#;
+    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--set", bad]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("gates[0].compare: \"nosie_da\" is not one of"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&reports).unwrap();
 }

@@ -2,6 +2,8 @@
 //! merged, `--set` overrides applied, every error at `file:line:col`), planning its stages and
 //! running them.
 
+pub mod gates;
+pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod spec;
@@ -263,6 +265,12 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     }
     if s.tests.is_empty() {
         return Err(fail("tests", "list at least one test set".into()));
+    }
+    let mut gate_methods: Vec<&str> = vec![crate::reports::INPUT];
+    gate_methods.extend(s.methods.iter().map(String::as_str));
+    let test_names: Vec<&str> = s.tests.iter().map(|t| t.name.as_str()).collect();
+    for (i, g) in s.gates.iter().enumerate() {
+        g.validate(&gate_methods, &test_names).map_err(|(key, m)| fail(&format!("gates[{i}].{key}"), m))?;
     }
     let mut names = BTreeSet::new();
     for (i, test) in s.tests.iter().enumerate() {

@@ -139,15 +139,16 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         }
         None => {
             let id = format!("{}-{}-{}", utc_stamp(started), res.profile, &sha256_hex(resolved_json.as_bytes())[..6]);
+            // The same id can only be another invocation of this configuration started in the
+            // same second: the lock below sorts that out.
             let dir = pipeline_dir.join(&id);
-            if dir.exists() {
-                return Err(Failure::internal(format!("{}: run directory already exists", dir.display())));
-            }
             (id, dir)
         }
     };
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .map_err(|e| Failure::internal(format!("{}: cannot create run directory: {e}", run_dir.display())))?;
+    // One writer per run directory; held until this function returns, however it returns.
+    let _lock = super::lock::RunLock::acquire(&run_dir)?;
     let cache_dir = report_root.join(".cache");
     write_atomic(&run_dir.join("resolved.json"), resolved_json.as_bytes())?;
     info!(run = %run_id, dir = %run_dir.display(), profile = %res.profile, "run started");
@@ -390,7 +391,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         all_curves.append_rows(c);
     }
     all_curves.write(&run_dir.join("curves"))?;
-    let md = write_summaries(&run_dir, spec)?;
+    let (md, gate_results) = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
     let provenance = json!({
@@ -422,6 +423,17 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         serde_json::to_string_pretty(&provenance).expect("json").as_bytes(),
     )?;
     info!(run = %run_id, wall_s = format!("{:.1}", t0.elapsed().as_secs_f64()), "run finished");
+    let failed: Vec<String> =
+        gate_results.iter().filter(|r| !r.passed).map(|r| format!("{}: {}", r.gate, r.detail)).collect();
+    if !failed.is_empty() {
+        if spec.report.print_summary {
+            println!("\n{md}");
+        }
+        return Err(Failure::new(
+            ExitCode::GateFailed,
+            format!("quality gate failed: {} (report: {})", failed.join("; "), run_dir.display()),
+        ));
+    }
     Ok(RunOutcome { run_dir, summary: md })
 }
 
@@ -472,7 +484,8 @@ fn find_unfinished(pipeline_dir: &Path, resolved_json: &str) -> Result<Option<Pa
 /// Summaries of a run from its per-image scores: `summary` (means, std, bootstrap intervals),
 /// `recipes`, `comparisons` against the baseline, and `summary.md`. Used at the end of a run and
 /// by `run-pipeline report` to re-summarise finished runs with this version's report code.
-pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<String> {
+/// The pipeline's quality gates are checked here too (results in gates.json and summary.md).
+pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<(String, Vec<super::gates::GateResult>)> {
     let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
     let per_image_table = reports::frame_to_table(&df)?;
@@ -507,6 +520,14 @@ pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<String> {
         md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
         md.push_str(&reports::recipes_markdown(&summary, &recipes));
     }
+    let gate_results = super::gates::check(&spec.gates, &summary, &spec.tests[0].name);
+    if !gate_results.is_empty() {
+        md.push_str(&super::gates::markdown(&gate_results));
+        write_atomic(
+            &run_dir.join("gates.json"),
+            serde_json::to_string_pretty(&gate_results).expect("json").as_bytes(),
+        )?;
+    }
     write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
-    Ok(md)
+    Ok((md, gate_results))
 }

@@ -36,6 +36,9 @@ pub struct PipelineSpec {
     /// Compute back-end: `flex` (CPU, default), `wgpu`, `cuda`, `tch` or `auto`.
     #[serde(default)]
     pub backend: Backend,
+    /// Quality gates checked after the report is written; a failed one exits with code 5.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::gates::Gate>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

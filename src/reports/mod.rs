@@ -6,6 +6,7 @@
 
 pub mod benchmark;
 pub mod compare;
+pub mod runs;
 pub mod table;
 
 use std::path::Path;

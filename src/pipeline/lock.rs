@@ -1,0 +1,196 @@
+//! The lock of a run directory: one process writes a run at a time.
+//!
+//! `run.lock` holds the holder's pid, host, start time and a heartbeat refreshed every few
+//! seconds. A second invocation that would write the same run (re-running the same command
+//! while the first is still going) exits 75 naming the holder. A lock whose holder is gone (a
+//! dead pid on this host, or no heartbeat for [`STALE_AFTER_S`] from another host) is taken
+//! over with a warning, so a crashed or killed run never blocks its own continuation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::error::{ExitCode, Failure, Result};
+use crate::util::write_atomic;
+
+pub const LOCK_FILE: &str = "run.lock";
+/// Seconds between heartbeats.
+const HEARTBEAT_S: u64 = 5;
+/// A lock from another host without a heartbeat for this long is stale.
+pub const STALE_AFTER_S: u64 = 60;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    pub started_unix: u64,
+    pub heartbeat_unix: u64,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Holder {
+    /// Whether the holder still runs: its pid exists (same host, where /proc can tell), else
+    /// a recent heartbeat.
+    pub fn alive(&self) -> bool {
+        if self.host == hostname() && Path::new("/proc/self").exists() {
+            return Path::new(&format!("/proc/{}", self.pid)).exists();
+        }
+        now().saturating_sub(self.heartbeat_unix) < STALE_AFTER_S
+    }
+}
+
+/// The holder of `dir`'s lock, if there is a readable one.
+pub fn holder(dir: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A held lock; released (file removed) on drop, including when the run fails or is
+/// interrupted.
+pub struct RunLock {
+    path: PathBuf,
+    me: Holder,
+    stop: Arc<AtomicBool>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunLock {
+    /// Take `dir`'s lock, taking over a stale one; a live holder is exit 75.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        let t = now();
+        let me = Holder { pid: std::process::id(), host: hostname(), started_unix: t, heartbeat_unix: t };
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(serde_json::to_string(&me).expect("json").as_bytes())?;
+                    f.sync_all()?;
+                    return Ok(RunLock::start(path, me));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock being written right now may be empty for an instant.
+                    let found = holder(dir).or_else(|| {
+                        std::thread::sleep(Duration::from_millis(200));
+                        holder(dir)
+                    });
+                    match found {
+                        Some(h) if h.alive() => {
+                            return Err(Failure::new(
+                                ExitCode::Locked,
+                                format!(
+                                    "{}: locked by another run (pid {} on {}, started {} s ago, heartbeat {} s ago); \
+                                     wait for it to finish, stop it, or start a separate run with --fresh",
+                                    dir.display(),
+                                    h.pid,
+                                    h.host,
+                                    now().saturating_sub(h.started_unix),
+                                    now().saturating_sub(h.heartbeat_unix)
+                                ),
+                            ));
+                        }
+                        Some(h) => warn!(
+                            dir = %dir.display(), pid = h.pid, host = %h.host,
+                            "taking over a stale lock: its holder is gone"
+                        ),
+                        None => warn!(dir = %dir.display(), "taking over an unreadable lock"),
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(Failure::internal(format!("{}: cannot create the lock: {e}", path.display()))),
+            }
+        }
+        Err(Failure::new(ExitCode::Locked, format!("{}: could not take the lock (contended)", path.display())))
+    }
+
+    fn start(path: PathBuf, me: Holder) -> RunLock {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, p, mut beat_holder) = (stop.clone(), path.clone(), me.clone());
+        let beat = std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if last.elapsed() >= Duration::from_secs(HEARTBEAT_S) {
+                    last = std::time::Instant::now();
+                    beat_holder.heartbeat_unix = now();
+                    // Only while it is still ours (a takeover would have replaced it).
+                    if holder(p.parent().expect("lock dir")).is_some_and(|h| h.pid == beat_holder.pid) {
+                        let _ = write_atomic(&p, serde_json::to_string(&beat_holder).expect("json").as_bytes());
+                    }
+                }
+            }
+        });
+        RunLock { path, me, stop, beat: Some(beat) }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.beat.take() {
+            let _ = b.join();
+        }
+        if holder(self.path.parent().expect("lock dir")).is_some_and(|h| h.pid == self.me.pid && h.host == self.me.host)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rp-lock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_live_holder_blocks_and_release_removes_the_file() {
+        let d = dir("live");
+        let lock = RunLock::acquire(&d).unwrap();
+        let h = holder(&d).unwrap();
+        assert_eq!((h.pid, h.host.clone()), (std::process::id(), hostname()));
+        assert!(h.alive());
+        let err = RunLock::acquire(&d).err().expect("second acquire must fail");
+        assert_eq!(err.code, ExitCode::Locked);
+        assert!(err.message.contains(&format!("pid {}", std::process::id())), "{}", err.message);
+        drop(lock);
+        assert!(!d.join(LOCK_FILE).exists());
+        let _again = RunLock::acquire(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_locks_are_taken_over() {
+        let d = dir("stale");
+        // A dead pid on this host (pids are below 2^22 on Linux).
+        let dead = Holder { pid: 4_194_304 + 17, host: hostname(), started_unix: 1, heartbeat_unix: 1 };
+        assert!(!dead.alive());
+        std::fs::write(d.join(LOCK_FILE), serde_json::to_string(&dead).unwrap()).unwrap();
+        let _l = RunLock::acquire(&d).unwrap();
+        assert_eq!(holder(&d).unwrap().pid, std::process::id());
+        // Another host: judged by its heartbeat.
+        let far = Holder { pid: 1, host: "elsewhere".into(), started_unix: now(), heartbeat_unix: now() };
+        assert!(far.alive());
+        assert!(!Holder { heartbeat_unix: now() - STALE_AFTER_S - 1, ..far }.alive());
+    }
+}
