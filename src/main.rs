@@ -30,7 +30,7 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 struct PipelineArgs {
     /// Pipeline file, e.g. pipelines/denoise.yaml.
     pipeline: Option<PathBuf>,
@@ -53,6 +53,17 @@ struct PipelineArgs {
     /// Start a new run even if an unfinished one of the same configuration exists.
     #[arg(long)]
     fresh: bool,
+    /// Re-run a stage even if a finished one with the same key is cached: a stage name
+    /// (train:noise_da:seed0), a prefix (train:noise_da) or a recipe name. Repeatable.
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Re-run this stage and every later one in plan order, ignoring the stage cache.
+    #[arg(long, value_name = "STAGE")]
+    from: Option<String>,
+    /// Print the stages, which would run and why, which are reused, and a rough cost; train
+    /// nothing (the same as `run-pipeline plan`).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,8 +72,11 @@ enum Command {
     Run(PipelineArgs),
     /// Validate a pipeline and print its resolved stages and networks (parameters, GMACs at the
     /// training patch size) without running anything.
-    #[command(alias = "plan")]
     Describe(PipelineArgs),
+    /// The stages of a run: which would run and why (new config key, changed input data, code
+    /// changed, forced), which are reused from the stage cache, and a rough cost. Loads (and
+    /// caches) the data to fingerprint it; trains nothing.
+    Plan(PipelineArgs),
     /// Score restored images against references (two files or two folders) with a protocol.
     Score {
         restored: PathBuf,
@@ -182,7 +196,13 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
         log: if interactive && matches!(format, LogFormat::Text) { LogMode::Bars } else { LogMode::Lines },
         stop,
         command_line: std::env::args().collect(),
+        force: args.force.clone(),
+        from: args.from.clone(),
     };
+    if args.dry_run {
+        print!("{}", pipeline::run::dry_run(&resolved, &opts)?);
+        return Ok(());
+    }
     let outcome = pipeline::run::run(&resolved, &opts)?;
     if resolved.spec.report.print_summary {
         println!("\n{}", outcome.summary);
@@ -306,6 +326,11 @@ fn main() -> ProcessExit {
     let result = match &cli.command {
         None => run_pipeline(&cli.run, cli.log_format),
         Some(Command::Run(args)) => run_pipeline(args, cli.log_format),
+        Some(Command::Plan(args)) => {
+            let mut a = args.clone();
+            a.dry_run = true;
+            run_pipeline(&a, cli.log_format)
+        }
         Some(Command::Describe(args)) => resolve(args).map(|r| {
             println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
             println!("stages:\n{}", plan::describe(&r.spec));

@@ -212,8 +212,42 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     let per_image2 = frame_to_table(&read_parquet(&runs[1].join("per_image.parquet")).unwrap()).unwrap();
     let psnr2 = floats(per_image2.get("psnr"));
     assert_eq!(&psnr2[..8], &psnr[..8], "input scores must be identical across runs");
-    // Same seeds, same data: training is reproducible too.
+    // The training stages were reused from the stage cache, not trained again.
+    assert!(text(&out2.stderr).contains("reusing the finished stage"), "{}", text(&out2.stderr));
+    assert!(prov2["training"].as_array().unwrap().iter().all(|t| t["reused_stage"].is_string()), "{prov2}");
     assert_eq!(psnr2, psnr);
+    // The plan says why a stage would run: a config edit, changed input data, --force.
+    let plan = |extra: &[&str]| {
+        let mut a = vec!["plan", "pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
+        a.extend_from_slice(extra);
+        let out = run(&a);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let p = plan(&[]);
+    assert!(p.contains("train:source_only:seed0: reuse") && p.contains("train:noise_da:seed0: reuse"), "{p}");
+    assert!(p.contains("0 training stage(s) to run, 2 reused"), "{p}");
+    let p = plan(&["--set", "train.noise_da.w=0.5"]);
+    assert!(p.contains("train:source_only:seed0: reuse"), "{p}");
+    assert!(p.contains("train:noise_da:seed0: run (new config key)"), "{p}");
+    assert!(p.contains("steps at"), "the cost comes from the measured speed: {p}");
+    let p = plan(&["--set", "source.count=11"]);
+    assert!(p.contains("train:noise_da:seed0: run (changed input data)"), "{p}");
+    let p = plan(&["--force", "noise_da"]);
+    assert!(
+        p.contains("train:noise_da:seed0: run (forced by --force/--from)") && p.contains("source_only:seed0: reuse")
+    );
+    let p = plan(&["--from", "train:source_only"]);
+    assert!(p.contains("2 training stage(s) to run, 0 reused"), "{p}");
+    assert_eq!(run(&["plan", "pipelines/denoise.yaml", "--force", "nosuch"]).status.code(), Some(2));
+    // Forced re-training with the same seeds and data reproduces the scores exactly.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out3 = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--force", "train"]);
+    assert!(out3.status.success(), "{}", text(&out3.stderr));
+    assert!(!text(&out3.stderr).contains("reusing the finished stage"));
+    let runs = run_dirs(&reports);
+    let per_image3 = frame_to_table(&read_parquet(&runs[2].join("per_image.parquet")).unwrap()).unwrap();
+    assert_eq!(floats(per_image3.get("psnr")), psnr, "training is reproducible");
 
     // `report` re-summarises a finished run from its per-image scores: the same summary again.
     let md_before = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();
@@ -494,7 +528,8 @@ fn interrupted_run_continues_where_it_stopped() {
     assert!(text(&out.stderr).contains("no unfinished run"), "{}", text(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let mut fresh = args.to_vec();
-    fresh.push("--fresh");
+    // --force train: really train again (not reuse the resumed run's cached stages).
+    fresh.extend(["--fresh", "--force", "train"]);
     let out = run(&fresh);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let runs = run_dirs(&reports);

@@ -7,6 +7,7 @@ pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod spec;
+pub mod stages;
 pub mod yaml;
 
 use std::collections::BTreeSet;

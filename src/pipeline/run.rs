@@ -16,6 +16,7 @@ use tracing::info;
 use super::Resolved;
 use super::plan::{Stage, describe};
 use super::spec::{Method, PipelineSpec, Protocol};
+use super::stages::Decision;
 use crate::datasets::{Loader, PairedItem, PairedSet, Registry, Split, Take};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
@@ -49,6 +50,63 @@ pub struct RunOptions {
     pub log: LogMode,
     pub stop: Arc<AtomicBool>,
     pub command_line: Vec<String>,
+    /// Stages to run even when a finished one with the same key is cached (`--force`): a stage
+    /// name (`train:noise_da:seed0`), a prefix of one (`train:noise_da`) or a recipe name.
+    pub force: Vec<String>,
+    /// Run this stage and every later one in plan order regardless of the cache (`--from`).
+    pub from: Option<String>,
+}
+
+/// Whether stage `name` (of recipe `recipe`) matches a `--force`/`--from` pattern.
+fn matches_stage(pattern: &str, name: &str, recipe: &str) -> bool {
+    pattern == name || pattern == recipe || name.starts_with(&format!("{pattern}:"))
+}
+
+/// The training stages `--force`/`--from` re-run, in plan order.
+pub fn forced_stages(spec: &PipelineSpec, force: &[String], from: Option<&str>) -> Result<Vec<String>> {
+    let stages = super::plan::plan(spec);
+    let name_of = |st: &Stage| match st {
+        Stage::Train { recipe, .. } | Stage::Evaluate { recipe, .. } => recipe.clone(),
+        _ => String::new(),
+    };
+    for p in force.iter().map(String::as_str).chain(from) {
+        if !stages.iter().any(|st| matches_stage(p, &st.to_string(), &name_of(st))) {
+            let names: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+            return Err(Failure::config(format!("--force/--from {p}: no such stage (stages: {})", names.join(", "))));
+        }
+    }
+    let start = from.and_then(|p| stages.iter().position(|st| matches_stage(p, &st.to_string(), &name_of(st))));
+    Ok(stages
+        .iter()
+        .enumerate()
+        .filter(|(i, st)| {
+            matches!(st, Stage::Train { .. })
+                && (start.is_some_and(|s0| *i >= s0)
+                    || force.iter().any(|p| matches_stage(p, &st.to_string(), &name_of(st))))
+        })
+        .map(|(_, st)| st.to_string())
+        .collect())
+}
+
+/// The key of one training stage (see [`super::stages`]).
+#[allow(clippy::too_many_arguments)]
+fn train_key(
+    spec: &PipelineSpec,
+    recipe: &super::spec::Recipe,
+    seed: u64,
+    data: (&PairedSet, Option<&crate::datasets::TargetTrainSet>, Option<&PairedSet>),
+    val_sets: &[TestSet],
+    init: Option<&super::stages::StageKey>,
+) -> super::stages::StageKey {
+    let (source, target, target_pairs) = data;
+    let validation: Vec<(&str, &str)> =
+        val_sets.iter().map(|t| (t.name.as_str(), t.set.fingerprint.as_str())).collect();
+    super::stages::StageKey::new(
+        &super::stages::train_config(recipe.method, recipe.train, recipe.networks, &spec.task, seed),
+        &json!({"source": source.fingerprint, "target": target.map(|t| &t.fingerprint),
+            "target_pairs": target_pairs.map(|t| &t.fingerprint), "validation": validation,
+            "validate_every": spec.validation.as_ref().map(|v| v.every), "init": init.map(|k| k.id())}),
+    )
 }
 
 pub struct RunOutcome {
@@ -112,6 +170,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let t0 = Instant::now();
     let registry = Registry::load(&opts.registry)?;
     preflight(spec, &registry)?;
+    let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
     let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
     let (all_devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
     let device = all_devices[0].clone();
@@ -167,31 +226,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
 
     // --- data
     let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
-    let source = loader.source_pairs(
-        &spec.source.dataset,
-        Take { count: spec.source.count, size: spec.source.size },
-        spec.source.degradation.as_ref(),
-        spec.source.on_problem,
-    )?;
-    let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
-    let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
-    let target_pairs = spec
-        .uses_target_pairs()
-        .then(|| loader.target_train_pairs(&t.dataset, target_take, t.on_problem))
-        .transpose()?;
-    let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
-        let take = Take { count: t.count, size: t.size };
-        let set = match &t.degradation {
-            Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
-            None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
-        };
-        Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set })
-    };
-    let tests = spec.tests.iter().map(|t| load_eval(t, Split::Test)).collect::<Result<Vec<_>>>()?;
-    let val_sets = match &spec.validation {
-        Some(v) => v.sets.iter().map(|t| load_eval(t, Split::Val)).collect::<Result<Vec<_>>>()?,
-        None => vec![],
-    };
+    let Data { source, target, target_pairs, tests, val_sets } = load_data(spec, &loader)?;
     let validation: Vec<training::ValidationSet> = val_sets
         .iter()
         .map(|t| training::ValidationSet { name: &t.name, protocol: t.protocol, items: &t.set.items })
@@ -260,6 +295,27 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     // --- train + evaluate
     let mut curves: Vec<Table> = Vec::new();
     let mut training_facts = Vec::new();
+    let stage_cache = super::stages::StageCache::new(&report_root);
+    let mut keys: std::collections::HashMap<(String, u64), super::stages::StageKey> = Default::default();
+    // Restore every test image with `g` and stream the scores.
+    let evaluate = |g: &crate::networks::Restorer,
+                    name: &str,
+                    seed: u64,
+                    stride: usize,
+                    per_image: &mut Option<TableWriter>|
+     -> Result<()> {
+        for t in &tests {
+            // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
+            // stream to the table as they are scored.
+            for chunk in t.set.items.chunks(EVAL_CHUNK) {
+                let outputs: Vec<Image> =
+                    chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, &device)).collect();
+                let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
+                write_rows(&rows, per_image)?;
+            }
+        }
+        Ok(())
+    };
     for &seed in &spec.seeds.train {
         for recipe in spec.recipes() {
             let method = recipe.method;
@@ -279,6 +335,36 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 .to_string()
                 .as_bytes(),
             );
+            let init_key = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
+            let key =
+                train_key(spec, &recipe, seed, (&source, target.as_ref(), target_pairs.as_ref()), &val_sets, init_key);
+            keys.insert((name.to_string(), seed), key.clone());
+            let ckpt_file = run_dir.join("checkpoints").join(format!("{name}-seed{seed}.bpk"));
+            let ema_file = run_dir.join("checkpoints").join(format!("{name}-seed{seed}-ema.bpk"));
+            let decision = stage_cache.decide(&key, forced.contains(&stage.to_string()));
+            if let Decision::Reuse(dir) = &decision {
+                let cached = stage_cache.load(dir)?;
+                info!(stage = %stage, from = %dir.display(), "reusing the finished stage (same config, data and code)");
+                let load = |file: &Path| {
+                    recipe.networks.restorer.init(&device).try_load_file(file).map_err(|e| {
+                        Failure::internal(format!("{}: cannot load the cached stage: {e}", file.display()))
+                    })
+                };
+                let restorer = load(&dir.join(super::stages::MODEL))?;
+                save_checkpoint(&restorer, &ckpt_file)?;
+                if dir.join(super::stages::EMA).is_file() {
+                    save_checkpoint(&load(&dir.join(super::stages::EMA))?, &ema_file)?;
+                }
+                let mut facts = cached.facts.clone();
+                facts["reused_stage"] = json!(dir.display().to_string());
+                training_facts.push(facts);
+                curves.push(reports::curve_table(name, seed, &cached.curve, &val_names));
+                finish_stage(stage.to_string(), &mut timings);
+                evaluate(&restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image)?;
+                finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
+                continue;
+            }
+            info!(stage = %stage, why = %decision.describe(), "stage runs");
             let inputs = TrainInputs {
                 checkpoints: Some(&ckpt_dir),
                 fingerprint,
@@ -351,35 +437,30 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             }
             info!(stage = %stage, steps_per_s = format!("{:.2}", trained.steps_per_s), params_g = trained.params_g,
                   params_d = trained.params_d.unwrap_or(0), "training finished");
-            training_facts.push(json!({
+            let facts = json!({
                 "method": name, "algorithm": method.name(), "seed": seed, "steps": trained.steps_done,
                 "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "resumed_from_step": trained.resumed_from,
                 "last_checkpoint": trained.last_checkpoint.as_ref().map(|p| p.display().to_string()),
                 "best_checkpoint": trained.best_checkpoint.as_ref().map(|(p, v)| json!({"path": p.display().to_string(),
                     "val_psnr": v, "set": val_names.first()})),
                 "params_restorer": trained.params_g, "params_diffusion": trained.params_d,
-            }));
+            });
             curves.push(reports::curve_table(name, seed, &trained.curve, &val_names));
-            save_checkpoint(&trained.restorer, &run_dir.join("checkpoints").join(format!("{name}-seed{seed}.bpk")))?;
+            save_checkpoint(&trained.restorer, &ckpt_file)?;
             if let Some(ema) = &trained.restorer_ema {
-                save_checkpoint(ema, &run_dir.join("checkpoints").join(format!("{name}-seed{seed}-ema.bpk")))?;
+                save_checkpoint(ema, &ema_file)?;
             }
+            let cached = super::stages::Cached {
+                key: key.clone(),
+                stage: stage.to_string(),
+                curve: trained.curve.clone(),
+                facts: facts.clone(),
+                cost: super::stages::cost_key(method.name(), recipe.train, recipe.networks),
+            };
+            stage_cache.store(&cached, &ckpt_file, trained.restorer_ema.as_ref().map(|_| ema_file.as_path()))?;
+            training_facts.push(facts);
             finish_stage(stage.to_string(), &mut timings);
-
-            let eval_device = device.clone();
-            let stride = recipe.networks.restorer.stride();
-            for t in &tests {
-                // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
-                // stream to the table as they are scored.
-                for chunk in t.set.items.chunks(EVAL_CHUNK) {
-                    let outputs: Vec<Image> = chunk
-                        .iter()
-                        .map(|item| training::restore_image(&trained.restorer, &item.degraded, stride, &eval_device))
-                        .collect();
-                    let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
-                    write_rows(&rows, &mut per_image)?;
-                }
-            }
+            evaluate(&trained.restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image)?;
             finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
         }
     }
@@ -435,6 +516,121 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         ));
     }
     Ok(RunOutcome { run_dir, summary: md })
+}
+
+/// `--dry-run` / `run-pipeline plan`: every stage with what would happen and why, and a rough
+/// cost from the stage cache's timings. Loads the data (materialising generated data in the
+/// shard cache, as a run would) to fingerprint it; creates no run directory and trains nothing.
+pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
+    let spec: &PipelineSpec = &res.spec;
+    let registry = Registry::load(&opts.registry)?;
+    preflight(spec, &registry)?;
+    let report_root = PathBuf::from(&spec.report.dir);
+    let cache_dir = report_root.join(".cache");
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
+    let data = load_data(spec, &loader)?;
+    let stage_cache = super::stages::StageCache::new(&report_root);
+    let mut keys: std::collections::HashMap<(String, u64), super::stages::StageKey> = Default::default();
+    let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
+    let cached = |c: bool| if c { "reuse cached shards" } else { "generate (then cached)" };
+    out.push_str(&format!(
+        "  data: source {}; target {}\n",
+        cached(data.source.cached),
+        data.target.as_ref().map_or("unused", |t| cached(t.cached))
+    ));
+    out.push_str("  score:input: run (cheap)\n");
+    let (mut to_run, mut reused, mut est_s) = (0, 0, 0.0);
+    let mut unknown_cost = false;
+    for &seed in &spec.seeds.train {
+        for recipe in spec.recipes() {
+            let stage = Stage::Train { recipe: recipe.name.to_string(), seed };
+            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
+            let key = train_key(
+                spec,
+                &recipe,
+                seed,
+                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
+                &data.val_sets,
+                init,
+            );
+            keys.insert((recipe.name.to_string(), seed), key.clone());
+            let decision = stage_cache.decide(&key, forced.contains(&stage.to_string()));
+            let cost = match &decision {
+                Decision::Reuse(_) => {
+                    reused += 1;
+                    String::new()
+                }
+                Decision::Run(_) => {
+                    to_run += 1;
+                    // Speed of the same training measured before (any code, any data), if any.
+                    match stage_cache.steps_per_s(&super::stages::cost_key(
+                        recipe.method.name(),
+                        recipe.train,
+                        recipe.networks,
+                    )) {
+                        Some(rate) => {
+                            let s = recipe.train.steps as f64 / rate;
+                            est_s += s;
+                            format!(", ~{:.0} s ({} steps at {rate:.2}/s measured before)", s, recipe.train.steps)
+                        }
+                        None => {
+                            unknown_cost = true;
+                            format!(", {} steps (no timing yet)", recipe.train.steps)
+                        }
+                    }
+                }
+            };
+            out.push_str(&format!("  {stage}: {}{cost}\n", decision.describe()));
+            out.push_str(&format!("  {}: run\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
+        }
+    }
+    out.push_str("  report: run\n");
+    out.push_str(&format!(
+        "{to_run} training stage(s) to run, {reused} reused; estimated training time {}{:.0} s\n",
+        if unknown_cost { "at least " } else { "" },
+        est_s
+    ));
+    Ok(out)
+}
+
+/// Everything a run reads: the source pairs, the target inputs (and pairs for the upper
+/// bound), test and validation sets. Generated data is materialised in the shard cache.
+struct Data {
+    source: PairedSet,
+    target: Option<crate::datasets::TargetTrainSet>,
+    target_pairs: Option<PairedSet>,
+    tests: Vec<TestSet>,
+    val_sets: Vec<TestSet>,
+}
+
+fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
+    let source = loader.source_pairs(
+        &spec.source.dataset,
+        Take { count: spec.source.count, size: spec.source.size },
+        spec.source.degradation.as_ref(),
+        spec.source.on_problem,
+    )?;
+    let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
+    let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
+    let target_pairs = spec
+        .uses_target_pairs()
+        .then(|| loader.target_train_pairs(&t.dataset, target_take, t.on_problem))
+        .transpose()?;
+    let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
+        let take = Take { count: t.count, size: t.size };
+        let set = match &t.degradation {
+            Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
+            None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
+        };
+        Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set })
+    };
+    let tests = spec.tests.iter().map(|t| load_eval(t, Split::Test)).collect::<Result<Vec<_>>>()?;
+    let val_sets = match &spec.validation {
+        Some(v) => v.sets.iter().map(|t| load_eval(t, Split::Val)).collect::<Result<Vec<_>>>()?,
+        None => vec![],
+    };
+    Ok(Data { source, target, target_pairs, tests, val_sets })
 }
 
 /// Every dataset the pipeline names must be registered and, unless embedded, present:

@@ -1,0 +1,241 @@
+//! Reuse of finished training stages across runs.
+//!
+//! A training stage is keyed by three parts: its **config** (the recipe's resolved `train` and
+//! `networks`, method, task, seed), its **inputs** (fingerprints of the source, target and
+//! target-pair data, and the key of the stage it warm-starts from) and the **code** (a hash of
+//! the running binary). A finished stage leaves its final weights, EMA, curve and facts under
+//! `<report.dir>/.cache/stages/<key>/` (written to a temporary directory and renamed); a later
+//! run whose stage has the same key loads them instead of training. When the key is new, the
+//! cache says why: no entry with that config, the same config on other inputs, or the same
+//! config and inputs under other code.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Failure, Result};
+use crate::training::CurvePoint;
+use crate::util::sha256_hex;
+
+/// Hash of the running executable: "the code version" of a stage (any rebuild that changes the
+/// binary invalidates its stages).
+pub fn code_version() -> &'static str {
+    static CODE: OnceLock<String> = OnceLock::new();
+    CODE.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|bytes| sha256_hex(&bytes)[..16].to_string())
+            .unwrap_or_else(|| format!("version-{}", env!("CARGO_PKG_VERSION")))
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageKey {
+    pub config: String,
+    pub inputs: String,
+    pub code: String,
+}
+
+impl StageKey {
+    pub fn new(config: &serde_json::Value, inputs: &serde_json::Value) -> StageKey {
+        StageKey {
+            config: sha256_hex(config.to_string().as_bytes())[..16].to_string(),
+            inputs: sha256_hex(inputs.to_string().as_bytes())[..16].to_string(),
+            code: code_version().to_string(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        sha256_hex(format!("{}/{}/{}", self.config, self.inputs, self.code).as_bytes())[..20].to_string()
+    }
+}
+
+/// What to do with a stage, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// A finished stage with the same key exists.
+    Reuse(PathBuf),
+    /// Run it: the reason.
+    Run(String),
+}
+
+impl Decision {
+    pub fn describe(&self) -> String {
+        match self {
+            Decision::Reuse(dir) => format!("reuse {}", dir.display()),
+            Decision::Run(why) => format!("run ({why})"),
+        }
+    }
+}
+
+/// What a cached stage holds besides its weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cached {
+    pub key: StageKey,
+    pub stage: String,
+    pub curve: Vec<CurvePoint>,
+    /// The training facts of the run that produced it (steps, timings, parameter counts).
+    pub facts: serde_json::Value,
+    /// Hash of what sets a step's cost (method, networks, batch, patch, devices, precision):
+    /// other stages with the same cost key estimate their time from this one's speed.
+    #[serde(default)]
+    pub cost: String,
+}
+
+pub const MODEL: &str = "model.bpk";
+pub const EMA: &str = "ema.bpk";
+const META: &str = "stage.json";
+
+pub struct StageCache {
+    pub root: PathBuf,
+}
+
+impl StageCache {
+    pub fn new(report_root: &Path) -> StageCache {
+        StageCache { root: report_root.join(".cache").join("stages") }
+    }
+
+    fn entries(&self) -> Vec<Cached> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else { return vec![] };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join(META)).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect()
+    }
+
+    /// Measured steps/s of an earlier training with this cost key, if cached.
+    pub fn steps_per_s(&self, cost: &str) -> Option<f64> {
+        self.entries()
+            .into_iter()
+            .filter(|c| c.cost == cost)
+            .filter_map(|c| c.facts["steps_per_s"].as_f64())
+            .find(|r| *r > 0.0)
+    }
+
+    /// Reuse, or run and why. `forced` (from `--force` / `--from`) always runs.
+    pub fn decide(&self, key: &StageKey, forced: bool) -> Decision {
+        if forced {
+            return Decision::Run("forced by --force/--from".into());
+        }
+        let dir = self.root.join(key.id());
+        if dir.join(META).is_file() && dir.join(MODEL).is_file() {
+            return Decision::Reuse(dir);
+        }
+        let same_config: Vec<StageKey> =
+            self.entries().into_iter().map(|c| c.key).filter(|k| k.config == key.config).collect();
+        if same_config.is_empty() {
+            Decision::Run("new config key".into())
+        } else if same_config.iter().any(|k| k.inputs == key.inputs) {
+            Decision::Run("code changed".into())
+        } else {
+            Decision::Run("changed input data".into())
+        }
+    }
+
+    pub fn load(&self, dir: &Path) -> Result<Cached> {
+        let path = dir.join(META);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::internal(format!("{}: cannot read the cached stage: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::internal(format!("{}: unreadable cached stage: {e}", path.display())))
+    }
+
+    /// Store a finished stage: its weight files are copied in, everything lands at once.
+    pub fn store(&self, cached: &Cached, model: &Path, ema: Option<&Path>) -> Result<PathBuf> {
+        let dir = self.root.join(cached.key.id());
+        if dir.join(META).is_file() {
+            return Ok(dir);
+        }
+        let tmp = crate::util::temp_path(&dir);
+        let io = |e: std::io::Error| Failure::internal(format!("{}: cannot write the stage cache: {e}", tmp.display()));
+        std::fs::create_dir_all(&tmp).map_err(io)?;
+        std::fs::copy(model, tmp.join(MODEL)).map_err(io)?;
+        if let Some(ema) = ema {
+            std::fs::copy(ema, tmp.join(EMA)).map_err(io)?;
+        }
+        std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json")).map_err(io)?;
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => Ok(dir),
+            // Another run stored the same stage meanwhile: theirs is as good as ours.
+            Err(_) if dir.join(META).is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(dir)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
+/// The cost key of a training stage (see [`Cached::cost`]).
+pub fn cost_key(method: &str, train: &crate::pipeline::spec::TrainSpec, networks: &impl Serialize) -> String {
+    let v = json!({"method": method, "networks": networks, "batch": train.batch, "patch": train.patch,
+        "target": train.noise_da.target_count(train.batch), "devices": train.devices, "precision": train.precision,
+        "conditions": train.noise_da.conditions, "diffusion": train.noise_da.diffusion_loss});
+    sha256_hex(v.to_string().as_bytes())[..16].to_string()
+}
+
+/// The config half of a training stage's key: what changes the trained weights or curve.
+/// Keys that cannot (checkpoint cadence; the Noise-DA settings of a method without D) are left
+/// out, so editing them reuses the stage.
+pub fn train_config(
+    method: crate::pipeline::spec::Method,
+    train: &crate::pipeline::spec::TrainSpec,
+    networks: &crate::pipeline::spec::NetworksSpec,
+    task: &impl Serialize,
+    seed: u64,
+) -> serde_json::Value {
+    let mut t = serde_json::to_value(train).expect("train serialises");
+    if let Some(obj) = t.as_object_mut() {
+        obj.remove("checkpoint");
+        if method != crate::pipeline::spec::Method::NoiseDa {
+            obj.remove("noise_da");
+        }
+    }
+    let networks = if method == crate::pipeline::spec::Method::NoiseDa {
+        serde_json::to_value(networks).expect("networks serialise")
+    } else {
+        serde_json::to_value(&networks.restorer).expect("restorer serialises")
+    };
+    json!({"method": method.name(), "train": t, "networks": networks, "task": task, "seed": seed})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuse_and_the_reasons_to_run() {
+        let root = std::env::temp_dir().join(format!("rp-stages-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cache = StageCache::new(&root);
+        let key = StageKey::new(&json!({"lr": 1}), &json!({"source": "a"}));
+        assert_eq!(cache.decide(&key, false), Decision::Run("new config key".into()));
+        let model = root.join("m.bpk");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(&model, b"weights").unwrap();
+        let cached = Cached {
+            key: key.clone(),
+            stage: "train:x:seed0".into(),
+            curve: vec![],
+            facts: json!({"steps_per_s": 2.5}),
+            cost: "c1".into(),
+        };
+        let dir = cache.store(&cached, &model, None).unwrap();
+        assert_eq!(cache.decide(&key, false), Decision::Reuse(dir.clone()));
+        assert_eq!(std::fs::read(dir.join(MODEL)).unwrap(), b"weights");
+        assert_eq!(cache.load(&dir).unwrap().stage, "train:x:seed0");
+        assert_eq!(cache.steps_per_s("c1"), Some(2.5));
+        assert_eq!(cache.steps_per_s("c2"), None);
+        assert_eq!(cache.decide(&key, true), Decision::Run("forced by --force/--from".into()));
+        let other_data = StageKey::new(&json!({"lr": 1}), &json!({"source": "b"}));
+        assert_eq!(cache.decide(&other_data, false), Decision::Run("changed input data".into()));
+        let other_code = StageKey { code: "other".into(), ..key.clone() };
+        assert_eq!(cache.decide(&other_code, false), Decision::Run("code changed".into()));
+        let other_config = StageKey::new(&json!({"lr": 2}), &json!({"source": "a"}));
+        assert_eq!(cache.decide(&other_config, false), Decision::Run("new config key".into()));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
