@@ -88,6 +88,9 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
         "checkpoints/noise_da-seed0.bpk",
         "checkpoints/source_only-seed0-ema.bpk",
         "checkpoints/noise_da-seed0-ema.bpk",
+        "figures/curves.png",
+        "figures/camera-sim-test-crops.png",
+        "figures/awgn-test-crops.png",
     ] {
         assert!(run_dir.join(f).is_file(), "missing {f}");
     }

@@ -116,6 +116,8 @@ pub struct RunOutcome {
 
 /// Test images restored and scored per batch.
 const EVAL_CHUNK: usize = 32;
+/// Test images per set shown in the example-crops figure.
+const EXAMPLES: usize = 4;
 
 struct TestSet {
     name: String,
@@ -298,18 +300,26 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let stage_cache = super::stages::StageCache::new(&report_root);
     let mut keys: std::collections::HashMap<(String, u64), super::stages::StageKey> = Default::default();
     // Restore every test image with `g` and stream the scores.
+    // The first few restored test images of each recipe (first seed), for the crops figure.
+    let mut examples: std::collections::BTreeMap<(String, String), Vec<Image>> = Default::default();
+    let first_seed = spec.seeds.train.first().copied();
     let evaluate = |g: &crate::networks::Restorer,
                     name: &str,
                     seed: u64,
                     stride: usize,
-                    per_image: &mut Option<TableWriter>|
+                    per_image: &mut Option<TableWriter>,
+                    examples: &mut std::collections::BTreeMap<(String, String), Vec<Image>>|
      -> Result<()> {
         for t in &tests {
             // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
             // stream to the table as they are scored.
-            for chunk in t.set.items.chunks(EVAL_CHUNK) {
+            for (k, chunk) in t.set.items.chunks(EVAL_CHUNK).enumerate() {
                 let outputs: Vec<Image> =
                     chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, &device)).collect();
+                if k == 0 && Some(seed) == first_seed {
+                    examples
+                        .insert((t.name.clone(), name.to_string()), outputs.iter().take(EXAMPLES).cloned().collect());
+                }
                 let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
                 write_rows(&rows, per_image)?;
             }
@@ -360,7 +370,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 training_facts.push(facts);
                 curves.push(reports::curve_table(name, seed, &cached.curve, &val_names));
                 finish_stage(stage.to_string(), &mut timings);
-                evaluate(&restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image)?;
+                evaluate(&restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image, &mut examples)?;
                 finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
                 continue;
             }
@@ -460,7 +470,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             stage_cache.store(&cached, &ckpt_file, trained.restorer_ema.as_ref().map(|_| ema_file.as_path()))?;
             training_facts.push(facts);
             finish_stage(stage.to_string(), &mut timings);
-            evaluate(&trained.restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image)?;
+            evaluate(&trained.restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image, &mut examples)?;
             finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
         }
     }
@@ -472,6 +482,26 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         all_curves.append_rows(c);
     }
     all_curves.write(&run_dir.join("curves"))?;
+    // Figures: training curves, and example crops per test set (input / recipes / ground truth).
+    let figures = run_dir.join("figures");
+    std::fs::create_dir_all(&figures)?;
+    reports::figures::curves_png(&all_curves, &figures.join("curves.png"))?;
+    for t in &tests {
+        let recipes: Vec<String> =
+            spec.methods.iter().filter(|m| examples.contains_key(&(t.name.clone(), (*m).clone()))).cloned().collect();
+        let mut labels = vec![INPUT.to_string()];
+        labels.extend(recipes.iter().cloned());
+        labels.push("ground truth".into());
+        let rows: Vec<Vec<Image>> = (0..t.set.items.len().min(EXAMPLES))
+            .map(|i| {
+                let mut row = vec![t.set.items[i].degraded.clone()];
+                row.extend(recipes.iter().map(|m| examples[&(t.name.clone(), m.clone())][i].clone()));
+                row.push(t.set.items[i].clean.clone());
+                row
+            })
+            .collect();
+        reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
+    }
     let (md, gate_results) = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 

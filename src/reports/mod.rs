@@ -6,6 +6,7 @@
 
 pub mod benchmark;
 pub mod compare;
+pub mod figures;
 pub mod runs;
 pub mod table;
 
