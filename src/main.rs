@@ -101,6 +101,10 @@ enum Command {
         /// `benchmark/` beside the first run's pipeline folder (reports/benchmark).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Pair every run's methods image by image against this one, across runs:
+        /// RUN_ID/METHOD (or METHOD of the first run). Written as comparisons.{csv,parquet}.
+        #[arg(long, value_name = "RUN/METHOD")]
+        baseline: Option<String>,
     },
     /// List the runs under a reports folder: id, pipeline, profile, status (finished, gate
     /// failed, running, unfinished) and the first test set's mean PSNR per method.
@@ -211,9 +215,11 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     Ok(())
 }
 
-fn report(runs: &[PathBuf], out: Option<&Path>) -> Result<()> {
+fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Result<()> {
     use run_pipeline::reports::{self, benchmark};
     let mut summaries = Vec::new();
+    let mut across = reports::Table::default();
+    let mut labels: Vec<String> = Vec::new();
     for dir in runs {
         let path = dir.join("resolved.json");
         let text = std::fs::read_to_string(&path)
@@ -238,6 +244,16 @@ fn report(runs: &[PathBuf], out: Option<&Path>) -> Result<()> {
         println!("{}\n\n{md}", dir.display());
         let summary = reports::frame_to_table(&reports::read_parquet(&dir.join("summary.parquet"))?)?;
         let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if baseline.is_some() {
+            let per_image = reports::frame_to_table(&reports::read_parquet(&dir.join("per_image.parquet"))?)?;
+            let t = reports::compare::relabelled(&per_image, &run_id);
+            for m in reports::compare::methods(&t) {
+                if !labels.contains(&m) {
+                    labels.push(m);
+                }
+            }
+            across.append_rows(t);
+        }
         let target_tests =
             spec.tests.iter().filter(|t| t.dataset == spec.target.dataset).map(|t| t.name.clone()).collect();
         summaries.push(benchmark::RunSummary {
@@ -254,6 +270,23 @@ fn report(runs: &[PathBuf], out: Option<&Path>) -> Result<()> {
     let table = benchmark::benchmark_table(&summaries);
     table.write(&out.join("benchmark"))?;
     let md = benchmark::benchmark_markdown(&table);
+    run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
+    let mut md = md;
+    if let Some(b) = baseline {
+        let first = runs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let b = if b.contains('/') { b.to_string() } else { format!("{first}/{b}") };
+        if !labels.contains(&b) {
+            return Err(Failure::config(format!(
+                "--baseline {b}: not among the runs' methods ({})",
+                labels.join(", ")
+            )));
+        }
+        let order: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let comparisons = reports::compare::compare(&across, &b, &order);
+        reports::compare::comparisons_table(&comparisons).write(&out.join("comparisons"))?;
+        md.push_str(&format!("\nPaired differences against {b} on the same images, across runs:\n\n"));
+        md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+    }
     run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
     println!("benchmark across {} run(s):\n\n{md}\nbenchmark: {}", summaries.len(), out.join("benchmark.md").display());
     Ok(())
@@ -357,7 +390,7 @@ fn main() -> ProcessExit {
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, protocol, *by_order, *format)
         }
-        Some(Command::Report { runs, out }) => report(runs, out.as_deref()),
+        Some(Command::Report { runs, out, baseline }) => report(runs, out.as_deref(), baseline.as_deref()),
         Some(Command::Runs { dir }) => {
             let runs = run_pipeline::reports::runs::list(dir);
             if runs.is_empty() {

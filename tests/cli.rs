@@ -252,6 +252,34 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     let per_image3 = frame_to_table(&read_parquet(&runs[2].join("per_image.parquet")).unwrap()).unwrap();
     assert_eq!(floats(per_image3.get("psnr")), psnr, "training is reproducible");
 
+    // Across runs: the forced re-run's noise_da against the first run's source_only, image by
+    // image, equals the first run's own comparison (identical scores).
+    let id = |d: &Path| d.file_name().unwrap().to_string_lossy().to_string();
+    let across = reports.join("across");
+    let base = format!("{}/source_only", id(&runs[0]));
+    let out = run(&[
+        "report",
+        runs[0].to_str().unwrap(),
+        runs[2].to_str().unwrap(),
+        "--baseline",
+        &base,
+        "--out",
+        across.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let x = frame_to_table(&read_parquet(&across.join("comparisons.parquet")).unwrap()).unwrap();
+    let own = frame_to_table(&read_parquet(&runs[0].join("comparisons.parquet")).unwrap()).unwrap();
+    let (xm, xt, xd) = (strs(x.get("method")), strs(x.get("test_set")), floats(x.get("delta_psnr")));
+    let (ot, od) = (strs(own.get("test_set")), floats(own.get("delta_psnr")));
+    let target = format!("{}/noise_da", id(&runs[2]));
+    for (k, test) in ot.iter().enumerate() {
+        let i = (0..x.rows()).find(|&i| xm[i] == target && &xt[i] == test).expect("cross-run row");
+        assert!((xd[i] - od[k]).abs() < 1e-9, "{test}: {} vs {}", xd[i], od[k]);
+    }
+    assert!(std::fs::read_to_string(across.join("benchmark.md")).unwrap().contains("across runs"));
+    let out = run(&["report", runs[0].to_str().unwrap(), "--baseline", "nosuch", "--out", across.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
     // `report` re-summarises a finished run from its per-image scores: the same summary again.
     let md_before = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();
     for f in ["summary.md", "summary.parquet", "comparisons.csv"] {

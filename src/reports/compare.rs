@@ -70,10 +70,40 @@ fn grouped(per_image: &Table) -> BTreeMap<(String, String), Scores> {
 
 /// Differences of the methods against `baseline` (which must share seeds and images with
 /// them; `input` rows, having no seed, pair with every seed). `order` sorts the methods.
+/// The columns pairing needs (test set, image, seed, method, PSNR, SSIM) of a run's per-image
+/// table, methods renamed `<run_id>/<method>`: runs written by different versions (other
+/// columns) line up, and methods of different runs stay apart.
+pub fn relabelled(per_image: &Table, run_id: &str) -> Table {
+    let mut t = Table::default();
+    for name in ["test_set", "image_id", "seed", "psnr", "ssim"] {
+        if let Some(c) = per_image.get(name) {
+            t.push(name, c.clone());
+        }
+    }
+    if let Some(Column::Str(m)) = per_image.get("method") {
+        t.push("method", Column::Str(m.iter().map(|m| m.as_ref().map(|m| format!("{run_id}/{m}"))).collect()));
+    }
+    t
+}
+
+/// Distinct method labels of a per-image table, in order of appearance.
+pub fn methods(per_image: &Table) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(Column::Str(m)) = per_image.get("method") {
+        for m in m.iter().flatten() {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Comparison> {
     let by = grouped(per_image);
     let rank = |m: &str| order.iter().position(|o| *o == m).unwrap_or(order.len());
-    let mut keys: Vec<(String, String)> = by.keys().filter(|(_, m)| m != baseline && m != INPUT).cloned().collect();
+    let mut keys: Vec<(String, String)> =
+        by.keys().filter(|(_, m)| m != baseline && m != INPUT && !m.ends_with(&format!("/{INPUT}"))).cloned().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0).then(rank(&a.1).cmp(&rank(&b.1))).then(a.1.cmp(&b.1)));
     let mut out = Vec::new();
     for (test, method) in keys {
