@@ -651,8 +651,24 @@ fn failed_quality_gate_exits_5_after_the_report() {
         "train.steps=2",
         "--set",
         gates,
+        "--log-format",
+        "json",
     ]);
     let stderr = text(&out.stderr);
+    // JSON lines for machines: progress rows carry stage, step and ETA as fields.
+    let progress: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["step"].is_number())
+        .collect();
+    assert!(!progress.is_empty(), "{stderr}");
+    for v in &progress {
+        assert!(v["fields"]["stage"].as_str().unwrap().starts_with("train:"), "{v}");
+        assert!(
+            v["fields"]["eta_s"].is_string() && v["fields"]["message"].as_str().unwrap().starts_with("loss"),
+            "{v}"
+        );
+    }
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("quality gate failed: input psnr >= 99 on camera-sim-test"), "{stderr}");
     let runs = run_dirs(&reports);

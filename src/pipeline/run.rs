@@ -519,6 +519,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
+        "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
+        "code_hash": super::stages::code_version(),
+        // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
+        "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
+        "code_hash": super::stages::code_version(),
         "backend": format!("{:?}", spec.backend).to_lowercase(),
         "device": backend_name,
         "threads": rayon::current_num_threads(),
