@@ -687,3 +687,15 @@ fn failed_quality_gate_exits_5_after_the_report() {
     assert!(text(&out.stderr).contains("gates[0].compare: \"nosie_da\" is not one of"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// A training that diverges stops with exit 4 naming the stage and what to change.
+#[test]
+fn divergence_exits_4() {
+    let reports = tmpdir("diverge");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--set", "train.lr=1e30"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("source_only diverged at step") && stderr.contains("lower train.lr"), "{stderr}");
+    std::fs::remove_dir_all(&reports).unwrap();
+}
