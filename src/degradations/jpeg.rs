@@ -126,8 +126,7 @@ mod tests {
     use crate::rng::Rng;
 
     fn psnr(a: &Image, b: &Image) -> f64 {
-        let mse = a.data.iter().zip(&b.data).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
-        10.0 * (1.0 / mse.max(1e-12)).log10()
+        crate::metrics::psnr(a, b, 1.0).expect("same-size images")
     }
 
     #[test]
