@@ -439,3 +439,41 @@ fn target_training_pairs_for_the_upper_bound() {
     assert_eq!(item.clean, img(24, 20, src).quantized().crop(x, y, 16, 16));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// The derain pipeline with the paper's kind of source: Rain13K-layout pairs on disk, cropped,
+/// no synthetic degradation (`source.degradation: null`); a clean-only source without a
+/// degradation is a config error.
+#[test]
+fn paired_dataset_as_the_source() {
+    let dir = tmpdir("paired-source");
+    let data = dir.join("Rain13K");
+    for k in 0..4 {
+        put(&data.join(format!("input/{k}.png")), &img(40, 36, k));
+        put(&data.join(format!("target/{k}.png")), &img(40, 36, k + 7));
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reports = dir.join("reports");
+    let run = |source: &str| {
+        Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+            .args(["pipelines/derain.yaml", "--profile", "smoke"])
+            .args(["--set", &format!("report.dir={}", reports.display())])
+            .args(["--set", source])
+            .current_dir(repo)
+            .env("CI", "true")
+            .env("RAIN13K_ROOT", &data)
+            .output()
+            .unwrap()
+    };
+    let out = run("source={dataset: rain13k, count: 6, size: 32, degradation: null}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = std::fs::read_dir(reports.join("derain")).unwrap().next().unwrap().unwrap().path();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["datasets"]["source"]["dataset"], "rain13k");
+    assert_eq!(prov["datasets"]["source"]["items"], 6, "6 crops of 32² from 4 pairs");
+    let out = run("source={dataset: dead-leaves, count: 6, size: 32, degradation: null}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds clean images only"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
