@@ -592,6 +592,17 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
         assert_eq!(dirs.len(), 1, "{name}");
         run_dirs.push(dirs[0].clone());
     }
+    // Another pipeline with the same clean source, degradation and data seed reuses the
+    // synthesised shards.
+    let out =
+        run(&["pipelines/ablation.yaml", "--profile", "smoke", "--set", &dir_arg, "--set", "methods=[no_diffusion]"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ablation: Vec<PathBuf> =
+        std::fs::read_dir(reports.join("ablation")).unwrap().map(|e| e.unwrap().path()).collect();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ablation[0].join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["datasets"]["source"]["cached"], true, "{prov}");
+
     // Per-image parameters: the real-like rain's layers and density, the real-like blur's kind
     // and kernel size.
     let table = |dir: &Path| frame_to_table(&read_parquet(&dir.join("per_image.parquet")).unwrap()).unwrap();
