@@ -217,6 +217,10 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(&psnr2[..8], &psnr[..8], "input scores must be identical across runs");
     // The training stages were reused from the stage cache, not trained again.
     assert!(text(&out2.stderr).contains("reusing the finished stage"), "{}", text(&out2.stderr));
+    assert!(text(&out2.stderr).contains("reusing the cached scores"), "{}", text(&out2.stderr));
+    assert!(runs[1].join("figures/camera-sim-test-crops.png").is_file());
+    let ids = strs(per_image2.get("run_id"));
+    assert!(ids.iter().all(|r| runs[1].ends_with(r)), "reused rows carry this run's id: {ids:?}");
     assert!(prov2["training"].as_array().unwrap().iter().all(|t| t["reused_stage"].is_string()), "{prov2}");
     assert_eq!(psnr2, psnr);
     // The plan says why a stage would run: a config edit, changed input data, --force.
@@ -230,6 +234,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     let p = plan(&[]);
     assert!(p.contains("train:source_only:seed0: reuse") && p.contains("train:noise_da:seed0: reuse"), "{p}");
     assert!(p.contains("0 training stage(s) to run, 2 reused"), "{p}");
+    assert!(p.contains("evaluate:noise_da:seed0: reuse cached scores"), "{p}");
     let p = plan(&["--set", "train.noise_da.w=0.5"]);
     assert!(p.contains("train:source_only:seed0: reuse"), "{p}");
     assert!(p.contains("train:noise_da:seed0: run (new config key)"), "{p}");

@@ -88,6 +88,42 @@ pub fn forced_stages(spec: &PipelineSpec, force: &[String], from: Option<&str>) 
         .collect())
 }
 
+/// The metadata columns (`meta_*`) of the run's per-image table: every key the test sets carry.
+fn meta_keys(tests: &[TestSet]) -> Vec<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for t in tests {
+        for item in &t.set.items {
+            keys.extend(item.params.meta.iter().map(|(k, _)| k.clone()));
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// Where the scores of one evaluation are cached: keyed by the weights (the training stage's
+/// key), the test set's fingerprint, its protocol, the report's columns and the code.
+fn eval_cache(
+    cache: &super::stages::StageCache,
+    train_key: &super::stages::StageKey,
+    t: &TestSet,
+    meta_keys: &[String],
+) -> PathBuf {
+    let key = sha256_hex(
+        json!({"train": train_key.id(), "test": t.set.fingerprint, "protocol": t.protocol.name(),
+            "meta": meta_keys, "code": train_key.code})
+        .to_string()
+        .as_bytes(),
+    );
+    cache.root.join(format!("eval-{}", &key[..20]))
+}
+
+fn table_rows(c: &reports::Column) -> usize {
+    match c {
+        reports::Column::Str(v) => v.len(),
+        reports::Column::U64(v) => v.len(),
+        reports::Column::F64(v) => v.len(),
+    }
+}
+
 /// The key of one training stage (see [`super::stages`]).
 #[allow(clippy::too_many_arguments)]
 fn train_key(
@@ -268,15 +304,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     );
     finish_stage(Stage::Data.to_string(), &mut timings);
 
-    let meta_keys: Vec<String> = {
-        let mut keys = std::collections::BTreeSet::new();
-        for t in &tests {
-            for item in &t.set.items {
-                keys.extend(item.params.meta.iter().map(|(k, _)| k.clone()));
-            }
-        }
-        keys.into_iter().collect()
-    };
+    let meta_keys = meta_keys(&tests);
 
     // --- scores of the unrestored inputs
     let mut per_image: Option<TableWriter> = None;
@@ -303,25 +331,56 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     // The first few restored test images of each recipe (first seed), for the crops figure.
     let mut examples: std::collections::BTreeMap<(String, String), Vec<Image>> = Default::default();
     let first_seed = spec.seeds.train.first().copied();
+    // Evaluation is a stage too: its per-image rows are cached under the training stage's key,
+    // the test set's fingerprint, protocol and the report's columns (same code: same rows).
     let evaluate = |g: &crate::networks::Restorer,
                     name: &str,
                     seed: u64,
                     stride: usize,
+                    train_key: &super::stages::StageKey,
+                    forced: bool,
                     per_image: &mut Option<TableWriter>,
                     examples: &mut std::collections::BTreeMap<(String, String), Vec<Image>>|
      -> Result<()> {
         for t in &tests {
+            let cached = eval_cache(&stage_cache, train_key, t, &meta_keys);
+            let file = cached.join("per_image.parquet");
+            if Some(seed) == first_seed {
+                let first: Vec<Image> = t.set.items[..t.set.items.len().min(EXAMPLES)]
+                    .iter()
+                    .map(|item| training::restore_image(g, &item.degraded, stride, &device))
+                    .collect();
+                examples.insert((t.name.clone(), name.to_string()), first);
+            }
+            if !forced && file.is_file() {
+                let mut table = reports::frame_to_table(&reports::read_parquet(&file)?)?;
+                // The rows belong to this run now.
+                for (n, c) in table.columns.iter_mut() {
+                    if n == "run_id" {
+                        *c = reports::Column::Str(vec![Some(run_id.clone()); table_rows(c)]);
+                    }
+                }
+                info!(stage = %Stage::Evaluate { recipe: name.to_string(), seed }, test = %t.name,
+                      "reusing the cached scores (same weights, test set, protocol and code)");
+                per_image.as_mut().expect("input scores come first").append(&table)?;
+                continue;
+            }
             // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
             // stream to the table as they are scored.
-            for (k, chunk) in t.set.items.chunks(EVAL_CHUNK).enumerate() {
+            let mut all = Table::default();
+            for chunk in t.set.items.chunks(EVAL_CHUNK) {
                 let outputs: Vec<Image> =
                     chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, &device)).collect();
-                if k == 0 && Some(seed) == first_seed {
-                    examples
-                        .insert((t.name.clone(), name.to_string()), outputs.iter().take(EXAMPLES).cloned().collect());
-                }
                 let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
+                all.append_rows(reports::scores_table(&rows, &meta_keys));
                 write_rows(&rows, per_image)?;
+            }
+            let tmp = crate::util::temp_path(&cached);
+            std::fs::create_dir_all(&tmp)?;
+            all.write(&tmp.join("per_image"))?;
+            if std::fs::rename(&tmp, &cached).is_err() {
+                // Stored meanwhile by another run: keep theirs.
+                let _ = std::fs::remove_dir_all(&tmp);
             }
         }
         Ok(())
@@ -370,7 +429,16 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 training_facts.push(facts);
                 curves.push(reports::curve_table(name, seed, &cached.curve, &val_names));
                 finish_stage(stage.to_string(), &mut timings);
-                evaluate(&restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image, &mut examples)?;
+                evaluate(
+                    &restorer,
+                    name,
+                    seed,
+                    recipe.networks.restorer.stride(),
+                    &key,
+                    false,
+                    &mut per_image,
+                    &mut examples,
+                )?;
                 finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
                 continue;
             }
@@ -470,7 +538,16 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             stage_cache.store(&cached, &ckpt_file, trained.restorer_ema.as_ref().map(|_| ema_file.as_path()))?;
             training_facts.push(facts);
             finish_stage(stage.to_string(), &mut timings);
-            evaluate(&trained.restorer, name, seed, recipe.networks.restorer.stride(), &mut per_image, &mut examples)?;
+            evaluate(
+                &trained.restorer,
+                name,
+                seed,
+                recipe.networks.restorer.stride(),
+                &key,
+                true,
+                &mut per_image,
+                &mut examples,
+            )?;
             finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
         }
     }
@@ -567,6 +644,7 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
     let data = load_data(spec, &loader)?;
     let stage_cache = super::stages::StageCache::new(&report_root);
+    let meta_keys = meta_keys(&data.tests);
     let mut keys: std::collections::HashMap<(String, u64), super::stages::StageKey> = Default::default();
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
     let cached = |c: bool| if c { "reuse cached shards" } else { "generate (then cached)" };
@@ -618,7 +696,13 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
                 }
             };
             out.push_str(&format!("  {stage}: {}{cost}\n", decision.describe()));
-            out.push_str(&format!("  {}: run\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
+            let scores_cached = matches!(decision, Decision::Reuse(_))
+                && data
+                    .tests
+                    .iter()
+                    .all(|t| eval_cache(&stage_cache, &key, t, &meta_keys).join("per_image.parquet").is_file());
+            let eval = if scores_cached { "reuse cached scores" } else { "run" };
+            out.push_str(&format!("  {}: {eval}\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
         }
     }
     out.push_str("  report: run\n");
