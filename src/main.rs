@@ -240,13 +240,12 @@ fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Resul
         if !dir.join("per_image.parquet").is_file() {
             return Err(Failure::data(format!("{}: no per_image.parquet (an unfinished run?)", dir.display())));
         }
-        let (md, _gates) = pipeline::run::write_summaries(dir, &spec)?;
-        println!("{}\n\n{md}", dir.display());
-        let summary = reports::frame_to_table(&reports::read_parquet(&dir.join("summary.parquet"))?)?;
+        let written = pipeline::run::write_summaries(dir, &spec)?;
+        println!("{}\n\n{}", dir.display(), written.markdown);
+        let summary = written.summary;
         let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         if baseline.is_some() {
-            let per_image = reports::frame_to_table(&reports::read_parquet(&dir.join("per_image.parquet"))?)?;
-            let t = reports::compare::relabelled(&per_image, &run_id);
+            let t = reports::compare::relabelled(&written.per_image, &run_id);
             for m in reports::compare::methods(&t) {
                 if !labels.contains(&m) {
                     labels.push(m);

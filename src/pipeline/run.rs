@@ -116,14 +116,6 @@ fn eval_cache(
     cache.root.join(format!("eval-{}", &key[..20]))
 }
 
-fn table_rows(c: &reports::Column) -> usize {
-    match c {
-        reports::Column::Str(v) => v.len(),
-        reports::Column::U64(v) => v.len(),
-        reports::Column::F64(v) => v.len(),
-    }
-}
-
 /// The key of one training stage (see [`super::stages`]).
 #[allow(clippy::too_many_arguments)]
 fn train_key(
@@ -327,7 +319,6 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let mut training_facts = Vec::new();
     let stage_cache = super::stages::StageCache::new(&report_root);
     let mut keys: std::collections::HashMap<(String, u64), super::stages::StageKey> = Default::default();
-    // Restore every test image with `g` and stream the scores.
     // The first few restored test images of each recipe (first seed), for the crops figure.
     let mut examples: std::collections::BTreeMap<(String, String), Vec<Image>> = Default::default();
     let first_seed = spec.seeds.train.first().copied();
@@ -345,19 +336,22 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         for t in &tests {
             let cached = eval_cache(&stage_cache, train_key, t, &meta_keys);
             let file = cached.join("per_image.parquet");
-            if Some(seed) == first_seed {
-                let first: Vec<Image> = t.set.items[..t.set.items.len().min(EXAMPLES)]
-                    .iter()
-                    .map(|item| training::restore_image(g, &item.degraded, stride, &device))
-                    .collect();
-                examples.insert((t.name.clone(), name.to_string()), first);
-            }
+            let example_key = (t.name.clone(), name.to_string());
             if !forced && file.is_file() {
+                if Some(seed) == first_seed {
+                    // Scores come from the cache; only the figure's few images are restored.
+                    let first: Vec<Image> = t.set.items[..t.set.items.len().min(EXAMPLES)]
+                        .iter()
+                        .map(|item| training::restore_image(g, &item.degraded, stride, &device))
+                        .collect();
+                    examples.insert(example_key, first);
+                }
                 let mut table = reports::frame_to_table(&reports::read_parquet(&file)?)?;
                 // The rows belong to this run now.
+                let rows = table.rows();
                 for (n, c) in table.columns.iter_mut() {
                     if n == "run_id" {
-                        *c = reports::Column::Str(vec![Some(run_id.clone()); table_rows(c)]);
+                        *c = reports::Column::Str(vec![Some(run_id.clone()); rows]);
                     }
                 }
                 info!(stage = %Stage::Evaluate { recipe: name.to_string(), seed }, test = %t.name,
@@ -368,9 +362,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
             // stream to the table as they are scored.
             let mut all = Table::default();
-            for chunk in t.set.items.chunks(EVAL_CHUNK) {
+            for (k, chunk) in t.set.items.chunks(EVAL_CHUNK).enumerate() {
                 let outputs: Vec<Image> =
                     chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, &device)).collect();
+                if k == 0 && Some(seed) == first_seed {
+                    examples.insert(example_key.clone(), outputs.iter().take(EXAMPLES).cloned().collect());
+                }
                 let rows = score_set(&run_id, name, Some(seed), t, chunk, Some(&outputs))?;
                 all.append_rows(reports::scores_table(&rows, &meta_keys));
                 write_rows(&rows, per_image)?;
@@ -579,7 +576,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             .collect();
         reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
     }
-    let (md, gate_results) = write_summaries(&run_dir, spec)?;
+    let Summaries { markdown: md, gates: gate_results, .. } = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
     let provenance = json!({
@@ -797,11 +794,21 @@ fn find_unfinished(pipeline_dir: &Path, resolved_json: &str) -> Result<Option<Pa
     Ok(None)
 }
 
+/// What [`write_summaries`] wrote, for callers that go on with it (cross-run reports).
+pub struct Summaries {
+    pub markdown: String,
+    pub gates: Vec<super::gates::GateResult>,
+    /// The `summary` table as written.
+    pub summary: Table,
+    /// The run's per-image scores as read.
+    pub per_image: Table,
+}
+
 /// Summaries of a run from its per-image scores: `summary` (means, std, bootstrap intervals),
 /// `recipes`, `comparisons` against the baseline, and `summary.md`. Used at the end of a run and
 /// by `run-pipeline report` to re-summarise finished runs with this version's report code.
 /// The pipeline's quality gates are checked here too (results in gates.json and summary.md).
-pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<(String, Vec<super::gates::GateResult>)> {
+pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries> {
     let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
     let per_image_table = reports::frame_to_table(&df)?;
@@ -845,5 +852,5 @@ pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<(String, V
         )?;
     }
     write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
-    Ok((md, gate_results))
+    Ok(Summaries { markdown: md, gates: gate_results, summary, per_image: per_image_table })
 }

@@ -91,28 +91,48 @@ const META: &str = "stage.json";
 
 pub struct StageCache {
     pub root: PathBuf,
+    /// The entries' keys, cost keys and speeds, read from disk once (their curves are not
+    /// needed to explain a decision or estimate a cost) and kept current by [`Self::store`].
+    index: std::sync::Mutex<Option<Vec<IndexEntry>>>,
+}
+
+#[derive(Clone)]
+struct IndexEntry {
+    key: StageKey,
+    cost: String,
+    steps_per_s: Option<f64>,
+}
+
+impl IndexEntry {
+    fn of(c: &Cached) -> IndexEntry {
+        IndexEntry { key: c.key.clone(), cost: c.cost.clone(), steps_per_s: c.facts["steps_per_s"].as_f64() }
+    }
 }
 
 impl StageCache {
     pub fn new(report_root: &Path) -> StageCache {
-        StageCache { root: report_root.join(".cache").join("stages") }
+        StageCache { root: report_root.join(".cache").join("stages"), index: Default::default() }
     }
 
-    fn entries(&self) -> Vec<Cached> {
-        let Ok(rd) = std::fs::read_dir(&self.root) else { return vec![] };
-        rd.filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_to_string(e.path().join(META)).ok())
-            .filter_map(|t| serde_json::from_str(&t).ok())
-            .collect()
+    /// `f` over the index of cached entries (read from disk on first use).
+    fn with_index<T>(&self, f: impl FnOnce(&[IndexEntry]) -> T) -> T {
+        let mut guard = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let index = guard.get_or_insert_with(|| {
+            let Ok(rd) = std::fs::read_dir(&self.root) else { return vec![] };
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join(META)).ok())
+                .filter_map(|t| serde_json::from_str::<Cached>(&t).ok())
+                .map(|c| IndexEntry::of(&c))
+                .collect()
+        });
+        f(index)
     }
 
     /// Measured steps/s of an earlier training with this cost key, if cached.
     pub fn steps_per_s(&self, cost: &str) -> Option<f64> {
-        self.entries()
-            .into_iter()
-            .filter(|c| c.cost == cost)
-            .filter_map(|c| c.facts["steps_per_s"].as_f64())
-            .find(|r| *r > 0.0)
+        self.with_index(|index| {
+            index.iter().filter(|e| e.cost == cost).filter_map(|e| e.steps_per_s).find(|r| *r > 0.0)
+        })
     }
 
     /// Reuse, or run and why. `forced` (from `--force` / `--from`) always runs.
@@ -125,7 +145,7 @@ impl StageCache {
             return Decision::Reuse(dir);
         }
         let same_config: Vec<StageKey> =
-            self.entries().into_iter().map(|c| c.key).filter(|k| k.config == key.config).collect();
+            self.with_index(|index| index.iter().map(|e| e.key.clone()).filter(|k| k.config == key.config).collect());
         if same_config.is_empty() {
             Decision::Run("new config key".into())
         } else if same_config.iter().any(|k| k.inputs == key.inputs) {
@@ -158,7 +178,12 @@ impl StageCache {
         }
         std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json")).map_err(io)?;
         match std::fs::rename(&tmp, &dir) {
-            Ok(()) => Ok(dir),
+            Ok(()) => {
+                if let Some(index) = self.index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    index.push(IndexEntry::of(cached));
+                }
+                Ok(dir)
+            }
             // Another run stored the same stage meanwhile: theirs is as good as ours.
             Err(_) if dir.join(META).is_file() => {
                 let _ = std::fs::remove_dir_all(&tmp);
