@@ -265,26 +265,31 @@ fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Resul
     }
     let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
     let out = out.unwrap_or(&default_out);
-    std::fs::create_dir_all(out).map_err(|e| Failure::internal(format!("{}: {e}", out.display())))?;
     let table = benchmark::benchmark_table(&summaries);
-    table.write(&out.join("benchmark"))?;
-    let md = benchmark::benchmark_markdown(&table);
-    run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
-    let mut md = md;
-    if let Some(b) = baseline {
-        let first = runs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let b = if b.contains('/') { b.to_string() } else { format!("{first}/{b}") };
-        if !labels.contains(&b) {
-            return Err(Failure::config(format!(
-                "--baseline {b}: not among the runs' methods ({})",
-                labels.join(", ")
-            )));
+    let mut md = benchmark::benchmark_markdown(&table);
+    // The cross-run comparison is checked before anything is written.
+    let comparisons = match baseline {
+        Some(b) => {
+            let first = runs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let b = if b.contains('/') { b.to_string() } else { format!("{first}/{b}") };
+            if !labels.contains(&b) {
+                return Err(Failure::config(format!(
+                    "--baseline {b}: not among the runs' methods ({})",
+                    labels.join(", ")
+                )));
+            }
+            let order: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let comparisons = reports::compare::compare(&across, &b, &order);
+            md.push_str(&format!("\nPaired differences against {b} on the same images, across runs:\n\n"));
+            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+            Some(comparisons)
         }
-        let order: Vec<&str> = labels.iter().map(String::as_str).collect();
-        let comparisons = reports::compare::compare(&across, &b, &order);
-        reports::compare::comparisons_table(&comparisons).write(&out.join("comparisons"))?;
-        md.push_str(&format!("\nPaired differences against {b} on the same images, across runs:\n\n"));
-        md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+        None => None,
+    };
+    std::fs::create_dir_all(out).map_err(|e| Failure::internal(format!("{}: {e}", out.display())))?;
+    table.write(&out.join("benchmark"))?;
+    if let Some(c) = &comparisons {
+        reports::compare::comparisons_table(c).write(&out.join("comparisons"))?;
     }
     run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
     println!("benchmark across {} run(s):\n\n{md}\nbenchmark: {}", summaries.len(), out.join("benchmark.md").display());
