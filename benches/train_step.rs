@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use run_pipeline::datasets::{Loader, Registry, Split, Take};
+use run_pipeline::datasets::{Loader, Registry, Take};
 use run_pipeline::pipeline::{self, spec::Method};
 use run_pipeline::training::{self, TrainInputs};
 
@@ -28,13 +28,18 @@ fn main() {
     let cache = std::env::temp_dir().join("run-pipeline-bench-cache");
     let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data };
     let source = loader
-        .synthetic_pairs(
+        .source_pairs(
             &spec.source.dataset,
-            Split::Train,
             Take { count: spec.source.count, size: spec.source.size },
-            &spec.source.degradation,
+            spec.source.degradation.as_ref(),
+            spec.source.on_problem,
         )
         .expect("source");
+    // As a run trains: the degradation redrawn per crop and step where the pipeline says so.
+    let source = match spec.source.redraw() {
+        Some(d) => source.redrawn(d.clone()),
+        None => source,
+    };
     let target = loader
         .target_train(
             &spec.target.dataset,

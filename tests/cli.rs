@@ -174,9 +174,21 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     for k in 0..2 {
         assert!(lo[k] <= d[k] && d[k] <= hi[k], "{lo:?} {d:?} {hi:?}");
     }
-    assert!(
-        text(&std::fs::read(run_dir.join("summary.md")).unwrap()).contains("Paired differences against source_only")
-    );
+    let summary_md = text(&std::fs::read(run_dir.join("summary.md")).unwrap());
+    assert!(summary_md.contains("Paired differences against source_only"));
+
+    // Diagnostics: the D probe of the Noise-DA stage and the smoke profile's premise check.
+    let diag: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("diagnostics.json")).unwrap()).unwrap();
+    let probes = diag["d_probe"].as_array().unwrap();
+    assert_eq!(probes.len(), 1, "one Noise-DA stage: {diag}");
+    assert_eq!((probes[0]["recipe"].as_str(), probes[0]["test"].as_str()), (Some("noise_da"), Some("camera-sim-test")));
+    for k in ["reference", "restored", "input"] {
+        assert!(probes[0][k].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{k}: {diag}");
+    }
+    let premise = diag["premise"]["points"].as_array().unwrap();
+    assert_eq!(premise.iter().map(|p| p["sigma"].as_f64().unwrap()).collect::<Vec<_>>(), vec![0.0, 25.0, 50.0]);
+    assert!(summary_md.contains("D probe") && summary_md.contains("Premise check"), "{summary_md}");
 
     // Provenance and the resolved pipeline with the override recorded.
     let prov: serde_json::Value =

@@ -41,6 +41,15 @@ pub struct DeadLeavesConfig {
     pub palette_prob: f64,
     /// Safety cap on the number of leaves per image.
     pub max_leaves: usize,
+    /// Edge profile. 0: a 1-px linear ramp (box-filtered, hard-looking edges). > 0: a Gaussian
+    /// edge of this σ in px, as a lens blurs them; what a camera sees (see [`Self::photo`]).
+    pub edge_sigma: f64,
+    /// Shortest period of a texture grating, px (2.5: up to near the pixel grid's Nyquist).
+    pub min_period: f64,
+    /// σ (px) of a Gaussian on the two chroma components (luminance kept sharp): natural
+    /// images carry far less fine detail in colour than in brightness, which is what a Bayer
+    /// sensor's demosaic relies on. 0: off.
+    pub chroma_sigma: f64,
 }
 
 impl Default for DeadLeavesConfig {
@@ -55,8 +64,32 @@ impl Default for DeadLeavesConfig {
             ellipse_prob: 0.25,
             palette_prob: 0.5,
             max_leaves: 20_000,
+            edge_sigma: 0.0,
+            min_period: 2.5,
+            chroma_sigma: 0.0,
         }
     }
+}
+
+impl DeadLeavesConfig {
+    /// Photographic content: edges blurred like a good lens does (Gaussian σ 0.7 px), colour
+    /// softer than brightness (chroma σ 1.5 px) and no texture finer than a 4-px period. Detail
+    /// beyond that aliases in a Bayer sensor's demosaic; a real lens never delivers it, natural
+    /// scenes carry little of it in colour, and real references (SIDD's) do not show the colour
+    /// fringes it causes.
+    pub fn photo(size: usize) -> Self {
+        DeadLeavesConfig { size, edge_sigma: 0.7, min_period: 4.0, chroma_sigma: 1.5, ..Default::default() }
+    }
+}
+
+/// Complementary error function (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let e = poly * (-z * z).exp();
+    if x >= 0.0 { e } else { 2.0 - e }
 }
 
 /// Remaining visibility below which a pixel counts as covered (invisible at 8 bits).
@@ -146,7 +179,7 @@ pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
         };
         let texture = if cfg.textured && rng.chance(0.5) {
             if rng.chance(0.5) {
-                let period = rng.range(2.5, 24.0);
+                let period = rng.range(cfg.min_period, 24.0f64.max(cfg.min_period));
                 let dir = rng.range(0.0, PI);
                 let k = 2.0 * PI / period;
                 Texture::Grating {
@@ -166,10 +199,12 @@ pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
         };
         colour = colour.map(|v| v.clamp(0.0, 1.0));
 
-        let x0 = (cx - extent - 1.0).floor().max(0.0) as usize;
-        let y0 = (cy - extent - 1.0).floor().max(0.0) as usize;
-        let x1 = ((cx + extent + 1.0).ceil().max(0.0) as usize).min(n);
-        let y1 = ((cy + extent + 1.0).ceil().max(0.0) as usize).min(n);
+        // The edge profile reaches 1 px (ramp) or 4σ (Gaussian edge) beyond the shape.
+        let reach = extent + 1.0 + 4.0 * cfg.edge_sigma;
+        let x0 = (cx - reach).floor().max(0.0) as usize;
+        let y0 = (cy - reach).floor().max(0.0) as usize;
+        let x1 = ((cx + reach).ceil().max(0.0) as usize).min(n);
+        let y1 = ((cy + reach).ceil().max(0.0) as usize).min(n);
         for y in y0..y1 {
             let dy = y as f64 + 0.5 - cy;
             for x in x0..x1 {
@@ -198,7 +233,13 @@ pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
                         ex.max(0.0).hypot(ey.max(0.0)) + ex.max(ey).min(0.0)
                     }
                 };
-                let cov = (0.5 - sd).clamp(0.0, 1.0) as f32;
+                let cov = if cfg.edge_sigma > 0.0 {
+                    // Area of a Gaussian-blurred half-plane beyond the signed distance.
+                    0.5 * erfc(sd / (cfg.edge_sigma * std::f64::consts::SQRT_2)) as f32
+                } else {
+                    (0.5 - sd).clamp(0.0, 1.0) as f32
+                };
+                let cov = if cov < 1e-4 { 0.0 } else { cov };
                 if cov <= 0.0 {
                     continue;
                 }
@@ -226,10 +267,30 @@ pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
             }
         }
     }
+    if cfg.chroma_sigma > 0.0 {
+        soften_chroma(&mut acc, n, cfg.chroma_sigma);
+    }
     for v in acc.iter_mut() {
         *v = v.clamp(0.0, 1.0);
     }
     Image::from_vec(n, n, acc)
+}
+
+/// Blur the chroma of an HWC `n × n` image (orthonormal opponent basis: luminance
+/// (R+G+B)/√3 kept, the two colour-difference components blurred).
+fn soften_chroma(acc: &mut [f32], n: usize, sigma: f64) {
+    const S3: f32 = 0.577_350_27;
+    let c1: Vec<f32> = acc.chunks_exact(3).map(|p| (p[0] - p[2]) * std::f32::consts::FRAC_1_SQRT_2).collect();
+    let c2: Vec<f32> = acc.chunks_exact(3).map(|p| (p[0] - 2.0 * p[1] + p[2]) * 0.408_248_3).collect();
+    let c1 = crate::degradations::blur::gaussian_blur_plane(&c1, n, n, sigma);
+    let c2 = crate::degradations::blur::gaussian_blur_plane(&c2, n, n, sigma);
+    for (i, p) in acc.chunks_exact_mut(3).enumerate() {
+        let y = (p[0] + p[1] + p[2]) * S3;
+        let (a, b) = (c1[i], c2[i]);
+        p[0] = y * S3 + a * std::f32::consts::FRAC_1_SQRT_2 + b * 0.408_248_3;
+        p[1] = y * S3 - 2.0 * b * 0.408_248_3;
+        p[2] = y * S3 - a * std::f32::consts::FRAC_1_SQRT_2 + b * 0.408_248_3;
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,17 @@ pub struct PairedSet {
     pub cached: bool,
     /// Problems found and skipped (policy `skip`), listed in the run's provenance.
     pub problems: Vec<String>,
+    /// For a synthetic training source: the degradation drawn afresh for every crop at every
+    /// step (the release's on-the-fly AWGN), replacing the stored `degraded` images in training.
+    pub redraw: Option<DegradationSpec>,
+}
+
+impl PairedSet {
+    /// This source with its degradation drawn afresh per crop and step (see [`Self::redraw`]);
+    /// the fingerprint says so, as it changes what training sees.
+    pub fn redrawn(self, spec: DegradationSpec) -> PairedSet {
+        PairedSet { fingerprint: format!("{}+redraw", self.fingerprint), redraw: Some(spec), ..self }
+    }
 }
 
 /// Target-domain training data: degraded inputs only, by construction.
@@ -110,19 +121,38 @@ impl Loader<'_> {
         self.registry.get(name)
     }
 
-    /// Procedural clean images of an embedded dataset split.
+    /// Procedural content of an embedded dataset split: dead leaves in the style its kind
+    /// photographs (see [`content_config`]), on a stream of its own.
+    fn content_images(&self, name: &str, kind: DatasetKind, split: Split, take: Take) -> Vec<(String, Image)> {
+        let cfg = content_config(kind, take.size);
+        // Distinct streams per dataset and split so no image is shared between them.
+        let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
+        (0..take.count)
+            .into_par_iter()
+            .map(|i| (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64)))
+            .collect()
+    }
+
+    /// Clean images of a dataset split (a synthetic source's, or a simulator's input).
     fn clean_images(&self, name: &str, split: Split, take: Take) -> Result<Vec<(String, Image)>> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::DeadLeaves | DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim => {
-                let cfg = dead_leaves::DeadLeavesConfig { size: take.size, ..Default::default() };
-                // Distinct streams per dataset and split so no image is shared between them.
-                let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
-                Ok((0..take.count)
+                Ok(self.content_images(name, entry.kind, split, take))
+            }
+            DatasetKind::SimClean => {
+                // The `like` dataset's renderer with its degradation off, on images of our own.
+                let like = entry.like.as_deref().unwrap_or_default();
+                let like_entry = self.entry(like)?;
+                let sim = Simulator::from_entry(like, like_entry).map_err(|m| {
+                    Failure::config(format!("{}: dataset \"{like}\": {m}", self.registry.path.display()))
+                })?;
+                let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/look", split.as_str()), &[]);
+                Ok(self
+                    .content_images(name, like_entry.kind, split, take)
                     .into_par_iter()
-                    .map(|i| {
-                        (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64))
-                    })
+                    .enumerate()
+                    .map(|(i, (id, c))| (id, sim.reference(&c, seed, i as u64)))
                     .collect())
             }
             DatasetKind::CleanFolder => {
@@ -134,7 +164,7 @@ impl Loader<'_> {
                 Ok(crops(&images, take, self.seed, name).into_iter().map(|(id, im, _)| (id, im)).collect())
             }
             kind => Err(Failure::config(format!(
-                "{}: dataset \"{name}\" is a {kind:?} dataset; a synthetic source needs clean images (kind dead_leaves or clean_folder)",
+                "{}: dataset \"{name}\" is a {kind:?} dataset; a synthetic source needs clean images (kind dead_leaves, sim_clean or clean_folder)",
                 self.registry.path.display()
             ))),
         }
@@ -149,8 +179,10 @@ impl Loader<'_> {
         } else {
             String::new()
         };
+        // A sim_clean dataset's images are defined by the dataset it looks like, too.
+        let look = entry.like.as_ref().and_then(|l| self.registry.datasets.get(l)).map(|e| format!("{e:?}"));
         let def = json!({"role": "synthetic_pairs", "dataset": name, "entry": format!("{entry:?}"), "files": files,
-            "split": split, "take": take, "degradation": spec, "seed": self.seed});
+            "split": split, "take": take, "degradation": spec, "seed": self.seed, "look": look});
         let (entries, cached) = materialise(self.cache_dir, &def, || {
             let clean = self.clean_images(name, split, take)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/degrade", split.as_str()), &[]);
@@ -173,6 +205,7 @@ impl Loader<'_> {
             cached,
             items: entries.into_iter().map(paired).collect(),
             problems: vec![],
+            redraw: None,
         })
     }
 
@@ -190,7 +223,7 @@ impl Loader<'_> {
             Some(spec) => self.synthetic_pairs(name, Split::Train, take, spec),
             None => {
                 let entry = self.entry(name)?;
-                if matches!(entry.kind, DatasetKind::DeadLeaves | DatasetKind::CleanFolder) {
+                if matches!(entry.kind, DatasetKind::DeadLeaves | DatasetKind::CleanFolder | DatasetKind::SimClean) {
                     return Err(Failure::config(format!(
                         "source.degradation: dataset \"{name}\" holds clean images only; say how to degrade them (e.g. awgn, rain, blur)"
                     )));
@@ -242,6 +275,7 @@ impl Loader<'_> {
                     fingerprint,
                     cached: false,
                     problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                    redraw: None,
                 })
             }
         }
@@ -356,6 +390,7 @@ impl Loader<'_> {
                     fingerprint,
                     cached: false,
                     problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                    redraw: None,
                 })
             }
         }
@@ -378,6 +413,7 @@ impl Loader<'_> {
             fingerprint: fp,
             cached,
             problems: vec![],
+            redraw: None,
         })
     }
 
@@ -464,21 +500,20 @@ impl Simulator {
                 let mut rng = Rng::derive(seed, "camera-params", &[index]);
                 let p = camera::sample_params(cfg, &mut rng);
                 let mut noise = Rng::derive(seed, "camera-noise", &[index]);
-                let noisy = camera::render(clean, &p, Some(&mut noise));
-                let gt = with_gt.then(|| camera::render(clean, &p, None));
+                let (noisy, gt) = camera::capture(clean, &p, Some(&mut noise));
                 let params = DegradationParams {
                     iso: Some(p.iso),
                     shot: Some(p.shot),
                     read: Some(p.read),
                     ..Default::default()
                 };
-                (noisy, gt, params)
+                (noisy, with_gt.then_some(gt), params)
             }
             Simulator::Rain(cfg) => {
                 let mut rng = Rng::derive(seed, "rain", &[index]);
-                let (rainy, draw) = crate::degradations::rain::real_rain(clean, cfg, &mut rng);
-                // Real rain's ground truth is the clean background.
-                (rainy, with_gt.then(|| clean.clone()), DegradationParams::from_rain(&draw))
+                let (rainy, scene, draw) = crate::degradations::rain::real_rain(clean, cfg, &mut rng);
+                // Real rain's ground truth is the scene behind the streaks, its haze included.
+                (rainy, with_gt.then_some(scene), DegradationParams::from_rain(&draw))
             }
             Simulator::Blur(cfg) => {
                 let mut rng = Rng::derive(seed, "blur", &[index]);
@@ -486,6 +521,24 @@ impl Simulator {
                 (blurred, with_gt.then_some(gt), DegradationParams::from_blur(&draw))
             }
         }
+    }
+}
+
+impl Simulator {
+    /// The ground truth of image `index`: what the simulated camera records with the
+    /// degradation off — the clean look of this domain.
+    fn reference(&self, clean: &Image, seed: u64, index: u64) -> Image {
+        self.render(clean, seed, index, true).1.expect("ground truth was asked for")
+    }
+}
+
+/// The dead-leaves style an embedded dataset of `kind` starts from: photographic content
+/// (lens-soft edges, nothing finer than a Bayer sensor resolves) for the camera simulator, the
+/// default style elsewhere (the rain and blur simulators were calibrated on it).
+fn content_config(kind: DatasetKind, size: usize) -> dead_leaves::DeadLeavesConfig {
+    match kind {
+        DatasetKind::CameraSim => dead_leaves::DeadLeavesConfig::photo(size),
+        _ => dead_leaves::DeadLeavesConfig { size, ..Default::default() },
     }
 }
 
@@ -573,6 +626,7 @@ pub fn sidd_validation(root: &Path, count: usize) -> Result<PairedSet> {
         fingerprint,
         cached: false,
         problems: vec![],
+        redraw: None,
     })
 }
 
@@ -582,5 +636,50 @@ fn paired(e: ShardEntry) -> PairedItem {
         degraded: e.degraded,
         clean: e.clean.expect("paired shard stores ground truth"),
         params: e.item.params,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `sim_clean` dataset's images are its `like` dataset's noise-free camera captures
+    /// (the same renderer as the target's references: same content style, same camera model),
+    /// of images of its own.
+    #[test]
+    fn sim_clean_images_come_from_the_targets_renderer() {
+        let reg = Registry::parse(
+            "[datasets.cam]\nkind = \"camera_sim\"\npreset = \"sidd_like\"\n\
+             [datasets.cam-clean]\nkind = \"sim_clean\"\nlike = \"cam\"\n",
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        let cache = std::env::temp_dir().join(format!("rp-simclean-{}", std::process::id()));
+        let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9 };
+        let take = Take { count: 4, size: 48 };
+        let clean = loader.clean_images("cam-clean", Split::Train, take).unwrap();
+        let seed = crate::rng::derive_seed(9, "cam-clean/train/look", &[]);
+        let content_seed = crate::rng::derive_seed(9, "cam-clean/train", &[]);
+        for (i, (_, img)) in clean.iter().enumerate() {
+            // What the target's simulator does for its ground truth, spelled out.
+            let content = dead_leaves::dead_leaves(&dead_leaves::DeadLeavesConfig::photo(48), content_seed, i as u64);
+            let p = camera::sample_params(
+                &camera::CameraConfig::sidd_like(),
+                &mut Rng::derive(seed, "camera-params", &[i as u64]),
+            );
+            let (_, reference) =
+                camera::capture(&content, &p, Some(&mut Rng::derive(seed, "camera-noise", &[i as u64])));
+            assert_eq!(*img, reference, "image {i}");
+            assert_ne!(*img, content, "a capture (8-bit, developed), not the raw content");
+        }
+        // The target's references: the same renderer, other images.
+        let target = loader.eval_pairs("cam", Split::Test, take, OnProblem::Fail).unwrap();
+        assert!(target.items.iter().all(|t| clean.iter().all(|(_, x)| *x != t.clean)));
+        // And as a synthetic source, its pairs' clean side is exactly these images.
+        let pairs =
+            loader.synthetic_pairs("cam-clean", Split::Train, take, &DegradationSpec::Awgn { sigma: [5.0, 5.0] });
+        let pairs = pairs.unwrap();
+        assert!(pairs.items.iter().zip(&clean).all(|(p, (_, c))| p.clean == *c));
+        let _ = std::fs::remove_dir_all(&cache);
     }
 }

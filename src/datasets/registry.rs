@@ -23,6 +23,10 @@ pub enum DatasetKind {
     RainSim,
     /// Embedded real-like blur (camera shake, low light, saturation, JPEG) on dead-leaves images.
     BlurSim,
+    /// Embedded clean images with the look of a simulated dataset's ground truth (`like`): its
+    /// renderer with the degradation switched off, on images of its own. A synthetic source
+    /// built from them shares the target's clean look, as DIV2K photos share SIDD's.
+    SimClean,
     /// SIDD sRGB (Medium or Small layout).
     Sidd,
     /// SPA-Data real rain.
@@ -39,7 +43,7 @@ pub enum DatasetKind {
 
 impl DatasetKind {
     pub fn is_embedded(self) -> bool {
-        matches!(self, DatasetKind::DeadLeaves) || self.is_simulated()
+        matches!(self, DatasetKind::DeadLeaves | DatasetKind::SimClean) || self.is_simulated()
     }
 
     /// An embedded real-like target: degraded images rendered from dead leaves, their ground
@@ -65,6 +69,9 @@ pub struct DatasetEntry {
     /// `spa_like` or `heavy`; `blur_sim`: `realblur_j` or `realblur_r`).
     #[serde(default)]
     pub preset: Option<String>,
+    /// For `sim_clean`: the simulated dataset whose clean look (noise-free render) it has.
+    #[serde(default)]
+    pub like: Option<String>,
     #[serde(default)]
     pub licence: Option<String>,
     /// Where to get it.
@@ -102,6 +109,24 @@ impl Registry {
             Failure::config(format!("{}{at}: {}", path.display(), e.message()))
         })?;
         reg.path = path.to_path_buf();
+        for (name, e) in &reg.datasets {
+            if e.kind != DatasetKind::SimClean {
+                continue;
+            }
+            let problem = match e.like.as_deref() {
+                None => Some("a sim_clean dataset needs `like = \"<simulated dataset>\"`".to_string()),
+                Some(l) => match reg.datasets.get(l) {
+                    Some(t) if t.kind.is_simulated() => None,
+                    Some(_) => {
+                        Some(format!("like = \"{l}\" is not a simulated dataset (camera_sim, rain_sim or blur_sim)"))
+                    }
+                    None => Some(format!("like = \"{l}\": no dataset of that name")),
+                },
+            };
+            if let Some(p) = problem {
+                return Err(Failure::config(format!("{}: dataset \"{name}\": {p}", path.display())));
+            }
+        }
         Ok(reg)
     }
 
@@ -195,6 +220,20 @@ mod tests {
         assert!(err.contains("\"sidd\""), "{err}");
         assert!(err.contains("/nonexistent/SIDD"), "{err}");
         assert!(err.contains("https://example.org/sidd"), "{err}");
+    }
+
+    #[test]
+    fn sim_clean_must_name_a_simulated_dataset() {
+        let base = "[datasets.cam]\nkind = \"camera_sim\"\n[datasets.dl]\nkind = \"dead_leaves\"\n";
+        let ok = format!("{base}[datasets.c]\nkind = \"sim_clean\"\nlike = \"cam\"\n");
+        assert!(Registry::parse(&ok, Path::new("r.toml")).unwrap().get("c").unwrap().kind.is_embedded());
+        for (like, msg) in
+            [("", "needs `like"), ("like = \"dl\"\n", "not a simulated"), ("like = \"x\"\n", "no dataset")]
+        {
+            let text = format!("{base}[datasets.c]\nkind = \"sim_clean\"\n{like}");
+            let err = Registry::parse(&text, Path::new("r.toml")).unwrap_err().to_string();
+            assert!(err.starts_with("r.toml: dataset \"c\"") && err.contains(msg), "{err}");
+        }
     }
 
     #[test]

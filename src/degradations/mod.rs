@@ -142,6 +142,13 @@ impl DegradationSpec {
         clean.par_iter().enumerate().map(|(i, img)| self.apply(img, seed, first_index + i as u64)).collect()
     }
 
+    /// Whether drawing it afresh for every small training crop is cheap and faithful: noise
+    /// and rain are local; blur needs the content beyond the crop's edge, so it is drawn once
+    /// per image.
+    pub fn redrawable(&self) -> bool {
+        !matches!(self, DegradationSpec::Blur(_))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         match self {
             DegradationSpec::Awgn { sigma } => {

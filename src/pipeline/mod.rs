@@ -2,6 +2,7 @@
 //! merged, `--set` overrides applied, every error at `file:line:col`), planning its stages and
 //! running them.
 
+pub mod diagnostics;
 pub mod gates;
 pub mod lock;
 pub mod plan;
@@ -189,6 +190,14 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     if let Some(deg) = &s.source.degradation {
         deg.validate().map_err(|m| fail("source.degradation", m))?;
     }
+    if s.source.fresh == Some(true) && !s.source.degradation.as_ref().is_some_and(|d| d.redrawable()) {
+        return Err(fail(
+            "source.fresh",
+            "only awgn and rain are drawn afresh per crop (blur needs content beyond the crop; a dataset's own pairs \
+             are fixed); set it to false"
+                .into(),
+        ));
+    }
     // The pipeline's `train` and every variant's resolved copy of it.
     let mut sections = vec![("train".to_string(), &s.train)];
     sections.extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.train"), &v.train)));
@@ -272,6 +281,20 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     let test_names: Vec<&str> = s.tests.iter().map(|t| t.name.as_str()).collect();
     for (i, g) in s.gates.iter().enumerate() {
         g.validate(&gate_methods, &test_names).map_err(|(key, m)| fail(&format!("gates[{i}].{key}"), m))?;
+    }
+    if let Some(p) = s.diagnostics.probe.as_deref()
+        && p != "none"
+        && !test_names.contains(&p)
+    {
+        return Err(fail("diagnostics.probe", format!("\"{p}\" is not a test set (known: {})", test_names.join(", "))));
+    }
+    if let Some(p) = &s.diagnostics.premise
+        && (p.steps == 0 || p.sigmas.is_empty() || p.sigmas.iter().any(|v| !(*v >= 0.0 && v.is_finite())))
+    {
+        return Err(fail("diagnostics.premise", "needs steps >= 1 and non-negative sigmas".into()));
+    }
+    if s.tests[0].input != spec::TestInput::Degraded {
+        return Err(fail("tests[0].input", "the first test set is the headline: it must score degraded inputs".into()));
     }
     let mut names = BTreeSet::new();
     for (i, test) in s.tests.iter().enumerate() {

@@ -151,6 +151,9 @@ struct TestSet {
     name: String,
     protocol: Protocol,
     set: PairedSet,
+    /// The restorers get the references themselves (`input: reference`): nothing to score
+    /// for the unrestored input, which equals its reference.
+    reference_input: bool,
 }
 
 /// Score `outputs` (or, when `None`, the unrestored inputs) against the ground truth of
@@ -308,7 +311,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         per_image.as_mut().expect("writer").append(&table)?;
         Ok(())
     };
-    for t in &tests {
+    for t in tests.iter().filter(|t| !t.reference_input) {
         let rows = score_set(&run_id, INPUT, None, t, &t.set.items, None)?;
         write_rows(&rows, &mut per_image)?;
     }
@@ -382,6 +385,12 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         }
         Ok(())
     };
+    // The D probe reads the target's references from this test set.
+    let probe_set = spec
+        .diagnostics
+        .probe_set(&spec.tests)
+        .and_then(|n| tests.iter().find(|t| t.name == n))
+        .map(|t| (t.name.as_str(), t.set.items.as_slice()));
     for &seed in &spec.seeds.train {
         for recipe in spec.recipes() {
             let method = recipe.method;
@@ -512,7 +521,11 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             }
             info!(stage = %stage, steps_per_s = format!("{:.2}", trained.steps_per_s), params_g = trained.params_g,
                   params_d = trained.params_d.unwrap_or(0), "training finished");
+            let probe = super::diagnostics::probes(&recipe)
+                .then(|| super::diagnostics::probe_stage(spec, &recipe, seed, &trained, &source, probe_set, &device))
+                .flatten();
             let facts = json!({
+                "d_probe": probe,
                 "method": name, "algorithm": method.name(), "seed": seed, "steps": trained.steps_done,
                 "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "resumed_from_step": trained.resumed_from,
                 "last_checkpoint": trained.last_checkpoint.as_ref().map(|p| p.display().to_string()),
@@ -547,6 +560,16 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             )?;
             finish_stage(Stage::Evaluate { recipe: name.to_string(), seed }.to_string(), &mut timings);
         }
+    }
+
+    // --- diagnostics: the probes of the Noise-DA stages, the premise check
+    let premise =
+        super::diagnostics::premise_stage(spec, &source, (&tests[0].name, &tests[0].set), &stage_cache.root, &device)?;
+    let d_probe: Vec<super::diagnostics::ProbeRow> =
+        training_facts.iter().filter_map(|f| serde_json::from_value(f["d_probe"].clone()).ok()).collect();
+    if premise.is_some() || !d_probe.is_empty() {
+        super::diagnostics::write(&run_dir, &super::diagnostics::Diagnostics { d_probe, premise })?;
+        finish_stage("diagnostics".into(), &mut timings);
     }
 
     // --- reports
@@ -728,6 +751,10 @@ fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
         spec.source.degradation.as_ref(),
         spec.source.on_problem,
     )?;
+    let source = match spec.source.redraw() {
+        Some(deg) => source.redrawn(deg.clone()),
+        None => source,
+    };
     let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
     let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
     let target_pairs = spec
@@ -736,11 +763,20 @@ fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
         .transpose()?;
     let load_eval = |t: &super::spec::TestSpec, split: Split| -> Result<TestSet> {
         let take = Take { count: t.count, size: t.size };
-        let set = match &t.degradation {
+        let mut set = match &t.degradation {
             Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
             None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
         };
-        Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set })
+        if t.input == super::spec::TestInput::Reference {
+            set.items.iter_mut().for_each(|it| it.degraded = it.clean.clone());
+            set.fingerprint = format!("{}+reference-input", set.fingerprint);
+        }
+        Ok(TestSet {
+            name: t.name.clone(),
+            protocol: t.protocol,
+            set,
+            reference_input: t.input == super::spec::TestInput::Reference,
+        })
     };
     let tests = spec.tests.iter().map(|t| load_eval(t, Split::Test)).collect::<Result<Vec<_>>>()?;
     let val_sets = match &spec.validation {
@@ -842,6 +878,9 @@ pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries>
         // The ablation layout: one row per recipe, its changes, our scores, the paper's.
         md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
         md.push_str(&reports::recipes_markdown(&summary, &recipes));
+    }
+    if let Some(d) = super::diagnostics::read(run_dir)? {
+        md.push_str(&super::diagnostics::markdown(&d));
     }
     let gate_results = super::gates::check(&spec.gates, &summary, &spec.tests[0].name);
     if !gate_results.is_empty() {

@@ -39,6 +39,53 @@ pub struct PipelineSpec {
     /// Quality gates checked after the report is written; a failed one exits with code 5.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<super::gates::Gate>,
+    /// Measurements that explain the adaptation (the D probe, the premise check).
+    #[serde(default, skip_serializing_if = "DiagnosticsSpec::is_default")]
+    pub diagnostics: DiagnosticsSpec,
+}
+
+/// What [`crate::training::diagnostics`] measures in a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsSpec {
+    /// Test set whose degraded images and references the D probe uses after every Noise-DA
+    /// training (default: the first test set, the target domain's in every shipped pipeline;
+    /// `none`: no probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// The premise check of the paper's Fig. 1a; off unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premise: Option<PremiseSpec>,
+}
+
+impl DiagnosticsSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The test set the probe reads (`None`: no probe).
+    pub fn probe_set<'a>(&'a self, tests: &'a [TestSpec]) -> Option<&'a str> {
+        match self.probe.as_deref() {
+            Some("none") => None,
+            Some(name) => Some(name),
+            None => tests.first().map(|t| t.name.as_str()),
+        }
+    }
+}
+
+/// A diffusion network trained alone, conditioned on reference + AWGN(σ) (σ uniform up to the
+/// largest of `sigmas`), then scored per σ on the first test set's references.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PremiseSpec {
+    pub steps: usize,
+    /// AWGN levels scored, 8-bit units.
+    #[serde(default = "default_premise_sigmas")]
+    pub sigmas: Vec<f64>,
+}
+
+fn default_premise_sigmas() -> Vec<f64> {
+    vec![0.0, 5.0, 10.0, 15.0, 25.0, 50.0]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +122,18 @@ pub struct SourceSpec {
     /// Problems in a paired dataset on disk: `fail` (default) or `skip` and report.
     #[serde(default, skip_serializing_if = "OnProblem::is_fail")]
     pub on_problem: OnProblem,
+    /// Draw the degradation afresh for every training crop at every step, from (seed, step,
+    /// crop), as the release draws its AWGN; `false`: once per image, stored with the pairs.
+    /// Default: afresh where that is cheap (awgn, rain); blur is drawn once per image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<bool>,
+}
+
+impl SourceSpec {
+    /// The degradation to redraw per crop and step, if any (see [`Self::fresh`]).
+    pub fn redraw(&self) -> Option<&DegradationSpec> {
+        self.degradation.as_ref().filter(|d| self.fresh.unwrap_or_else(|| d.redrawable()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +164,24 @@ pub struct TestSpec {
     /// `fail` (default: a test set must be complete) or `skip` and report.
     #[serde(default)]
     pub on_problem: OnProblem,
+    /// What the restorers get: the `degraded` images (default), or the `reference` itself — how
+    /// much a restorer changes an already clean image of this domain (its look).
+    #[serde(default, skip_serializing_if = "TestInput::is_degraded")]
+    pub input: TestInput,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestInput {
+    #[default]
+    Degraded,
+    Reference,
+}
+
+impl TestInput {
+    fn is_degraded(&self) -> bool {
+        *self == TestInput::Degraded
+    }
 }
 
 /// Scoring protocol, recorded in every report row (see [`crate::protocols`]).
@@ -375,6 +452,15 @@ pub struct NoiseDaSpec {
     /// side's images reused in order, so every image of both sides reaches D.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_batch: Option<usize>,
+    /// D's warm-up: for the first this many steps D trains on G's restored outputs (the step's
+    /// usual conditions) while G gets no diffusion gradient, so D is mature before G feels it
+    /// (the release reaches the same through its long ramp); α's ramp starts after it. 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub d_warmup: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl NoiseDaSpec {

@@ -34,7 +34,7 @@ pub fn dihedral(img: &Image, k: u8) -> Image {
     out
 }
 
-fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, usize) {
+pub(crate) fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, usize) {
     let x = rng.below((img.width - patch + 1) as u64) as usize;
     let y = rng.below((img.height - patch + 1) as u64) as usize;
     (x, y)
@@ -94,7 +94,8 @@ impl Batch {
     }
 }
 
-/// The batch of step `step`, a pure function of (seed, step).
+/// The batch of step `step`, a pure function of (seed, step) — the source's redrawn
+/// degradation included, so a resumed run draws the same noise and thread counts do not matter.
 pub fn sample_batch(
     source: &PairedSet,
     target: Option<&TargetTrainSet>,
@@ -106,12 +107,20 @@ pub fn sample_batch(
 ) -> Batch {
     let mut rng = Rng::derive(seed, "batch", &[step]);
     let mut out = Batch { source_degraded: Vec::new(), source_clean: Vec::new(), target: Vec::new() };
-    for _ in 0..batch {
+    // A redrawn degradation has a stream per step, its crops indexed by their position, so the
+    // crops and transforms below are the same whether or not the degradation is redrawn.
+    let redraw_seed = crate::rng::derive_seed(seed, "redraw", &[step]);
+    for i in 0..batch {
         let item = &source.items[rng.below(source.items.len() as u64) as usize];
-        let (x, y) = random_crop(&item.degraded, patch, &mut rng);
+        let (x, y) = random_crop(&item.clean, patch, &mut rng);
         let k = rng.below(8) as u8;
-        out.source_degraded.push(dihedral(&item.degraded.crop(x, y, patch, patch), k));
-        out.source_clean.push(dihedral(&item.clean.crop(x, y, patch, patch), k));
+        let clean = dihedral(&item.clean.crop(x, y, patch, patch), k);
+        let degraded = match &source.redraw {
+            Some(spec) => spec.apply(&clean, redraw_seed, i as u64).0,
+            None => dihedral(&item.degraded.crop(x, y, patch, patch), k),
+        };
+        out.source_degraded.push(degraded);
+        out.source_clean.push(clean);
     }
     if let Some(t) = target {
         // Drawn after the synthetic pairs: changing `target_batch` keeps the synthetic crops.
@@ -152,6 +161,49 @@ mod tests {
         // Non-square images swap their sides on odd turns.
         let t = dihedral(&ramp(3, 2), 1);
         assert_eq!((t.width, t.height), (2, 3));
+    }
+
+    /// A source whose degradation is redrawn: the noise on the same image differs from step to
+    /// step, and a step's noise is identical on a rerun and for any thread count.
+    #[test]
+    fn redrawn_noise_is_fresh_per_step_and_reproducible() {
+        use crate::datasets::{PairedItem, PairedSet, Split};
+        use crate::degradations::DegradationSpec;
+        // One flat image (so the dihedral transform cannot hide a difference), cropped whole.
+        let clean = Image::from_vec(8, 8, vec![0.5; 8 * 8 * 3]);
+        let stored = Image::from_vec(8, 8, vec![0.9; 8 * 8 * 3]);
+        let source = PairedSet {
+            dataset: "flat".into(),
+            split: Split::Train,
+            items: vec![PairedItem {
+                id: "a".into(),
+                degraded: stored.clone(),
+                clean: clean.clone(),
+                params: Default::default(),
+            }],
+            fingerprint: "f".into(),
+            cached: false,
+            problems: vec![],
+            redraw: None,
+        }
+        .redrawn(DegradationSpec::Awgn { sigma: [25.0, 25.0] });
+        assert!(source.fingerprint.ends_with("+redraw"));
+        let noisy = |step: u64, threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| sample_batch(&source, None, 2, 0, 8, 3, step).source_degraded)
+        };
+        let (a, b) = (noisy(0, 1), noisy(1, 1));
+        assert_ne!(a[0], b[0], "the same image gets new noise at the next step");
+        assert_ne!(a[0], a[1], "and each crop of a step its own");
+        assert!(a[0] != stored && a[0].data.iter().all(|&v| (v - 0.5).abs() < 0.5), "drawn around the clean image");
+        assert_eq!(a, noisy(0, 1), "identical on a rerun");
+        assert_eq!(a, noisy(0, 4), "and for any thread count");
+        // Without redraw, the stored pair is used.
+        let fixed = PairedSet { redraw: None, ..source.clone() };
+        assert_eq!(sample_batch(&fixed, None, 1, 0, 8, 3, 0).source_degraded[0], stored);
     }
 
     #[test]

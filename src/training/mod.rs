@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod diagnostics;
 pub mod ema;
 pub mod losses;
 
@@ -84,6 +85,8 @@ pub struct StepInfo<'a> {
 
 pub struct Trained {
     pub restorer: Restorer,
+    /// Noise-DA's diffusion network at the end (inference weights), for diagnostics.
+    pub diffusion: Option<DiffusionUNet>,
     /// The moving average of the restorer's weights, when `train.ema` is set.
     pub restorer_ema: Option<Restorer>,
     pub curve: Vec<CurvePoint>,
@@ -223,6 +226,8 @@ struct StepCtx<'a> {
     scale: f64,
     /// Also measure the per-domain gradient norms (logged steps).
     diagnose: bool,
+    /// D warm-up step: D learns, G gets no diffusion gradient.
+    warmup: bool,
 }
 
 /// Forward and backward of one (shard of a) batch on `device`: the step's loss terms and the
@@ -262,7 +267,8 @@ fn step_terms(
         }
         Held::Joint(model) => {
             let x_r = input(&b.target);
-            let cfg = NoiseDaStep { spec, schedule: ctx.schedule, signed: ctx.signed, alpha: ctx.alpha };
+            let cfg =
+                NoiseDaStep { spec, schedule: ctx.schedule, signed: ctx.signed, alpha: ctx.alpha, warmup: ctx.warmup };
             let mut rng_copy = rng.clone();
             let l = noise_da_losses(&lowered(model, low), x_s.clone(), y_s.clone(), x_r.clone(), &cfg, rng);
             point.alpha = ctx.alpha;
@@ -443,7 +449,12 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             spec,
             schedule: &schedule,
             signed: inp.task.diffusion_signed(),
-            alpha: alpha_ramp(step, spec.noise_da.ramp_steps, spec.noise_da.w),
+            // During D's warm-up G feels nothing; the ramp starts after it.
+            alpha: match step.checked_sub(spec.noise_da.d_warmup) {
+                Some(after) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
+                None => 0.0,
+            },
+            warmup: step < spec.noise_da.d_warmup,
             // Shard losses are means over their shard: 1/n each makes the summed gradient the
             // gradient of the whole batch's mean.
             scale: spec.precision.loss_scale() / replicas.len() as f64,
@@ -543,13 +554,14 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         curve.push(mean_point(&window));
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let g = match held {
-        Held::G(g) => g,
-        Held::Joint(m) => m.g,
+    let (g, diffusion) = match held {
+        Held::G(g) => (g, None),
+        Held::Joint(m) => (m.g, Some(m.d.valid())),
     };
     let restorer_ema = ema.map(|e| e.apply(g.clone()).valid());
     Ok(Trained {
         restorer: g.valid(),
+        diffusion,
         restorer_ema,
         curve,
         steps_done,
@@ -570,6 +582,9 @@ pub struct NoiseDaStep<'a> {
     /// Feed D images in [−1, 1] (derain, deblur) instead of [0, 1] (denoise).
     pub signed: bool,
     pub alpha: f64,
+    /// D's warm-up: its loss trains D at full weight on G's outputs with G's residuals
+    /// detached, so G learns from the Charbonnier term alone.
+    pub warmup: bool,
 }
 
 /// The loss terms of one Noise-DA step (all differentiable, nothing detached).
@@ -594,9 +609,10 @@ pub fn noise_da_losses(
     let (r_s, r_r) = split_rows(model.g.residual(Tensor::cat(vec![x_s.clone(), x_r.clone()], 0)), x_s.dims()[0]);
     // 2. Supervised loss on the synthetic pair only.
     let l_char = charbonnier(x_s.clone() + r_s.clone(), y_s.clone(), cfg.spec.charbonnier_eps);
+    let (r_s, r_r, weight) = if cfg.warmup { (r_s.detach(), r_r.detach(), 1.0) } else { (r_s, r_r, cfg.alpha) };
     let d = diffusion_terms(&model.d, x_s, y_s, x_r, r_s, r_r, cfg, rng);
     // 7. Total loss.
-    let total = l_char.clone() + d.l_noise * cfg.alpha;
+    let total = l_char.clone() + d.l_noise * weight;
     NoiseDaLosses { charbonnier: l_char, mse_pos: d.mse_pos, contrastive: d.contrastive, total }
 }
 
@@ -659,19 +675,8 @@ fn diffusion_terms(
     let to_d = |t: Tensor<4>| if signed { t * 2.0 - 1.0 } else { t };
     let gammas: Vec<f32> =
         (0..n).map(|_| cfg.schedule.sample_gamma(rng, nd.t_range[0], nd.t_range[1]).1 as f32).collect();
-    let eps_v: Vec<f32> = (0..n * 3 * h * w).map(|_| rng.normal() as f32).collect();
-    let dtype = x_s.dtype();
-    let eps = like(Tensor::<4>::from_data(TensorData::new(eps_v, [n, 3, h, w]), &device), dtype);
-    let per_sample = |f: &dyn Fn(f32) -> f32| {
-        like(
-            Tensor::<4>::from_data(
-                TensorData::new(gammas.iter().map(|&g| f(g)).collect::<Vec<f32>>(), [n, 1, 1, 1]),
-                &device,
-            ),
-            dtype,
-        )
-    };
-    let y_noisy = to_d(y_s) * per_sample(&|g| g.sqrt()) + eps.clone() * per_sample(&|g| (1.0 - g).sqrt());
+    let eps = normal_tensor(rng, [n, 3, h, w], x_s.dtype(), &device);
+    let y_noisy = noised(to_d(y_s), eps.clone(), &gammas);
     // 5. Positive conditions, slots shuffled per sample.
     let mut swaps = |on: bool| -> Vec<bool> { (0..n).map(|_| on && rng.chance(0.5)).collect() };
     // With a single condition (ablation) there are no slots to shuffle.
@@ -706,6 +711,22 @@ fn diffusion_terms(
         (mse_pos.clone(), mse_pos, None)
     };
     DiffusionTerms { mse_pos, contrastive, l_noise }
+}
+
+/// Standard normal draws from `rng` as a tensor (row-major order).
+pub(crate) fn normal_tensor(rng: &mut Rng, shape: [usize; 4], dtype: DType, device: &Device) -> Tensor<4> {
+    let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal() as f32).collect();
+    like(Tensor::<4>::from_data(TensorData::new(v, shape), device), dtype)
+}
+
+/// METHOD.md step 3: ỹ = √γ·y + √(1−γ)·ε per sample, `y` already in D's range.
+pub(crate) fn noised(y: Tensor<4>, eps: Tensor<4>, gammas: &[f32]) -> Tensor<4> {
+    let (device, dtype) = (y.device(), y.dtype());
+    let per_sample = |f: &dyn Fn(f32) -> f32| {
+        let v: Vec<f32> = gammas.iter().map(|&g| f(g)).collect();
+        like(Tensor::<4>::from_data(TensorData::new(v, [gammas.len(), 1, 1, 1]), &device), dtype)
+    };
+    y * per_sample(&|g| g.sqrt()) + eps * per_sample(&|g| (1.0 - g).sqrt())
 }
 
 /// The first `k` rows and the rest.
@@ -797,6 +818,7 @@ mod tests {
                 diffusion_loss: true,
                 conditions: Conditions::Both,
                 target_batch: None,
+                d_warmup: 0,
             },
         }
     }
@@ -822,7 +844,7 @@ mod tests {
         let schedule = NoiseSchedule::paper();
         for residual_swap in [false, true] {
             let sp = spec(residual_swap);
-            let cfg = NoiseDaStep { spec: &sp, schedule: &schedule, signed: false, alpha: 1.0 };
+            let cfg = NoiseDaStep { spec: &sp, schedule: &schedule, signed: false, alpha: 1.0, warmup: false };
             let grad_of_g = |x_r: Tensor<4>| {
                 let l = noise_da_losses(&model, rand4(1, &device), rand4(2, &device), x_r, &cfg, &mut Rng::new(9));
                 assert_eq!(l.contrastive.is_some(), residual_swap);
@@ -882,6 +904,7 @@ mod tests {
             fingerprint: "f".into(),
             cached: false,
             problems: vec![],
+            redraw: None,
         };
         let target = TargetTrainSet {
             dataset: "tiny-target".into(),
@@ -919,7 +942,7 @@ mod tests {
         }
     }
 
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// Bit-equality of two weight vectors, reported briefly.
     fn same(a: &[f32], b: &[f32]) -> bool {
@@ -1093,6 +1116,32 @@ mod tests {
         }
     }
 
+    /// D's warm-up: while it lasts G learns from the Charbonnier term alone (ending where
+    /// source-only training ends, up to float summation order) and α is 0, while D trains;
+    /// after it the diffusion loss reaches G.
+    #[test]
+    fn d_warmup_trains_d_while_g_learns_source_only() {
+        let data = tiny_data(false);
+        let base = run_spec(4);
+        let warm = |steps: usize, d_warmup: usize| TrainSpec {
+            steps,
+            noise_da: NoiseDaSpec { d_warmup, ..base.noise_da.clone() },
+            ..base.clone()
+        };
+        let so = go(Method::SourceOnly, &base, &data, None, None).unwrap();
+        let w = go(Method::NoiseDa, &warm(4, 4), &data, None, None).unwrap();
+        let d = max_diff(&weights(&w.restorer), &weights(&so.restorer));
+        eprintln!("G after a 4-step D warm-up vs source-only: max weight difference {d:e}");
+        assert!(d < 1e-6, "the diffusion loss moved G during the warm-up: {d}");
+        assert!(w.curve.iter().all(|p| p.alpha == 0.0 && p.mse_pos.is_finite()), "{:?}", w.curve);
+        let d1 = go(Method::NoiseDa, &warm(1, 4), &data, None, None).unwrap().diffusion.unwrap();
+        assert!(max_diff(&weights(&d1), &weights(w.diffusion.as_ref().unwrap())) > 1e-4, "D trains during its warm-up");
+        let after = go(Method::NoiseDa, &warm(4, 2), &data, None, None).unwrap();
+        assert!(after.curve.last().unwrap().alpha > 0.0);
+        let moved = max_diff(&weights(&after.restorer), &weights(&so.restorer));
+        assert!(moved > 1e-6, "after it, G feels D: {moved}");
+    }
+
     /// Batch composition: `target_batch` equal to the batch is the default step exactly; more
     /// or fewer target images train, change G, and every image of both sides reaches D.
     #[test]
@@ -1114,8 +1163,8 @@ mod tests {
         // Rows are reused in order, so each of the smaller side's images appears.
         let device = Device::flex();
         let t = rand4(5, &device);
-        let grown = cycle_rows(t.clone(), 5).into_data().to_vec::<f32>().unwrap();
-        let rows = t.into_data().to_vec::<f32>().unwrap();
+        let grown = cycle_rows(t.clone(), 5).into_data().try_to_vec::<f32>().unwrap();
+        let rows = t.into_data().try_to_vec::<f32>().unwrap();
         let row = rows.len() / 2;
         for i in 0..5 {
             assert_eq!(&grown[i * row..(i + 1) * row], &rows[(i % 2) * row..(i % 2 + 1) * row], "row {i}");
