@@ -874,6 +874,12 @@ pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries>
             md.push_str(&reports::compare::comparisons_markdown(&comparisons));
         }
     }
+    let bound = spec.recipes().into_iter().find(|r| r.method == super::spec::Method::TargetSupervised);
+    if let (Some(baseline), Some(bound)) = (spec.baseline(), bound)
+        && let Some(h) = reports::headroom_markdown(&summary, &spec.tests[0].name, baseline, bound.name, &order)
+    {
+        md.push_str(&h);
+    }
     if spec.methods.iter().any(|m| spec.variants.contains_key(m)) {
         // The ablation layout: one row per recipe, its changes, our scores, the paper's.
         md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");

@@ -201,6 +201,36 @@ pub fn summary_markdown(summary: &Table) -> String {
     markdown_table(&header.map(String::from), &rows)
 }
 
+/// The share of the headroom each method takes on `test`: (method − baseline) / (bound −
+/// baseline) in mean PSNR, where `bound` is the target-supervised upper bound. `None` when a
+/// number is missing.
+pub fn headroom_markdown(summary: &Table, test: &str, baseline: &str, bound: &str, methods: &[&str]) -> Option<String> {
+    let (Some(Column::Str(tests)), Some(Column::Str(names)), Some(Column::F64(psnr))) =
+        (summary.get("test_set"), summary.get("method"), summary.get("psnr_mean"))
+    else {
+        return None;
+    };
+    let mean = |m: &str| {
+        (0..summary.rows())
+            .find(|&i| tests[i].as_deref() == Some(test) && names[i].as_deref() == Some(m))
+            .and_then(|i| psnr[i])
+    };
+    let (b, ub) = (mean(baseline)?, mean(bound)?);
+    let room = ub - b;
+    let rows: Vec<Vec<String>> = methods
+        .iter()
+        .filter(|m| **m != baseline && **m != bound)
+        .filter_map(|m| mean(m).map(|v| (m, v)))
+        .map(|(m, v)| vec![m.to_string(), format!("{:+.2}", v - b), format!("{:+.0}%", 100.0 * (v - b) / room)])
+        .collect();
+    let mut md = format!(
+        "\nHeadroom on {test}: the upper bound ({bound}, trained on the target's own pairs) is {room:+.2} dB over \
+         {baseline}; the share of it each method takes (mean PSNR):\n\n"
+    );
+    md.push_str(&markdown_table(&["method", "Δ PSNR dB", "share of the headroom"].map(String::from), &rows));
+    Some(md)
+}
+
 /// Append the bootstrap 95% intervals of the mean PSNR / SSIM (seeds, then images) to a
 /// summary table, matched on (test set, method).
 pub fn add_intervals(
@@ -381,6 +411,19 @@ mod tests {
 
     /// Recipes keep the pipeline's order (not alphabetical) and the ablation table puts each
     /// recipe's scores beside the paper's number.
+    #[test]
+    fn headroom_shares_are_relative_to_the_upper_bound() {
+        let strs = |v: &[&str]| Column::Str(v.iter().map(|s| Some(s.to_string())).collect());
+        let mut t = Table::default();
+        t.push("test_set", strs(&["t", "t", "t", "t", "u"]));
+        t.push("method", strs(&["input", "so", "da", "ub", "da"]));
+        t.push("psnr_mean", Column::F64(vec![Some(20.0), Some(25.0), Some(25.5), Some(27.0), Some(99.0)]));
+        let md = headroom_markdown(&t, "t", "so", "ub", &["so", "da", "ub"]).unwrap();
+        assert!(md.contains("is +2.00 dB over so"), "{md}");
+        assert!(md.contains("| da ") && md.contains("+0.50") && md.contains("+25%"), "{md}");
+        assert!(headroom_markdown(&t, "t", "so", "missing", &["da"]).is_none());
+    }
+
     #[test]
     fn recipes_in_pipeline_order_with_the_papers_numbers() {
         let rows =
