@@ -365,9 +365,7 @@ fn plane_std(p: &[f64]) -> f64 {
 /// (orthonormal opponent basis, so the split itself changes nothing), then the sharpening's
 /// unsharp mask (σ 1 px) lifts its fine grain.
 fn shape_noise(r: &mut [f64], w: usize, h: usize, p: &CameraParams) {
-    if p.sharpen > 0.0 {
-        // Applied last (below); the early return must not skip it.
-    } else if p.luma_grain <= 0.0 && p.chroma_grain <= 0.0 && p.chroma_gain == 1.0 {
+    if p.luma_grain <= 0.0 && p.chroma_grain <= 0.0 && p.chroma_gain == 1.0 && p.sharpen <= 0.0 {
         return;
     }
     const B: [[f64; 3]; 3] = [
