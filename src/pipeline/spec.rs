@@ -454,7 +454,9 @@ pub struct NoiseDaSpec {
     pub target_batch: Option<usize>,
     /// D's warm-up: for the first this many steps D trains on G's restored outputs (the step's
     /// usual conditions) while G gets no diffusion gradient, so D is mature before G feels it
-    /// (the release reaches the same through its long ramp); α's ramp starts after it. 0: off.
+    /// (the release reaches the same through its long ramp); α's ramp starts after it. With a
+    /// warm-up, D's loss has weight 1 throughout and α scales only the gradient G receives
+    /// from it (Adam trains D at its own pace, with no jump when the ramp starts). 0: off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub d_warmup: usize,
 }
