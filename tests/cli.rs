@@ -247,12 +247,14 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert!(p.contains("train:source_only:seed0: reuse") && p.contains("train:noise_da:seed0: reuse"), "{p}");
     assert!(p.contains("0 training stage(s) to run, 2 reused"), "{p}");
     assert!(p.contains("evaluate:noise_da:seed0: reuse cached scores"), "{p}");
+    assert!(p.contains("diagnostics:premise: reuse the cached result"), "{p}");
     let p = plan(&["--set", "train.noise_da.w=0.5"]);
     assert!(p.contains("train:source_only:seed0: reuse"), "{p}");
     assert!(p.contains("train:noise_da:seed0: run (new config key)"), "{p}");
     assert!(p.contains("steps at"), "the cost comes from the measured speed: {p}");
     let p = plan(&["--set", "source.count=11"]);
     assert!(p.contains("train:noise_da:seed0: run (changed input data)"), "{p}");
+    assert!(p.contains("diagnostics:premise: run (D trained alone)"), "{p}");
     let p = plan(&["--force", "noise_da"]);
     assert!(
         p.contains("train:noise_da:seed0: run (forced by --force/--from)") && p.contains("source_only:seed0: reuse")

@@ -2,7 +2,7 @@
 //! Noise-DA training, the premise check once per run (cached like a stage), and the
 //! `diagnostics.json` + summary section that report them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -87,15 +87,7 @@ pub fn premise_stage(
 ) -> Result<Option<Premise>> {
     let Some(p) = &spec.diagnostics.premise else { return Ok(None) };
     let seed = spec.seeds.train.first().copied().unwrap_or(0);
-    let key = sha256_hex(
-        json!({"premise": p, "diffusion": spec.networks.diffusion, "conditions": spec.train.noise_da.conditions,
-            "batch": spec.train.batch, "patch": spec.train.patch, "lr": spec.train.lr, "task": spec.task,
-            "seed": seed, "source": source.fingerprint, "test": test.1.fingerprint,
-            "code": super::stages::code_version()})
-        .to_string()
-        .as_bytes(),
-    );
-    let file = cache_root.join(format!("premise-{}.json", &key[..20]));
+    let file = premise_file(spec, source, test.1, cache_root).expect("the premise check is asked for");
     if let Ok(bytes) = std::fs::read(&file) {
         match serde_json::from_slice::<Premise>(&bytes) {
             Ok(found) if found.points.len() == p.sigmas.len() => {
@@ -129,6 +121,21 @@ pub fn premise_stage(
     std::fs::create_dir_all(cache_root)?;
     write_atomic(&file, serde_json::to_string_pretty(&premise).expect("json").as_bytes())?;
     Ok(Some(premise))
+}
+
+/// Where the premise check's result is cached: keyed by its settings, the networks and
+/// training keys it uses, the data's fingerprints and the code (`None`: not asked for).
+pub fn premise_file(spec: &PipelineSpec, source: &PairedSet, test: &PairedSet, cache_root: &Path) -> Option<PathBuf> {
+    let p = spec.diagnostics.premise.as_ref()?;
+    let key = sha256_hex(
+        json!({"premise": p, "diffusion": spec.networks.diffusion, "conditions": spec.train.noise_da.conditions,
+            "batch": spec.train.batch, "patch": spec.train.patch, "lr": spec.train.lr, "task": spec.task,
+            "seed": spec.seeds.train.first().copied().unwrap_or(0), "source": source.fingerprint,
+            "test": test.fingerprint, "code": super::stages::code_version()})
+        .to_string()
+        .as_bytes(),
+    );
+    Some(cache_root.join(format!("premise-{}.json", &key[..20])))
 }
 
 /// Whether a recipe gets a probe (it trains D).

@@ -725,6 +725,10 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
             out.push_str(&format!("  {}: {eval}\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
         }
     }
+    if let Some(file) = super::diagnostics::premise_file(spec, &data.source, &data.tests[0].set, &stage_cache.root) {
+        let what = if file.is_file() { "reuse the cached result".to_string() } else { "run (D trained alone)".into() };
+        out.push_str(&format!("  diagnostics:premise: {what}\n"));
+    }
     out.push_str("  report: run\n");
     out.push_str(&format!(
         "{to_run} training stage(s) to run, {reused} reused; estimated training time {}{:.0} s\n",
