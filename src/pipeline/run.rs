@@ -771,16 +771,12 @@ fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
             Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
             None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
         };
-        if t.input == super::spec::TestInput::Reference {
+        let reference_input = t.input == super::spec::TestInput::Reference;
+        if reference_input {
             set.items.iter_mut().for_each(|it| it.degraded = it.clean.clone());
             set.fingerprint = format!("{}+reference-input", set.fingerprint);
         }
-        Ok(TestSet {
-            name: t.name.clone(),
-            protocol: t.protocol,
-            set,
-            reference_input: t.input == super::spec::TestInput::Reference,
-        })
+        Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set, reference_input })
     };
     let tests = spec.tests.iter().map(|t| load_eval(t, Split::Test)).collect::<Result<Vec<_>>>()?;
     let val_sets = match &spec.validation {
