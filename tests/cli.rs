@@ -729,3 +729,41 @@ fn divergence_exits_4() {
     assert!(stderr.contains("source_only diverged at step") && stderr.contains("lower train.lr"), "{stderr}");
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// The upper bound and a reference-input test set (how much each restorer changes the clean
+/// references): no input rows for that set, finite scores for every recipe, and the summary's
+/// headroom section relative to the upper bound.
+#[test]
+fn upper_bound_headroom_and_reference_input_test_set() {
+    let reports = tmpdir("headroom");
+    let dir_arg = format!("report.dir={}", reports.display());
+    let tests = "tests=[{name: camera-sim-test, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb}, \
+                 {name: camera-sim-clean, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb, input: reference}]";
+    let out = run(&[
+        "pipelines/denoise.yaml",
+        "--profile",
+        "smoke",
+        "--set",
+        &dir_arg,
+        "--set",
+        "methods=[source_only, noise_da, target_supervised]",
+        "--set",
+        tests,
+        "--set",
+        "diagnostics={}",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run_dir = &run_dirs(&reports)[0];
+    let per_image = frame_to_table(&read_parquet(&run_dir.join("per_image.parquet")).unwrap()).unwrap();
+    let (methods, sets, psnr) =
+        (strs(per_image.get("method")), strs(per_image.get("test_set")), floats(per_image.get("psnr")));
+    let clean_rows: Vec<usize> = (0..per_image.rows()).filter(|&i| sets[i] == "camera-sim-clean").collect();
+    assert_eq!(clean_rows.len(), 12, "3 recipes × 4 images, no input rows");
+    assert!(clean_rows.iter().all(|&i| methods[i] != "input" && psnr[i].is_finite() && psnr[i] > 10.0));
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(md.contains("Headroom on camera-sim-test: the upper bound (target_supervised"), "{md}");
+    assert!(md.contains("| noise_da ") && md.contains("share of the headroom"), "{md}");
+    assert!(!md.contains("Premise check"), "diagnostics={{}} turns the premise check off");
+    std::fs::remove_dir_all(&reports).unwrap();
+}
