@@ -7,7 +7,6 @@
 //!
 //! Prints numbers; asserts nothing (speed targets live here, not in tests).
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -20,7 +19,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let profile = args.first().cloned().unwrap_or_else(|| "demo".into());
     let steps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     let mut res = pipeline::load(&root.join("pipelines/denoise.yaml"), Some(&profile), &[]).expect("pipeline");
     res.spec.train.steps = steps;
     let spec = &res.spec;

@@ -1,12 +1,14 @@
 //! End-to-end tests: drive the `run-pipeline` binary the way a user does.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use run_pipeline::reports::{Column, frame_to_table, read_parquet};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::repo_root()
 }
 
 fn tmpdir(name: &str) -> PathBuf {

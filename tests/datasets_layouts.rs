@@ -1,5 +1,7 @@
 //! Dataset loaders on tiny fixtures built in each dataset's exact on-disk layout.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,13 +78,27 @@ fn sidd_medium_and_small_with_metadata_and_missing_partner() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// The official RealBlur-J lists (GT first, trailing spaces, no final newline) on a tree with
-/// exactly their relative paths.
+/// A list in the official RealBlur-J format, as shipped with the dataset: one `GT BLUR ` pair
+/// per line (GT first, every line but the last ending in a space), no final newline; `scenes`
+/// scenes of `per_scene` pairs in a shuffled order, as in the official files.
+fn realblur_j_list(first_scene: usize, scenes: usize, per_scene: usize) -> String {
+    let dir = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref";
+    let mut lines = Vec::new();
+    for s in first_scene..first_scene + scenes {
+        for k in 0..per_scene {
+            let i = (k * 7 + 3) % per_scene + 1;
+            lines.push(format!("{dir}/scene{s:03}/gt/gt_{i}.png {dir}/scene{s:03}/blur/blur_{i}.png "));
+        }
+    }
+    lines.join("\n").trim_end().to_string()
+}
+
+/// RealBlur-J lists in the official format (GT first, trailing spaces, no final newline, the
+/// official test and train sizes) on a tree with exactly their relative paths.
 #[test]
 fn realblur_official_lists() {
     let root = tmpdir("realblur");
-    let lists = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/realblur");
-    let test_list = std::fs::read_to_string(lists.join("RealBlur_J_test_list.txt")).expect("shared RealBlur fixture");
+    let test_list = realblur_j_list(230, 49, 20);
     assert!(!test_list.ends_with('\n'), "the official list has no final newline");
     std::fs::write(root.join("RealBlur_J_test_list.txt"), &test_list).unwrap();
     let tiny = img(4, 4, 0).png_bytes().unwrap();
@@ -105,7 +121,8 @@ fn realblur_official_lists() {
         );
     }
     // The train list on a tree holding only its first 10 pairs: the rest are reported missing.
-    let train_list = std::fs::read_to_string(lists.join("RealBlur_J_train_list.txt")).unwrap();
+    // Scenes disjoint from the test list's, as in the official split.
+    let train_list = realblur_j_list(300, 3758 / 2, 2);
     assert_eq!(train_list.lines().count(), 3758);
     std::fs::write(root.join("RealBlur_J_train_list.txt"), &train_list).unwrap();
     for line in train_list.lines().take(10) {
@@ -246,7 +263,7 @@ fn pipeline_test_set_from_disk_with_problem_policy() {
         put(&data.join(format!("target/{k}.png")), &img(24, 20, k + 5));
     }
     put(&data.join("input/9.png"), &img(24, 20, 9));
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = common::repo_root();
     let mut reg = std::fs::read_to_string(repo.join("datasets.toml")).unwrap();
     reg.push_str(&format!(
         "\n[datasets.rain-fixture]\nkind = \"rain13k\"\nroot = \"{}\"\nsplits = [\"test\"]\n",
@@ -263,7 +280,7 @@ fn pipeline_test_set_from_disk_with_problem_policy() {
                 "--set",
                 &format!("tests=[{{name: rain, dataset: rain-fixture, count: 10, size: 24, protocol: rgb{policy}}}]"),
             ])
-            .current_dir(repo)
+            .current_dir(&repo)
             .env("CI", "true")
             .output()
             .unwrap()
@@ -451,14 +468,14 @@ fn paired_dataset_as_the_source() {
         put(&data.join(format!("input/{k}.png")), &img(40, 36, k));
         put(&data.join(format!("target/{k}.png")), &img(40, 36, k + 7));
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = common::repo_root();
     let reports = dir.join("reports");
     let run = |source: &str| {
         Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
             .args(["pipelines/derain.yaml", "--profile", "smoke"])
             .args(["--set", &format!("report.dir={}", reports.display())])
             .args(["--set", source])
-            .current_dir(repo)
+            .current_dir(&repo)
             .env("CI", "true")
             .env("RAIN13K_ROOT", &data)
             .output()

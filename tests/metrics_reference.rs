@@ -3,9 +3,10 @@
 //! The fixtures and `reference.json` come from `tests/reference/make_metric_refs.py`; rerun it
 //! (and commit its output) if the degradations or the reference library change.
 
+mod common;
+
 use run_pipeline::image::Image;
 use run_pipeline::metrics::{psnr, ssim};
-use std::path::PathBuf;
 
 /// Fed identical f64 pixels the two agree to ~1e-13; what remains (measured: PSNR ≤ 2.5e-7 dB,
 /// SSIM ≤ 5.2e-9) comes from `Image` storing u8/255 as f32 where skimage gets f64.
@@ -14,7 +15,7 @@ const SSIM_TOL: f64 = 1e-7;
 
 #[test]
 fn psnr_and_ssim_match_scikit_image() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics");
+    let dir = common::repo_root().join("tests/fixtures/metrics");
     let text = std::fs::read_to_string(dir.join("reference.json"))
         .unwrap_or_else(|e| panic!("{}: {e} (run tests/reference/make_metric_refs.py)", dir.display()));
     let refs: serde_json::Value = serde_json::from_str(&text).expect("reference.json is not valid JSON");

@@ -6,10 +6,11 @@
 //! The fixtures and `reference.json` come from `tests/reference/make_protocol_refs.py`; rerun it
 //! (and commit its output) if the degradations or the reference libraries change.
 
+mod common;
+
 use run_pipeline::image::Image;
 use run_pipeline::protocols::{ProtocolKind, score};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// PSNR (dB) and SSIM for `rgb`, `y-matlab`, `realblur-noalign` and sidd's per-channel SSIM.
 /// Measured: ≤ 3.6e-7 dB / 5.0e-9 for the float protocols (`Image` stores u8/255 as f32 where
@@ -27,7 +28,7 @@ fn value(v: &serde_json::Value, key: &str, ctx: &str) -> f64 {
 
 #[test]
 fn protocols_match_reference_implementations() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocols");
+    let dir = common::repo_root().join("tests/fixtures/protocols");
     let text = std::fs::read_to_string(dir.join("reference.json"))
         .unwrap_or_else(|e| panic!("{}: {e} (run tests/reference/make_protocol_refs.py)", dir.display()));
     let refs: serde_json::Value = serde_json::from_str(&text).expect("reference.json is not valid JSON");

@@ -10,10 +10,11 @@
 //! f64, so agreement is to a tolerance, not to rounding. ECC converges on every fixture pair (the
 //! generator checks); where it does not, OpenCV's result is chaotic and nothing can match it.
 
+mod common;
+
 use run_pipeline::image::Image;
 use run_pipeline::protocols::{ProtocolKind, score};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 // Tolerances, with the largest deviations measured on the fixtures (OpenCV 5.0.0, scikit-image
 // 0.26, x86-64) in parentheses. Two 680×770 frames checked the same way gave the same orders.
@@ -32,7 +33,7 @@ fn value(v: &serde_json::Value, key: &str, ctx: &str) -> f64 {
 
 #[test]
 fn realblur_matches_opencv_and_skimage() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/realblur");
+    let dir = common::repo_root().join("tests/fixtures/realblur");
     let text = std::fs::read_to_string(dir.join("reference.json"))
         .unwrap_or_else(|e| panic!("{}: {e} (run tests/reference/make_realblur_refs.py)", dir.display()));
     let refs: serde_json::Value = serde_json::from_str(&text).expect("reference.json is not valid JSON");

@@ -1370,12 +1370,9 @@ fn encode_data(w: &mut dyn Write, data: &MatData, e: Endian, narrow: bool) -> io
 mod tests {
     use super::*;
 
-    /// The crate root holding tests/fixtures/mat/.
-    const FIXTURE_ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
     /// Fixtures written by scipy (tests/reference/make_mat_fixture.py).
     fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(FIXTURE_ROOT).join("tests/fixtures/mat").join(name)
+        crate::util::repo_root().join("tests/fixtures/mat").join(name)
     }
 
     fn formula(i: usize, b: usize, y: usize, x: usize, c: usize) -> u8 {

@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn shipped_registry_parses_and_has_embedded_and_real_entries() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets.toml");
+        let path = crate::util::repo_root().join("datasets.toml");
         let reg = Registry::load(&path).unwrap();
         for name in ["dead-leaves", "camera-sim-sidd", "sidd-medium", "spa-data", "realblur-j", "gopro", "rain13k"] {
             assert!(reg.get(name).is_ok(), "missing {name}");

@@ -319,7 +319,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/denoise.yaml")
+        crate::util::repo_root().join("pipelines/denoise.yaml")
     }
 
     #[test]
@@ -400,7 +400,7 @@ mod tests {
     /// Every pipeline in pipelines/ resolves in every one of its profiles.
     #[test]
     fn every_shipped_pipeline_resolves_in_every_profile() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let dir = crate::util::repo_root().join("pipelines");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
@@ -425,7 +425,7 @@ mod tests {
 
     #[test]
     fn batch_composition_is_a_recipe_switch() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/regimes.yaml");
+        let path = crate::util::repo_root().join("pipelines/regimes.yaml");
         let r = load(&path, None, &[]).unwrap();
         assert_eq!(r.spec.recipe("target_16").unwrap().train.noise_da.target_count(8), 16);
         assert_eq!(r.spec.recipe("noise_da").unwrap().train.noise_da.target_count(8), 8);
@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn variants_merge_over_train_and_errors_point_into_them() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/ablation.yaml");
+        let path = crate::util::repo_root().join("pipelines/ablation.yaml");
         let r = load(&path, None, &["train.lr=1e-3".into()]).unwrap();
         let names: Vec<&str> = r.spec.recipes().iter().map(|r| r.name).collect();
         assert_eq!(names, r.spec.methods.iter().map(String::as_str).collect::<Vec<_>>());
