@@ -9,6 +9,8 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear};
+// `Dropout` stays a field of every residual block (its rate is part of the saved record);
+// the masks come from [`DropoutDraw`].
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
@@ -124,7 +126,7 @@ impl DiffusionConfig {
                 upsample.push(ResBlock::new(ch, ch, emb, self.dropout, device).with_resample(Resample::Up));
             }
         }
-        DiffusionUNet {
+        super::init::materialize(DiffusionUNet {
             emb1: linear(base, emb, device),
             emb2: linear(emb, emb, device),
             input: conv(3 + 3 * conditions, base, 3, device),
@@ -140,7 +142,7 @@ impl DiffusionConfig {
             base,
             levels: self.mults.len(),
             res_blocks: self.res_blocks,
-        }
+        })
     }
 }
 
@@ -205,7 +207,9 @@ impl ResBlock {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+    /// `dropout`: the draws of a training forward and this block's index in D; `None` at
+    /// inference.
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>, dropout: Option<(&DropoutDraw, u64)>) -> Tensor<4> {
         let r = self.resample_kind();
         let h = self.conv1.forward(resample(silu(self.norm1.forward(x.clone())), r));
         let x = resample(x, r);
@@ -215,7 +219,12 @@ impl ResBlock {
         let shift = parts.pop().expect("shift");
         let scale = parts.pop().expect("scale");
         let h = self.norm2.forward(h) * (scale + 1.0) + shift;
-        let h = self.conv2.forward(self.dropout.forward(silu(h)));
+        let h = silu(h);
+        let h = match dropout {
+            Some((draw, block)) if self.dropout.prob > 0.0 => h.clone() * draw.mask(block, self.dropout.prob, &h),
+            _ => h,
+        };
+        let h = self.conv2.forward(h);
         match &self.skip {
             Some(s) => s.forward(x) + h,
             None => x + h,
@@ -278,11 +287,23 @@ pub struct DiffusionUNet {
 }
 
 impl DiffusionUNet {
-    /// Predict ε from `x` = [ỹ, cond_A, cond_B] (9 channels) and per-sample γ (`[B]`).
+    /// Predict ε from `x` = [ỹ, cond_A, cond_B] (9 channels) and per-sample γ (`[B]`), without
+    /// dropout (inference, diagnostics).
     pub fn forward(&self, x: Tensor<4>, gamma: &[f32]) -> Tensor<4> {
+        self.forward_with(x, gamma, None)
+    }
+
+    /// [`Self::forward`] with the dropout of training, drawn per row from `dropout`.
+    pub fn forward_with(&self, x: Tensor<4>, gamma: &[f32], dropout: Option<&DropoutDraw>) -> Tensor<4> {
         let device = x.device();
         let emb = super::like(gamma_embedding(gamma, self.base, &device), x.dtype());
         let emb = self.emb2.forward(silu(self.emb1.forward(emb)));
+        // Each residual block draws its own masks: block index k.
+        let mut k = 0u64;
+        let mut drop = || {
+            k += 1;
+            dropout.map(|d| (d, k))
+        };
 
         let mut h = self.input.forward(x);
         let mut skips = vec![h.clone()];
@@ -290,29 +311,65 @@ impl DiffusionUNet {
         let mut downs = self.resample_down.iter();
         for level in 0..self.levels {
             for _ in 0..self.res_blocks {
-                h = blocks.next().expect("down block").forward(h, emb.clone());
+                h = blocks.next().expect("down block").forward(h, emb.clone(), drop());
                 skips.push(h.clone());
             }
             if level + 1 < self.levels {
-                h = downs.next().expect("down-sampling block").forward(h, emb.clone());
+                h = downs.next().expect("down-sampling block").forward(h, emb.clone(), drop());
                 skips.push(h.clone());
             }
         }
-        h = self.mid1.forward(h, emb.clone());
+        h = self.mid1.forward(h, emb.clone(), drop());
         h = self.attn.forward(h);
-        h = self.mid2.forward(h, emb.clone());
+        h = self.mid2.forward(h, emb.clone(), drop());
         let mut blocks = self.up.iter();
         let mut ups = self.upsample.iter();
         for level in (0..self.levels).rev() {
             for _ in 0..=self.res_blocks {
                 let s = skips.pop().expect("skip");
-                h = blocks.next().expect("up block").forward(Tensor::cat(vec![h, s], 1), emb.clone());
+                h = blocks.next().expect("up block").forward(Tensor::cat(vec![h, s], 1), emb.clone(), drop());
             }
             if level > 0 {
-                h = ups.next().expect("up-sampling block").forward(h, emb.clone());
+                h = ups.next().expect("up-sampling block").forward(h, emb.clone(), drop());
             }
         }
         self.out.forward(silu(self.out_norm.forward(h)))
+    }
+}
+
+/// The dropout masks of one training forward of D, drawn per batch row from our own seeded
+/// stream rather than burn's device RNG: row r of block k uses
+/// `derive_seed(seed, "dropout", [rows[r], k])`, so a sample's masks do not depend on which
+/// other rows share its batch (shards, devices) or on the order threads run in.
+pub struct DropoutDraw {
+    pub seed: u64,
+    /// Identity of each row of the batch (its index in the whole step's batch).
+    pub rows: Vec<u64>,
+}
+
+impl DropoutDraw {
+    /// Inverted-dropout mask shaped like `like`: 0 with probability `p`, else 1/(1−p).
+    fn mask(&self, block: u64, p: f64, like: &Tensor<4>) -> Tensor<4> {
+        use rayon::prelude::*;
+        let [b, c, h, w] = like.dims();
+        assert_eq!(b, self.rows.len(), "dropout draws for {} rows, batch has {b}", self.rows.len());
+        let per_row = c * h * w;
+        let keep = (1.0 / (1.0 - p)) as f32;
+        // Drop when a uniform 32-bit draw falls below p·2³².
+        let threshold = (p.clamp(0.0, 1.0) * 4294967296.0) as u64;
+        let mut v = vec![0f32; b * per_row];
+        v.par_chunks_mut(per_row).zip(self.rows.par_iter()).for_each(|(row, &id)| {
+            let mut rng = Rng::derive(self.seed, "dropout", &[id, block]);
+            for pair in row.chunks_mut(2) {
+                let r = rng.next_u64();
+                for (j, x) in pair.iter_mut().enumerate() {
+                    let u = (r >> (32 * j)) & 0xffff_ffff;
+                    *x = if u < threshold { 0.0 } else { keep };
+                }
+            }
+        });
+        let m = Tensor::<4>::from_data(TensorData::new(v, [b, c, h, w]), &like.device());
+        super::like(m, like.dtype())
     }
 }
 

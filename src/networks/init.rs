@@ -24,3 +24,18 @@ pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
     l
 }
+
+/// Initialise every parameter now, in the module's visiting order. burn initialises parameters
+/// lazily on first use, so the draw order — and so the weights a seed gives — would otherwise
+/// depend on which parameter a caller touches first (a forward pass, a fork for a shard, an
+/// EMA copy).
+pub fn materialize<M: burn::module::Module>(m: M) -> M {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    m.visit(&mut Touch);
+    m
+}

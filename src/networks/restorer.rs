@@ -115,6 +115,10 @@ impl RestorerConfig {
     }
 
     pub fn init(&self, device: &Device) -> Restorer {
+        super::init::materialize(self.init_lazy(device))
+    }
+
+    fn init_lazy(&self, device: &Device) -> Restorer {
         match self.arch {
             RestorerArch::Unet => Restorer::Unet(self.init_unet(device)),
             RestorerArch::Dncnn => {

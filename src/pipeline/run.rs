@@ -527,7 +527,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
             let facts = json!({
                 "d_probe": probe,
                 "method": name, "algorithm": method.name(), "seed": seed, "steps": trained.steps_done,
-                "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "resumed_from_step": trained.resumed_from,
+                "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "shards": trained.shards, "resumed_from_step": trained.resumed_from,
                 "last_checkpoint": trained.last_checkpoint.as_ref().map(|p| p.display().to_string()),
                 "best_checkpoint": trained.best_checkpoint.as_ref().map(|(p, v)| json!({"path": p.display().to_string(),
                     "val_psnr": v, "set": val_names.first()})),

@@ -331,6 +331,13 @@ pub struct TrainSpec {
     /// one update. The release trained 8 GPUs × 24 = batch 192.
     #[serde(default = "one")]
     pub devices: usize,
+    /// Shards per device of each step's batch, computed concurrently (each with its own
+    /// autodiff graph, gradients summed). `auto`: 2 for Noise-DA on the CPU back-end with ≥ 2
+    /// threads — its diffusion network's single-threaded element-wise kernels leave a core
+    /// idle — else 1. Every draw of a step is made per sample before the split, so the result
+    /// does not depend on it (up to float summation order).
+    #[serde(default)]
+    pub shards: Shards,
     /// Start G from the final raw weights of this earlier recipe (same seed) instead of from
     /// scratch: warm-started adaptation; `steps` then counts the extra steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,6 +346,54 @@ pub struct TrainSpec {
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
     pub noise_da: NoiseDaSpec,
+}
+
+/// `train.shards`: `auto` or a count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Shards {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Shards::Auto => s.serialize_str("auto"),
+            Shards::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Shards;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto` or a positive number of shards")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Shards, E> {
+                match v {
+                    "auto" => Ok(Shards::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Shards, E> {
+                if v == 0 {
+                    return Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self));
+                }
+                Ok(Shards::Count(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Shards, E> {
+                if v <= 0 {
+                    return Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self));
+                }
+                Ok(Shards::Count(v as usize))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Mixed precision: each step runs forward and backward on a low-precision copy of the

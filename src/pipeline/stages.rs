@@ -215,6 +215,8 @@ pub fn train_config(
     let mut t = serde_json::to_value(train).expect("train serialises");
     if let Some(obj) = t.as_object_mut() {
         obj.remove("checkpoint");
+        // Every draw is made per sample before a step is split: shards change no result.
+        obj.remove("shards");
         if method != crate::pipeline::spec::Method::NoiseDa {
             obj.remove("noise_da");
         }

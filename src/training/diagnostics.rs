@@ -22,6 +22,7 @@ use super::losses::slot_swap;
 use super::{NoiseDaModel, noised, normal_tensor, scalar};
 use crate::datasets::{PairedItem, PairedSet};
 use crate::image::Image;
+use crate::networks::diffusion::DropoutDraw;
 use crate::networks::{DiffusionConfig, DiffusionUNet, NoiseSchedule, Restorer};
 use crate::pipeline::spec::Conditions;
 use crate::rng::Rng;
@@ -175,7 +176,9 @@ pub fn premise_check(inp: &PremiseInputs, device: &Device) -> Vec<PremisePoint> 
         let eps = normal_tensor(&mut rng, shape, DType::F32, &ad);
         let conds = noisy_conditions(&y, &zs, &sig, inp.signed);
         let y_noisy = noised(to_d(y, inp.signed), eps.clone(), &gammas);
-        let e = d.forward(Tensor::cat([vec![y_noisy], conds].concat(), 1), &gammas);
+        // D trains with its dropout, as in a Noise-DA step.
+        let dropout = DropoutDraw { seed: rng.next_u64(), rows: (0..n as u64).collect() };
+        let e = d.forward_with(Tensor::cat([vec![y_noisy], conds].concat(), 1), &gammas, Some(&dropout));
         let loss = (eps - e).powf_scalar(2.0).mean();
         let grads = GradientsParams::from_grads(loss.backward(), &d);
         d = optim.step(inp.lr, d, grads);
