@@ -7,6 +7,7 @@
 //!   cargo bench --bench train_step -- smoke 50           # any profile of pipelines/denoise.yaml
 //!   BENCH_BACKENDS=flex,wgpu cargo bench --features wgpu --bench train_step   # back-ends to compare
 //!   BENCH_SHARDS=1,2                                     # train.shards values to compare (default: auto)
+//!   BENCH_METHODS=noise_da                               # methods to time (default: source_only,noise_da)
 //!   BENCH_PYTHON=/path/to/venv/bin/python3               # interpreter with torch (default python3)
 //!   BENCH_TORCH=0                                        # skip the PyTorch column
 //!
@@ -229,9 +230,15 @@ fn main() {
             .collect(),
         Err(_) => vec![spec.train.shards],
     };
+    let methods: Vec<Method> = std::env::var("BENCH_METHODS")
+        .unwrap_or_else(|_| "source_only,noise_da".into())
+        .split(',')
+        .filter_map(|m| serde_json::from_value(serde_json::json!(m.trim())).ok())
+        .collect();
     let mut restorer = None;
     for (backend, device) in &backends {
-        for method in [Method::SourceOnly, Method::NoiseDa] {
+        for method in &methods {
+            let method = *method;
             for &shards in &shard_settings {
                 let mut train = spec.train.clone();
                 train.shards = shards;
