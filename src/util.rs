@@ -83,3 +83,15 @@ pub(crate) fn repo_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// burn's random generator (weight initialisation) is process-wide: tests that seed it and
+/// then build a network, or that build networks at all, hold this so concurrently running
+/// tests do not draw from each other's stream.
+#[cfg(test)]
+pub(crate) static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold [`RNG_LOCK`] (poisoning ignored: a failed test must not fail the others).
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -118,7 +118,8 @@ impl RestorerConfig {
         super::init::materialize(self.init_lazy(device))
     }
 
-    fn init_lazy(&self, device: &Device) -> Restorer {
+    /// The network with burn's lazy parameters (nothing drawn until first use): for counting.
+    pub(crate) fn init_lazy(&self, device: &Device) -> Restorer {
         match self.arch {
             RestorerArch::Unet => Restorer::Unet(self.init_unet(device)),
             RestorerArch::Dncnn => {

@@ -74,6 +74,7 @@ mod tests {
 
     #[test]
     fn ema_blends_weights_in_order() {
+        let _rng = crate::util::rng_lock();
         let dev = Device::flex();
         dev.seed(1);
         let a = RestorerConfig::unet(vec![4, 8]).init(&dev);
@@ -101,6 +102,7 @@ mod tests {
     /// update chains a node onto the last (the step time then grows with the step count).
     #[test]
     fn shadow_of_an_autodiff_module_leaves_the_autodiff_backend() {
+        let _rng = crate::util::rng_lock();
         let dev = Device::flex().autodiff();
         dev.seed(1);
         let g = RestorerConfig::unet(vec![4, 8]).init(&dev);

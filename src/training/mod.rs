@@ -1218,7 +1218,7 @@ mod tests {
         }
     }
 
-    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pub(crate) use crate::util::RNG_LOCK as SERIAL;
 
     /// Bit-equality of two weight vectors, reported briefly.
     fn same(a: &[f32], b: &[f32]) -> bool {
