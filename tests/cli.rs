@@ -27,6 +27,14 @@ fn run(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
+/// `run-pipeline pipelines/denoise.yaml --profile smoke`, reports under `reports`, then `extra`.
+fn smoke(reports: &Path, extra: &[&str]) -> Output {
+    let dir_arg = format!("report.dir={}", reports.display());
+    let mut args = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -59,7 +67,7 @@ fn floats(c: Option<&Column>) -> Vec<f64> {
 fn smoke_profile_runs_every_stage_and_reuses_shards() {
     let reports = tmpdir("smoke");
     let dir_arg = format!("report.dir={}", reports.display());
-    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg]);
+    let out = smoke(&reports, &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status.code());
 
@@ -217,7 +225,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
 
     // A second run reuses the materialised shards and reproduces the input scores exactly.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out2 = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg]);
+    let out2 = smoke(&reports, &[]);
     assert!(out2.status.success(), "{}", text(&out2.stderr));
     let runs = run_dirs(&reports);
     assert_eq!(runs.len(), 2);
@@ -266,7 +274,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(run(&["plan", "pipelines/denoise.yaml", "--force", "nosuch"]).status.code(), Some(2));
     // Forced re-training with the same seeds and data reproduces the scores exactly.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out3 = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--force", "train"]);
+    let out3 = smoke(&reports, &["--force", "train"]);
     assert!(out3.status.success(), "{}", text(&out3.stderr));
     assert!(!text(&out3.stderr).contains("reusing the finished stage"));
     let runs = run_dirs(&reports);
@@ -475,14 +483,13 @@ fn score_command_matches_reference_values() {
 #[test]
 fn backend_selection() {
     let dir = tmpdir("backend");
-    let dir_arg = format!("report.dir={}", dir.display());
     if !cfg!(feature = "wgpu") {
-        let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--backend", "wgpu", "--set", &dir_arg]);
+        let out = smoke(&dir, &["--backend", "wgpu"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("--features wgpu"));
         assert!(!dir.join("denoise").exists());
     }
-    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--backend", "gpu", "--set", &dir_arg]);
+    let out = smoke(&dir, &["--backend", "gpu"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--set backend=gpu"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -671,21 +678,8 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
 #[test]
 fn failed_quality_gate_exits_5_after_the_report() {
     let reports = tmpdir("gates");
-    let dir_arg = format!("report.dir={}", reports.display());
     let gates = r#"gates=[{compare: "noise_da >= noise_da"}, {method: input, min: 99}]"#;
-    let out = run(&[
-        "pipelines/denoise.yaml",
-        "--profile",
-        "smoke",
-        "--set",
-        &dir_arg,
-        "--set",
-        "train.steps=2",
-        "--set",
-        gates,
-        "--log-format",
-        "json",
-    ]);
+    let out = smoke(&reports, &["--set", "train.steps=2", "--set", gates, "--log-format", "json"]);
     let stderr = text(&out.stderr);
     // JSON lines for machines: progress rows carry stage, step and ETA as fields.
     let progress: Vec<serde_json::Value> = stderr
@@ -714,7 +708,7 @@ fn failed_quality_gate_exits_5_after_the_report() {
     assert!(listed.contains("| gate failed") && listed.contains("camera-sim-test: input"), "{listed}");
 
     let bad = r#"gates=[{compare: "noise_da > nosie_da"}]"#;
-    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--set", bad]);
+    let out = smoke(&reports, &["--set", bad]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("gates[0].compare: \"nosie_da\" is not one of"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&reports).unwrap();
@@ -724,8 +718,7 @@ fn failed_quality_gate_exits_5_after_the_report() {
 #[test]
 fn divergence_exits_4() {
     let reports = tmpdir("diverge");
-    let dir_arg = format!("report.dir={}", reports.display());
-    let out = run(&["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg, "--set", "train.lr=1e30"]);
+    let out = smoke(&reports, &["--set", "train.lr=1e30"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("source_only diverged at step") && stderr.contains("lower train.lr"), "{stderr}");
@@ -738,22 +731,12 @@ fn divergence_exits_4() {
 #[test]
 fn upper_bound_headroom_and_reference_input_test_set() {
     let reports = tmpdir("headroom");
-    let dir_arg = format!("report.dir={}", reports.display());
     let tests = "tests=[{name: camera-sim-test, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb}, \
                  {name: camera-sim-clean, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb, input: reference}]";
-    let out = run(&[
-        "pipelines/denoise.yaml",
-        "--profile",
-        "smoke",
-        "--set",
-        &dir_arg,
-        "--set",
-        "methods=[source_only, noise_da, target_supervised]",
-        "--set",
-        tests,
-        "--set",
-        "diagnostics={}",
-    ]);
+    let out = smoke(
+        &reports,
+        &["--set", "methods=[source_only, noise_da, target_supervised]", "--set", tests, "--set", "diagnostics={}"],
+    );
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let run_dir = &run_dirs(&reports)[0];
