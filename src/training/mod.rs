@@ -257,7 +257,17 @@ struct Shard<'a> {
 /// whole batch's hinge state before its backward.
 enum Forwarded {
     G { charbonnier: f64, grads: GradientsParams },
-    Joint { inputs: [Tensor<4>; 3], terms: NoiseDaForward, charbonnier: f64, mse_pos: f64, mse_neg: Option<f64> },
+    Joint(JointForward),
+}
+
+/// A Noise-DA shard after its forward: its inputs (for the diagnostic's own forward), its
+/// differentiable terms, and their values read back.
+struct JointForward {
+    inputs: [Tensor<4>; 3],
+    terms: NoiseDaForward,
+    charbonnier: f64,
+    mse_pos: f64,
+    mse_neg: Option<f64>,
 }
 
 /// `f` over `items`, concurrently on rayon's threads when there are several (each shard has its
@@ -296,18 +306,17 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
                 let x_r = input(&sh.batch.target);
                 let draws = draws.expect("Noise-DA draws").shard(sh.pairs.clone());
                 let terms = noise_da_forward(&lowered(model, low), x_s.clone(), y_s.clone(), x_r.clone(), &nda, &draws);
-                Forwarded::Joint {
+                Forwarded::Joint(JointForward {
                     charbonnier: scalar(like(terms.charbonnier.clone(), DType::F32)),
                     mse_pos: scalar(like(terms.mse_pos.clone(), DType::F32)),
                     mse_neg: terms.mse_neg.clone().map(|t| scalar(like(t, DType::F32))),
                     inputs: [x_s, y_s, x_r],
                     terms,
-                }
+                })
             }
         }
     });
     let s = shards.len() as f64;
-    let mean = |f: &dyn Fn(&Forwarded) -> f64| forwarded.iter().map(f).sum::<f64>() / s;
     let mut point = CurvePoint {
         mse_pos: f64::NAN,
         mse_neg: f64::NAN,
@@ -318,27 +327,31 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         grad_real: f64::NAN,
         ..Default::default()
     };
-    point.charbonnier = mean(&|f| match f {
-        Forwarded::G { charbonnier, .. } | Forwarded::Joint { charbonnier, .. } => *charbonnier,
-    });
     if matches!(forwarded[0], Forwarded::G { .. }) {
+        let mut grads = Vec::with_capacity(forwarded.len());
+        let mut sum = 0.0;
+        for f in forwarded {
+            let Forwarded::G { charbonnier, grads: g } = f else { unreachable!("one method per step") };
+            sum += charbonnier;
+            grads.push(g);
+        }
+        point.charbonnier = sum / s;
         point.loss = point.charbonnier;
-        let grads = forwarded
-            .into_iter()
-            .map(|f| match f {
-                Forwarded::G { grads, .. } => grads,
-                Forwarded::Joint { .. } => unreachable!("one method per step"),
-            })
-            .collect();
         return (point, grads);
     }
     // Noise-DA: the whole batch's MSEs and hinge state, then every shard's backward.
-    let pos = mean(&|f| if let Forwarded::Joint { mse_pos, .. } = f { *mse_pos } else { f64::NAN });
-    let neg = mean(&|f| if let Forwarded::Joint { mse_neg, .. } = f { mse_neg.unwrap_or(f64::NAN) } else { f64::NAN });
-    let weight = match &forwarded[0] {
-        Forwarded::Joint { terms, .. } => terms.weight,
-        Forwarded::G { .. } => unreachable!(),
-    };
+    let joint: Vec<JointForward> = forwarded
+        .into_iter()
+        .map(|f| match f {
+            Forwarded::Joint(j) => j,
+            Forwarded::G { .. } => unreachable!("one method per step"),
+        })
+        .collect();
+    let mean = |f: fn(&JointForward) -> f64| joint.iter().map(f).sum::<f64>() / s;
+    point.charbonnier = mean(|j| j.charbonnier);
+    let pos = mean(|j| j.mse_pos);
+    let neg = mean(|j| j.mse_neg.unwrap_or(f64::NAN));
+    let weight = joint[0].terms.weight;
     let residual_swap = spec.noise_da.residual_swap;
     let hinge_value = (pos - neg + spec.noise_da.delta).max(0.0);
     let active = residual_swap && hinge_value > 0.0;
@@ -353,8 +366,8 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         pos
     };
     point.loss = point.charbonnier + weight * l_noise;
-    let done = par_map(forwarded.into_iter().zip(shards).collect(), |(f, sh): (Forwarded, &Shard)| {
-        let Forwarded::Joint { inputs: [x_s, y_s, x_r], terms, .. } = f else { unreachable!() };
+    let done = par_map(joint.into_iter().zip(shards).collect(), |(j, sh): (JointForward, &Shard)| {
+        let JointForward { inputs: [x_s, y_s, x_r], terms, .. } = j;
         let Held::Joint(model) = sh.held else { unreachable!() };
         let loss = like(terms.total(active), DType::F32);
         let grads = GradientsParams::from_grads((loss * ctx.scale).backward(), model);
@@ -1069,6 +1082,15 @@ mod tests {
         Tensor::from_data(TensorData::new(v, [2, 3, 8, 8]), device)
     }
 
+    /// A small G and D (no dropout) from a fixed seed; callers hold [`SERIAL`].
+    fn tiny_joint_model(device: &Device) -> NoiseDaModel {
+        device.seed(3);
+        NoiseDaModel {
+            g: RestorerConfig::unet(vec![4, 8]).init(device),
+            d: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.0 }.init(device),
+        }
+    }
+
     /// The diffusion loss must reach G (no stop-gradient), through both the synthetic and
     /// the real condition: with the supervised term removed, G still gets gradients, and they
     /// change when only the target input changes.
@@ -1076,11 +1098,7 @@ mod tests {
     fn diffusion_loss_reaches_the_restorer_through_both_conditions() {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex().autodiff();
-        device.seed(3);
-        let model = NoiseDaModel {
-            g: RestorerConfig::unet(vec![4, 8]).init(&device),
-            d: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.0 }.init(&device),
-        };
+        let model = tiny_joint_model(&device);
         let schedule = NoiseSchedule::paper();
         for residual_swap in [false, true] {
             let sp = spec(residual_swap);
@@ -1109,11 +1127,7 @@ mod tests {
     fn warmup_recipes_weight_d_fully_and_scale_only_gs_share() {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Device::flex().autodiff();
-        device.seed(3);
-        let model = NoiseDaModel {
-            g: RestorerConfig::unet(vec![4, 8]).init(&device),
-            d: DiffusionConfig { base: 4, mults: vec![1, 2], res_blocks: 1, attn_heads: 1, dropout: 0.0 }.init(&device),
-        };
+        let model = tiny_joint_model(&device);
         let schedule = NoiseSchedule::paper();
         let alpha = 0.25;
         let grads = |d_warmup: usize| {
