@@ -85,9 +85,10 @@ pub fn premise_stage(
     cache_root: &Path,
     device: &Device,
 ) -> Result<Option<Premise>> {
-    let Some(p) = &spec.diagnostics.premise else { return Ok(None) };
+    let (Some(p), Some(file)) = (&spec.diagnostics.premise, premise_file(spec, source, test.1, cache_root)) else {
+        return Ok(None);
+    };
     let seed = spec.seeds.train.first().copied().unwrap_or(0);
-    let file = premise_file(spec, source, test.1, cache_root).expect("the premise check is asked for");
     if let Ok(bytes) = std::fs::read(&file) {
         match serde_json::from_slice::<Premise>(&bytes) {
             Ok(found) if found.points.len() == p.sigmas.len() => {
