@@ -11,14 +11,15 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear};
 // `Dropout` stays a field of every residual block (its rate is part of the saved record);
 // the masks come from [`DropoutDraw`].
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::group_count;
-use super::init::{conv, linear};
+use super::init::{conv as conv_layer, linear};
+use super::kernels::{conv, silu};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,7 +135,7 @@ impl DiffusionConfig {
         DiffusionUNet {
             emb1: linear(base, emb, device),
             emb2: linear(emb, emb, device),
-            input: conv(3 + 3 * conditions, base, 3, device),
+            input: conv_layer(3 + 3 * conditions, base, 3, device),
             down,
             resample_down,
             mid1,
@@ -143,7 +144,7 @@ impl DiffusionConfig {
             up,
             upsample,
             out_norm: GroupNormConfig::new(group_count(ch), ch).init(device),
-            out: conv(ch, 3, 3, device),
+            out: conv_layer(ch, 3, 3, device),
             base,
             levels: self.mults.len(),
             res_blocks: self.res_blocks,
@@ -202,12 +203,12 @@ impl ResBlock {
     pub fn new(c_in: usize, c_out: usize, emb: usize, dropout: f64, device: &Device) -> Self {
         ResBlock {
             norm1: GroupNormConfig::new(group_count(c_in), c_in).init(device),
-            conv1: conv(c_in, c_out, 3, device),
+            conv1: conv_layer(c_in, c_out, 3, device),
             film: linear(emb, 2 * c_out, device),
             norm2: GroupNormConfig::new(group_count(c_out), c_out).init(device),
             dropout: DropoutConfig::new(dropout).init(),
-            conv2: conv(c_out, c_out, 3, device),
-            skip: (c_in != c_out).then(|| conv(c_in, c_out, 1, device)),
+            conv2: conv_layer(c_out, c_out, 3, device),
+            skip: (c_in != c_out).then(|| conv_layer(c_in, c_out, 1, device)),
             resample: 0,
         }
     }
@@ -216,7 +217,7 @@ impl ResBlock {
     /// inference.
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>, dropout: Option<(&DropoutDraw, u64)>) -> Tensor<4> {
         let r = self.resample_kind();
-        let h = self.conv1.forward(resample(silu(group_norm_film(&self.norm1, x.clone(), None)), r));
+        let h = conv(&self.conv1, resample(silu(group_norm_film(&self.norm1, x.clone(), None)), r));
         let x = resample(x, r);
         let [b, c, _, _] = h.dims();
         let ss = self.film.forward(silu(emb)).reshape([b, 2 * c, 1, 1]);
@@ -229,9 +230,9 @@ impl ResBlock {
             Some((draw, block)) if self.dropout.prob > 0.0 => h.clone() * draw.mask(block, self.dropout.prob, &h),
             _ => h,
         };
-        let h = self.conv2.forward(h);
+        let h = conv(&self.conv2, h);
         match &self.skip {
-            Some(s) => s.forward(x) + h,
+            Some(s) => conv(s, x) + h,
             None => x + h,
         }
     }
@@ -276,8 +277,8 @@ impl Attention {
         let heads = if heads == 0 || ch % heads != 0 { 1 } else { heads };
         Attention {
             norm: GroupNormConfig::new(group_count(ch), ch).init(device),
-            qkv: conv(ch, 3 * ch, 1, device),
-            proj: conv(ch, ch, 1, device),
+            qkv: conv_layer(ch, 3 * ch, 1, device),
+            proj: conv_layer(ch, ch, 1, device),
             heads,
         }
     }
@@ -285,7 +286,7 @@ impl Attention {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let d = c / self.heads;
-        let qkv = self.qkv.forward(group_norm_film(&self.norm, x.clone(), None)).reshape([b, 3, self.heads, d, h * w]);
+        let qkv = conv(&self.qkv, group_norm_film(&self.norm, x.clone(), None)).reshape([b, 3, self.heads, d, h * w]);
         let mut parts = qkv.chunk(3, 1);
         let v = parts.pop().expect("v").reshape([b, self.heads, d, h * w]);
         let k = parts.pop().expect("k").reshape([b, self.heads, d, h * w]);
@@ -294,7 +295,7 @@ impl Attention {
         let scores = q.swap_dims(2, 3).matmul(k) / (d as f64).sqrt();
         let attn = softmax(scores, 3);
         let out = v.matmul(attn.swap_dims(2, 3)).reshape([b, c, h, w]);
-        x + self.proj.forward(out)
+        x + conv(&self.proj, out)
     }
 }
 
@@ -336,7 +337,7 @@ impl DiffusionUNet {
             dropout.map(|d| (d, k))
         };
 
-        let mut h = self.input.forward(x);
+        let mut h = conv(&self.input, x);
         let mut skips = vec![h.clone()];
         let mut blocks = self.down.iter();
         let mut downs = self.resample_down.iter();
@@ -364,7 +365,7 @@ impl DiffusionUNet {
                 h = ups.next().expect("up-sampling block").forward(h, emb.clone(), drop());
             }
         }
-        self.out.forward(silu(group_norm_film(&self.out_norm, h, None)))
+        conv(&self.out, silu(group_norm_film(&self.out_norm, h, None)))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod diffusion;
 pub mod init;
+pub mod kernels;
 pub mod restorer;
 
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};

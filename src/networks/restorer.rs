@@ -16,7 +16,8 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::init::conv;
+use super::init::conv as conv_layer;
+use super::kernels::conv;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,11 +126,11 @@ impl RestorerConfig {
             RestorerArch::Dncnn => {
                 let (d, c) = self.dncnn_shape();
                 Restorer::Dncnn(DnCnn {
-                    first: conv(3, c, 3, device),
+                    first: conv_layer(3, c, 3, device),
                     mid: (0..d - 2)
-                        .map(|_| ConvBn { conv: conv(c, c, 3, device), bn: BatchNormConfig::new(c).init(device) })
+                        .map(|_| ConvBn { conv: conv_layer(c, c, 3, device), bn: BatchNormConfig::new(c).init(device) })
                         .collect(),
-                    last: conv(c, 3, 3, device),
+                    last: conv_layer(c, 3, 3, device),
                 })
             }
         }
@@ -147,10 +148,10 @@ impl RestorerConfig {
         let mut up = Vec::new();
         let mut dec = Vec::new();
         for i in (0..w.len() - 1).rev() {
-            up.push(conv(w[i + 1], w[i], 3, device));
+            up.push(conv_layer(w[i + 1], w[i], 3, device));
             dec.push(DoubleConv::new(2 * w[i], w[i], device));
         }
-        RestorerUNet { enc, up, dec, out: conv(w[0], 3, 3, device) }
+        RestorerUNet { enc, up, dec, out: conv_layer(w[0], 3, 3, device) }
     }
 }
 
@@ -162,12 +163,12 @@ pub struct DoubleConv {
 
 impl DoubleConv {
     fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
-        DoubleConv { a: conv(c_in, c_out, 3, device), b: conv(c_out, c_out, 3, device) }
+        DoubleConv { a: conv_layer(c_in, c_out, 3, device), b: conv_layer(c_out, c_out, 3, device) }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = leaky_relu(self.a.forward(x), 0.2);
-        leaky_relu(self.b.forward(x), 0.2)
+        let x = leaky_relu(conv(&self.a, x), 0.2);
+        leaky_relu(conv(&self.b, x), 0.2)
     }
 }
 
@@ -194,10 +195,10 @@ impl RestorerUNet {
         skips.pop();
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per decoder level");
-            h = leaky_relu(up.forward(super::upsample2x_bilinear(h)), 0.2);
+            h = leaky_relu(conv(up, super::upsample2x_bilinear(h)), 0.2);
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }
-        self.out.forward(h)
+        conv(&self.out, h)
     }
 }
 
@@ -217,11 +218,11 @@ pub struct DnCnn {
 
 impl DnCnn {
     fn residual(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut h = relu(self.first.forward(x));
+        let mut h = relu(conv(&self.first, x));
         for l in &self.mid {
-            h = relu(l.bn.forward(l.conv.forward(h)));
+            h = relu(l.bn.forward(conv(&l.conv, h)));
         }
-        self.last.forward(h)
+        conv(&self.last, h)
     }
 }
 
