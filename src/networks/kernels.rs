@@ -226,19 +226,23 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// `e^x` in f32 to ≈ 2 ulp, branch-free so that loops over it vectorise (libm's `expf` is a
-/// call per element): x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2^n by
-/// building the exponent bits. Inputs are clamped to [-87.3, 88] (2ⁿ stays a normal f32) (e^x over/underflows f32
-/// outside; SiLU's results there are exact anyway).
+/// call per element): x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2ⁿ by
+/// building the exponent bits. Inputs are clamped to [−87.3, 88] (2ⁿ stays a normal f32; e^x
+/// under- or overflows there anyway, and SiLU's results are exact).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits (SSE2 has no
+    // round instruction, and `f32::round` is a libm call).
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let t = x * std::f32::consts::LOG2_E + SHIFTER;
+    let n = t - SHIFTER;
     // Cody–Waite: ln2 split in a high part exact in f32 and a low correction.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p =
         1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_58 + r * (0.008_333_452 + r * 0.001_393_3)))));
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+    let n_int = t.to_bits().wrapping_sub(SHIFTER.to_bits()) as i32;
+    p * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 /// Shapes of one stride-1 "same" convolution.
@@ -336,10 +340,12 @@ fn gemm(
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
     (b_rs, b_cs): (usize, usize),
+    parallel: bool,
 ) {
     assert!(dst.len() >= m * n);
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above keep every index the strides reach inside the slices.
     unsafe {
         gemm::gemm(
@@ -361,31 +367,75 @@ fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
 
-/// Forward: per image, `out = W (co × ci·k²) · im2col(x) + bias`; images in parallel.
+thread_local! {
+    /// Reused im2col / col2im buffers (taken out while in use, so a nested call on the same
+    /// thread — rayon steals work while a parallel gemm waits — simply allocates its own).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `n` values (contents unspecified: callers overwrite all of it).
+fn scratch(n: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    v.resize(n, 0.0);
+    v
+}
+
+fn release(v: Vec<f32>) {
+    SCRATCH.with(|s| {
+        let mut pool = s.borrow_mut();
+        if pool.len() < 4 {
+            pool.push(v);
+        }
+    });
+}
+
+/// A sum LLVM can vectorise (eight independent partial sums instead of one serial chain).
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Run the images one after another with a parallel gemm when there are fewer images than
+/// threads (a single image to restore, the paper's batch of 2 split over shards), else one
+/// image per rayon job with a sequential gemm.
+fn images_in_parallel(g: Geometry) -> bool {
+    g.b >= rayon::current_num_threads()
+}
+
+/// Forward: per image, `out = W (co × ci·k²) · im2col(x) + bias`.
 fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32> {
     let (hw, kk) = (g.hw(), g.kk());
     let mut out = vec![0f32; g.b * g.co * hw];
-    out.par_chunks_mut(g.co * hw).enumerate().for_each_init(
-        || if g.k == 1 { Vec::new() } else { vec![0f32; kk * hw] },
-        |cols, (i, out)| {
-            for (o, &bv) in out.chunks_mut(hw).zip(bias) {
-                o.fill(bv);
-            }
-            let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
-            let rhs: &[f32] = if g.k == 1 {
-                xi
-            } else {
-                im2col(xi, g, cols);
-                cols
-            };
-            gemm(g.co, hw, kk, out, true, weight, (kk, 1), rhs, (hw, 1));
-        },
-    );
+    let one = |i: usize, out: &mut [f32], gemm_parallel: bool| {
+        for (o, &bv) in out.chunks_mut(hw).zip(bias) {
+            o.fill(bv);
+        }
+        let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
+        if g.k == 1 {
+            gemm(g.co, hw, kk, out, true, weight, (kk, 1), xi, (hw, 1), gemm_parallel);
+        } else {
+            let mut cols = scratch(kk * hw);
+            im2col(xi, g, &mut cols);
+            gemm(g.co, hw, kk, out, true, weight, (kk, 1), &cols, (hw, 1), gemm_parallel);
+            release(cols);
+        }
+    };
+    if images_in_parallel(g) {
+        out.par_chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, false));
+    } else {
+        out.chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, true));
+    }
     out
 }
 
@@ -401,60 +451,60 @@ fn conv_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (hw, kk) = (g.hw(), g.kk());
     let mut dx = if want_dx { vec![0f32; g.b * g.ci * hw] } else { Vec::new() };
-    let dx_chunk = if want_dx { g.ci * hw } else { 0 };
     // (dW, db) partial sums, one per rayon job.
     let zero = || (vec![0f32; g.co * kk], vec![0f32; g.co]);
-    let per_image = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), cols: &mut Vec<f32>| {
+    let one = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), par: bool| {
         let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
         let dyi = &dy[i * g.co * hw..(i + 1) * g.co * hw];
         for (s, row) in db.iter_mut().zip(dyi.chunks(hw)) {
-            *s += row.iter().sum::<f32>();
+            *s += sum(row);
         }
-        let colsx: &[f32] = if g.k == 1 {
-            xi
-        } else {
-            cols.resize(kk * hw, 0.0);
-            im2col(xi, g, cols);
-            cols
-        };
-        // dW (co × kk) += dy (co × hw) · colsᵀ (hw × kk)
-        gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), colsx, (1, hw));
-        if want_dx {
-            if g.k == 1 {
+        if g.k == 1 {
+            // dW (co × ci) += dy (co × hw) · xᵀ (hw × ci)
+            gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), xi, (1, hw), par);
+            if want_dx {
                 // dx (ci × hw) = Wᵀ (ci × co) · dy (co × hw)
-                gemm(g.ci, hw, g.co, dxi, false, weight, (1, kk), dyi, (hw, 1));
-            } else {
-                // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
-                let mut dcols = vec![0f32; kk * hw];
-                gemm(kk, hw, g.co, &mut dcols, false, weight, (1, kk), dyi, (hw, 1));
-                col2im(&dcols, g, dxi);
+                gemm(g.ci, hw, g.co, dxi, false, weight, (1, kk), dyi, (hw, 1), par);
             }
+            return;
         }
+        let mut cols = scratch(kk * hw);
+        im2col(xi, g, &mut cols);
+        // dW (co × kk) += dy (co × hw) · colsᵀ (hw × kk)
+        gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), &cols, (1, hw), par);
+        if want_dx {
+            // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
+            gemm(kk, hw, g.co, &mut cols, false, weight, (1, kk), dyi, (hw, 1), par);
+            col2im(&cols, g, dxi);
+        }
+        release(cols);
     };
-    let (dw, db) = if want_dx {
-        dx.par_chunks_mut(dx_chunk)
+    let (dw, db) = match (want_dx, images_in_parallel(g)) {
+        (true, true) => dx
+            .par_chunks_mut(g.ci * hw)
             .enumerate()
-            .fold(
-                || (zero(), Vec::new()),
-                |(mut acc, mut cols), (i, dxi)| {
-                    per_image(i, dxi, &mut acc, &mut cols);
-                    (acc, cols)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(zero, add_pair)
-    } else {
-        (0..g.b)
+            .fold(zero, |mut acc, (i, dxi)| {
+                one(i, dxi, &mut acc, false);
+                acc
+            })
+            .reduce(zero, add_pair),
+        (false, true) => (0..g.b)
             .into_par_iter()
-            .fold(
-                || (zero(), Vec::new()),
-                |(mut acc, mut cols), i| {
-                    per_image(i, &mut [], &mut acc, &mut cols);
-                    (acc, cols)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(zero, add_pair)
+            .fold(zero, |mut acc, i| {
+                one(i, &mut [], &mut acc, false);
+                acc
+            })
+            .reduce(zero, add_pair),
+        (true, false) => {
+            let mut acc = zero();
+            dx.chunks_mut(g.ci * hw).enumerate().for_each(|(i, dxi)| one(i, dxi, &mut acc, true));
+            acc
+        }
+        (false, false) => {
+            let mut acc = zero();
+            (0..g.b).for_each(|i| one(i, &mut [], &mut acc, true));
+            acc
+        }
     };
     (want_dx.then_some(dx), dw, db)
 }
@@ -498,13 +548,21 @@ mod tests {
     #[test]
     fn conv_matches_burn_forward_and_backward() {
         let mut rng = Rng::new(5);
-        for (k, ci, co, h, w) in [(3, 5, 7, 6, 9), (1, 6, 4, 5, 3), (3, 9, 16, 8, 8), (3, 2, 3, 1, 4)] {
+        // Batches of 1 run the images in sequence with a parallel gemm, larger ones in parallel.
+        for (nb, k, ci, co, h, w) in [
+            (3, 3, 5, 7, 6, 9),
+            (3, 1, 6, 4, 5, 3),
+            (4, 3, 9, 16, 8, 8),
+            (1, 3, 9, 16, 8, 8),
+            (1, 1, 6, 4, 5, 3),
+            (3, 3, 2, 3, 1, 4),
+        ] {
             let dev = Device::flex().autodiff();
             let mut layer = super::super::init::conv(ci, co, k, &dev);
             layer.weight = Param::from_tensor(Tensor::from_data(data(&mut rng, vec![co, ci, k, k], 0.3), &dev));
             layer.bias = Some(Param::from_tensor(Tensor::from_data(data(&mut rng, vec![co], 0.5), &dev)));
-            let x = Tensor::<4>::from_data(data(&mut rng, vec![3, ci, h, w], 1.0), &dev).require_grad();
-            let r = Tensor::<4>::from_data(data(&mut rng, vec![3, co, h, w], 1.0), &dev);
+            let x = Tensor::<4>::from_data(data(&mut rng, vec![nb, ci, h, w], 1.0), &dev).require_grad();
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![nb, co, h, w], 1.0), &dev);
             let run = |fast: bool| {
                 let y = if fast { conv(&layer, x.clone()) } else { layer.forward(x.clone()) };
                 let grads = (y.clone() * r.clone()).sum().backward();
@@ -514,7 +572,7 @@ mod tests {
                 (vals(y), gx, gw, gb)
             };
             let (a, b) = (run(true), run(false));
-            let what = format!("k{k} {ci}→{co} {h}×{w}");
+            let what = format!("batch {nb} k{k} {ci}→{co} {h}×{w}");
             assert!(rel_diff(&a.0, &b.0) < 1e-5, "{what}: value {}", rel_diff(&a.0, &b.0));
             assert!(rel_diff(&a.1, &b.1) < 1e-5, "{what}: d/dx {}", rel_diff(&a.1, &b.1));
             assert!(rel_diff(&a.2, &b.2) < 1e-5, "{what}: d/dw {}", rel_diff(&a.2, &b.2));
