@@ -266,10 +266,23 @@ impl Geometry {
     }
 }
 
+/// The rows `[y0, y1)` and columns `[x0, x1)` of the output where a tap at offset `(dy, dx)`
+/// reads inside the image.
+fn tap_range(g: Geometry, dy: isize, dx: isize) -> (usize, usize, usize, usize) {
+    let (h, w) = (g.h as isize, g.w as isize);
+    let y0 = (-dy).clamp(0, h) as usize;
+    let y1 = (h - dy).clamp(0, h) as usize;
+    let x0 = (-dx).clamp(0, w) as usize;
+    let x1 = (w - dx).clamp(0, w) as usize;
+    (y0, y1.max(y0), x0, x1.max(x0))
+}
+
 /// im2col for one image: `cols[(c·k + ky)·k + kx][y·w + x] = x[c][y + ky − k/2][x + kx − k/2]`,
-/// zero outside the image.
+/// zero outside the image. Both sides are row-major with the same width, so each tap is one
+/// contiguous copy shifted by `dy·w + dx`; the few values that wrap across a row end are then
+/// zeroed (a copy per image row would be a `memcpy` call per 32 values).
 fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
-    let (h, w, k, hw) = (g.h, g.w, g.k, g.hw());
+    let (w, k, hw) = (g.w, g.k, g.hw());
     let p = (k / 2) as isize;
     for c in 0..g.ci {
         let plane = &x[c * hw..(c + 1) * hw];
@@ -277,19 +290,22 @@ fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
             for kx in 0..k {
                 let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
                 let (dy, dx) = (ky as isize - p, kx as isize - p);
-                let x0 = (-dx).max(0) as usize;
-                let x1 = (w as isize - dx).min(w as isize).max(0) as usize;
-                for y in 0..h {
-                    let dst = &mut row[y * w..(y + 1) * w];
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize || x0 >= x1 {
-                        dst.fill(0.0);
-                        continue;
+                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
+                if y0 == y1 || x0 == x1 {
+                    row.fill(0.0);
+                    continue;
+                }
+                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                let shift = dy * w as isize + dx;
+                let src = (start as isize + shift) as usize;
+                row[..start].fill(0.0);
+                row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
+                row[end..].fill(0.0);
+                if x0 > 0 || x1 < w {
+                    for y in y0..y1 {
+                        row[y * w..y * w + x0].fill(0.0);
+                        row[y * w + x1..(y + 1) * w].fill(0.0);
                     }
-                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
-                    dst[..x0].fill(0.0);
-                    dst[x1..].fill(0.0);
-                    dst[x0..x1].copy_from_slice(&src[(x0 as isize + dx) as usize..(x1 as isize + dx) as usize]);
                 }
             }
         }
@@ -297,30 +313,31 @@ fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: `dx[c][y + ky − k/2][x + kx − k/2] += cols[(c, ky, kx)][y·w + x]`.
-fn col2im(cols: &[f32], g: Geometry, dx: &mut [f32]) {
-    let (h, w, k, hw) = (g.h, g.w, g.k, g.hw());
+/// Consumes `cols` as scratch: the values of each tap that would wrap across a row end are
+/// zeroed so that the tap is one contiguous, vectorisable addition.
+fn col2im(cols: &mut [f32], g: Geometry, dx_out: &mut [f32]) {
+    let (w, k, hw) = (g.w, g.k, g.hw());
     let p = (k / 2) as isize;
     for c in 0..g.ci {
-        let plane = &mut dx[c * hw..(c + 1) * hw];
+        let plane = &mut dx_out[c * hw..(c + 1) * hw];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &cols[((c * k + ky) * k + kx) * hw..][..hw];
+                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
                 let (dy, dx) = (ky as isize - p, kx as isize - p);
-                let x0 = (-dx).max(0) as usize;
-                let x1 = (w as isize - dx).min(w as isize).max(0) as usize;
-                if x0 >= x1 {
+                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
+                if y0 == y1 || x0 == x1 {
                     continue;
                 }
-                for y in 0..h {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
+                if x0 > 0 || x1 < w {
+                    for y in y0..y1 {
+                        row[y * w..y * w + x0].fill(0.0);
+                        row[y * w + x1..(y + 1) * w].fill(0.0);
                     }
-                    let src = &row[y * w + x0..y * w + x1];
-                    let dst = &mut plane[sy as usize * w + (x0 as isize + dx) as usize..][..x1 - x0];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d += s;
-                    }
+                }
+                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                let dst = (start as isize + dy * w as isize + dx) as usize;
+                for (d, s) in plane[dst..dst + (end - start)].iter_mut().zip(&row[start..end]) {
+                    *d += s;
                 }
             }
         }
@@ -475,7 +492,7 @@ fn conv_backward(
         if want_dx {
             // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
             gemm(kk, hw, g.co, &mut cols, false, weight, (1, kk), dyi, (hw, 1), par);
-            col2im(&cols, g, dxi);
+            col2im(&mut cols, g, dxi);
         }
         release(cols);
     };
