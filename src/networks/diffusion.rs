@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::group_count;
 use super::init::{conv as conv_layer, linear};
-use super::kernels::{conv, silu};
+use super::kernels::{conv, group_norm_act, silu};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -217,15 +217,14 @@ impl ResBlock {
     /// inference.
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>, dropout: Option<(&DropoutDraw, u64)>) -> Tensor<4> {
         let r = self.resample_kind();
-        let h = conv(&self.conv1, resample(silu(group_norm_film(&self.norm1, x.clone(), None)), r));
+        let h = conv(&self.conv1, resample(group_norm_act(&self.norm1, x.clone(), None, true), r));
         let x = resample(x, r);
         let [b, c, _, _] = h.dims();
         let ss = self.film.forward(silu(emb)).reshape([b, 2 * c, 1, 1]);
         let mut parts = ss.chunk(2, 1);
         let shift = parts.pop().expect("shift");
         let scale = parts.pop().expect("scale");
-        let h = group_norm_film(&self.norm2, h, Some((scale, shift)));
-        let h = silu(h);
+        let h = group_norm_act(&self.norm2, h, Some((scale, shift)), true);
         let h = match dropout {
             Some((draw, block)) if self.dropout.prob > 0.0 => h.clone() * draw.mask(block, self.dropout.prob, &h),
             _ => h,
@@ -236,32 +235,6 @@ impl ResBlock {
             None => x + h,
         }
     }
-}
-
-/// GroupNorm with the module's own γ, β, then (optionally) a per-sample FiLM scale-shift, the
-/// affine parts folded into one per-(sample, channel) multiply-add: four passes over the
-/// feature map (centre, square, scale, shift) where burn's GroupNorm then FiLM take seven. The
-/// same function up to float rounding (tested against `GroupNorm::forward`).
-fn group_norm_film(norm: &GroupNorm, x: Tensor<4>, film: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let g = norm.num_groups;
-    let xg = x.reshape([b, g, (c / g) * h * w]);
-    let centred = xg.clone() - xg.mean_dim(2);
-    let rstd = (centred.clone().square().mean_dim(2) + norm.epsilon).sqrt().recip();
-    // Per (sample, channel): the group's 1/σ times γ (times 1 + scale), and β (then FiLM).
-    let rstd = rstd.expand([b, g, c / g]).reshape([b, c, 1, 1]);
-    let (gamma, beta) = match (&norm.gamma, &norm.beta) {
-        (Some(gm), Some(bt)) => (gm.val().reshape([1, c, 1, 1]), bt.val().reshape([1, c, 1, 1])),
-        _ => (rstd.ones_like().narrow(0, 0, 1), rstd.zeros_like().narrow(0, 0, 1)),
-    };
-    let (mul, add) = match film {
-        Some((scale, shift)) => {
-            let s1 = scale + 1.0;
-            (rstd * gamma * s1.clone(), beta * s1 + shift)
-        }
-        None => (rstd * gamma, beta),
-    };
-    centred.reshape([b, c, h, w]) * mul + add
 }
 
 #[derive(Module, Debug)]
@@ -286,7 +259,8 @@ impl Attention {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let d = c / self.heads;
-        let qkv = conv(&self.qkv, group_norm_film(&self.norm, x.clone(), None)).reshape([b, 3, self.heads, d, h * w]);
+        let qkv =
+            conv(&self.qkv, group_norm_act(&self.norm, x.clone(), None, false)).reshape([b, 3, self.heads, d, h * w]);
         let mut parts = qkv.chunk(3, 1);
         let v = parts.pop().expect("v").reshape([b, self.heads, d, h * w]);
         let k = parts.pop().expect("k").reshape([b, self.heads, d, h * w]);
@@ -365,7 +339,7 @@ impl DiffusionUNet {
                 h = ups.next().expect("up-sampling block").forward(h, emb.clone(), drop());
             }
         }
-        conv(&self.out, silu(group_norm_film(&self.out_norm, h, None)))
+        conv(&self.out, group_norm_act(&self.out_norm, h, None, true))
     }
 }
 
@@ -495,55 +469,5 @@ mod tests {
         assert!(seen_lo && seen_hi, "full t range must be sampled");
         let (t, _) = s.sample_gamma(&mut rng, 900, 1000);
         assert!(t >= 900);
-    }
-
-    /// The folded GroupNorm + FiLM equals burn's `GroupNorm::forward` then the scale-shift, in
-    /// value and in the gradients of the input, γ, β and the FiLM terms.
-    #[test]
-    fn folded_group_norm_film_matches_burn() {
-        use burn::module::Param;
-        let dev = burn::tensor::Device::flex().autodiff();
-        // Data from our own stream: burn's RNG is process-wide, and tests that seed it and
-        // then initialise a network (the premise check) must not see draws from this one.
-        let mut rng = Rng::new(17);
-        let mut t = |shape: Vec<usize>, mean: f64, sd: f64| {
-            let n = shape.iter().product::<usize>();
-            let v: Vec<f32> = (0..n).map(|_| (mean + sd * rng.normal()) as f32).collect();
-            TensorData::new(v, shape)
-        };
-        let mut norm = GroupNormConfig::new(4, 8).init(&dev);
-        norm.gamma = Some(Param::from_tensor(Tensor::<1>::from_data(t(vec![8], 1.0, 0.3), &dev)));
-        norm.beta = Some(Param::from_tensor(Tensor::<1>::from_data(t(vec![8], 0.0, 0.3), &dev)));
-        let x = Tensor::<4>::from_data(t(vec![2, 8, 5, 6], 0.3, 2.0), &dev).require_grad();
-        let scale = Tensor::<4>::from_data(t(vec![2, 8, 1, 1], 0.0, 0.5), &dev).require_grad();
-        let shift = Tensor::<4>::from_data(t(vec![2, 8, 1, 1], 0.0, 0.5), &dev).require_grad();
-        let w = Tensor::<4>::from_data(t(vec![2, 8, 5, 6], 0.5, 0.3), &dev);
-        let vals = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-        let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-            let max = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-            assert!(max < 1e-4, "{what}: max difference {max}");
-        };
-        for film in [false, true] {
-            let run = |fused: bool| {
-                let ss = film.then(|| (scale.clone(), shift.clone()));
-                let y = match (fused, ss) {
-                    (true, ss) => group_norm_film(&norm, x.clone(), ss),
-                    (false, Some((a, b))) => norm.forward(x.clone()) * (a + 1.0) + b,
-                    (false, None) => norm.forward(x.clone()),
-                };
-                let grads = (y.clone() * w.clone()).sum().backward();
-                let gx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
-                let gg =
-                    norm.gamma.as_ref().unwrap().val().grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
-                let gs =
-                    if film { scale.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap() } else { vec![] };
-                (vals(y), gx, gg, gs)
-            };
-            let (a, b) = (run(true), run(false));
-            close(a.0, b.0, "value");
-            close(a.1, b.1, "d/dx");
-            close(a.2, b.2, "d/dγ");
-            close(a.3, b.3, "d/dscale");
-        }
     }
 }

@@ -1,0 +1,283 @@
+//! The convolution kernels on plain slices (NCHW, contiguous): im2col/col2im and gemm.
+
+use super::pointwise::sum;
+use rayon::prelude::*;
+
+/// Shapes of one stride-1 "same" convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub b: usize,
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+impl Geometry {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// Rows of the im2col matrix: one per (input channel, kernel tap).
+    fn kk(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+}
+
+/// The rows `[y0, y1)` and columns `[x0, x1)` of the output where a tap at offset `(dy, dx)`
+/// reads inside the image.
+fn tap_range(g: Geometry, dy: isize, dx: isize) -> (usize, usize, usize, usize) {
+    let (h, w) = (g.h as isize, g.w as isize);
+    let y0 = (-dy).clamp(0, h) as usize;
+    let y1 = (h - dy).clamp(0, h) as usize;
+    let x0 = (-dx).clamp(0, w) as usize;
+    let x1 = (w - dx).clamp(0, w) as usize;
+    (y0, y1.max(y0), x0, x1.max(x0))
+}
+
+/// im2col for one image: `cols[(c·k + ky)·k + kx][y·w + x] = x[c][y + ky − k/2][x + kx − k/2]`,
+/// zero outside the image. Both sides are row-major with the same width, so each tap is one
+/// contiguous copy shifted by `dy·w + dx`; the few values that wrap across a row end are then
+/// zeroed (a copy per image row would be a `memcpy` call per 32 values).
+fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
+    let (w, k, hw) = (g.w, g.k, g.hw());
+    let p = (k / 2) as isize;
+    for c in 0..g.ci {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
+                let (dy, dx) = (ky as isize - p, kx as isize - p);
+                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
+                if y0 == y1 || x0 == x1 {
+                    row.fill(0.0);
+                    continue;
+                }
+                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                let shift = dy * w as isize + dx;
+                let src = (start as isize + shift) as usize;
+                row[..start].fill(0.0);
+                row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
+                row[end..].fill(0.0);
+                if x0 > 0 || x1 < w {
+                    for y in y0..y1 {
+                        row[y * w..y * w + x0].fill(0.0);
+                        row[y * w + x1..(y + 1) * w].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c][y + ky − k/2][x + kx − k/2] += cols[(c, ky, kx)][y·w + x]`.
+/// Consumes `cols` as scratch: the values of each tap that would wrap across a row end are
+/// zeroed so that the tap is one contiguous, vectorisable addition.
+fn col2im(cols: &mut [f32], g: Geometry, dx_out: &mut [f32]) {
+    let (w, k, hw) = (g.w, g.k, g.hw());
+    let p = (k / 2) as isize;
+    for c in 0..g.ci {
+        let plane = &mut dx_out[c * hw..(c + 1) * hw];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
+                let (dy, dx) = (ky as isize - p, kx as isize - p);
+                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
+                if y0 == y1 || x0 == x1 {
+                    continue;
+                }
+                if x0 > 0 || x1 < w {
+                    for y in y0..y1 {
+                        row[y * w..y * w + x0].fill(0.0);
+                        row[y * w + x1..(y + 1) * w].fill(0.0);
+                    }
+                }
+                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
+                let dst = (start as isize + dy * w as isize + dx) as usize;
+                for (d, s) in plane[dst..dst + (end - start)].iter_mut().zip(&row[start..end]) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m×n, row-major) = [dst +] a · b` with `a` (m×k) and `b` (k×n) given by their row and
+/// column strides (a transposed operand is just swapped strides).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above keep every index the strides reach inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+thread_local! {
+    /// Reused im2col / col2im buffers (taken out while in use, so a nested call on the same
+    /// thread — rayon steals work while a parallel gemm waits — simply allocates its own).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `n` values (contents unspecified: callers overwrite all of it).
+fn scratch(n: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    v.resize(n, 0.0);
+    v
+}
+
+fn release(v: Vec<f32>) {
+    SCRATCH.with(|s| {
+        let mut pool = s.borrow_mut();
+        if pool.len() < 4 {
+            pool.push(v);
+        }
+    });
+}
+
+/// Run the images one after another with a parallel gemm when there are fewer images than
+/// threads (a single image to restore, the paper's batch of 2 split over shards), else one
+/// image per rayon job with a sequential gemm.
+fn images_in_parallel(g: Geometry) -> bool {
+    g.b >= rayon::current_num_threads()
+}
+
+/// Forward: per image, `out = W (co × ci·k²) · im2col(x) + bias`.
+pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32> {
+    let (hw, kk) = (g.hw(), g.kk());
+    let mut out = vec![0f32; g.b * g.co * hw];
+    let one = |i: usize, out: &mut [f32], gemm_parallel: bool| {
+        for (o, &bv) in out.chunks_mut(hw).zip(bias) {
+            o.fill(bv);
+        }
+        let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
+        if g.k == 1 {
+            gemm(g.co, hw, kk, out, true, weight, (kk, 1), xi, (hw, 1), gemm_parallel);
+        } else {
+            let mut cols = scratch(kk * hw);
+            im2col(xi, g, &mut cols);
+            gemm(g.co, hw, kk, out, true, weight, (kk, 1), &cols, (hw, 1), gemm_parallel);
+            release(cols);
+        }
+    };
+    if images_in_parallel(g) {
+        out.par_chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, false));
+    } else {
+        out.chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, true));
+    }
+    out
+}
+
+/// Backward: per image, `dcols = Wᵀ · dy` then col2im (the input gradient) and
+/// `dW += dy · im2col(x)ᵀ` (the weight gradient, summed over the images of each rayon job and
+/// then over the jobs); `db = Σ dy`.
+pub(crate) fn conv_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: Geometry,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let (hw, kk) = (g.hw(), g.kk());
+    let mut dx = if want_dx { vec![0f32; g.b * g.ci * hw] } else { Vec::new() };
+    // (dW, db) partial sums, one per rayon job.
+    let zero = || (vec![0f32; g.co * kk], vec![0f32; g.co]);
+    let one = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), par: bool| {
+        let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
+        let dyi = &dy[i * g.co * hw..(i + 1) * g.co * hw];
+        for (s, row) in db.iter_mut().zip(dyi.chunks(hw)) {
+            *s += sum(row);
+        }
+        if g.k == 1 {
+            // dW (co × ci) += dy (co × hw) · xᵀ (hw × ci)
+            gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), xi, (1, hw), par);
+            if want_dx {
+                // dx (ci × hw) = Wᵀ (ci × co) · dy (co × hw)
+                gemm(g.ci, hw, g.co, dxi, false, weight, (1, kk), dyi, (hw, 1), par);
+            }
+            return;
+        }
+        let mut cols = scratch(kk * hw);
+        im2col(xi, g, &mut cols);
+        // dW (co × kk) += dy (co × hw) · colsᵀ (hw × kk)
+        gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), &cols, (1, hw), par);
+        if want_dx {
+            // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
+            gemm(kk, hw, g.co, &mut cols, false, weight, (1, kk), dyi, (hw, 1), par);
+            col2im(&mut cols, g, dxi);
+        }
+        release(cols);
+    };
+    let (dw, db) = match (want_dx, images_in_parallel(g)) {
+        (true, true) => dx
+            .par_chunks_mut(g.ci * hw)
+            .enumerate()
+            .fold(zero, |mut acc, (i, dxi)| {
+                one(i, dxi, &mut acc, false);
+                acc
+            })
+            .reduce(zero, add_pair),
+        (false, true) => (0..g.b)
+            .into_par_iter()
+            .fold(zero, |mut acc, i| {
+                one(i, &mut [], &mut acc, false);
+                acc
+            })
+            .reduce(zero, add_pair),
+        (true, false) => {
+            let mut acc = zero();
+            dx.chunks_mut(g.ci * hw).enumerate().for_each(|(i, dxi)| one(i, dxi, &mut acc, true));
+            acc
+        }
+        (false, false) => {
+            let mut acc = zero();
+            (0..g.b).for_each(|i| one(i, &mut [], &mut acc, true));
+            acc
+        }
+    };
+    (want_dx.then_some(dx), dw, db)
+}
+
+fn add_pair(mut a: (Vec<f32>, Vec<f32>), b: (Vec<f32>, Vec<f32>)) -> (Vec<f32>, Vec<f32>) {
+    for (x, y) in a.0.iter_mut().zip(&b.0) {
+        *x += y;
+    }
+    for (x, y) in a.1.iter_mut().zip(&b.1) {
+        *x += y;
+    }
+    a
+}

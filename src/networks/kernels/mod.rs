@@ -1,0 +1,544 @@
+//! Hand-written CPU kernels, forward and backward, for the networks' hot operations on burn's
+//! `flex` back-end: the stride-1 "same" convolution (3×3 and 1×1), SiLU and LeakyReLU, and
+//! GroupNorm with its affine, FiLM and activation folded in.
+//!
+//! Why: flex differentiates a convolution through a direct-loop transposed convolution (input
+//! gradient) and a convolution whose kernel is the whole output-gradient map (weight gradient),
+//! and runs element-wise work as single-threaded passes, one per primitive (SiLU alone is six);
+//! those paths were most of the gap to PyTorch (issue 13). Here every convolution pass is one
+//! im2col (or col2im) plus one gemm, batch-parallel on rayon, and each normalisation or
+//! activation is one parallel pass each way.
+//!
+//! The ops are registered through burn's backend-extension mechanism (`#[backend_extension]`)
+//! with our own autodiff backward. Other back-ends (wgpu, cuda, tch) and other dtypes (the
+//! mixed-precision f16 path) keep burn's own ops: the functions here choose at run time, and
+//! each equals its burn composition within float rounding (tested, value and gradients).
+
+mod conv;
+mod norm;
+mod pointwise;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use conv::Geometry;
+use norm::NormShape;
+use pointwise::Act;
+
+/// Operations with a hand-written kernel on flex (inference) and a hand-written backward
+/// (training, `Autodiff<Flex>`). Activations travel as `(kind, slope)` ([`Act::code`]).
+#[backend_extension(Flex, Autodiff)]
+pub trait KernelOps: Backend {
+    /// k×k convolution, stride 1, zero padding k/2 (k odd), one group, with bias.
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// An element-wise activation.
+    fn activation(x: FloatTensor<Self>, kind: u32, slope: f32) -> FloatTensor<Self>;
+    /// `act(GroupNorm(x) · mul + add)` for `x: [b, c, h, w]`, `mul, add: [b, c]`.
+    fn norm_act(
+        x: FloatTensor<Self>,
+        mul: FloatTensor<Self>,
+        add: FloatTensor<Self>,
+        groups: usize,
+        eps: f32,
+        kind: u32,
+        slope: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl Act {
+    fn code(self) -> (u32, f32) {
+        match self {
+            Act::Identity => (0, 0.0),
+            Act::Silu => (1, 0.0),
+            Act::LeakyRelu(a) => (2, a),
+        }
+    }
+
+    fn from_code(kind: u32, slope: f32) -> Act {
+        match kind {
+            1 => Act::Silu,
+            2 => Act::LeakyRelu(slope),
+            _ => Act::Identity,
+        }
+    }
+}
+
+/// Can the kernels here take this tensor (flex device, f32)?
+fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && x.device() == Device::flex()
+}
+
+/// `layer.forward(x)`, through [`KernelOps::conv_same`] where it applies (flex, f32, stride 1,
+/// "same" padding, one group, bias).
+pub fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [k0, k1] = layer.kernel_size;
+    let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
+    match &layer.bias {
+        Some(bias)
+            if k0 == k1
+                && k0 % 2 == 1
+                && same
+                && layer.stride == [1, 1]
+                && layer.dilation == [1, 1]
+                && layer.groups == 1
+                && fast_path(&x) =>
+        {
+            let (w, b) = (layer.weight.val(), bias.val());
+            Tensor::from_dispatch(<Dispatch as KernelOps>::conv_same(
+                x.into_dispatch(),
+                w.into_dispatch(),
+                b.into_dispatch(),
+            ))
+        }
+        _ => layer.forward(x),
+    }
+}
+
+fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
+    let (kind, slope) = act.code();
+    Tensor::from_dispatch(<Dispatch as KernelOps>::activation(x.into_dispatch(), kind, slope))
+}
+
+/// SiLU: one fused pass on flex (f32), burn's `silu` elsewhere.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fast_path(&x) { activation(x, Act::Silu) } else { burn::tensor::activation::silu(x) }
+}
+
+/// LeakyReLU: one fused pass on flex (f32), burn's `leaky_relu` elsewhere.
+pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    if fast_path(&x) {
+        activation(x, Act::LeakyRelu(slope as f32))
+    } else {
+        burn::tensor::activation::leaky_relu(x, slope)
+    }
+}
+
+/// GroupNorm with the module's own γ, β, then (optionally) a per-sample FiLM scale-shift
+/// `x·(1 + scale) + shift`, then (optionally) SiLU. On flex (f32): one kernel each way, the
+/// affine parts folded into one per-(sample, channel) multiply-add. Elsewhere:
+/// [`group_norm_film_ops`], then burn's SiLU.
+pub fn group_norm_act(
+    norm: &GroupNorm,
+    x: Tensor<4>,
+    film: Option<(Tensor<4>, Tensor<4>)>,
+    silu_after: bool,
+) -> Tensor<4> {
+    if !fast_path(&x) {
+        let y = group_norm_film_ops(norm, x, film);
+        return if silu_after { burn::tensor::activation::silu(y) } else { y };
+    }
+    let [b, c, _, _] = x.dims();
+    let (mul, add) = folded_affine(norm, b, c, &x.device(), film);
+    let act = if silu_after { Act::Silu } else { Act::Identity };
+    let (kind, slope) = act.code();
+    Tensor::from_dispatch(<Dispatch as KernelOps>::norm_act(
+        x.into_dispatch(),
+        mul.into_dispatch(),
+        add.into_dispatch(),
+        norm.num_groups,
+        norm.epsilon as f32,
+        kind,
+        slope,
+    ))
+}
+
+/// γ·(1 + scale) and β·(1 + scale) + shift per (sample, channel), `[b, c]` each.
+fn folded_affine(
+    norm: &GroupNorm,
+    b: usize,
+    c: usize,
+    device: &Device,
+    film: Option<(Tensor<4>, Tensor<4>)>,
+) -> (Tensor<2>, Tensor<2>) {
+    let (gamma, beta) = match (&norm.gamma, &norm.beta) {
+        (Some(g), Some(bt)) => (g.val().reshape([1, c]), bt.val().reshape([1, c])),
+        _ => (Tensor::ones([1, c], device), Tensor::zeros([1, c], device)),
+    };
+    match film {
+        Some((scale, shift)) => {
+            let s1 = scale.reshape([b, c]) + 1.0;
+            (gamma * s1.clone(), beta * s1 + shift.reshape([b, c]))
+        }
+        None => (gamma.expand([b, c]), beta.expand([b, c])),
+    }
+}
+
+/// [`group_norm_act`]'s normalisation from burn's primitives (every back-end): the affine
+/// parts folded into one per-(sample, channel) multiply-add, four passes over the feature map
+/// (centre, square, scale, shift) where burn's GroupNorm then FiLM take seven. Equal to
+/// `GroupNorm::forward` then FiLM up to float rounding (tested).
+pub fn group_norm_film_ops(norm: &GroupNorm, x: Tensor<4>, film: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let g = norm.num_groups;
+    let xg = x.reshape([b, g, (c / g) * h * w]);
+    let centred = xg.clone() - xg.mean_dim(2);
+    let rstd = (centred.clone().square().mean_dim(2) + norm.epsilon).sqrt().recip();
+    // Per (sample, channel): the group's 1/σ times γ (times 1 + scale), and β (then FiLM).
+    let rstd = rstd.expand([b, g, c / g]).reshape([b, c]);
+    let (mul, add) = folded_affine(norm, b, c, &centred.device(), film);
+    centred.reshape([b, c, h, w]) * (rstd * mul).reshape([b, c, 1, 1]) + add.reshape([b, c, 1, 1])
+}
+
+// ---------------------------------------------------------------------------------------------
+// flex: the forward kernels
+
+fn shape_of(t: &FlexTensor) -> Vec<usize> {
+    t.shape().to_vec()
+}
+
+/// Contiguous f32 view (copies only when the layout is not contiguous).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice().expect("made contiguous f32 by `contiguous`")
+}
+
+fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+fn conv_geometry(x: &FlexTensor, weight: &FlexTensor) -> Geometry {
+    let ([b, ci, h, w], [co, _, k, _]) = (x.shape().dims(), weight.shape().dims());
+    Geometry { b, ci, co, h, w, k }
+}
+
+fn norm_shape(x: &FlexTensor, groups: usize, eps: f32) -> NormShape {
+    let [b, c, h, w] = x.shape().dims();
+    NormShape { b, c, hw: h * w, groups, eps }
+}
+
+impl KernelOps for Flex {
+    fn conv_same(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let g = conv_geometry(&x, &weight);
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        flex_tensor(conv::conv_forward(slice(&x), slice(&weight), slice(&bias), g), vec![g.b, g.co, g.h, g.w])
+    }
+
+    fn activation(x: FlexTensor, kind: u32, slope: f32) -> FlexTensor {
+        let shape = shape_of(&x);
+        let x = contiguous(x);
+        flex_tensor(pointwise::forward(slice(&x), Act::from_code(kind, slope)), shape)
+    }
+
+    fn norm_act(
+        x: FlexTensor,
+        mul: FlexTensor,
+        add: FlexTensor,
+        groups: usize,
+        eps: f32,
+        kind: u32,
+        slope: f32,
+    ) -> FlexTensor {
+        let (shape, s) = (shape_of(&x), norm_shape(&x, groups, eps));
+        let (x, mul, add) = (contiguous(x), contiguous(mul), contiguous(add));
+        flex_tensor(norm::forward(slice(&x), slice(&mul), slice(&add), s, Act::from_code(kind, slope)), shape)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff<Flex>: the same forward, our backward
+
+/// The saved input of a tracked op, read back as a contiguous flex tensor.
+fn saved(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
+    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(id))
+}
+
+impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
+    fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvSameBackward;
+
+        impl Backward<Flex, 3> for ConvSameBackward {
+            type State = (NodeId, NodeId);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_w, node_b] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
+                let g = conv_geometry(&x, &weight);
+                let (gx, gw, gb) = conv::conv_backward(slice(&x), slice(&weight), slice(&grad), g, node_x.is_some());
+                if let (Some(node), Some(gx)) = (node_x, gx) {
+                    grads.register::<Flex>(node.id, flex_tensor(gx, vec![g.b, g.ci, g.h, g.w]));
+                }
+                if let Some(node) = node_w {
+                    grads.register::<Flex>(node.id, flex_tensor(gw, vec![g.co, g.ci, g.k, g.k]));
+                }
+                if let Some(node) = node_b {
+                    grads.register::<Flex>(node.id, flex_tensor(gb, vec![g.co]));
+                }
+            }
+        }
+
+        let forward = |x: Self::FloatTensorPrimitive, w: Self::FloatTensorPrimitive, b: Self::FloatTensorPrimitive| {
+            Flex::conv_same(x.into_primitive(), w.into_primitive(), b.into_primitive())
+        };
+        match ConvSameBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+                prep.finish(state, forward(x, weight, bias))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
+        }
+    }
+
+    fn activation(x: FloatTensor<Self>, kind: u32, slope: f32) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ActivationBackward;
+
+        impl Backward<Flex, 1> for ActivationBackward {
+            type State = (NodeId, Act);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let x = saved(checkpointer, ops.state.0);
+                let Some(node) = node_x else { return };
+                let dx = pointwise::backward(slice(&x), slice(&grad), ops.state.1);
+                grads.register::<Flex>(node.id, flex_tensor(dx, shape_of(&x)));
+            }
+        }
+
+        match ActivationBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), Act::from_code(kind, slope));
+                prep.finish(state, Flex::activation(x.into_primitive(), kind, slope))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::activation(x.into_primitive(), kind, slope)),
+        }
+    }
+
+    fn norm_act(
+        x: FloatTensor<Self>,
+        mul: FloatTensor<Self>,
+        add: FloatTensor<Self>,
+        groups: usize,
+        eps: f32,
+        kind: u32,
+        slope: f32,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct NormActBackward;
+
+        impl Backward<Flex, 3> for NormActBackward {
+            type State = (NodeId, NodeId, NodeId, usize, f32, Act);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_mul, node_add] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x_id, mul_id, add_id, groups, eps, act) = ops.state;
+                let (x, mul, add) =
+                    (saved(checkpointer, x_id), saved(checkpointer, mul_id), saved(checkpointer, add_id));
+                let s = norm_shape(&x, groups, eps);
+                let (dx, dmul, dadd) = norm::backward(slice(&x), slice(&mul), slice(&add), slice(&grad), s, act);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, flex_tensor(dx, shape_of(&x)));
+                }
+                if let Some(node) = node_mul {
+                    grads.register::<Flex>(node.id, flex_tensor(dmul, vec![s.b, s.c]));
+                }
+                if let Some(node) = node_add {
+                    grads.register::<Flex>(node.id, flex_tensor(dadd, vec![s.b, s.c]));
+                }
+            }
+        }
+
+        let forward = |x: Self::FloatTensorPrimitive, m: Self::FloatTensorPrimitive, a: Self::FloatTensorPrimitive| {
+            Flex::norm_act(x.into_primitive(), m.into_primitive(), a.into_primitive(), groups, eps, kind, slope)
+        };
+        match NormActBackward.prepare::<C>([x.node(), mul.node(), add.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let act = Act::from_code(kind, slope);
+                let state = (prep.checkpoint(&x), prep.checkpoint(&mul), prep.checkpoint(&add), groups, eps, act);
+                prep.finish(state, forward(x, mul, add))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, mul, add)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use burn::module::Param;
+    use burn::tensor::Tensor;
+
+    fn data(rng: &mut Rng, shape: Vec<usize>, sd: f64) -> TensorData {
+        let n = shape.iter().product::<usize>();
+        TensorData::new((0..n).map(|_| (sd * rng.normal()) as f32).collect::<Vec<_>>(), shape)
+    }
+
+    fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// Largest difference relative to the largest magnitude of the reference.
+    fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max) / scale
+    }
+
+    /// Our convolution equals burn's (flex's own kernels) in value and in the gradients of the
+    /// input, weight and bias, for 3×3 and 1×1 kernels on non-square images, in training
+    /// (autodiff) and in inference.
+    #[test]
+    fn conv_matches_burn_forward_and_backward() {
+        let mut rng = Rng::new(5);
+        // Batches of 1 run the images in sequence with a parallel gemm, larger ones in parallel.
+        for (nb, k, ci, co, h, w) in [
+            (3, 3, 5, 7, 6, 9),
+            (3, 1, 6, 4, 5, 3),
+            (4, 3, 9, 16, 8, 8),
+            (1, 3, 9, 16, 8, 8),
+            (1, 1, 6, 4, 5, 3),
+            (3, 3, 2, 3, 1, 4),
+        ] {
+            let dev = Device::flex().autodiff();
+            let mut layer = super::super::init::conv(ci, co, k, &dev);
+            layer.weight = Param::from_tensor(Tensor::from_data(data(&mut rng, vec![co, ci, k, k], 0.3), &dev));
+            layer.bias = Some(Param::from_tensor(Tensor::from_data(data(&mut rng, vec![co], 0.5), &dev)));
+            let x = Tensor::<4>::from_data(data(&mut rng, vec![nb, ci, h, w], 1.0), &dev).require_grad();
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![nb, co, h, w], 1.0), &dev);
+            let run = |fast: bool| {
+                let y = if fast { conv(&layer, x.clone()) } else { layer.forward(x.clone()) };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let gx = vals(x.grad(&grads).unwrap());
+                let gw = vals(layer.weight.val().grad(&grads).unwrap());
+                let gb = vals(layer.bias.as_ref().unwrap().val().grad(&grads).unwrap());
+                (vals(y), gx, gw, gb)
+            };
+            let (a, b) = (run(true), run(false));
+            let what = format!("batch {nb} k{k} {ci}→{co} {h}×{w}");
+            assert!(rel_diff(&a.0, &b.0) < 1e-5, "{what}: value {}", rel_diff(&a.0, &b.0));
+            assert!(rel_diff(&a.1, &b.1) < 1e-5, "{what}: d/dx {}", rel_diff(&a.1, &b.1));
+            assert!(rel_diff(&a.2, &b.2) < 1e-5, "{what}: d/dw {}", rel_diff(&a.2, &b.2));
+            assert!(rel_diff(&a.3, &b.3) < 1e-5, "{what}: d/db {}", rel_diff(&a.3, &b.3));
+
+            // Inference (no autodiff): the plain flex kernel.
+            let plain = Device::flex();
+            let mut l2 = super::super::init::conv(ci, co, k, &plain);
+            l2.weight = Param::from_tensor(Tensor::from_data(layer.weight.val().into_data(), &plain));
+            l2.bias =
+                Some(Param::from_tensor(Tensor::from_data(layer.bias.as_ref().unwrap().val().into_data(), &plain)));
+            let xp = Tensor::<4>::from_data(x.clone().into_data(), &plain);
+            let d = rel_diff(&vals(conv(&l2, xp.clone())), &vals(l2.forward(xp)));
+            assert!(d < 1e-5, "{what}: inference value {d}");
+        }
+    }
+
+    /// A layer the kernel does not cover (stride 2) goes through burn's convolution unchanged.
+    #[test]
+    fn conv_falls_back_outside_its_cover() {
+        let dev = Device::flex();
+        let mut layer = super::super::init::conv(3, 4, 3, &dev);
+        layer.stride = [2, 2];
+        let x = Tensor::<4>::from_data(data(&mut Rng::new(2), vec![1, 3, 8, 8], 1.0), &dev);
+        assert_eq!(conv(&layer, x.clone()).dims(), [1, 4, 4, 4]);
+        assert_eq!(vals(conv(&layer, x.clone())), vals(layer.forward(x)));
+    }
+
+    /// Fused SiLU equals burn's `x · sigmoid(x)` in value and gradient, including large |x|.
+    #[test]
+    fn silu_matches_burn_forward_and_backward() {
+        let dev = Device::flex().autodiff();
+        let mut rng = Rng::new(9);
+        let mut d = data(&mut rng, vec![2, 3, 40, 50], 4.0);
+        {
+            let v = d.as_mut_slice::<f32>().unwrap();
+            v[..6].copy_from_slice(&[-200.0, -90.0, -20.0, 20.0, 90.0, 200.0]);
+        }
+        let x = Tensor::<4>::from_data(d, &dev).require_grad();
+        let r = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 40, 50], 1.0), &dev);
+        let run = |fast: bool| {
+            let y = if fast { silu(x.clone()) } else { burn::tensor::activation::silu(x.clone()) };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            (vals(y), vals(x.grad(&grads).unwrap()))
+        };
+        let (a, b) = (run(true), run(false));
+        for (p, q) in a.0.iter().zip(&b.0).chain(a.1.iter().zip(&b.1)) {
+            assert!(p.is_finite());
+            assert!((p - q).abs() <= 2e-6 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
+
+    /// GroupNorm + FiLM + SiLU three ways — our kernel (flex), the folded burn composition
+    /// (other back-ends) and burn's `GroupNorm::forward`, the scale-shift and burn's `silu` —
+    /// agree in value and in the gradients of the input, γ, β and the FiLM terms, with and
+    /// without FiLM and SiLU, on a map whose size is not a multiple of the kernel's 8 lanes.
+    #[test]
+    fn group_norm_act_matches_burn() {
+        let dev = Device::flex().autodiff();
+        let mut rng = Rng::new(17);
+        let mut t = |shape: Vec<usize>, mean: f32, sd: f64| {
+            let v: Vec<f32> = data(&mut rng, shape.clone(), sd).try_to_vec::<f32>().unwrap();
+            TensorData::new(v.into_iter().map(|v| v + mean).collect::<Vec<_>>(), shape)
+        };
+        let mut norm = burn::nn::GroupNormConfig::new(4, 8).init(&dev);
+        norm.gamma = Some(Param::from_tensor(Tensor::<1>::from_data(t(vec![8], 1.0, 0.3), &dev)));
+        norm.beta = Some(Param::from_tensor(Tensor::<1>::from_data(t(vec![8], 0.0, 0.3), &dev)));
+        let x = Tensor::<4>::from_data(t(vec![2, 8, 5, 7], 0.3, 2.0), &dev).require_grad();
+        let scale = Tensor::<4>::from_data(t(vec![2, 8, 1, 1], 0.0, 0.5), &dev).require_grad();
+        let shift = Tensor::<4>::from_data(t(vec![2, 8, 1, 1], 0.0, 0.5), &dev).require_grad();
+        let r = Tensor::<4>::from_data(t(vec![2, 8, 5, 7], 0.5, 0.3), &dev);
+        for (film, act) in [(false, false), (true, false), (false, true), (true, true)] {
+            let run = |how: u8| {
+                let ss = film.then(|| (scale.clone(), shift.clone()));
+                let y = match (how, ss) {
+                    (0, ss) => group_norm_act(&norm, x.clone(), ss, act),
+                    (1, ss) => group_norm_film_ops(&norm, x.clone(), ss),
+                    (_, Some((a, b))) => norm.forward(x.clone()) * (a + 1.0) + b,
+                    (_, None) => norm.forward(x.clone()),
+                };
+                let y = if act && how != 0 { burn::tensor::activation::silu(y) } else { y };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let g = |p: &Tensor<1>| vals(p.grad(&grads).unwrap());
+                let gx = vals(x.grad(&grads).unwrap());
+                let gg = g(&norm.gamma.as_ref().unwrap().val());
+                let gb = g(&norm.beta.as_ref().unwrap().val());
+                let gs = if film {
+                    [vals(scale.grad(&grads).unwrap()), vals(shift.grad(&grads).unwrap())].concat()
+                } else {
+                    vec![]
+                };
+                [vals(y), gx, gg, gb, gs]
+            };
+            let reference = run(2);
+            for how in [0, 1] {
+                for (i, (a, b)) in run(how).iter().zip(&reference).enumerate() {
+                    let d = rel_diff(a, b);
+                    assert!(d < 2e-5, "film {film} silu {act} way {how}: part {i} differs by {d}");
+                }
+            }
+        }
+    }
+
+    /// LeakyReLU through the kernel equals burn's, value and gradient (training and inference).
+    #[test]
+    fn leaky_relu_matches_burn() {
+        for dev in [Device::flex().autodiff(), Device::flex()] {
+            let mut rng = Rng::new(4);
+            let x = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 17, 19], 1.0), &dev);
+            let x = if dev.is_autodiff() { x.require_grad() } else { x };
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 17, 19], 1.0), &dev);
+            let a = leaky_relu(x.clone(), 0.2);
+            let b = burn::tensor::activation::leaky_relu(x.clone(), 0.2);
+            assert!(rel_diff(&vals(a.clone()), &vals(b.clone())) < 1e-6);
+            if dev.is_autodiff() {
+                let ga = vals(x.grad(&(a * r.clone()).sum().backward()).unwrap());
+                let gb = vals(x.grad(&(b * r).sum().backward()).unwrap());
+                assert!(rel_diff(&ga, &gb) < 1e-6);
+            }
+        }
+    }
+}

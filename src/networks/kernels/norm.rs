@@ -1,0 +1,128 @@
+//! GroupNorm, then a per-(sample, channel) multiply-add (γ, β and FiLM folded), then an
+//! activation — one pass forward and two backward, one rayon job per (sample, group).
+
+use super::pointwise::{Act, sum};
+use rayon::prelude::*;
+
+/// Shapes of one normalisation: `x` is `[b, c, hw]`, `mul` and `add` are `[b, c]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NormShape {
+    pub b: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl NormShape {
+    fn per_group(&self) -> usize {
+        self.c / self.groups
+    }
+}
+
+/// Mean and 1/σ of one group (biased variance, centred second pass, as burn's GroupNorm).
+fn stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = sum(x) / n;
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += (v - mean) * (v - mean);
+        }
+    }
+    let var = (acc.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// `y = act(x·m + a)` over one channel, one monomorphic loop per activation (so each vectorises).
+#[inline(always)]
+fn affine_act(x: &[f32], y: &mut [f32], m: f32, a: f32, act: Act) {
+    let it = y.iter_mut().zip(x);
+    match act {
+        Act::Identity => it.for_each(|(y, &x)| *y = x * m + a),
+        Act::Silu => it.for_each(|(y, &x)| *y = Act::Silu.f(x * m + a)),
+        Act::LeakyRelu(s) => it.for_each(|(y, &x)| *y = Act::LeakyRelu(s).f(x * m + a)),
+    }
+}
+
+/// `act((x − μ_g)/σ_g · mul + add)`.
+pub(crate) fn forward(x: &[f32], mul: &[f32], add: &[f32], s: NormShape, act: Act) -> Vec<f32> {
+    let (cg, hw) = (s.per_group(), s.hw);
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(cg * hw).zip(x.par_chunks(cg * hw)).zip(mul.par_chunks(cg)).zip(add.par_chunks(cg)).for_each(
+        |(((o, x), mul), add)| {
+            let (mean, rstd) = stats(x, s.eps);
+            for j in 0..cg {
+                let m = mul[j] * rstd;
+                affine_act(&x[j * hw..(j + 1) * hw], &mut o[j * hw..(j + 1) * hw], m, add[j] - mean * m, act);
+            }
+        },
+    );
+    out
+}
+
+/// Gradients of [`forward`] given the output gradient `gy`: `(dx, dmul, dadd)`.
+///
+/// With x̂ the normalised input, z = x̂·mul + add and gz = gy·act'(z): dadd = Σ gz,
+/// dmul = Σ gz·x̂ (per sample and channel), and per group, with ĝ = gz·mul,
+/// dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ.
+pub(crate) fn backward(
+    x: &[f32],
+    mul: &[f32],
+    add: &[f32],
+    gy: &[f32],
+    s: NormShape,
+    act: Act,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (cg, hw) = (s.per_group(), s.hw);
+    let mut dx = vec![0f32; x.len()];
+    let mut dmul = vec![0f32; s.b * s.c];
+    let mut dadd = vec![0f32; s.b * s.c];
+    dx.par_chunks_mut(cg * hw)
+        .zip(dmul.par_chunks_mut(cg))
+        .zip(dadd.par_chunks_mut(cg))
+        .zip(x.par_chunks(cg * hw).zip(gy.par_chunks(cg * hw)))
+        .zip(mul.par_chunks(cg).zip(add.par_chunks(cg)))
+        .for_each(|((((dx, dmul), dadd), (x, gy)), (mul, add))| {
+            let (mean, rstd) = stats(x, s.eps);
+            // Σ ĝ and Σ ĝ·x̂ over the group, in eight lanes.
+            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+            for j in 0..cg {
+                let (m0, a0) = (mul[j], add[j]);
+                let (mm, aa) = (m0 * rstd, a0 - mean * m0 * rstd);
+                let (mut sa, mut sm) = ([0f32; 8], [0f32; 8]);
+                let range = j * hw..(j + 1) * hw;
+                let (xs, gs, ds) = (&x[range.clone()], &gy[range.clone()], &mut dx[range]);
+                let mut body = |xs: &[f32], gs: &[f32], ds: &mut [f32], lanes: usize| {
+                    for l in 0..lanes {
+                        let z = xs[l] * mm + aa;
+                        let gz = gs[l] * act.df(z);
+                        let xh = (xs[l] - mean) * rstd;
+                        sa[l] += gz;
+                        sm[l] += gz * xh;
+                        let gh = gz * m0;
+                        s1[l] += gh;
+                        s2[l] += gh * xh;
+                        ds[l] = gh;
+                    }
+                };
+                let n8 = hw / 8 * 8;
+                for ((xc, gc), dc) in
+                    xs[..n8].chunks_exact(8).zip(gs[..n8].chunks_exact(8)).zip(ds[..n8].chunks_exact_mut(8))
+                {
+                    body(xc, gc, dc, 8);
+                }
+                body(&xs[n8..], &gs[n8..], &mut ds[n8..], hw - n8);
+                dadd[j] = sa.iter().sum();
+                dmul[j] = sm.iter().sum();
+            }
+            let n = (cg * hw) as f32;
+            let (m1, m2) = (s1.iter().sum::<f32>() / n, s2.iter().sum::<f32>() / n);
+            for (d, &xv) in dx.iter_mut().zip(x) {
+                let xh = (xv - mean) * rstd;
+                *d = rstd * (*d - m1 - xh * m2);
+            }
+        });
+    (dx, dmul, dadd)
+}
