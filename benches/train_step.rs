@@ -10,6 +10,7 @@
 //!   BENCH_METHODS=noise_da                               # methods to time (default: source_only,noise_da)
 //!   BENCH_PYTHON=/path/to/venv/bin/python3               # interpreter with torch (default python3)
 //!   BENCH_TORCH=0                                        # skip the PyTorch column
+//!   BENCH_EXTRAS=0                                       # only the steps (no D-alone or restore timing; for profiling)
 //!
 //! Each method trains `steps` steps exactly as a run does (fresh noise, EMA, loss read-back) and
 //! is timed over its whole run and over two windows: early (steps N/12..N/6, i.e. 50–100 of
@@ -308,6 +309,9 @@ fn main() {
                 }
             }
         }
+    }
+    if std::env::var("BENCH_EXTRAS").is_ok_and(|v| v == "0") {
+        return;
     }
     // D alone (no bilinear up-sampling), forward + backward on a Noise-DA-sized batch: the
     // one comparison every back-end can run.
