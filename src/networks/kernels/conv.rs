@@ -153,17 +153,20 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A buffer of `n` values (contents unspecified: callers overwrite all of it).
+/// A buffer of at least `n` values (contents unspecified: callers overwrite what they use).
+/// Never shrunk, so a thread's buffer stops growing (and being zeroed) after the largest layer.
 fn scratch(n: usize) -> Vec<f32> {
     let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-    v.resize(n, 0.0);
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
     v
 }
 
 fn release(v: Vec<f32>) {
     SCRATCH.with(|s| {
         let mut pool = s.borrow_mut();
-        if pool.len() < 4 {
+        if pool.len() < 2 {
             pool.push(v);
         }
     });
@@ -188,10 +191,11 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry)
         if g.k == 1 {
             gemm(g.co, hw, kk, out, true, weight, (kk, 1), xi, (hw, 1), gemm_parallel);
         } else {
-            let mut cols = scratch(kk * hw);
-            im2col(xi, g, &mut cols);
-            gemm(g.co, hw, kk, out, true, weight, (kk, 1), &cols, (hw, 1), gemm_parallel);
-            release(cols);
+            let mut buf = scratch(kk * hw);
+            let cols = &mut buf[..kk * hw];
+            im2col(xi, g, cols);
+            gemm(g.co, hw, kk, out, true, weight, (kk, 1), cols, (hw, 1), gemm_parallel);
+            release(buf);
         }
     };
     if images_in_parallel(g) {
@@ -214,7 +218,7 @@ pub(crate) fn conv_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (hw, kk) = (g.hw(), g.kk());
     let mut dx = if want_dx { vec![0f32; g.b * g.ci * hw] } else { Vec::new() };
-    // (dW, db) partial sums, one per rayon job.
+    // (dWᵀ, db) partial sums, one per rayon job.
     let zero = || (vec![0f32; g.co * kk], vec![0f32; g.co]);
     let one = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), par: bool| {
         let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
@@ -223,24 +227,27 @@ pub(crate) fn conv_backward(
             *s += sum(row);
         }
         if g.k == 1 {
-            // dW (co × ci) += dy (co × hw) · xᵀ (hw × ci)
-            gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), xi, (1, hw), par);
+            // dWᵀ (ci × co) += x (ci × hw) · dyᵀ (hw × co)
+            gemm(kk, g.co, hw, dw, true, xi, (hw, 1), dyi, (1, hw), par);
             if want_dx {
                 // dx (ci × hw) = Wᵀ (ci × co) · dy (co × hw)
                 gemm(g.ci, hw, g.co, dxi, false, weight, (1, kk), dyi, (hw, 1), par);
             }
             return;
         }
-        let mut cols = scratch(kk * hw);
-        im2col(xi, g, &mut cols);
-        // dW (co × kk) += dy (co × hw) · colsᵀ (hw × kk)
-        gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), &cols, (1, hw), par);
+        let mut buf = scratch(kk * hw);
+        let cols = &mut buf[..kk * hw];
+        im2col(xi, g, cols);
+        // dWᵀ (kk × co) += cols (kk × hw) · dyᵀ (hw × co). Transposed so that gemm (which
+        // computes a row-major product through its transpose) packs the small dy, not the
+        // k²-times larger cols.
+        gemm(kk, g.co, hw, dw, true, cols, (hw, 1), dyi, (1, hw), par);
         if want_dx {
             // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
-            gemm(kk, hw, g.co, &mut cols, false, weight, (1, kk), dyi, (hw, 1), par);
-            col2im(&mut cols, g, dxi);
+            gemm(kk, hw, g.co, cols, false, weight, (1, kk), dyi, (hw, 1), par);
+            col2im(cols, g, dxi);
         }
-        release(cols);
+        release(buf);
     };
     let (dw, db) = match (want_dx, images_in_parallel(g)) {
         (true, true) => dx
@@ -269,7 +276,14 @@ pub(crate) fn conv_backward(
             acc
         }
     };
-    (want_dx.then_some(dx), dw, db)
+    // dWᵀ (kk × co) back to the weight's layout (co × kk).
+    let mut dw_out = vec![0f32; dw.len()];
+    for (j, row) in dw.chunks(g.co).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dw_out[c * kk + j] = v;
+        }
+    }
+    (want_dx.then_some(dx), dw_out, db)
 }
 
 fn add_pair(mut a: (Vec<f32>, Vec<f32>), b: (Vec<f32>, Vec<f32>)) -> (Vec<f32>, Vec<f32>) {
