@@ -46,6 +46,32 @@ fn affine_act(x: &[f32], y: &mut [f32], m: f32, a: f32, act: Act) {
     }
 }
 
+/// `gz = gy · act'(x·m + a)` over one channel, one monomorphic loop per activation.
+#[inline(always)]
+fn grad_through_act(x: &[f32], gy: &[f32], gz: &mut [f32], m: f32, a: f32, act: Act) {
+    let it = gz.iter_mut().zip(x).zip(gy);
+    match act {
+        Act::Identity => it.for_each(|((o, _), &g)| *o = g),
+        Act::Silu => it.for_each(|((o, &x), &g)| *o = g * Act::Silu.df(x * m + a)),
+        Act::LeakyRelu(s) => it.for_each(|((o, &x), &g)| *o = g * Act::LeakyRelu(s).df(x * m + a)),
+    }
+}
+
+/// `(Σ g, Σ g·x)` in eight lanes (vectorisable).
+fn sums(g: &[f32], x: &[f32]) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+    let n8 = g.len() / 8 * 8;
+    for (gc, xc) in g[..n8].chunks_exact(8).zip(x[..n8].chunks_exact(8)) {
+        for l in 0..8 {
+            a[l] += gc[l];
+            b[l] += gc[l] * xc[l];
+        }
+    }
+    let tail = g[n8..].iter().zip(&x[n8..]);
+    let (ta, tb) = tail.fold((0f32, 0f32), |(p, q), (&g, &x)| (p + g, q + g * x));
+    (a.iter().sum::<f32>() + ta, b.iter().sum::<f32>() + tb)
+}
+
 /// `act((x − μ_g)/σ_g · mul + add)`.
 pub(crate) fn forward(x: &[f32], mul: &[f32], add: &[f32], s: NormShape, act: Act) -> Vec<f32> {
     let (cg, hw) = (s.per_group(), s.hw);
@@ -86,42 +112,30 @@ pub(crate) fn backward(
         .zip(mul.par_chunks(cg).zip(add.par_chunks(cg)))
         .for_each(|((((dx, dmul), dadd), (x, gy)), (mul, add))| {
             let (mean, rstd) = stats(x, s.eps);
-            // Σ ĝ and Σ ĝ·x̂ over the group, in eight lanes.
-            let (mut s1, mut s2) = ([0f32; 8], [0f32; 8]);
+            // Σ ĝ and Σ ĝ·x̂ over the group, from per-channel sums (ĝ = gz·mul is gz scaled).
+            let (mut s1, mut s2) = (0f32, 0f32);
             for j in 0..cg {
-                let (m0, a0) = (mul[j], add[j]);
-                let (mm, aa) = (m0 * rstd, a0 - mean * m0 * rstd);
-                let (mut sa, mut sm) = ([0f32; 8], [0f32; 8]);
                 let range = j * hw..(j + 1) * hw;
-                let (xs, gs, ds) = (&x[range.clone()], &gy[range.clone()], &mut dx[range]);
-                let mut body = |xs: &[f32], gs: &[f32], ds: &mut [f32], lanes: usize| {
-                    for l in 0..lanes {
-                        let z = xs[l] * mm + aa;
-                        let gz = gs[l] * act.df(z);
-                        let xh = (xs[l] - mean) * rstd;
-                        sa[l] += gz;
-                        sm[l] += gz * xh;
-                        let gh = gz * m0;
-                        s1[l] += gh;
-                        s2[l] += gh * xh;
-                        ds[l] = gh;
-                    }
-                };
-                let n8 = hw / 8 * 8;
-                for ((xc, gc), dc) in
-                    xs[..n8].chunks_exact(8).zip(gs[..n8].chunks_exact(8)).zip(ds[..n8].chunks_exact_mut(8))
-                {
-                    body(xc, gc, dc, 8);
-                }
-                body(&xs[n8..], &gs[n8..], &mut ds[n8..], hw - n8);
-                dadd[j] = sa.iter().sum();
-                dmul[j] = sm.iter().sum();
+                let (xs, gz) = (&x[range.clone()], &mut dx[range.clone()]);
+                let mm = mul[j] * rstd;
+                // gz = gy · act'(z), written where dx will go.
+                grad_through_act(xs, &gy[range], gz, mm, add[j] - mean * mm, act);
+                let (sum_gz, sum_gz_x) = sums(gz, xs);
+                let sum_gz_xh = rstd * (sum_gz_x - mean * sum_gz);
+                dadd[j] = sum_gz;
+                dmul[j] = sum_gz_xh;
+                s1 += mul[j] * sum_gz;
+                s2 += mul[j] * sum_gz_xh;
             }
             let n = (cg * hw) as f32;
-            let (m1, m2) = (s1.iter().sum::<f32>() / n, s2.iter().sum::<f32>() / n);
-            for (d, &xv) in dx.iter_mut().zip(x) {
-                let xh = (xv - mean) * rstd;
-                *d = rstd * (*d - m1 - xh * m2);
+            let (m1, m2) = (s1 / n, s2 / n);
+            for j in 0..cg {
+                let range = j * hw..(j + 1) * hw;
+                let m0 = mul[j];
+                for (d, &xv) in dx[range.clone()].iter_mut().zip(&x[range]) {
+                    let xh = (xv - mean) * rstd;
+                    *d = rstd * (*d * m0 - m1 - xh * m2);
+                }
             }
         });
     (dx, dmul, dadd)
