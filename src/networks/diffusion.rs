@@ -12,14 +12,12 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear};
 // `Dropout` stays a field of every residual block (its rate is part of the saved record);
 // the masks come from [`DropoutDraw`].
 use burn::tensor::activation::softmax;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::group_count;
 use super::init::{conv as conv_layer, linear};
-use super::kernels::{conv, group_norm_act, silu};
+use super::kernels::{avg_pool2x, conv, group_norm_act, silu};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,7 +162,7 @@ pub enum Resample {
 fn resample(x: Tensor<4>, r: Resample) -> Tensor<4> {
     match r {
         Resample::None => x,
-        Resample::Down => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
+        Resample::Down => avg_pool2x(x),
         Resample::Up => super::upsample2x_nearest(x),
     }
 }

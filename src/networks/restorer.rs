@@ -11,13 +11,11 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::init::conv as conv_layer;
-use super::kernels::{conv, leaky_relu};
+use super::kernels::{avg_pool2x, conv, leaky_relu};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,7 +185,7 @@ impl RestorerUNet {
         let mut h = x;
         for (i, block) in self.enc.iter().enumerate() {
             if i > 0 {
-                h = avg_pool2d(h, AvgPoolOptions::new([2, 2]));
+                h = avg_pool2x(h);
             }
             h = block.forward(h);
             skips.push(h.clone());

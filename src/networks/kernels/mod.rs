@@ -17,6 +17,7 @@
 mod conv;
 mod norm;
 mod pointwise;
+mod resample;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -32,6 +33,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use conv::Geometry;
 use norm::NormShape;
 use pointwise::Act;
+use resample::Resample2x;
 
 /// Operations with a hand-written kernel on flex (inference) and a hand-written backward
 /// (training, `Autodiff<Flex>`). Activations travel as `(kind, slope)` ([`Act::code`]).
@@ -51,6 +53,26 @@ pub trait KernelOps: Backend {
         kind: u32,
         slope: f32,
     ) -> FloatTensor<Self>;
+    /// A ×2 resampling of `x: [b, c, h, w]` ([`Resample2x::code`]).
+    fn resample2x(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self>;
+}
+
+impl Resample2x {
+    fn code(self) -> u32 {
+        match self {
+            Resample2x::Bilinear => 0,
+            Resample2x::Nearest => 1,
+            Resample2x::AvgPool => 2,
+        }
+    }
+
+    fn from_code(kind: u32) -> Resample2x {
+        match kind {
+            0 => Resample2x::Bilinear,
+            1 => Resample2x::Nearest,
+            _ => Resample2x::AvgPool,
+        }
+    }
 }
 
 impl Act {
@@ -119,6 +141,32 @@ pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
     } else {
         burn::tensor::activation::leaky_relu(x, slope)
     }
+}
+
+/// A ×2 resampling through the kernel, or `None` where it does not apply (not flex f32, or an
+/// odd size to pool): the caller then uses burn's ops.
+fn resample2x(x: Tensor<4>, kind: Resample2x) -> Result<Tensor<4>, Tensor<4>> {
+    let [_, _, h, w] = x.dims();
+    if !fast_path(&x) || (kind == Resample2x::AvgPool && (h % 2 != 0 || w % 2 != 0)) {
+        return Err(x);
+    }
+    Ok(Tensor::from_dispatch(<Dispatch as KernelOps>::resample2x(x.into_dispatch(), kind.code())))
+}
+
+/// Bilinear ×2 up-sampling (`align_corners = false`) through the kernel on flex (f32).
+pub(crate) fn upsample2x_bilinear(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    resample2x(x, Resample2x::Bilinear)
+}
+
+/// Nearest ×2 up-sampling through the kernel on flex (f32).
+pub(crate) fn upsample2x_nearest(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    resample2x(x, Resample2x::Nearest)
+}
+
+/// 2×2 average pooling: the kernel on flex (f32, even sizes), burn's `avg_pool2d` elsewhere.
+pub fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
+    resample2x(x, Resample2x::AvgPool)
+        .unwrap_or_else(|x| burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2])))
 }
 
 /// GroupNorm with the module's own γ, β, then (optionally) a per-sample FiLM scale-shift
@@ -243,6 +291,14 @@ impl KernelOps for Flex {
         let (x, mul, add) = (contiguous(x), contiguous(mul), contiguous(add));
         flex_tensor(norm::forward(slice(&x), slice(&mul), slice(&add), s, Act::from_code(kind, slope)), shape)
     }
+
+    fn resample2x(x: FlexTensor, kind: u32) -> FlexTensor {
+        let [b, c, h, w] = x.shape().dims();
+        let kind = Resample2x::from_code(kind);
+        let (oh, ow) = kind.out_size(h, w);
+        let x = contiguous(x);
+        flex_tensor(resample::forward(slice(&x), b * c, h, w, kind), vec![b, c, oh, ow])
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,6 +418,33 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
                 prep.finish(state, forward(x, mul, add))
             }
             OpsKind::UnTracked(prep) => prep.finish(forward(x, mul, add)),
+        }
+    }
+
+    fn resample2x(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ResampleBackward;
+
+        impl Backward<Flex, 1> for ResampleBackward {
+            /// The input's `[b, c, h, w]` and the resampling: the backward needs no values.
+            type State = ([usize; 4], Resample2x);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let ([b, c, h, w], kind) = ops.state;
+                let Some(node) = node_x else { return };
+                let dx = resample::backward(slice(&grad), b * c, h, w, kind);
+                grads.register::<Flex>(node.id, flex_tensor(dx, vec![b, c, h, w]));
+            }
+        }
+
+        match ResampleBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = (x.primitive().shape().dims(), Resample2x::from_code(kind));
+                prep.finish(state, Flex::resample2x(x.into_primitive(), kind))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::resample2x(x.into_primitive(), kind)),
         }
     }
 }
@@ -540,5 +623,46 @@ mod tests {
                 assert!(rel_diff(&ga, &gb) < 1e-6);
             }
         }
+    }
+
+    /// The three ×2 resamplings equal burn's ops (flex's bilinear `interpolate`, nearest by
+    /// reshape and expand, `avg_pool2d`) in value and in the input gradient; an odd size to
+    /// pool falls back to burn.
+    #[test]
+    fn resampling_matches_burn() {
+        use burn::tensor::module::{avg_pool2d, interpolate};
+        use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
+        let dev = Device::flex().autodiff();
+        let mut rng = Rng::new(8);
+        let x = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 6, 10], 1.0), &dev).require_grad();
+        let kinds: [(Resample2x, fn(Tensor<4>) -> Tensor<4>); 3] = [
+            (Resample2x::Bilinear, |x| {
+                let [_, _, h, w] = x.dims();
+                let o = InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size([2 * h, 2 * w]);
+                interpolate(x, o)
+            }),
+            (Resample2x::Nearest, |x| {
+                let [b, c, h, w] = x.dims();
+                x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+            }),
+            (Resample2x::AvgPool, |x| avg_pool2d(x, AvgPoolOptions::new([2, 2]))),
+        ];
+        for (kind, reference) in kinds {
+            let (oh, ow) = kind.out_size(6, 10);
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, oh, ow], 1.0), &dev);
+            let run = |y: Tensor<4>| {
+                let g = x.grad(&(y.clone() * r.clone()).sum().backward()).unwrap();
+                (vals(y), vals(g))
+            };
+            let ours = run(resample2x(x.clone(), kind).expect("flex f32 takes the kernel"));
+            let theirs = run(reference(x.clone()));
+            assert!(rel_diff(&ours.0, &theirs.0) < 1e-6, "{kind:?}: value");
+            assert!(rel_diff(&ours.1, &theirs.1) < 1e-6, "{kind:?}: gradient");
+        }
+        let odd = Tensor::<4>::from_data(data(&mut rng, vec![1, 2, 5, 6], 1.0), &dev);
+        assert!(resample2x(odd.clone(), Resample2x::AvgPool).is_err());
+        assert_eq!(avg_pool2x(odd).dims(), [1, 2, 2, 3]);
     }
 }
