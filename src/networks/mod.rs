@@ -90,6 +90,88 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Tensor, TensorData};
 
+    /// Every parameter's gradient, in the module's visiting order.
+    fn param_grads<M: burn::module::Module>(m: &M, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+        struct Collect<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+        impl burn::module::ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let g = param.val().grad(self.0).map(|g| g.into_data().try_to_vec::<f32>().unwrap());
+                self.1.push(g.unwrap_or_default());
+            }
+        }
+        let mut c = Collect(grads, Vec::new());
+        m.visit(&mut c);
+        c.1
+    }
+
+    /// Whole networks with our kernels (flex) equal the same networks on burn's own ops: the
+    /// restorer (UNet, DnCNN) and the diffusion UNet (with attention, up/down blocks and
+    /// dropout), in output, input gradient and every parameter's gradient, on fixed batches.
+    #[test]
+    fn networks_with_kernels_match_burn_ops() {
+        let _rng = crate::util::rng_lock();
+        let dev = Device::flex().autodiff();
+        let mut rng = crate::rng::Rng::new(3);
+        let mut t = |shape: [usize; 4]| {
+            let n = shape.iter().product::<usize>();
+            let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.5).collect();
+            Tensor::<4>::from_data(TensorData::new(v, shape), &dev)
+        };
+        let rel = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max) / scale
+        };
+        let check = |what: &str, run: &dyn Fn() -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>)| {
+            let fast = run();
+            let plain = kernels::with_plain_ops(run);
+            assert!(rel(&fast.0, &plain.0) < 1e-4, "{what}: output {}", rel(&fast.0, &plain.0));
+            assert!(rel(&fast.1, &plain.1) < 1e-4, "{what}: input gradient {}", rel(&fast.1, &plain.1));
+            assert_eq!(fast.2.len(), plain.2.len());
+            // Parameter gradients relative to the largest of the network, or of the parameter if
+            // larger: a conv bias right before BatchNorm (DnCNN) has a gradient that is zero but
+            // for rounding, which no per-parameter relative test can compare.
+            let global = plain.2.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in fast.2.iter().zip(&plain.2).enumerate() {
+                assert_eq!(a.len(), b.len(), "{what}: parameter {i}");
+                let scale = b.iter().fold(1e-3 * global, |m, v| m.max(v.abs()));
+                let d = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max) / scale;
+                assert!(d < 1e-3, "{what}: parameter {i} gradient differs by {d}");
+            }
+        };
+        for cfg in [
+            RestorerConfig::unet(vec![8, 16, 32]),
+            RestorerConfig { arch: RestorerArch::Dncnn, depth: Some(5), width: Some(16), ..Default::default() },
+        ] {
+            let g = cfg.init(&dev);
+            let x = t([2, 3, 16, 24]).require_grad();
+            let r = t([2, 3, 16, 24]);
+            check(&format!("{:?}", cfg.arch), &|| {
+                let y = g.restore(x.clone());
+                let grads = (y.clone() * r.clone()).sum().backward();
+                (
+                    y.into_data().try_to_vec::<f32>().unwrap(),
+                    x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                    param_grads(&g, &grads),
+                )
+            });
+        }
+        let cfg = DiffusionConfig { base: 8, mults: vec![1, 2], res_blocks: 1, attn_heads: 2, dropout: 0.2 };
+        let d = cfg.init_for(1, &dev);
+        let x = t([3, 6, 16, 16]).require_grad();
+        let r = t([3, 3, 16, 16]);
+        let gamma = [0.2f32, 0.5, 0.9];
+        let draw = diffusion::DropoutDraw { seed: 11, rows: vec![0, 1, 2] };
+        check("diffusion UNet", &|| {
+            let y = d.forward_with(x.clone(), &gamma, Some(&draw));
+            let grads = (y.clone() * r.clone()).sum().backward();
+            (
+                y.into_data().try_to_vec::<f32>().unwrap(),
+                x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+                param_grads(&d, &grads),
+            )
+        });
+    }
+
     /// The paper's sizes (METHOD.md): UNet-S 8.56 M parameters, the diffusion UNet 62.6 M.
     #[test]
     fn parameter_counts_match_the_paper() {

@@ -93,9 +93,24 @@ impl Act {
     }
 }
 
+thread_local! {
+    /// Route this thread's calls through burn's own ops: the kernels' reference, for tests
+    /// that compare whole networks both ways.
+    static PLAIN_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the kernels off on this thread (burn's ops everywhere).
+#[cfg(test)]
+pub(crate) fn with_plain_ops<R>(f: impl FnOnce() -> R) -> R {
+    PLAIN_OPS.with(|p| p.set(true));
+    let r = f();
+    PLAIN_OPS.with(|p| p.set(false));
+    r
+}
+
 /// Can the kernels here take this tensor (flex device, f32)?
 fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && x.device() == Device::flex()
+    x.dtype() == DType::F32 && x.device() == Device::flex() && !PLAIN_OPS.with(|p| p.get())
 }
 
 /// `layer.forward(x)`, through [`KernelOps::conv_same`] where it applies (flex, f32, stride 1,
