@@ -24,80 +24,92 @@ impl Geometry {
     }
 }
 
-/// The rows `[y0, y1)` and columns `[x0, x1)` of the output where a tap at offset `(dy, dx)`
-/// reads inside the image.
-fn tap_range(g: Geometry, dy: isize, dx: isize) -> (usize, usize, usize, usize) {
-    let (h, w) = (g.h as isize, g.w as isize);
-    let y0 = (-dy).clamp(0, h) as usize;
-    let y1 = (h - dy).clamp(0, h) as usize;
-    let x0 = (-dx).clamp(0, w) as usize;
-    let x1 = (w - dx).clamp(0, w) as usize;
-    (y0, y1.max(y0), x0, x1.max(x0))
+/// One kernel tap of one input channel: its im2col row, and where it reads inside the image.
+/// Both the image plane and the im2col row are row-major `h × w`, so the tap is the output
+/// range `[start, end)` read from the plane at `start + shift` (one contiguous run), except the
+/// values in columns outside `[x0, x1)`, which wrap across a row end (they read outside the
+/// image, so they are zero).
+struct Tap {
+    channel: usize,
+    row: usize,
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    start: usize,
+    end: usize,
+    shift: isize,
 }
 
-/// im2col for one image: `cols[(c·k + ky)·k + kx][y·w + x] = x[c][y + ky − k/2][x + kx − k/2]`,
-/// zero outside the image. Both sides are row-major with the same width, so each tap is one
-/// contiguous copy shifted by `dy·w + dx`; the few values that wrap across a row end are then
-/// zeroed (a copy per image row would be a `memcpy` call per 32 values).
-fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
-    let (w, k, hw) = (g.w, g.k, g.hw());
-    let p = (k / 2) as isize;
-    for c in 0..g.ci {
-        let plane = &x[c * hw..(c + 1) * hw];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
-                let (dy, dx) = (ky as isize - p, kx as isize - p);
-                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
-                if y0 == y1 || x0 == x1 {
-                    row.fill(0.0);
-                    continue;
-                }
-                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
-                let shift = dy * w as isize + dx;
-                let src = (start as isize + shift) as usize;
-                row[..start].fill(0.0);
-                row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
-                row[end..].fill(0.0);
-                if x0 > 0 || x1 < w {
-                    for y in y0..y1 {
-                        row[y * w..y * w + x0].fill(0.0);
-                        row[y * w + x1..(y + 1) * w].fill(0.0);
-                    }
-                }
+impl Tap {
+    /// Zero the values of `row` that wrap across a row end.
+    fn zero_wrapped(&self, row: &mut [f32], w: usize) {
+        if self.x0 > 0 || self.x1 < w {
+            for y in self.y0..self.y1 {
+                row[y * w..y * w + self.x0].fill(0.0);
+                row[y * w + self.x1..(y + 1) * w].fill(0.0);
             }
         }
     }
 }
 
-/// The adjoint of [`im2col`]: `dx[c][y + ky − k/2][x + kx − k/2] += cols[(c, ky, kx)][y·w + x]`.
-/// Consumes `cols` as scratch: the values of each tap that would wrap across a row end are
-/// zeroed so that the tap is one contiguous, vectorisable addition.
-fn col2im(cols: &mut [f32], g: Geometry, dx_out: &mut [f32]) {
-    let (w, k, hw) = (g.w, g.k, g.hw());
+/// Every (input channel, tap) of a "same" convolution with a non-empty reach (a tap whose
+/// reach is empty, possible on images smaller than the kernel, is left out).
+fn taps(g: Geometry) -> impl Iterator<Item = Tap> {
+    let (h, w, k) = (g.h as isize, g.w as isize, g.k);
     let p = (k / 2) as isize;
-    for c in 0..g.ci {
-        let plane = &mut dx_out[c * hw..(c + 1) * hw];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut cols[((c * k + ky) * k + kx) * hw..][..hw];
-                let (dy, dx) = (ky as isize - p, kx as isize - p);
-                let (y0, y1, x0, x1) = tap_range(g, dy, dx);
-                if y0 == y1 || x0 == x1 {
-                    continue;
-                }
-                if x0 > 0 || x1 < w {
-                    for y in y0..y1 {
-                        row[y * w..y * w + x0].fill(0.0);
-                        row[y * w + x1..(y + 1) * w].fill(0.0);
-                    }
-                }
-                let (start, end) = (y0 * w + x0, (y1 - 1) * w + x1);
-                let dst = (start as isize + dy * w as isize + dx) as usize;
-                for (d, s) in plane[dst..dst + (end - start)].iter_mut().zip(&row[start..end]) {
-                    *d += s;
-                }
-            }
+    (0..g.ci * k * k).filter_map(move |row| {
+        let (channel, ky, kx) = (row / (k * k), (row / k) % k, row % k);
+        let (dy, dx) = (ky as isize - p, kx as isize - p);
+        let (y0, y1) = ((-dy).clamp(0, h) as usize, (h - dy).clamp(0, h) as usize);
+        let (x0, x1) = ((-dx).clamp(0, w) as usize, (w - dx).clamp(0, w) as usize);
+        (y0 < y1 && x0 < x1).then(|| Tap {
+            channel,
+            row,
+            x0,
+            x1,
+            y0,
+            y1,
+            start: y0 * g.w + x0,
+            end: (y1 - 1) * g.w + x1,
+            shift: dy * w + dx,
+        })
+    })
+}
+
+/// im2col for one image: `cols[(c·k + ky)·k + kx][y·w + x] = x[c][y + ky − k/2][x + kx − k/2]`,
+/// zero outside the image: one contiguous copy per tap, then the wrapped values zeroed (a copy
+/// per image row would be a `memcpy` call per 32 values).
+fn im2col(x: &[f32], g: Geometry, cols: &mut [f32]) {
+    let hw = g.hw();
+    // Taps come in row order; the rows of taps that reach nothing are zero.
+    let mut next_row = 0;
+    for t in taps(g) {
+        cols[next_row * hw..t.row * hw].fill(0.0);
+        next_row = t.row + 1;
+        let plane = &x[t.channel * hw..(t.channel + 1) * hw];
+        let row = &mut cols[t.row * hw..(t.row + 1) * hw];
+        let src = (t.start as isize + t.shift) as usize;
+        row[..t.start].fill(0.0);
+        row[t.start..t.end].copy_from_slice(&plane[src..src + (t.end - t.start)]);
+        row[t.end..].fill(0.0);
+        t.zero_wrapped(row, g.w);
+    }
+    cols[next_row * hw..g.kk() * hw].fill(0.0);
+}
+
+/// The adjoint of [`im2col`]: `dx[c][y + ky − k/2][x + kx − k/2] += cols[(c, ky, kx)][y·w + x]`.
+/// Consumes `cols` as scratch: the wrapped values of each tap are zeroed so that the tap is
+/// one contiguous, vectorisable addition.
+fn col2im(cols: &mut [f32], g: Geometry, dx_out: &mut [f32]) {
+    let hw = g.hw();
+    for t in taps(g) {
+        let plane = &mut dx_out[t.channel * hw..(t.channel + 1) * hw];
+        let row = &mut cols[t.row * hw..(t.row + 1) * hw];
+        t.zero_wrapped(row, g.w);
+        let dst = (t.start as isize + t.shift) as usize;
+        for (d, s) in plane[dst..dst + (t.end - t.start)].iter_mut().zip(&row[t.start..t.end]) {
+            *d += s;
         }
     }
 }
