@@ -42,13 +42,12 @@ struct Tap {
 }
 
 impl Tap {
-    /// Zero the values of `row` that wrap across a row end.
+    /// Zero the values of `row` that wrap across a row end: at most k/2 columns on each side,
+    /// walked down the column (per-row slices of one or two values would each be a `memset`
+    /// call).
     fn zero_wrapped(&self, row: &mut [f32], w: usize) {
-        if self.x0 > 0 || self.x1 < w {
-            for y in self.y0..self.y1 {
-                row[y * w..y * w + self.x0].fill(0.0);
-                row[y * w + self.x1..(y + 1) * w].fill(0.0);
-            }
+        for column in (0..self.x0).chain(self.x1..w) {
+            row[self.y0 * w + column..].iter_mut().step_by(w).take(self.y1 - self.y0).for_each(|v| *v = 0.0);
         }
     }
 }
