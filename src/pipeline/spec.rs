@@ -332,10 +332,11 @@ pub struct TrainSpec {
     #[serde(default = "one")]
     pub devices: usize,
     /// Shards per device of each step's batch, computed concurrently (each with its own
-    /// autodiff graph, gradients summed). `auto`: 2 for Noise-DA on the CPU back-end with ≥ 2
-    /// threads — its diffusion network's single-threaded element-wise kernels leave a core
-    /// idle — else 1. Every draw of a step is made per sample before the split, so the result
-    /// does not depend on it (up to float summation order).
+    /// autodiff graph, gradients summed). `auto`: 2 on the CPU back-end with ≥ 2 threads —
+    /// burn's remaining single-threaded ops (concatenation, losses, the optimiser) leave a core
+    /// idle — except for DnCNN (BatchNorm would see per-shard statistics), else 1. Every draw
+    /// of a step is made per sample before the split, so the result does not depend on it (up
+    /// to float summation order).
     #[serde(default)]
     pub shards: Shards,
     /// Start G from the final raw weights of this earlier recipe (same seed) instead of from

@@ -406,10 +406,11 @@ fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device
 }
 
 /// Shards per device for `method` (see [`TrainSpec::shards`]); `cpu`: the device is flex.
-/// `auto` shards only when it pays (measured on 2 cores, demo shapes: Noise-DA 1.37 → 2.36
-/// steps/s with 2 shards; source-only 14.1 → 9.9, its small G all overhead), only when the
-/// batch splits evenly, and never a restorer with BatchNorm (DnCNN), whose batch statistics
-/// would become per-shard.
+/// `auto` shards on the CPU (measured on 2 cores with our kernels, 2 shards against 1: demo
+/// shapes source-only 56 → 71 and Noise-DA 5.3 → 7.8 steps/s, paper128 source-only 1.12 →
+/// 1.22; with burn's own ops source-only had lost, 14.1 → 9.9), only when the batch splits
+/// evenly, and never a restorer with BatchNorm (DnCNN), whose batch statistics would become
+/// per-shard.
 fn shards_per_device(
     method: Method,
     spec: &TrainSpec,
@@ -433,7 +434,7 @@ fn shards_per_device(
         }
         crate::pipeline::spec::Shards::Auto => {
             let batch_norm = nets.restorer.arch == crate::networks::restorer::RestorerArch::Dncnn;
-            let two = cpu && method == Method::NoiseDa && !batch_norm && rayon::current_num_threads() >= 2 && splits(2);
+            let two = cpu && !batch_norm && rayon::current_num_threads() >= 2 && splits(2);
             Ok(if two { 2 } else { 1 })
         }
     }
@@ -1535,10 +1536,10 @@ mod tests {
                 }
             }
         }
-        // `auto` splits Noise-DA on the CPU when there are threads to use, never source-only.
+        // `auto` splits every method on the CPU when there are threads to use.
         let auto = TrainSpec { shards: Shards::Auto, ..base.clone() };
-        assert_eq!(go_dp(Method::SourceOnly, &auto).shards, 1);
         let expect = if rayon::current_num_threads() >= 2 { 2 } else { 1 };
+        assert_eq!(go_dp(Method::SourceOnly, &auto).shards, expect);
         assert_eq!(go_dp(Method::NoiseDa, &auto).shards, expect);
         // A split that does not divide the batch is refused, naming the key.
         match go_on(Method::NoiseDa, &TrainSpec { shards: Shards::Count(3), ..base }, &data, None, None, None, 1) {
