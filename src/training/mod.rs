@@ -1485,6 +1485,25 @@ mod tests {
         }
     }
 
+    /// Training is bit-identical whatever the thread count: the same Noise-DA run (2 shards)
+    /// under rayon pools of 1, 2 and 3 threads gives the same weights to the last bit (our
+    /// kernels sum over images in a fixed order, never in rayon's scheduling order).
+    #[test]
+    fn training_does_not_depend_on_the_thread_count() {
+        use crate::pipeline::spec::Shards;
+        let data = tiny_data(false);
+        let spec = TrainSpec { batch: 8, shards: Shards::Count(2), ..run_spec(4) };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let t = pool.install(|| go_on(Method::NoiseDa, &spec, &data, None, None, None, 1).unwrap());
+            (weights(&t.restorer), weights(t.diffusion.as_ref().expect("Noise-DA trains D")))
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(run(threads) == one, "{threads} threads train differently from 1");
+        }
+    }
+
     /// A step split into shards — concurrent on one device (`shards`) or over data-parallel
     /// replicas (`devices`) — trains exactly as the whole batch does, up to float summation
     /// order: per-sample draws (γ, ε, slot swaps, dropout masks) and the whole batch's hinge

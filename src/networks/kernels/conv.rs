@@ -218,8 +218,8 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry)
 }
 
 /// Backward: per image, `dcols = Wᵀ · dy` then col2im (the input gradient) and
-/// `dW += dy · im2col(x)ᵀ` (the weight gradient, summed over the images of each rayon job and
-/// then over the jobs); `db = Σ dy`.
+/// `dW += dy · im2col(x)ᵀ` (the weight gradient); `db = Σ dy`. Deterministic: the same
+/// result for any thread count and any rayon scheduling (tested).
 pub(crate) fn conv_backward(
     x: &[f32],
     weight: &[f32],
@@ -229,8 +229,11 @@ pub(crate) fn conv_backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (hw, kk) = (g.hw(), g.kk());
     let mut dx = if want_dx { vec![0f32; g.b * g.ci * hw] } else { Vec::new() };
-    // (dWᵀ, db) partial sums, one per rayon job.
-    let zero = || (vec![0f32; g.co * kk], vec![0f32; g.co]);
+    // The weight and bias gradients sum over the images. For results that do not depend on how
+    // rayon happens to split the work (or on the thread count), images are summed in fixed
+    // groups of consecutive images, each group in image order, then the groups in order.
+    let group = g.b.div_ceil(16).max(1);
+    let groups = g.b.div_ceil(group);
     let one = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), par: bool| {
         let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
         let dyi = &dy[i * g.co * hw..(i + 1) * g.co * hw];
@@ -260,33 +263,28 @@ pub(crate) fn conv_backward(
         }
         release(buf);
     };
-    let (dw, db) = match (want_dx, images_in_parallel(g)) {
-        (true, true) => dx
-            .par_chunks_mut(g.ci * hw)
-            .enumerate()
-            .fold(zero, |mut acc, (i, dxi)| {
-                one(i, dxi, &mut acc, false);
-                acc
-            })
-            .reduce(zero, add_pair),
-        (false, true) => (0..g.b)
-            .into_par_iter()
-            .fold(zero, |mut acc, i| {
-                one(i, &mut [], &mut acc, false);
-                acc
-            })
-            .reduce(zero, add_pair),
-        (true, false) => {
-            let mut acc = zero();
-            dx.chunks_mut(g.ci * hw).enumerate().for_each(|(i, dxi)| one(i, dxi, &mut acc, true));
-            acc
+    // One group's images, in order, into its (dWᵀ, db).
+    let run_group = |j: usize, dx_group: &mut [f32], par: bool| {
+        let mut acc = (vec![0f32; g.co * kk], vec![0f32; g.co]);
+        for i in j * group..((j + 1) * group).min(g.b) {
+            let dxi: &mut [f32] = if want_dx {
+                let k = i - j * group;
+                &mut dx_group[k * g.ci * hw..(k + 1) * g.ci * hw]
+            } else {
+                &mut []
+            };
+            one(i, dxi, &mut acc, par);
         }
-        (false, false) => {
-            let mut acc = zero();
-            (0..g.b).for_each(|i| one(i, &mut [], &mut acc, true));
-            acc
-        }
+        acc
     };
+    let parallel = groups > 1 && images_in_parallel(g);
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = match (want_dx, parallel) {
+        (true, true) => dx.par_chunks_mut(group * g.ci * hw).enumerate().map(|(j, d)| run_group(j, d, false)).collect(),
+        (false, true) => (0..groups).into_par_iter().map(|j| run_group(j, &mut [], false)).collect(),
+        (true, false) => dx.chunks_mut(group * g.ci * hw).enumerate().map(|(j, d)| run_group(j, d, true)).collect(),
+        (false, false) => (0..groups).map(|j| run_group(j, &mut [], true)).collect(),
+    };
+    let (dw, db) = parts.into_iter().reduce(add_pair).unwrap_or_else(|| (vec![0f32; g.co * kk], vec![0f32; g.co]));
     // dWᵀ (kk × co) back to the weight's layout (co × kk).
     let mut dw_out = vec![0f32; dw.len()];
     for (j, row) in dw.chunks(g.co).enumerate() {
@@ -305,4 +303,31 @@ fn add_pair(mut a: (Vec<f32>, Vec<f32>), b: (Vec<f32>, Vec<f32>)) -> (Vec<f32>, 
         *x += y;
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The backward's sums over images do not depend on the thread count or on rayon's
+    /// scheduling: bit-identical gradients from 1, 2 and 3 threads and from repeated runs,
+    /// for batches that run image-parallel and batches that run with a parallel gemm.
+    #[test]
+    fn backward_is_deterministic() {
+        let mut rng = Rng::new(21);
+        for (b, k) in [(8, 3), (2, 3), (5, 1), (20, 3)] {
+            let g = Geometry { b, ci: 6, co: 5, h: 9, w: 7, k };
+            let mut draw = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+            let (x, w, dy) = (draw(b * g.ci * g.hw()), draw(g.co * g.kk()), draw(b * g.co * g.hw()));
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| conv_backward(&x, &w, &dy, g, true))
+            };
+            let first = run(1);
+            for threads in [2, 3, 2, 1] {
+                assert!(run(threads) == first, "batch {b}, k {k}: {threads} threads differ");
+            }
+        }
+    }
 }
