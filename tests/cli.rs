@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use run_pipeline::reports::{Column, frame_to_table, read_parquet};
+use run_pipeline::reports::{Column, Table};
 
 fn repo() -> PathBuf {
     common::repo_root()
@@ -111,7 +111,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     }
 
     // Per-image rows: 2 test sets × 4 images × (input + 2 methods).
-    let per_image = frame_to_table(&read_parquet(&run_dir.join("per_image.parquet")).unwrap()).unwrap();
+    let per_image = Table::read_parquet(&run_dir.join("per_image.parquet")).unwrap();
     assert_eq!(per_image.rows(), 24);
     let methods = strs(per_image.get("method"));
     let tests = strs(per_image.get("test_set"));
@@ -140,12 +140,12 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(csv_rows, 24);
 
     // Summary: 2 test sets × 3 methods, input first.
-    let summary = frame_to_table(&read_parquet(&run_dir.join("summary.parquet")).unwrap()).unwrap();
+    let summary = Table::read_parquet(&run_dir.join("summary.parquet")).unwrap();
     assert_eq!(summary.rows(), 6);
     assert_eq!(strs(summary.get("method"))[0], "input");
 
     // Curves for both methods; Noise-DA logs its diffusion terms.
-    let curves = frame_to_table(&read_parquet(&run_dir.join("curves.parquet")).unwrap()).unwrap();
+    let curves = Table::read_parquet(&run_dir.join("curves.parquet")).unwrap();
     let cm = strs(curves.get("method"));
     assert!(cm.contains(&"source_only".to_string()) && cm.contains(&"noise_da".to_string()));
     let mse_pos = match curves.get("mse_pos") {
@@ -176,7 +176,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     }
 
     // noise_da against source_only, image by image, per test set.
-    let cmp = frame_to_table(&read_parquet(&run_dir.join("comparisons.parquet")).unwrap()).unwrap();
+    let cmp = Table::read_parquet(&run_dir.join("comparisons.parquet")).unwrap();
     assert_eq!(strs(cmp.get("method")), vec!["noise_da", "noise_da"]);
     assert_eq!(strs(cmp.get("baseline")), vec!["source_only", "source_only"]);
     let (d, lo, hi) =
@@ -234,7 +234,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert_eq!(prov2["datasets"]["source"]["cached"], true);
     assert_eq!(prov2["datasets"]["target"]["cached"], true);
     assert_eq!(prov2["datasets"]["source"]["shard"], prov["datasets"]["source"]["shard"]);
-    let per_image2 = frame_to_table(&read_parquet(&runs[1].join("per_image.parquet")).unwrap()).unwrap();
+    let per_image2 = Table::read_parquet(&runs[1].join("per_image.parquet")).unwrap();
     let psnr2 = floats(per_image2.get("psnr"));
     assert_eq!(&psnr2[..8], &psnr[..8], "input scores must be identical across runs");
     // The training stages were reused from the stage cache, not trained again.
@@ -278,7 +278,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert!(out3.status.success(), "{}", text(&out3.stderr));
     assert!(!text(&out3.stderr).contains("reusing the finished stage"));
     let runs = run_dirs(&reports);
-    let per_image3 = frame_to_table(&read_parquet(&runs[2].join("per_image.parquet")).unwrap()).unwrap();
+    let per_image3 = Table::read_parquet(&runs[2].join("per_image.parquet")).unwrap();
     assert_eq!(floats(per_image3.get("psnr")), psnr, "training is reproducible");
 
     // Across runs: the forced re-run's noise_da against the first run's source_only, image by
@@ -296,8 +296,8 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
         across.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let x = frame_to_table(&read_parquet(&across.join("comparisons.parquet")).unwrap()).unwrap();
-    let own = frame_to_table(&read_parquet(&runs[0].join("comparisons.parquet")).unwrap()).unwrap();
+    let x = Table::read_parquet(&across.join("comparisons.parquet")).unwrap();
+    let own = Table::read_parquet(&runs[0].join("comparisons.parquet")).unwrap();
     let (xm, xt, xd) = (strs(x.get("method")), strs(x.get("test_set")), floats(x.get("delta_psnr")));
     let (ot, od) = (strs(own.get("test_set")), floats(own.get("delta_psnr")));
     let target = format!("{}/noise_da", id(&runs[2]));
@@ -594,7 +594,7 @@ fn interrupted_run_continues_where_it_stopped() {
     let runs = run_dirs(&reports);
     assert_eq!(runs.len(), 2);
     let scores = |dir: &Path| {
-        let t = frame_to_table(&read_parquet(&dir.join("per_image.parquet")).unwrap()).unwrap();
+        let t = Table::read_parquet(&dir.join("per_image.parquet")).unwrap();
         (strs(t.get("method")), floats(t.get("psnr")), floats(t.get("ssim")))
     };
     assert_eq!(scores(&runs[0]), scores(&runs[1]), "resumed and uninterrupted runs must score the same");
@@ -633,7 +633,7 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
 
     // Per-image parameters: the real-like rain's layers and density, the real-like blur's kind
     // and kernel size.
-    let table = |dir: &Path| frame_to_table(&read_parquet(&dir.join("per_image.parquet")).unwrap()).unwrap();
+    let table = |dir: &Path| Table::read_parquet(&dir.join("per_image.parquet")).unwrap();
     let rain = table(&run_dirs[1]);
     match (rain.get("rain_layers"), rain.get("rain_density")) {
         (Some(Column::U64(l)), Some(Column::F64(d))) => {
@@ -664,7 +664,7 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
         assert!(header.contains(col), "{md}");
     }
     assert!(md.contains("34.39 / 0.9571 (SPA-Data test)") && md.contains("26.46 / 0.8048 (RealBlur-J test)"), "{md}");
-    let bench = frame_to_table(&read_parquet(&out_dir.join("benchmark.parquet")).unwrap()).unwrap();
+    let bench = Table::read_parquet(&out_dir.join("benchmark.parquet")).unwrap();
     let tasks = strs(bench.get("task"));
     for task in ["denoise", "derain", "deblur"] {
         assert!(tasks.iter().any(|t| t == task), "{tasks:?}");
@@ -740,7 +740,7 @@ fn upper_bound_headroom_and_reference_input_test_set() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let run_dir = &run_dirs(&reports)[0];
-    let per_image = frame_to_table(&read_parquet(&run_dir.join("per_image.parquet")).unwrap()).unwrap();
+    let per_image = Table::read_parquet(&run_dir.join("per_image.parquet")).unwrap();
     let (methods, sets, psnr) =
         (strs(per_image.get("method")), strs(per_image.get("test_set")), floats(per_image.get("psnr")));
     let clean_rows: Vec<usize> = (0..per_image.rows()).filter(|&i| sets[i] == "camera-sim-clean").collect();

@@ -349,7 +349,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                         .collect();
                     examples.insert(example_key, first);
                 }
-                let mut table = reports::frame_to_table(&reports::read_parquet(&file)?)?;
+                let mut table = reports::Table::read_parquet(&file)?;
                 // The rows belong to this run now.
                 let rows = table.rows();
                 for (n, c) in table.columns.iter_mut() {
@@ -845,10 +845,9 @@ pub struct Summaries {
 /// by `run-pipeline report` to re-summarise finished runs with this version's report code.
 /// The pipeline's quality gates are checked here too (results in gates.json and summary.md).
 pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries> {
-    let df = reports::read_parquet(&run_dir.join("per_image.parquet"))?;
+    let per_image_table = reports::Table::read_parquet(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
-    let per_image_table = reports::frame_to_table(&df)?;
-    let mut summary = reports::frame_to_table(&reports::summarise(&df, &order)?)?;
+    let mut summary = reports::summarise(&per_image_table, &order)?;
     reports::add_intervals(&mut summary, &reports::compare::mean_intervals(&per_image_table));
     summary.write(&run_dir.join("summary"))?;
     let recipes: Vec<reports::RecipeRow> = spec

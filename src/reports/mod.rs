@@ -1,8 +1,9 @@
 //! Reports: per-image scores, summaries, training curves, provenance.
 //!
 //! Per-image rows are streamed to Parquet + CSV through arrow as they are scored; summaries
-//! are computed by reading the Parquet back with polars and aggregating, which is the same
-//! path later cross-run benchmark tables take.
+//! are computed by reading the Parquet back into a [`Table`] and aggregating, the same path
+//! the cross-run benchmark tables take. One table stack (arrow + parquet): polars, used for
+//! one group-by, cost a second Arrow/Parquet implementation and ≈ 12 min of a cold build.
 
 pub mod benchmark;
 pub mod compare;
@@ -10,10 +11,7 @@ pub mod figures;
 pub mod runs;
 pub mod table;
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
-use polars::prelude::*;
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::degradations::DegradationParams;
@@ -99,63 +97,68 @@ pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_names: &[
     t
 }
 
-pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    anyhow::Context::with_context(ParquetReader::new(f).finish(), || {
-        format!("{}: not a readable Parquet table", path.display())
-    })
-}
-
-/// Mean ± std of PSNR/SSIM per test set and method (over images and seeds).
-pub fn summarise(per_image: &DataFrame, method_order: &[&str]) -> Result<DataFrame> {
-    // The input first, then methods in the pipeline's order, then any others by name.
-    let mut order = lit(method_order.len() as i64 + 1);
-    for (i, m) in method_order.iter().enumerate().rev() {
-        order = when(col("method").eq(lit(*m))).then(lit(i as i64 + 1)).otherwise(order);
+/// Mean ± std of PSNR/SSIM per test set, protocol and method (over images and seeds), with the
+/// number of distinct images, of training seeds and of rows. Ordered by test set, then the
+/// input, the methods in the pipeline's order and any others by name.
+pub fn summarise(per_image: &Table, method_order: &[&str]) -> Result<Table> {
+    let text = |name: &str| match per_image.get(name) {
+        Some(Column::Str(v)) => Ok(v),
+        _ => anyhow::bail!("per-image table has no text column `{name}`"),
+    };
+    let float = |name: &str| match per_image.get(name) {
+        Some(Column::F64(v)) => Ok(v),
+        _ => anyhow::bail!("per-image table has no number column `{name}`"),
+    };
+    let (test_set, protocol, method, image_id) =
+        (text("test_set")?, text("protocol")?, text("method")?, text("image_id")?);
+    let (psnr, ssim) = (float("psnr")?, float("ssim")?);
+    let seed = match per_image.get("seed") {
+        Some(Column::U64(v)) => v,
+        _ => anyhow::bail!("per-image table has no integer column `seed`"),
+    };
+    let rank = |m: &str| {
+        if m == INPUT { 0 } else { method_order.iter().position(|o| *o == m).map_or(method_order.len() + 1, |i| i + 1) }
+    };
+    #[derive(Default)]
+    struct Group<'a> {
+        psnr: Vec<f64>,
+        ssim: Vec<f64>,
+        images: std::collections::HashSet<&'a str>,
+        seeds: std::collections::HashSet<u64>,
+        rows: u64,
     }
-    let order = when(col("method").eq(lit(INPUT))).then(lit(0i64)).otherwise(order).alias("_order");
-    Ok(per_image
-        .clone()
-        .lazy()
-        .group_by([col("test_set"), col("protocol"), col("method")])
-        .agg([
-            col("psnr").mean().alias("psnr_mean"),
-            col("psnr").std(1).alias("psnr_std"),
-            col("ssim").mean().alias("ssim_mean"),
-            col("ssim").std(1).alias("ssim_std"),
-            col("image_id").n_unique().alias("images"),
-            col("seed").drop_nulls().n_unique().alias("seeds"),
-            len().alias("rows"),
-        ])
-        .with_column(order)
-        .sort(["test_set", "_order", "method"], SortMultipleOptions::default())
-        .drop(by_name(["_order"], true, false))
-        .collect()?)
-}
-
-/// A polars frame as our [`Table`] (strings, unsigned ints and floats).
-pub fn frame_to_table(df: &DataFrame) -> Result<Table> {
+    let name = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut groups: std::collections::BTreeMap<(String, usize, String, String), Group> = Default::default();
+    for i in 0..per_image.rows() {
+        let m = name(&method[i]);
+        let g = groups.entry((name(&test_set[i]), rank(&m), m, name(&protocol[i]))).or_default();
+        g.psnr.extend(psnr[i]);
+        g.ssim.extend(ssim[i]);
+        if let Some(id) = &image_id[i] {
+            g.images.insert(id);
+        }
+        g.seeds.extend(seed[i]);
+        g.rows += 1;
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    // Sample standard deviation (n − 1), undefined for a single value.
+    let std = |v: &[f64]| {
+        let m = mean(v)?;
+        (v.len() > 1).then(|| (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt())
+    };
+    let keys: Vec<_> = groups.keys().cloned().collect();
+    let g: Vec<&Group> = groups.values().collect();
     let mut t = Table::default();
-    for c in df.columns() {
-        let s = c.as_materialized_series();
-        let col = match s.dtype() {
-            DataType::String => {
-                let ca = s.str()?;
-                Column::Str((0..ca.len()).map(|i| ca.get(i).map(str::to_string)).collect())
-            }
-            DataType::Float64 | DataType::Float32 => {
-                let s = s.cast(&DataType::Float64)?;
-                let ca = s.f64()?;
-                Column::F64((0..ca.len()).map(|i| ca.get(i)).collect())
-            }
-            _ => {
-                let s = s.cast(&DataType::UInt64)?;
-                let ca = s.u64()?;
-                Column::U64((0..ca.len()).map(|i| ca.get(i)).collect())
-            }
-        };
-        t.push(c.name().as_str(), col);
-    }
+    t.push("test_set", Column::Str(keys.iter().map(|k| Some(k.0.clone())).collect()))
+        .push("protocol", Column::Str(keys.iter().map(|k| Some(k.3.clone())).collect()))
+        .push("method", Column::Str(keys.iter().map(|k| Some(k.2.clone())).collect()))
+        .push("psnr_mean", Column::F64(g.iter().map(|g| mean(&g.psnr)).collect()))
+        .push("psnr_std", Column::F64(g.iter().map(|g| std(&g.psnr)).collect()))
+        .push("ssim_mean", Column::F64(g.iter().map(|g| mean(&g.ssim)).collect()))
+        .push("ssim_std", Column::F64(g.iter().map(|g| std(&g.ssim)).collect()))
+        .push("images", Column::U64(g.iter().map(|g| Some(g.images.len() as u64)).collect()))
+        .push("seeds", Column::U64(g.iter().map(|g| Some(g.seeds.len() as u64)).collect()))
+        .push("rows", Column::U64(g.iter().map(|g| Some(g.rows)).collect()));
     Ok(t)
 }
 
@@ -375,9 +378,8 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "only the two final files remain");
 
-        let df = read_parquet(&stem.with_extension("parquet")).unwrap();
-        assert_eq!(df.height(), 4);
-        let back = frame_to_table(&df).unwrap();
+        let back = Table::read_parquet(&stem.with_extension("parquet")).unwrap();
+        assert_eq!(back.rows(), 4);
         let mut want = scores_table(&a, &[]);
         want.append_rows(scores_table(&b, &[]));
         assert_eq!(back, want);
@@ -388,7 +390,7 @@ mod tests {
         let psnrs: Vec<f64> = rdr.records().map(|r| r.unwrap()[psnr_col].parse().unwrap()).collect();
         assert_eq!(psnrs, vec![20.0, 22.0, 30.123456789012, 32.0]);
 
-        let s = frame_to_table(&summarise(&df, &[]).unwrap()).unwrap();
+        let s = summarise(&back, &[]).unwrap();
         assert_eq!(s.rows(), 2);
         assert_eq!(s.get("method"), Some(&Column::Str(vec![Some(INPUT.into()), Some("noise_da".into())])));
         match s.get("psnr_mean") {
@@ -432,9 +434,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rp-recipes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         table.write(&dir.join("per_image")).unwrap();
-        let df = read_parquet(&dir.join("per_image.parquet")).unwrap();
+        let back = Table::read_parquet(&dir.join("per_image.parquet")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let s = frame_to_table(&summarise(&df, &["zeta", "alpha"]).unwrap()).unwrap();
+        let s = summarise(&back, &["zeta", "alpha"]).unwrap();
         assert_eq!(
             s.get("method"),
             Some(&Column::Str(vec![Some(INPUT.into()), Some("zeta".into()), Some("alpha".into())]))

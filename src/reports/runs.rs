@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Column, frame_to_table, read_parquet};
+use super::{Column, Table};
 use crate::pipeline::lock;
 
 /// What a run directory says about itself.
@@ -80,7 +80,7 @@ fn info(dir: &Path) -> RunInfo {
 
 /// Mean PSNR per method on test set `first` (the pipeline's first, its target domain's).
 fn headline(dir: &Path, first: &str) -> String {
-    let Ok(t) = read_parquet(&dir.join("summary.parquet")).and_then(|df| frame_to_table(&df)) else {
+    let Ok(t) = Table::read_parquet(&dir.join("summary.parquet")) else {
         return String::new();
     };
     let (Some(Column::Str(test)), Some(Column::Str(method)), Some(Column::F64(psnr))) =
