@@ -12,16 +12,20 @@ pub struct Image {
     pub height: usize,
     /// `height * width * 3` values, row-major, RGB interleaved.
     pub data: Vec<f32>,
+    /// Read from a single-channel (grayscale) file: the three channels hold the same value.
+    /// Scoring protocols that convert to luma use that value as it is, as the published
+    /// scripts do with a one-channel image.
+    pub gray: bool,
 }
 
 impl Image {
     pub fn new(width: usize, height: usize) -> Self {
-        Image { width, height, data: vec![0.0; width * height * 3] }
+        Image { width, height, data: vec![0.0; width * height * 3], gray: false }
     }
 
     pub fn from_vec(width: usize, height: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), width * height * 3, "image buffer has the wrong length");
-        Image { width, height, data }
+        Image { width, height, data, gray: false }
     }
 
     #[inline]
@@ -47,7 +51,7 @@ impl Image {
     /// Copy of the `w × h` window whose top-left corner is `(x0, y0)`.
     pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
         assert!(x0 + w <= self.width && y0 + h <= self.height, "crop outside the image");
-        let mut out = Image::new(w, h);
+        let mut out = Image { gray: self.gray, ..Image::new(w, h) };
         for y in 0..h {
             let src = self.idx(x0, y0 + y, 0);
             out.data[y * w * 3..(y + 1) * w * 3].copy_from_slice(&self.data[src..src + w * 3]);
@@ -56,7 +60,12 @@ impl Image {
     }
 
     pub fn clamped(&self) -> Image {
-        Image { width: self.width, height: self.height, data: self.data.iter().map(|v| v.clamp(0.0, 1.0)).collect() }
+        Image {
+            width: self.width,
+            height: self.height,
+            data: self.data.iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+            gray: self.gray,
+        }
     }
 
     /// Round to 8 bits and back (what saving to PNG and reloading does).
@@ -65,6 +74,7 @@ impl Image {
             width: self.width,
             height: self.height,
             data: self.data.iter().map(|&v| quantize_u8(v) as f32 / 255.0).collect(),
+            gray: self.gray,
         }
     }
 
@@ -76,10 +86,14 @@ impl Image {
         Image::from_vec(width, height, bytes.iter().map(|&b| b as f32 / 255.0).collect())
     }
 
+    /// Read an image file as 8-bit RGB; a grayscale file (with or without alpha) is replicated
+    /// to the three channels and marked [`Image::gray`].
     pub fn load(path: &Path) -> Result<Image> {
-        let img = image::open(path).with_context(|| format!("{}: cannot read image", path.display()))?.to_rgb8();
+        let img = image::open(path).with_context(|| format!("{}: cannot read image", path.display()))?;
+        let gray = !img.color().has_color();
+        let img = img.to_rgb8();
         let (w, h) = img.dimensions();
-        Ok(Image::from_rgb8(w as usize, h as usize, img.as_raw()))
+        Ok(Image { gray, ..Image::from_rgb8(w as usize, h as usize, img.as_raw()) })
     }
 
     /// Encode as an 8-bit RGB PNG.

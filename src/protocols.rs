@@ -10,7 +10,9 @@
 //! * [`ProtocolKind::YMatlab`] (`y-matlab`, deraining / SPA-Data tables): both images rounded
 //!   to 8 bits, luma by MATLAB's `rgb2ycbcr` on `uint8` input, rounded back to 8 bits
 //!   ([`rgb_to_y_matlab`]); PSNR with peak 255 on Y; standard 11×11 Gaussian 'valid' SSIM on Y
-//!   with L = 255 (Wang's `SSIM_index`, via [`metrics::ssim_gray`]).
+//!   with L = 255 (Wang's `SSIM_index`, via [`metrics::ssim_gray`]). A grayscale reference
+//!   (read from a one-channel file) is its own Y, and the restored image is read as one channel
+//!   ([`gray_8bit`]), as the published scripts and BasicSR treat one-channel images.
 //! * [`ProtocolKind::Sidd`] (`sidd`): restored clamped to [0, 1], unquantised; PSNR on RGB with
 //!   peak 1; SSIM = MATLAB's default `ssim(A, ref)` on the H×W×3 array, which treats it as a
 //!   volume ([`ssim_3d_matlab`]). The per-channel standard SSIM is reported as the extra value
@@ -140,7 +142,11 @@ pub fn score(kind: ProtocolKind, restored: &Image, reference: &Image) -> Result<
             if w < metrics::SSIM_WIN || h < metrics::SSIM_WIN {
                 bail!("y-matlab SSIM needs at least {0}x{0} pixels, got {w}x{h}", metrics::SSIM_WIN);
             }
-            let (yr, yg) = (rgb_to_y_matlab(restored), rgb_to_y_matlab(reference));
+            // A grayscale reference is its own luma (the published scripts guard `rgb2ycbcr`
+            // with `size(im, 3) == 3`; BasicSR's `to_y_channel` leaves one channel as it is);
+            // the restored image is then read as one channel too.
+            let luma = |im: &Image| if reference.gray { gray_8bit(im) } else { rgb_to_y_matlab(im) };
+            let (yr, yg) = (luma(restored), luma(reference));
             // Y values are integers, so the squared-error sum is exact.
             let sse: f64 = yr.iter().zip(&yg).map(|(a, b)| (a - b) * (a - b)).sum();
             Ok(Score {
@@ -193,6 +199,13 @@ pub fn rgb_to_y_matlab(img: &Image) -> Vec<f64> {
             v.round().clamp(0.0, 255.0)
         })
         .collect()
+}
+
+/// A grayscale image's one channel rounded to 8 bits (0–255), one value per pixel. A colour
+/// image (a network's output for a grayscale input) gives the mean of its channels — exactly the
+/// channel when the three are equal.
+pub fn gray_8bit(img: &Image) -> Vec<f64> {
+    img.data.chunks_exact(3).map(|p| q8(((p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0) as f32) as f64).collect()
 }
 
 /// `lut[k][v] = c_k · v` for the three `imlincomb` coefficients (same products MATLAB forms).
@@ -905,6 +918,46 @@ mod tests {
         // Out-of-range and unrounded inputs are quantised first.
         let f = Image::from_vec(1, 1, vec![-0.2, 1.7, 0.5]);
         assert_eq!(rgb_to_y_matlab(&f), rgb_to_y_matlab(&px(0, 255, 128)));
+    }
+
+    /// A grayscale pair under `y-matlab` is scored on its 8-bit values as they are (the
+    /// published scripts' one-channel path), not through `rgb2ycbcr` of a replicated RGB image,
+    /// which compresses the range to 16–235 and reads ≈ 20·log10(255/219) = 1.32 dB higher.
+    #[test]
+    fn y_matlab_reads_grayscale_images_as_their_own_luma() {
+        let dir = std::env::temp_dir().join(format!("rp-gray-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (w, h) = (24u32, 20u32);
+        let a: Vec<u8> = (0..w * h).map(|i| ((i * 37 + i / 5) % 256) as u8).collect();
+        let b: Vec<u8> = a.iter().enumerate().map(|(i, &v)| v.saturating_add((i % 9) as u8 * 3)).collect();
+        let save = |name: &str, v: &[u8], rgb: bool| {
+            let p = dir.join(name);
+            if rgb {
+                let rep: Vec<u8> = v.iter().flat_map(|&x| [x, x, x]).collect();
+                image::RgbImage::from_raw(w, h, rep).unwrap().save(&p).unwrap();
+            } else {
+                image::GrayImage::from_raw(w, h, v.to_vec()).unwrap().save(&p).unwrap();
+            }
+            Image::load(&p).unwrap()
+        };
+        let (ga, gb) = (save("a.png", &a, false), save("b.png", &b, false));
+        let (ca, cb) = (save("a_rgb.png", &a, true), save("b_rgb.png", &b, true));
+        assert!(ga.gray && gb.gray && !ca.gray, "one-channel files are marked gray");
+        assert_eq!(ga.data, ca.data, "the same pixels either way");
+
+        let gray = score(ProtocolKind::YMatlab, &ga, &gb).unwrap();
+        let (fa, fb): (Vec<f64>, Vec<f64>) =
+            (a.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
+        let mse = fa.iter().zip(&fb).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / fa.len() as f64;
+        assert!((gray.psnr - 10.0 * (255.0 * 255.0 / mse).log10()).abs() < 1e-9, "{}", gray.psnr);
+        assert!((gray.ssim - metrics::ssim_gray(&fa, &fb, w as usize, h as usize, 255.0)).abs() < 1e-12);
+        // A colour restoration of the grayscale reference is read as one channel too.
+        assert!((score(ProtocolKind::YMatlab, &cb, &ga).unwrap().psnr - gray.psnr).abs() < 1e-9);
+
+        let rgb = score(ProtocolKind::YMatlab, &ca, &cb).unwrap();
+        let gap = rgb.psnr - gray.psnr;
+        assert!((gap - 20.0 * (255.0f64 / 219.0).log10()).abs() < 0.1, "RGB path reads {gap} dB higher");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

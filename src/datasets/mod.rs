@@ -192,7 +192,7 @@ impl Loader<'_> {
                 .into_iter()
                 .zip(degraded)
                 .map(|((id, c), (d, params))| ShardEntry {
-                    item: ShardItem { id, width: c.width, height: c.height, params, planes: 2 },
+                    item: ShardItem { id, width: c.width, height: c.height, params, planes: 2, gray: Vec::new() },
                     degraded: d,
                     clean: Some(c),
                 })
@@ -451,6 +451,7 @@ impl Loader<'_> {
                             height: c.height,
                             params,
                             planes: 1 + gt.is_some() as usize,
+                            gray: Vec::new(),
                         },
                         degraded,
                         clean: gt,

@@ -26,6 +26,10 @@ pub struct ShardItem {
     pub params: DegradationParams,
     /// Number of images stored for this item, in order: degraded, then clean if present.
     pub planes: usize,
+    /// Which of those planes came from single-channel files ([`Image::gray`]); absent in
+    /// shards written before it existed (all colour).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gray: Vec<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,8 +60,15 @@ pub fn shard_path(cache_dir: &Path, definition: &serde_json::Value) -> PathBuf {
 }
 
 pub fn write_shard(path: &Path, definition: &serde_json::Value, entries: &[ShardEntry]) -> Result<()> {
-    let manifest =
-        ShardManifest { definition: definition.clone(), items: entries.iter().map(|e| e.item.clone()).collect() };
+    let items = entries
+        .iter()
+        .map(|e| {
+            let planes = std::iter::once(&e.degraded).chain(e.clean.as_ref());
+            let gray: Vec<bool> = planes.map(|im| im.gray).collect();
+            ShardItem { gray: if gray.contains(&true) { gray } else { Vec::new() }, ..e.item.clone() }
+        })
+        .collect();
+    let manifest = ShardManifest { definition: definition.clone(), items };
     let json = serde_json::to_vec(&manifest)?;
     let mut buf =
         Vec::with_capacity(16 + json.len() + entries.iter().map(|e| e.degraded.data.len() * 8).sum::<usize>());
@@ -97,8 +108,10 @@ pub fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)> {
     };
     let mut entries = Vec::with_capacity(manifest.items.len());
     for item in &manifest.items {
-        let degraded = take(item.width, item.height)?;
-        let clean = if item.planes > 1 { Some(take(item.width, item.height)?) } else { None };
+        let gray = |plane: usize| item.gray.get(plane).copied().unwrap_or(false);
+        let degraded = Image { gray: gray(0), ..take(item.width, item.height)? };
+        let clean =
+            if item.planes > 1 { Some(Image { gray: gray(1), ..take(item.width, item.height)? }) } else { None };
         entries.push(ShardEntry { item: item.clone(), degraded, clean });
     }
     if pos != bytes.len() {
@@ -144,9 +157,11 @@ mod tests {
                         height: 2,
                         params: DegradationParams { sigma: Some(i as f64), ..Default::default() },
                         planes: 2,
+                        // The second item's clean image came from a grayscale file.
+                        gray: if i == 1 { vec![false, true] } else { Vec::new() },
                     },
                     degraded: Image::from_vec(3, 2, (0..18).map(|v| v as f32 * 0.1 - 0.3).collect()),
-                    clean: Some(Image::new(3, 2)),
+                    clean: Some(Image { gray: i == 1, ..Image::new(3, 2) }),
                 })
                 .collect())
         };
