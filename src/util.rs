@@ -95,3 +95,13 @@ pub(crate) static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Suggests the candidate closest to `word`, if any is close enough.
+pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|&c| (c, strsim::normalized_damerau_levenshtein(word, c), strsim::jaro_winkler(word, c)))
+        .filter(|&(_, dl, jw)| dl >= 0.7 || jw >= 0.85)
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
+        .map(|(c, _, _)| c)
+}

@@ -133,7 +133,7 @@ impl Registry {
     pub fn get(&self, name: &str) -> Result<&DatasetEntry> {
         self.datasets.get(name).ok_or_else(|| {
             let names: Vec<&str> = self.datasets.keys().map(String::as_str).collect();
-            let hint = crate::pipeline::yaml::did_you_mean(name, &names)
+            let hint = crate::util::did_you_mean(name, &names)
                 .map(|s| format!("; did you mean \"{s}\"?"))
                 .unwrap_or_else(|| format!("; registered: {}", names.join(", ")));
             Failure::config(format!("{}: no dataset named \"{name}\"{hint}", self.path.display()))

@@ -79,6 +79,14 @@ pub fn upsample2x_nearest(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4>
     x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
 }
 
+/// The two networks of a pipeline: the restorer G and the diffusion network D.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworksSpec {
+    pub restorer: RestorerConfig,
+    pub diffusion: DiffusionConfig,
+}
+
 /// Largest group count ≤ 32 that divides `channels` (GroupNorm(32) at the paper's widths,
 /// graceful for the tiny demo widths).
 pub fn group_count(channels: usize) -> usize {

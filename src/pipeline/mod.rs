@@ -4,7 +4,6 @@
 
 pub mod diagnostics;
 pub mod gates;
-pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod spec;
@@ -84,7 +83,7 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
         None if names.is_empty() && profile.is_none() => {}
         None => {
             let cands: Vec<&str> = names.iter().map(String::as_str).collect();
-            let hint = crate::pipeline::yaml::did_you_mean(&chosen, &cands)
+            let hint = crate::util::did_you_mean(&chosen, &cands)
                 .map(|s| format!("; did you mean \"{s}\"?"))
                 .unwrap_or_else(|| {
                     format!("; the file defines: {}", if cands.is_empty() { "none".into() } else { cands.join(", ") })
@@ -154,7 +153,7 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         if s.recipe(m).is_none() {
             let mut known: Vec<&str> = spec::Method::ALL.iter().map(|m| m.name()).collect();
             known.extend(s.variants.keys().map(String::as_str));
-            let hint = yaml::did_you_mean(m, &known)
+            let hint = crate::util::did_you_mean(m, &known)
                 .map(|k| format!("; did you mean \"{k}\"?"))
                 .unwrap_or_else(|| format!("; known: {}", known.join(", ")));
             return Err(fail(&format!("methods[{i}]"), format!("unknown method \"{m}\"{hint}")));

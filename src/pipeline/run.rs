@@ -240,7 +240,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .map_err(|e| Failure::internal(format!("{}: cannot create run directory: {e}", run_dir.display())))?;
     // One writer per run directory; held until this function returns, however it returns.
-    let _lock = super::lock::RunLock::acquire(&run_dir)?;
+    let _lock = crate::lock::RunLock::acquire(&run_dir)?;
     let cache_dir = report_root.join(".cache");
     write_atomic(&run_dir.join("resolved.json"), resolved_json.as_bytes())?;
     info!(run = %run_id, dir = %run_dir.display(), profile = %res.profile, "run started");

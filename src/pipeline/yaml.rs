@@ -53,6 +53,7 @@
 //!   buffers their content, so errors inside them are reported at the enclosing
 //!   list item or map value (the tagged map itself) rather than the innermost node.
 
+use crate::util::did_you_mean;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -749,16 +750,6 @@ pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, ConfigError> {
 pub fn from_node_at<T: DeserializeOwned>(node: &Node, key_path: &str) -> Result<T, ConfigError> {
     T::deserialize(NodeDe { node, origin: &node.origin, path: key_path.to_string() })
         .map_err(|e| e.into_config(&node.origin, key_path))
-}
-
-/// Suggests the candidate closest to `word`, if any is close enough.
-pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    candidates
-        .iter()
-        .map(|&c| (c, strsim::normalized_damerau_levenshtein(word, c), strsim::jaro_winkler(word, c)))
-        .filter(|&(_, dl, jw)| dl >= 0.7 || jw >= 0.85)
-        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
-        .map(|(c, _, _)| c)
 }
 
 fn unknown_message(what: &str, plural: &str, word: &str, expected: &[&str]) -> String {

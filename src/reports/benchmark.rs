@@ -2,7 +2,7 @@
 //! Tables 1–3 (one column per task, PSNR / SSIM per method), with the paper's numbers beside
 //! ours, labelled as measured on its real data.
 
-use crate::pipeline::spec::Task;
+use crate::task::Task;
 
 use super::{Column, INPUT, Table, markdown_table};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Column, Table};
-use crate::pipeline::lock;
+use crate::lock;
 
 /// What a run directory says about itself.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,13 +18,13 @@ use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{dihedral, random_crop, sample_batch, to_tensor};
+use super::config::Conditions;
 use super::losses::slot_swap;
 use super::{NoiseDaModel, noised, normal_tensor, scalar};
 use crate::datasets::{PairedItem, PairedSet};
 use crate::image::Image;
 use crate::networks::diffusion::DropoutDraw;
 use crate::networks::{DiffusionConfig, DiffusionUNet, NoiseSchedule, Restorer};
-use crate::pipeline::spec::Conditions;
 use crate::rng::Rng;
 
 /// D's mean noise-prediction MSE with three contents of the real condition slot.

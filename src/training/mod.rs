@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 pub mod diagnostics;
 pub mod ema;
 pub mod losses;
@@ -23,11 +24,13 @@ use serde::{Deserialize, Serialize};
 use crate::datasets::{PairedItem, PairedSet, TargetTrainSet};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
+use crate::networks::NetworksSpec;
 use crate::networks::{DiffusionUNet, NoiseSchedule, Restorer, like};
-use crate::pipeline::spec::{Conditions, Method, NetworksSpec, Task, TrainSpec};
 use crate::protocols::ProtocolKind;
 use crate::rng::Rng;
+use crate::task::Task;
 use batch::{from_tensor, sample_batch, to_tensor};
+pub use config::{Conditions, Method, TrainSpec};
 use losses::{alpha_ramp, charbonnier, hinge, slot_swap};
 
 /// G and D as one module, so one optimiser updates both (the paper's joint training).
@@ -421,8 +424,8 @@ fn shards_per_device(
     let target = spec.noise_da.target_count(spec.batch);
     let splits = |n: usize| spec.batch % (devices * n) == 0 && (method != Method::NoiseDa || (target == spec.batch));
     match spec.shards {
-        crate::pipeline::spec::Shards::Count(n) if n <= 1 => Ok(1),
-        crate::pipeline::spec::Shards::Count(n) => {
+        config::Shards::Count(n) if n <= 1 => Ok(1),
+        config::Shards::Count(n) => {
             if !splits(n) {
                 return Err(Failure::config(format!(
                     "train.shards: {n} shards × {devices} device(s) need a batch ({}) that divides into them{}",
@@ -432,7 +435,7 @@ fn shards_per_device(
             }
             Ok(n)
         }
-        crate::pipeline::spec::Shards::Auto => {
+        config::Shards::Auto => {
             let batch_norm = nets.restorer.arch == crate::networks::restorer::RestorerArch::Dncnn;
             let two = cpu && !batch_norm && rayon::current_num_threads() >= 2 && splits(2);
             Ok(if two { 2 } else { 1 })
@@ -1044,9 +1047,9 @@ pub fn restore_image(g: &Restorer, img: &Image, stride: usize, device: &Device) 
 
 #[cfg(test)]
 mod tests {
+    use super::config::NoiseDaSpec;
     use super::*;
     use crate::networks::{DiffusionConfig, RestorerConfig};
-    use crate::pipeline::spec::NoiseDaSpec;
 
     fn spec(residual_swap: bool) -> TrainSpec {
         TrainSpec {
@@ -1227,7 +1230,7 @@ mod tests {
             batch: 2,
             patch: 8,
             ema: Some(0.9),
-            checkpoint: crate::pipeline::spec::CheckpointSpec { every: 2, keep: 2 },
+            checkpoint: super::config::CheckpointSpec { every: 2, keep: 2 },
             noise_da: NoiseDaSpec { ramp_steps: 3, ..spec(true).noise_da },
             ..spec(true)
         }
@@ -1356,8 +1359,7 @@ mod tests {
     #[test]
     fn divergence_stops_with_the_last_good_checkpoint_intact() {
         let data = tiny_data(true);
-        let spec =
-            TrainSpec { checkpoint: crate::pipeline::spec::CheckpointSpec { every: 1, keep: 3 }, ..run_spec(40) };
+        let spec = TrainSpec { checkpoint: super::config::CheckpointSpec { every: 1, keep: 3 }, ..run_spec(40) };
         let dir = tmp("diverge");
         let err = go(Method::SourceOnly, &spec, &data, Some(&dir), None).err().expect("the NaN image diverges");
         assert_eq!(err.code, ExitCode::Diverged);
@@ -1466,7 +1468,7 @@ mod tests {
     /// equalling it; the f32 weights receive the gradients through the casts.
     #[test]
     fn mixed_precision_trains() {
-        use crate::pipeline::spec::Precision;
+        use super::config::Precision;
         let data = tiny_data(false);
         let base = TrainSpec { lr: 3e-3, ..run_spec(30) };
         let f32_run = go(Method::NoiseDa, &base, &data, None, None).unwrap();
@@ -1490,7 +1492,7 @@ mod tests {
     /// kernels sum over images in a fixed order, never in rayon's scheduling order).
     #[test]
     fn training_does_not_depend_on_the_thread_count() {
-        use crate::pipeline::spec::Shards;
+        use config::Shards;
         let data = tiny_data(false);
         let spec = TrainSpec { batch: 8, shards: Shards::Count(2), ..run_spec(4) };
         let run = |threads: usize| {
@@ -1511,7 +1513,7 @@ mod tests {
     /// Noise-DA alike.
     #[test]
     fn sharded_steps_train_as_the_whole_batch() {
-        use crate::pipeline::spec::Shards;
+        use config::Shards;
         let data = tiny_data(false);
         // Log every step, so the gradient-norm diagnostic is compared too.
         let base = TrainSpec { batch: 4, log_every: 1, shards: Shards::Count(1), ..run_spec(6) };

@@ -1,0 +1,267 @@
+//! Training's own configuration: the `train:` block of a pipeline (steps, batch, optimiser,
+//! precision, shards, checkpoints, the Noise-DA terms) and the methods. The pipeline layer
+//! composes these into its specification (`pipeline::spec` re-exports them); nothing here
+//! knows about pipelines.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Charbonnier on synthetic pairs only ("vanilla").
+    SourceOnly,
+    /// Noise-space domain adaptation (METHOD.md steps 1–8).
+    NoiseDa,
+    /// Upper bound, not a method: the same restorer trained (Charbonnier) on the target's own
+    /// training pairs, ground truth the adaptation never sees. Shows the headroom.
+    TargetSupervised,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SourceOnly => "source_only",
+            Method::NoiseDa => "noise_da",
+            Method::TargetSupervised => "target_supervised",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    pub steps: usize,
+    /// Synthetic pairs per step (Noise-DA adds as many target images).
+    pub batch: usize,
+    /// Square training crop side.
+    pub patch: usize,
+    pub lr: f64,
+    #[serde(default = "default_eps")]
+    pub charbonnier_eps: f64,
+    /// Log a curve row every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Decay of the exponential moving average of the restorer's weights, saved beside the
+    /// raw weights (the release: 0.9999; `null` turns it off). Scores use the raw weights.
+    #[serde(default = "default_ema")]
+    pub ema: Option<f64>,
+    /// Arithmetic precision of the training step: `f32` (default, the release), or mixed
+    /// `bf16` / `f16` (weights, optimiser and EMA stay f32; see [`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Devices for data-parallel training on one machine: `batch` is split into this many
+    /// equal shards, one per device of the back-end (GPU 0..n), their gradients summed into
+    /// one update. The release trained 8 GPUs × 24 = batch 192.
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// Shards per device of each step's batch, computed concurrently (each with its own
+    /// autodiff graph, gradients summed). `auto`: 2 on the CPU back-end with ≥ 2 threads —
+    /// burn's remaining single-threaded ops (concatenation, losses, the optimiser) leave a core
+    /// idle — except for DnCNN (BatchNorm would see per-shard statistics), else 1. Every draw
+    /// of a step is made per sample before the split, so the result does not depend on it (up
+    /// to float summation order).
+    #[serde(default)]
+    pub shards: Shards,
+    /// Start G from the final raw weights of this earlier recipe (same seed) instead of from
+    /// scratch: warm-started adaptation; `steps` then counts the extra steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
+    /// When to write the full training state (see [`CheckpointSpec`]).
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    pub noise_da: NoiseDaSpec,
+}
+
+/// `train.shards`: `auto` or a count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Shards {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Shards::Auto => s.serialize_str("auto"),
+            Shards::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Shards;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto` or a positive number of shards")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Shards, E> {
+                match v {
+                    "auto" => Ok(Shards::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Shards, E> {
+                if v == 0 {
+                    return Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self));
+                }
+                Ok(Shards::Count(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Shards, E> {
+                if v <= 0 {
+                    return Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self));
+                }
+                Ok(Shards::Count(v as usize))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Mixed precision: each step runs forward and backward on a low-precision copy of the
+/// networks (a differentiable cast of the f32 weights, so gradients land on the f32 weights),
+/// with the loss and optimiser in f32. `f16` multiplies the loss by a fixed scale of 1024 so
+/// small gradients do not underflow; Adam's update is invariant to that scale (up to ε).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The compute dtype of a mixed-precision step (`None`: plain f32).
+    pub fn compute_dtype(self) -> Option<burn::tensor::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::DType::BF16),
+            Precision::F16 => Some(burn::tensor::DType::F16),
+        }
+    }
+
+    /// Static loss scale of the backward pass.
+    pub fn loss_scale(self) -> f64 {
+        if self == Precision::F16 { 1024.0 } else { 1.0 }
+    }
+}
+
+/// Checkpoints hold both networks, the optimiser state, the EMA, the step (data order and every
+/// random draw derive from it) and the curve so far, so a resumed run continues bit-identically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Every this many steps (0: only at the end and when interrupted).
+    #[serde(default = "default_ckpt_every")]
+    pub every: usize,
+    /// How many of the latest step checkpoints to keep (the best one is kept apart).
+    #[serde(default = "default_ckpt_keep")]
+    pub keep: usize,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec { every: default_ckpt_every(), keep: default_ckpt_keep() }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_ckpt_every() -> usize {
+    500
+}
+
+fn default_ckpt_keep() -> usize {
+    2
+}
+
+fn default_eps() -> f64 {
+    1e-3
+}
+
+fn default_log_every() -> usize {
+    10
+}
+
+fn default_ema() -> Option<f64> {
+    Some(0.9999)
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseDaSpec {
+    /// Final weight w of the diffusion loss (α ramps to ≈ 0.987·w).
+    pub w: f64,
+    /// Steps over which α ramps up (the release: 300 epochs).
+    pub ramp_steps: usize,
+    /// Margin δ of the residual-swapping hinge.
+    pub delta: f64,
+    /// Range of diffusion steps t sampled (inclusive; clamped to 1..T−1).
+    pub t_range: [usize; 2],
+    /// Swap the two condition slots per sample with probability 0.5.
+    pub channel_shuffle: bool,
+    /// Add the residual-swapping contrastive hinge.
+    pub residual_swap: bool,
+    /// Train D and add its loss (off: the supervised step only, exactly source-only training;
+    /// the "no diffusion" row of the paper's ablation).
+    #[serde(default = "yes")]
+    pub diffusion_loss: bool,
+    /// Which restored images condition D: `both` (the method), or only the `synthetic` or only
+    /// the `real` one (ablation; D then takes 6 input channels and slots are not shuffled).
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// Target (real) images per step, the batch composition: `null` = as many as synthetic
+    /// pairs (the release). D sees max(batch, target_batch) (ỹ, Ĝ_s, Ĝ_r) triplets, the smaller
+    /// side's images reused in order, so every image of both sides reaches D.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_batch: Option<usize>,
+    /// D's warm-up: for the first this many steps D trains on G's restored outputs (the step's
+    /// usual conditions) while G gets no diffusion gradient, so D is mature before G feels it
+    /// (the release reaches the same through its long ramp); α's ramp starts after it. With a
+    /// warm-up, D's loss has weight 1 throughout and α scales only the gradient G receives
+    /// from it (Adam trains D at its own pace, with no jump when the ramp starts). 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub d_warmup: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+impl NoiseDaSpec {
+    /// Target images drawn per step for a synthetic batch of `batch`.
+    pub fn target_count(&self, batch: usize) -> usize {
+        self.target_batch.unwrap_or(batch)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditions {
+    #[default]
+    Both,
+    Synthetic,
+    Real,
+}
+
+impl Conditions {
+    /// Number of 3-channel condition images D receives.
+    pub fn count(self) -> usize {
+        if self == Conditions::Both { 2 } else { 1 }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
