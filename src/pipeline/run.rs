@@ -197,24 +197,24 @@ fn git(args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
-    let spec: &PipelineSpec = &res.spec;
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    let registry = Registry::load(&opts.registry)?;
-    preflight(spec, &registry)?;
-    let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
-    let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
-    let (all_devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
-    let device = all_devices[0].clone();
-    info!(backend = %backend_name, "compute back-end");
+/// A run directory of this pipeline and configuration, created or found, and locked.
+struct OpenRun {
+    run_id: String,
+    run_dir: PathBuf,
+    /// An unfinished run is being continued.
+    resumed: bool,
+    /// Held until the run returns, however it returns: one writer per run directory.
+    lock: crate::lock::RunLock,
+}
 
-    let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
-    let report_root = PathBuf::from(&spec.report.dir);
-    let pipeline_dir = report_root.join(&spec.name);
+/// The `prepare` stage: continue the unfinished run of this configuration (unless `--fresh`;
+/// `--resume` requires one) or name a new one, create its directory and take its lock.
+fn open_run(res: &Resolved, opts: &RunOptions, resolved_json: &str, started: SystemTime) -> Result<OpenRun> {
+    let spec = &res.spec;
+    let pipeline_dir = PathBuf::from(&spec.report.dir).join(&spec.name);
     let unfinished = match opts.resume {
         Resume::Fresh => None,
-        _ => find_unfinished(&pipeline_dir, &resolved_json)?,
+        _ => find_unfinished(&pipeline_dir, resolved_json)?,
     };
     if opts.resume == Resume::Require && unfinished.is_none() {
         return Err(Failure::config(format!(
@@ -239,8 +239,26 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     };
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .map_err(|e| Failure::internal(format!("{}: cannot create run directory: {e}", run_dir.display())))?;
-    // One writer per run directory; held until this function returns, however it returns.
-    let _lock = crate::lock::RunLock::acquire(&run_dir)?;
+    let lock = crate::lock::RunLock::acquire(&run_dir)?;
+    Ok(OpenRun { run_id, run_dir, resumed, lock })
+}
+
+pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
+    let spec: &PipelineSpec = &res.spec;
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let registry = Registry::load(&opts.registry)?;
+    preflight(spec, &registry)?;
+    let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
+    let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
+    let (all_devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
+    let device = all_devices[0].clone();
+    info!(backend = %backend_name, "compute back-end");
+
+    // --- prepare: the run directory (new or the unfinished one), locked for this process
+    let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
+    let report_root = PathBuf::from(&spec.report.dir);
+    let OpenRun { run_id, run_dir, resumed, lock: _lock } = open_run(res, opts, &resolved_json, started)?;
     let cache_dir = report_root.join(".cache");
     write_atomic(&run_dir.join("resolved.json"), resolved_json.as_bytes())?;
     info!(run = %run_id, dir = %run_dir.display(), profile = %res.profile, "run started");
@@ -265,32 +283,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         .map(|t| training::ValidationSet { name: &t.name, protocol: t.protocol, items: &t.set.items })
         .collect();
     let val_names: Vec<String> = val_sets.iter().map(|t| t.name.clone()).collect();
-    let mut fingerprints = serde_json::Map::new();
-    fingerprints.insert(
-        "source".into(),
-        json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached,
-            "items": source.items.len(), "skipped": source.problems}),
-    );
-    if let Some(t) = &target_pairs {
-        fingerprints.insert(
-            "target_pairs (upper bound only)".into(),
-            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached, "items": t.items.len()}),
-        );
-    }
-    if let Some(t) = &target {
-        fingerprints.insert(
-            "target".into(),
-            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached,
-                "items": t.items.len(), "skipped": t.problems}),
-        );
-    }
-    for (role, t) in tests.iter().map(|t| ("test", t)).chain(val_sets.iter().map(|t| ("validation", t))) {
-        fingerprints.insert(
-            format!("{role}:{}", t.name),
-            json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached,
-                "items": t.set.items.len(), "skipped": t.set.problems}),
-        );
-    }
+    let fingerprints = dataset_fingerprints(&source, target.as_ref(), target_pairs.as_ref(), &tests, &val_sets);
     info!(
         source = source.items.len(),
         target = target.as_ref().map(|t| t.items.len()).unwrap_or(0),
@@ -579,26 +572,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         all_curves.append_rows(c);
     }
     all_curves.write(&run_dir.join("curves"))?;
-    // Figures: training curves, and example crops per test set (input / recipes / ground truth).
-    let figures = run_dir.join("figures");
-    std::fs::create_dir_all(&figures)?;
-    reports::figures::curves_png(&all_curves, &figures.join("curves.png"))?;
-    for t in &tests {
-        let recipes: Vec<String> =
-            spec.methods.iter().filter(|m| examples.contains_key(&(t.name.clone(), (*m).clone()))).cloned().collect();
-        let mut labels = vec![INPUT.to_string()];
-        labels.extend(recipes.iter().cloned());
-        labels.push("ground truth".into());
-        let rows: Vec<Vec<Image>> = (0..t.set.items.len().min(EXAMPLES))
-            .map(|i| {
-                let mut row = vec![t.set.items[i].degraded.clone()];
-                row.extend(recipes.iter().map(|m| examples[&(t.name.clone(), m.clone())][i].clone()));
-                row.push(t.set.items[i].clean.clone());
-                row
-            })
-            .collect();
-        reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
-    }
+    write_figures(&run_dir, spec, &tests, &all_curves, &examples)?;
     let Summaries { markdown: md, gates: gate_results, .. } = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
@@ -616,9 +590,6 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": git(&["rev-parse", "HEAD"]),
         "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
-        // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
-        "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
-        "code_hash": super::stages::code_version(),
         // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
         "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
         "code_hash": super::stages::code_version(),
@@ -736,6 +707,74 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
         est_s
     ));
     Ok(out)
+}
+
+/// What each data set of the run was (dataset, shard fingerprint, cache hit, item and skipped
+/// counts), for the provenance.
+fn dataset_fingerprints(
+    source: &PairedSet,
+    target: Option<&crate::datasets::TargetTrainSet>,
+    target_pairs: Option<&PairedSet>,
+    tests: &[TestSet],
+    val_sets: &[TestSet],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut fingerprints = serde_json::Map::new();
+    fingerprints.insert(
+        "source".into(),
+        json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached,
+        "items": source.items.len(), "skipped": source.problems}),
+    );
+    if let Some(t) = target_pairs {
+        fingerprints.insert(
+            "target_pairs (upper bound only)".into(),
+            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached, "items": t.items.len()}),
+        );
+    }
+    if let Some(t) = target {
+        fingerprints.insert(
+            "target".into(),
+            json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached,
+            "items": t.items.len(), "skipped": t.problems}),
+        );
+    }
+    for (role, t) in tests.iter().map(|t| ("test", t)).chain(val_sets.iter().map(|t| ("validation", t))) {
+        fingerprints.insert(
+            format!("{role}:{}", t.name),
+            json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached,
+            "items": t.set.items.len(), "skipped": t.set.problems}),
+        );
+    }
+    fingerprints
+}
+
+/// Figures: training curves, and example crops per test set (input / recipes / ground truth).
+fn write_figures(
+    run_dir: &Path,
+    spec: &PipelineSpec,
+    tests: &[TestSet],
+    all_curves: &Table,
+    examples: &std::collections::BTreeMap<(String, String), Vec<Image>>,
+) -> Result<()> {
+    let figures = run_dir.join("figures");
+    std::fs::create_dir_all(&figures)?;
+    reports::figures::curves_png(all_curves, &figures.join("curves.png"))?;
+    for t in tests {
+        let recipes: Vec<String> =
+            spec.methods.iter().filter(|m| examples.contains_key(&(t.name.clone(), (*m).clone()))).cloned().collect();
+        let mut labels = vec![INPUT.to_string()];
+        labels.extend(recipes.iter().cloned());
+        labels.push("ground truth".into());
+        let rows: Vec<Vec<Image>> = (0..t.set.items.len().min(EXAMPLES))
+            .map(|i| {
+                let mut row = vec![t.set.items[i].degraded.clone()];
+                row.extend(recipes.iter().map(|m| examples[&(t.name.clone(), m.clone())][i].clone()));
+                row.push(t.set.items[i].clean.clone());
+                row
+            })
+            .collect();
+        reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
+    }
+    Ok(())
 }
 
 /// Everything a run reads: the source pairs, the target inputs (and pairs for the upper
