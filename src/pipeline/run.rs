@@ -462,45 +462,9 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
                 device: device.clone(),
                 stop: &opts.stop,
             };
-            let bar = (opts.log == LogMode::Bars).then(|| {
-                let b = ProgressBar::new(spec.train.steps as u64);
-                b.set_style(
-                    ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                        .expect("template")
-                        .progress_chars("=> "),
-                );
-                b.set_prefix(stage.to_string());
-                b
-            });
-            let log_every = spec.train.log_every.max(1);
-            let stage_name = stage.to_string();
-            let mut on_step = |s: StepInfo| {
-                let p = s.latest;
-                let msg = if p.mse_pos.is_finite() {
-                    format!(
-                        "loss {:.4} char {:.4} mse+ {:.4} mse- {:.4} α {:.3}",
-                        p.loss, p.charbonnier, p.mse_pos, p.mse_neg, p.alpha
-                    )
-                } else {
-                    format!("loss {:.4}", p.loss)
-                };
-                match &bar {
-                    Some(b) => {
-                        b.set_position(s.step as u64);
-                        b.set_message(msg);
-                    }
-                    None if s.step % log_every == 0 || s.step == s.steps => {
-                        let rate = s.step as f64 / p.elapsed_s.max(1e-9);
-                        let eta = (s.steps - s.step) as f64 / rate.max(1e-9);
-                        info!(stage = %stage_name, step = s.step, steps = s.steps, eta_s = format!("{eta:.0}"), "{msg}");
-                    }
-                    None => {}
-                }
-            };
-            let trained = training::train(method, &inputs, &mut on_step)?;
-            if let Some(b) = bar {
-                b.finish();
-            }
+            let progress = Progress::new(opts.log, &stage.to_string(), spec.train.steps, spec.train.log_every);
+            let trained = training::train(method, &inputs, &mut |s| progress.step(s))?;
+            progress.finish();
             if trained.steps_done < recipe.train.steps {
                 let at = trained.last_checkpoint.as_ref().map(|p| format!(" (checkpoint {})", p.display()));
                 return Err(Failure::new(
@@ -775,6 +739,60 @@ fn write_figures(
         reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
     }
     Ok(())
+}
+
+/// A training stage's progress: an indicatif bar on a terminal, else a plain log line every
+/// `log_every` steps (and at the last) with the loss terms and an ETA.
+struct Progress {
+    bar: Option<ProgressBar>,
+    stage: String,
+    log_every: usize,
+}
+
+impl Progress {
+    fn new(mode: LogMode, stage: &str, steps: usize, log_every: usize) -> Progress {
+        let bar = (mode == LogMode::Bars).then(|| {
+            let b = ProgressBar::new(steps as u64);
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                    .expect("template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(stage.to_string());
+            b
+        });
+        Progress { bar, stage: stage.to_string(), log_every: log_every.max(1) }
+    }
+
+    fn step(&self, s: StepInfo) {
+        let p = s.latest;
+        let msg = if p.mse_pos.is_finite() {
+            format!(
+                "loss {:.4} char {:.4} mse+ {:.4} mse- {:.4} α {:.3}",
+                p.loss, p.charbonnier, p.mse_pos, p.mse_neg, p.alpha
+            )
+        } else {
+            format!("loss {:.4}", p.loss)
+        };
+        match &self.bar {
+            Some(b) => {
+                b.set_position(s.step as u64);
+                b.set_message(msg);
+            }
+            None if s.step % self.log_every == 0 || s.step == s.steps => {
+                let rate = s.step as f64 / p.elapsed_s.max(1e-9);
+                let eta = (s.steps - s.step) as f64 / rate.max(1e-9);
+                info!(stage = %self.stage, step = s.step, steps = s.steps, eta_s = format!("{eta:.0}"), "{msg}");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish();
+        }
+    }
 }
 
 /// Everything a run reads: the source pairs, the target inputs (and pairs for the upper
