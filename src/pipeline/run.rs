@@ -540,32 +540,18 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let Summaries { markdown: md, gates: gate_results, .. } = write_summaries(&run_dir, spec)?;
     finish_stage(Stage::Report.to_string(), &mut timings);
 
-    let provenance = json!({
-        "run_id": run_id,
-        "pipeline": spec.name,
-        "pipeline_file": res.path.display().to_string(),
-        "profile": res.profile,
-        "overrides": res.overrides,
-        "command_line": opts.command_line,
-        "started_utc": utc_stamp(started),
-        "resumed": resumed,
-        "wall_s": t0.elapsed().as_secs_f64(),
-        "stage_seconds": timings,
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_commit": git(&["rev-parse", "HEAD"]),
-        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
-        // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
-        "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
-        "code_hash": super::stages::code_version(),
-        "backend": format!("{:?}", spec.backend).to_lowercase(),
-        "device": backend_name,
-        "threads": rayon::current_num_threads(),
-        "seeds": spec.seeds,
-        "datasets": fingerprints,
-        "training": training_facts,
-        "scored_weights": "raw",
-        "ema_decay": spec.train.ema,
-        "resolved_sha256": sha256_hex(resolved_json.as_bytes()),
+    let provenance = provenance(&Record {
+        res,
+        opts,
+        run_id: &run_id,
+        started,
+        resumed,
+        wall_s: t0.elapsed().as_secs_f64(),
+        stage_seconds: timings,
+        device: &backend_name,
+        datasets: fingerprints,
+        training: training_facts,
+        resolved_json: &resolved_json,
     });
     write_atomic(
         &run_dir.join("provenance.json"),
@@ -793,6 +779,55 @@ impl Progress {
             b.finish();
         }
     }
+}
+
+/// What a run's `provenance.json` records.
+struct Record<'a> {
+    res: &'a Resolved,
+    opts: &'a RunOptions,
+    run_id: &'a str,
+    started: SystemTime,
+    resumed: bool,
+    wall_s: f64,
+    stage_seconds: serde_json::Map<String, serde_json::Value>,
+    device: &'a str,
+    datasets: serde_json::Map<String, serde_json::Value>,
+    training: Vec<serde_json::Value>,
+    resolved_json: &'a str,
+}
+
+/// The provenance of a run: what ran (pipeline, profile, overrides, command line, code
+/// version and uncommitted changes), on what (back-end, device, threads, data fingerprints),
+/// how long each stage took, and each training stage's facts.
+fn provenance(r: &Record) -> serde_json::Value {
+    let spec = &r.res.spec;
+    json!({
+        "run_id": r.run_id,
+        "pipeline": spec.name,
+        "pipeline_file": r.res.path.display().to_string(),
+        "profile": r.res.profile,
+        "overrides": r.res.overrides,
+        "command_line": r.opts.command_line,
+        "started_utc": utc_stamp(r.started),
+        "resumed": r.resumed,
+        "wall_s": r.wall_s,
+        "stage_seconds": r.stage_seconds,
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        // What the uncommitted changes were, as a hash (the diff itself stays in the working tree).
+        "git_diff_sha256": git(&["diff", "HEAD"]).filter(|d| !d.is_empty()).map(|d| sha256_hex(d.as_bytes())),
+        "code_hash": super::stages::code_version(),
+        "backend": format!("{:?}", spec.backend).to_lowercase(),
+        "device": r.device,
+        "threads": rayon::current_num_threads(),
+        "seeds": spec.seeds,
+        "datasets": r.datasets,
+        "training": r.training,
+        "scored_weights": "raw",
+        "ema_decay": spec.train.ema,
+        "resolved_sha256": sha256_hex(r.resolved_json.as_bytes()),
+    })
 }
 
 /// Everything a run reads: the source pairs, the target inputs (and pairs for the upper
