@@ -216,83 +216,16 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
 }
 
 fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Result<()> {
-    use run_pipeline::reports::{self, benchmark};
-    let mut summaries = Vec::new();
-    let mut across = reports::Table::default();
-    let mut labels: Vec<String> = Vec::new();
-    for dir in runs {
-        let path = dir.join("resolved.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::config(format!("{}: not a run directory ({e})", dir.display())))?;
-        let mut json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Failure::config(format!("{}: unreadable resolved pipeline: {e}", path.display())))?;
-        // Runs written before variants carried their own networks: give them the pipeline's.
-        let networks = json.get("networks").cloned();
-        if let (Some(vs), Some(n)) = (json.get_mut("variants").and_then(|v| v.as_object_mut()), networks) {
-            for v in vs.values_mut() {
-                if let Some(obj) = v.as_object_mut() {
-                    obj.entry("networks").or_insert_with(|| n.clone());
-                }
-            }
-        }
-        let spec: run_pipeline::pipeline::PipelineSpec = serde_json::from_value(json)
-            .map_err(|e| Failure::config(format!("{}: unreadable resolved pipeline: {e}", path.display())))?;
-        if !dir.join("per_image.parquet").is_file() {
-            return Err(Failure::data(format!("{}: no per_image.parquet (an unfinished run?)", dir.display())));
-        }
-        let written = pipeline::run::write_summaries(dir, &spec)?;
-        println!("{}\n\n{}", dir.display(), written.markdown);
-        let summary = written.summary;
-        let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        if baseline.is_some() {
-            let t = reports::compare::relabelled(&written.per_image, &run_id);
-            for m in reports::compare::methods(&t) {
-                if !labels.contains(&m) {
-                    labels.push(m);
-                }
-            }
-            across.append_rows(t);
-        }
-        let target_tests =
-            spec.tests.iter().filter(|t| t.dataset == spec.target.dataset).map(|t| t.name.clone()).collect();
-        summaries.push(benchmark::RunSummary {
-            run_id,
-            pipeline: spec.name.clone(),
-            task: spec.task,
-            target_tests,
-            summary,
-        });
+    let r = pipeline::report::report(runs, out, baseline)?;
+    for (dir, md) in &r.runs {
+        println!("{}\n\n{md}", dir.display());
     }
-    let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
-    let out = out.unwrap_or(&default_out);
-    let table = benchmark::benchmark_table(&summaries);
-    let mut md = benchmark::benchmark_markdown(&table);
-    // The cross-run comparison is checked before anything is written.
-    let comparisons = match baseline {
-        Some(b) => {
-            let first = runs[0].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let b = if b.contains('/') { b.to_string() } else { format!("{first}/{b}") };
-            if !labels.contains(&b) {
-                return Err(Failure::config(format!(
-                    "--baseline {b}: not among the runs' methods ({})",
-                    labels.join(", ")
-                )));
-            }
-            let order: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let comparisons = reports::compare::compare(&across, &b, &order);
-            md.push_str(&format!("\nPaired differences against {b} on the same images, across runs:\n\n"));
-            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
-            Some(comparisons)
-        }
-        None => None,
-    };
-    std::fs::create_dir_all(out).map_err(|e| Failure::internal(format!("{}: {e}", out.display())))?;
-    table.write(&out.join("benchmark"))?;
-    if let Some(c) = &comparisons {
-        reports::compare::comparisons_table(c).write(&out.join("comparisons"))?;
-    }
-    run_pipeline::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
-    println!("benchmark across {} run(s):\n\n{md}\nbenchmark: {}", summaries.len(), out.join("benchmark.md").display());
+    println!(
+        "benchmark across {} run(s):\n\n{}\nbenchmark: {}",
+        r.runs.len(),
+        r.benchmark_markdown,
+        r.benchmark_file.display()
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 pub mod diagnostics;
 pub mod gates;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod spec;
 pub mod stages;
