@@ -83,7 +83,7 @@ enum Command {
         reference: PathBuf,
         /// rgb, y-matlab, sidd, realblur-noalign or realblur.
         #[arg(long, default_value = "rgb")]
-        protocol: String,
+        protocol: run_pipeline::protocols::ProtocolKind,
         /// Pair folder contents by natural sort order instead of by file name.
         #[arg(long)]
         by_order: bool,
@@ -246,9 +246,13 @@ fn datasets_list(registry: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-fn score(restored: &Path, reference: &Path, protocol: &str, by_order: bool, format: score_cmd::Format) -> Result<()> {
-    let kind: run_pipeline::protocols::ProtocolKind =
-        protocol.parse().map_err(|e: anyhow::Error| Failure::config(e.to_string()))?;
+fn score(
+    restored: &Path,
+    reference: &Path,
+    kind: run_pipeline::protocols::ProtocolKind,
+    by_order: bool,
+    format: score_cmd::Format,
+) -> Result<()> {
     let pairs = score_cmd::pairs(restored, reference, by_order)?;
     let rows = score_cmd::score_pairs(&pairs, kind)?;
     print!("{}", score_cmd::render(&rows, format)?);
@@ -325,7 +329,7 @@ fn main() -> ProcessExit {
             );
         }),
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
-            score(restored, reference, protocol, *by_order, *format)
+            score(restored, reference, *protocol, *by_order, *format)
         }
         Some(Command::Report { runs, out, baseline }) => report(runs, out.as_deref(), baseline.as_deref()),
         Some(Command::Runs { dir }) => {
