@@ -1,0 +1,26 @@
+//! Inference: restoring whole images of any size with a trained restorer.
+
+use super::*;
+
+/// Restore a whole image of any size: pad (edge replicate) to a multiple of the network's
+/// stride, run x + G(x), crop back.
+pub fn restore_image(g: &Restorer, img: &Image, stride: usize, device: &Device) -> Image {
+    let pw = img.width.div_ceil(stride) * stride;
+    let ph = img.height.div_ceil(stride) * stride;
+    let padded = if (pw, ph) == (img.width, img.height) {
+        img.clone()
+    } else {
+        let mut p = Image::new(pw, ph);
+        for y in 0..ph {
+            for x in 0..pw {
+                for c in 0..3 {
+                    p.set(x, y, c, img.get(x.min(img.width - 1), y.min(img.height - 1), c));
+                }
+            }
+        }
+        p
+    };
+    let out = g.restore(to_tensor(std::slice::from_ref(&padded), device));
+    let restored = from_tensor(out).pop().expect("one image");
+    restored.crop(0, 0, img.width, img.height)
+}
