@@ -10,7 +10,7 @@ pub mod disk;
 pub mod layouts;
 pub mod matv5;
 pub mod registry;
-pub mod shard;
+pub(crate) mod shard;
 
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,8 @@
 //! the device, and so the back-end, is picked at run time by the caller.
 
 pub mod diffusion;
-pub mod init;
-pub mod kernels;
+pub(crate) mod init;
+pub(crate) mod kernels;
 pub mod restorer;
 
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};

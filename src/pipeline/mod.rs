@@ -2,13 +2,13 @@
 //! merged, `--set` overrides applied, every error at `file:line:col`), planning its stages and
 //! running them.
 
-pub mod diagnostics;
-pub mod gates;
+pub(crate) mod diagnostics;
+pub(crate) mod gates;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod spec;
-pub mod stages;
+pub(crate) mod stages;
 pub mod yaml;
 
 use std::collections::BTreeSet;

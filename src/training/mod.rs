@@ -5,13 +5,13 @@
 //! both condition slots; slots are shuffled per sample; a residual-swapped negative pair adds a
 //! hinge; α ramps DANN-style.
 
-pub mod batch;
-pub mod checkpoint;
+pub(crate) mod batch;
+pub(crate) mod checkpoint;
 pub mod config;
 pub mod diagnostics;
-pub mod ema;
+pub(crate) mod ema;
 mod inference;
-pub mod losses;
+pub(crate) mod losses;
 mod noise_da;
 
 use std::path::{Path, PathBuf};
