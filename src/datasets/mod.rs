@@ -5,11 +5,11 @@
 //! real-domain ground truth by mistake. Test sets are [`PairedSet`]s.
 
 pub mod camera;
-pub mod dead_leaves;
+pub(crate) mod dead_leaves;
 pub mod disk;
 pub mod layouts;
 pub mod matv5;
-pub mod registry;
+pub(crate) mod registry;
 pub(crate) mod shard;
 
 use std::path::{Path, PathBuf};

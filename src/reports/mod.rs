@@ -5,11 +5,11 @@
 //! the cross-run benchmark tables take. One table stack (arrow + parquet): polars, used for
 //! one group-by, cost a second Arrow/Parquet implementation and ≈ 12 min of a cold build.
 
-pub mod benchmark;
-pub mod compare;
-pub mod figures;
+pub(crate) mod benchmark;
+pub(crate) mod compare;
+pub(crate) mod figures;
 pub mod runs;
-pub mod table;
+pub(crate) mod table;
 
 use anyhow::Result;
 use serde::Serialize;
