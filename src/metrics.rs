@@ -135,7 +135,7 @@ fn moments(x: f64, y: f64) -> [f64; 5] {
 }
 
 /// scipy's `_gaussian_kernel1d(1.5, 0, 5)`: `exp(-0.5/σ² · x²)` for x in -5..=5, normalised.
-fn gaussian_kernel() -> [f64; SSIM_WIN] {
+pub(crate) fn gaussian_kernel() -> [f64; SSIM_WIN] {
     let mut g = [0.0; SSIM_WIN];
     for (i, v) in g.iter_mut().enumerate() {
         let x = i as f64 - RADIUS as f64;

@@ -440,7 +440,7 @@ pub(super) fn cubic_weights(t: f64) -> [f64; 4] {
 /// skimage's 'reflect' padding is never read.
 pub(super) fn masked_ssim(a: &[f64], b: &[f64], mask: &[bool], w: usize, h: usize) -> Result<f64> {
     const R: usize = metrics::SSIM_WIN / 2;
-    let g = scipy_gaussian_kernel();
+    let g = metrics::gaussian_kernel();
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let (mut sum, mut weight) = (0.0, 0usize);
     let mut col = vec![[0.0f64; 5]; w];
@@ -480,15 +480,4 @@ pub(super) fn masked_ssim(a: &[f64], b: &[f64], mask: &[bool], w: usize, h: usiz
         bail!("realblur: no valid pixel is left inside the 5-px SSIM border");
     }
     Ok(sum / weight as f64)
-}
-
-/// scipy's `_gaussian_kernel1d(1.5, 0, 5)` (the window of [`metrics::ssim`]).
-pub(super) fn scipy_gaussian_kernel() -> [f64; metrics::SSIM_WIN] {
-    let g: [f64; metrics::SSIM_WIN] = std::array::from_fn(|i| {
-        let x = i as f64 - 5.0;
-        (-0.5 / (1.5f64 * 1.5) * (x * x)).exp()
-    });
-    // numpy's pairwise sum of 11 values.
-    let s = ((g[0] + g[1]) + (g[2] + g[3])) + ((g[4] + g[5]) + (g[6] + g[7])) + g[8] + g[9] + g[10];
-    g.map(|v| v / s)
 }
