@@ -1,7 +1,7 @@
 //! GroupNorm, then a per-(sample, channel) multiply-add (γ, β and FiLM folded), then an
 //! activation — one pass forward and two backward, one rayon job per (sample, group).
 
-use super::pointwise::{Act, sum};
+use super::pointwise::{Act, sum, sum_by};
 use rayon::prelude::*;
 
 /// Shapes of one normalisation: `x` is `[b, c, hw]`, `mul` and `add` are `[b, c]`.
@@ -24,14 +24,7 @@ impl NormShape {
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = sum(x) / n;
-    let mut acc = [0f32; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (v - mean) * (v - mean);
-        }
-    }
-    let var = (acc.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / n;
+    let var = sum_by(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 

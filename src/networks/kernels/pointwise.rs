@@ -79,14 +79,20 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], act: Act) -> Vec<f32> {
 
 /// A sum LLVM can vectorise (eight independent partial sums instead of one serial chain).
 pub(crate) fn sum(xs: &[f32]) -> f32 {
+    sum_by(xs, |v| v)
+}
+
+/// `Σ f(x)` in eight lanes, like [`sum`].
+#[inline(always)]
+pub(crate) fn sum_by(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
     }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// `1 / (1 + e^-x)` with an exponential LLVM can vectorise (see [`exp`]).
