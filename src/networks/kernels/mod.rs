@@ -118,25 +118,25 @@ fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
 pub fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [k0, k1] = layer.kernel_size;
     let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
-    match &layer.bias {
-        Some(bias)
-            if k0 == k1
-                && k0 % 2 == 1
-                && same
-                && layer.stride == [1, 1]
-                && layer.dilation == [1, 1]
-                && layer.groups == 1
-                && fast_path(&x) =>
-        {
-            let (w, b) = (layer.weight.val(), bias.val());
-            Tensor::from_dispatch(<Dispatch as KernelOps>::conv_same(
+    let covered = k0 == k1
+        && k0 % 2 == 1
+        && same
+        && layer.stride == [1, 1]
+        && layer.dilation == [1, 1]
+        && layer.groups == 1
+        && fast_path(&x);
+    if let (Some(bias), true) = (&layer.bias, covered) {
+        let (w, b) = (layer.weight.val(), bias.val());
+        // The kernel reads f32 parameters too (a cast module with an f32 input falls back).
+        if w.dtype() == DType::F32 && b.dtype() == DType::F32 {
+            return Tensor::from_dispatch(<Dispatch as KernelOps>::conv_same(
                 x.into_dispatch(),
                 w.into_dispatch(),
                 b.into_dispatch(),
-            ))
+            ));
         }
-        _ => layer.forward(x),
     }
+    layer.forward(x)
 }
 
 fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
@@ -194,7 +194,10 @@ pub fn group_norm_act(
     film: Option<(Tensor<4>, Tensor<4>)>,
     silu_after: bool,
 ) -> Tensor<4> {
-    if !fast_path(&x) {
+    // The kernel reads f32 affine terms too (cast γ/β or FiLM with an f32 input fall back).
+    let affine_f32 = norm.gamma.as_ref().is_none_or(|g| g.val().dtype() == DType::F32)
+        && film.as_ref().is_none_or(|(s, t)| s.dtype() == DType::F32 && t.dtype() == DType::F32);
+    if !fast_path(&x) || !affine_f32 {
         let y = group_norm_film_ops(norm, x, film);
         return if silu_after { burn::tensor::activation::silu(y) } else { y };
     }
