@@ -1,0 +1,102 @@
+//! `--dry-run` / `run-pipeline plan`: what each stage of a run would do, without running it.
+
+use super::data::{load_data, meta_keys, preflight};
+use super::evaluate::eval_cache;
+use super::open::forced_stages;
+use super::train::train_key;
+use super::{Resolved, RunOptions};
+use crate::datasets::{Loader, Registry};
+use crate::error::Result;
+use crate::pipeline::plan::Stage;
+use crate::pipeline::spec::PipelineSpec;
+use crate::pipeline::stages::{self, Decision, StageCache, StageKey};
+use std::path::PathBuf;
+
+/// `--dry-run` / `run-pipeline plan`: every stage with what would happen and why, and a rough
+/// cost from the stage cache's timings. Loads the data (materialising generated data in the
+/// shard cache, as a run would) to fingerprint it; creates no run directory and trains nothing.
+pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
+    let spec: &PipelineSpec = &res.spec;
+    let registry = Registry::load(&opts.registry)?;
+    preflight(spec, &registry)?;
+    let report_root = PathBuf::from(&spec.report.dir);
+    let cache_dir = report_root.join(".cache");
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
+    let data = load_data(spec, &loader)?;
+    let stage_cache = StageCache::new(&report_root);
+    let meta_keys = meta_keys(&data.tests);
+    let mut keys: std::collections::HashMap<(String, u64), StageKey> = Default::default();
+    let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
+    let cached = |c: bool| if c { "reuse cached shards" } else { "generate (then cached)" };
+    out.push_str(&format!(
+        "  data: source {}; target {}\n",
+        cached(data.source.cached),
+        data.target.as_ref().map_or("unused", |t| cached(t.cached))
+    ));
+    out.push_str("  score:input: run (cheap)\n");
+    let (mut to_run, mut reused, mut est_s) = (0, 0, 0.0);
+    let mut unknown_cost = false;
+    for &seed in &spec.seeds.train {
+        for recipe in spec.recipes() {
+            let stage = Stage::Train { recipe: recipe.name.to_string(), seed };
+            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
+            let key = train_key(
+                spec,
+                &recipe,
+                seed,
+                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
+                &data.val_sets,
+                init,
+            );
+            keys.insert((recipe.name.to_string(), seed), key.clone());
+            let decision = stage_cache.decide(&key, forced.contains(&stage.to_string()));
+            let cost = match &decision {
+                Decision::Reuse(_) => {
+                    reused += 1;
+                    String::new()
+                }
+                Decision::Run(_) => {
+                    to_run += 1;
+                    // Speed of the same training measured before (any code, any data), if any.
+                    match stage_cache.steps_per_s(&stages::cost_key(
+                        recipe.method.name(),
+                        recipe.train,
+                        recipe.networks,
+                    )) {
+                        Some(rate) => {
+                            let s = recipe.train.steps as f64 / rate;
+                            est_s += s;
+                            format!(", ~{:.0} s ({} steps at {rate:.2}/s measured before)", s, recipe.train.steps)
+                        }
+                        None => {
+                            unknown_cost = true;
+                            format!(", {} steps (no timing yet)", recipe.train.steps)
+                        }
+                    }
+                }
+            };
+            out.push_str(&format!("  {stage}: {}{cost}\n", decision.describe()));
+            let scores_cached = matches!(decision, Decision::Reuse(_))
+                && data
+                    .tests
+                    .iter()
+                    .all(|t| eval_cache(&stage_cache, &key, t, &meta_keys).join("per_image.parquet").is_file());
+            let eval = if scores_cached { "reuse cached scores" } else { "run" };
+            out.push_str(&format!("  {}: {eval}\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
+        }
+    }
+    if let Some(file) =
+        crate::pipeline::diagnostics::premise_file(spec, &data.source, &data.tests[0].set, &stage_cache.root)
+    {
+        let what = if file.is_file() { "reuse the cached result".to_string() } else { "run (D trained alone)".into() };
+        out.push_str(&format!("  diagnostics:premise: {what}\n"));
+    }
+    out.push_str("  report: run\n");
+    out.push_str(&format!(
+        "{to_run} training stage(s) to run, {reused} reused; estimated training time {}{:.0} s\n",
+        if unknown_cost { "at least " } else { "" },
+        est_s
+    ));
+    Ok(out)
+}
