@@ -119,6 +119,11 @@ mod tests {
     fn networks_with_kernels_match_burn_ops() {
         let _rng = crate::util::rng_lock();
         let dev = Device::flex().autodiff();
+        // Fixed weights: for some initialisations a ReLU pre-activation sits so close to its
+        // kink that the input gradient itself is discontinuous there — for seed 189 of the
+        // DnCNN below, burn's own gradient moves by 5 % when the input moves by 3e-6 — and no
+        // two summation orders can agree. Such a draw once came from the shared global seed.
+        dev.seed(0);
         let mut rng = crate::rng::Rng::new(3);
         let mut t = |shape: [usize; 4]| {
             let n = shape.iter().product::<usize>();
