@@ -64,7 +64,7 @@ fn sidd_medium_and_small_with_metadata_and_missing_partner() {
     put(&small.join("NOISY_SRGB_010.PNG"), &img(16, 12, 4));
     let broken = root.join("Data/0002_001_IP_00800_00400_4400_H");
     put(&broken.join("0002_NOISY_SRGB_010.PNG"), &img(16, 12, 5));
-    let scan = layouts::sidd(&root);
+    let scan = run_pipeline::datasets::sidd::layout(&root);
     assert_eq!(scan.items.len(), 3, "{:?}", scan.problems);
     assert_eq!(scan.problems.len(), 1);
     assert!(scan.problems[0].message.contains("missing ground truth 0002_GT_SRGB_010.PNG"), "{}", scan.problems[0]);
@@ -325,19 +325,19 @@ fn sidd_validation_blocks_from_mat_files() {
     .unwrap();
     write_mat(&root.join("ValidationGtBlocksSrgb.mat"), &[("ValidationGtBlocksSrgb", &dims, MatData::U8(gt))], true)
         .unwrap();
-    let set = run_pipeline::datasets::sidd_validation(&root, 1280).unwrap();
+    let set = run_pipeline::datasets::sidd::validation(&root, 1280).unwrap();
     assert_eq!(set.items.len(), 6);
     let it = &set.items[4]; // (image 1, block 1)
-    assert_eq!(it.id, run_pipeline::datasets::matv5::sidd_block_id((1, 1)));
+    assert_eq!(it.id, run_pipeline::datasets::sidd::block_id((1, 1)));
     assert_eq!((it.degraded.width, it.degraded.height), (16, 16));
     // Element (i, b, y, x, c) sits at i + 2·(b + 3·(y + 16·(x + 16·c))).
     let (i, b, y, x, c) = (1usize, 1usize, 5usize, 9usize, 2usize);
     let k = i + 2 * (b + 3 * (y + 16 * (x + 16 * c)));
     assert_eq!(it.degraded.get(x, y, c), value(k, 0) as f32 / 255.0);
     assert_eq!(it.clean.get(x, y, c), value(k, 3) as f32 / 255.0);
-    assert_eq!(run_pipeline::datasets::sidd_validation(&root, 4).unwrap().items.len(), 4);
+    assert_eq!(run_pipeline::datasets::sidd::validation(&root, 4).unwrap().items.len(), 4);
     std::fs::remove_file(root.join("ValidationGtBlocksSrgb.mat")).unwrap();
-    let err = run_pipeline::datasets::sidd_validation(&root, 4).unwrap_err().to_string();
+    let err = run_pipeline::datasets::sidd::validation(&root, 4).unwrap_err().to_string();
     assert!(err.contains("ValidationGtBlocksSrgb.mat"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -45,7 +45,7 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
         ))
     };
     Ok(match entry.kind {
-        DatasetKind::Sidd if matches!(layout, "medium" | "small" | "") => layouts::sidd(&root),
+        DatasetKind::Sidd if matches!(layout, "medium" | "small" | "") => super::sidd::layout(&root),
         DatasetKind::SpaData => match split {
             Split::Train => layouts::pair_list(&root, &root.join("real_world.txt"), false),
             Split::Test | Split::Val => layouts::spa_test(&root),

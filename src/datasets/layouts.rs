@@ -40,12 +40,12 @@ pub struct Scan {
 }
 
 impl Scan {
-    fn problem(&mut self, path: impl Into<PathBuf>, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, path: impl Into<PathBuf>, message: impl Into<String>) {
         self.problems.push(Problem { path: path.into(), message: message.into() });
     }
 
     /// Flag duplicate ids (both occurrences after the first are reported and dropped).
-    fn dedupe(mut self) -> Scan {
+    pub(crate) fn dedupe(mut self) -> Scan {
         let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut items = Vec::with_capacity(self.items.len());
         for it in std::mem::take(&mut self.items) {
@@ -69,7 +69,7 @@ fn is_image(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn stem(p: &Path) -> String {
+pub(crate) fn stem(p: &Path) -> String {
     p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
@@ -116,7 +116,7 @@ pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Sub-folders of `dir`, sorted.
-fn subdirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn subdirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> =
         std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     v.sort();
@@ -201,81 +201,6 @@ pub fn input_target(dir: &Path, by_order: bool) -> Scan {
 /// JORDER naming: `rain-12` pairs with `norain-12`.
 fn partner_key(stem: &str) -> String {
     stem.strip_prefix("norain-").or_else(|| stem.strip_prefix("rain-")).unwrap_or(stem).to_string()
-}
-
-/// SIDD sRGB, Medium (`<inst>_GT_SRGB_010.PNG`) or Small (`GT_SRGB_010.PNG`) layout:
-/// `Data/<inst>_<scene>_<phone>_<ISO>_<shutter>_<temp>_<L|N|H>/`.
-pub fn sidd(root: &Path) -> Scan {
-    let mut scan = Scan::default();
-    let data = root.join("Data");
-    let dirs = match subdirs(&data) {
-        Ok(d) => d,
-        Err(e) => {
-            scan.problem(&data, format!("cannot list SIDD Data/ folder: {e}"));
-            return scan;
-        }
-    };
-    for dir in dirs {
-        let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let meta = match sidd_meta(&folder) {
-            Some(m) => m,
-            None => {
-                scan.problem(&dir, "folder name is not <inst>_<scene>_<phone>_<ISO>_<shutter>_<temp>_<L|N|H>");
-                continue;
-            }
-        };
-        let files = match images_in(&dir) {
-            Ok(f) => f,
-            Err(e) => {
-                scan.problem(&dir, format!("cannot list: {e}"));
-                continue;
-            }
-        };
-        let mut noisy: Vec<&PathBuf> = files.iter().filter(|p| stem(p).contains("NOISY_SRGB_")).collect();
-        noisy.sort();
-        if noisy.is_empty() {
-            scan.problem(&dir, "no *NOISY_SRGB_*.PNG image");
-        }
-        for n in noisy {
-            let name = n.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let gt_name = name.replace("NOISY_SRGB_", "GT_SRGB_");
-            let gt = dir.join(&gt_name);
-            if !gt.is_file() {
-                scan.problem(n, format!("missing ground truth {gt_name}"));
-                continue;
-            }
-            let frame = stem(n).rsplit('_').next().unwrap_or("").to_string();
-            scan.items.push(FileItem {
-                id: format!("{folder}/{frame}"),
-                degraded: n.clone(),
-                clean: Some(gt),
-                meta: meta.clone(),
-            });
-        }
-    }
-    scan.dedupe()
-}
-
-/// Metadata columns from a SIDD scene folder name, e.g. `0052_002_S6_01600_01000_5500_N`.
-pub fn sidd_meta(folder: &str) -> Option<Vec<(String, String)>> {
-    let parts: Vec<&str> = folder.split('_').collect();
-    if parts.len() != 7 || !["L", "N", "H"].contains(&parts[6]) {
-        return None;
-    }
-    let num = |s: &str| {
-        s.trim_start_matches('0')
-            .parse::<u64>()
-            .map(|v| v.to_string())
-            .ok()
-            .or((s.chars().all(|c| c == '0')).then(|| "0".into()))
-    };
-    let keys = ["instance", "scene", "phone", "iso", "shutter", "temperature", "brightness"];
-    let mut out = Vec::new();
-    for (i, (k, v)) in keys.iter().zip(&parts).enumerate() {
-        let v = if matches!(i, 3 | 4 | 5) { num(v)? } else { v.to_string() };
-        out.push((k.to_string(), v));
-    }
-    Some(out)
 }
 
 /// A list of `<a> <b>` lines (SPA-Data `real_world.txt`: rainy then GT; RealBlur lists: GT
@@ -403,18 +328,5 @@ mod tests {
         assert_eq!(resolve_listed(root, "./real_world/a.png"), Some(root.join("real_world/a.png")));
         assert_eq!(resolve_listed(root, "../etc/passwd"), None);
         assert_eq!(resolve_listed(root, "real/../../x.png"), None);
-    }
-
-    #[test]
-    fn sidd_folder_metadata() {
-        let m = sidd_meta("0052_002_S6_01600_01000_5500_N").unwrap();
-        let get = |k: &str| m.iter().find(|(a, _)| a == k).unwrap().1.clone();
-        assert_eq!(get("instance"), "0052");
-        assert_eq!(get("phone"), "S6");
-        assert_eq!(get("iso"), "1600");
-        assert_eq!(get("shutter"), "1000");
-        assert_eq!(get("temperature"), "5500");
-        assert_eq!(get("brightness"), "N");
-        assert!(sidd_meta("not_a_sidd_folder").is_none());
     }
 }

@@ -11,8 +11,9 @@ pub mod layouts;
 pub mod matv5;
 pub(crate) mod registry;
 pub(crate) mod shard;
+pub mod sidd;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -245,7 +246,7 @@ impl Loader<'_> {
             k if k.is_simulated() => self.simulated_pairs(name, entry, split, take, false),
             DatasetKind::Sidd if entry.layout.as_deref() == Some("validation") => {
                 let root = self.registry.root(name)?;
-                let set = sidd_validation(&root, take.count)?;
+                let set = sidd::validation(&root, take.count)?;
                 Ok(PairedSet { dataset: name.into(), ..set })
             }
             _ => {
@@ -306,14 +307,12 @@ impl Loader<'_> {
                 } else {
                     "ValidationNoisyBlocksSrgb"
                 };
-                let path = root.join(format!("{stem}.mat"));
-                let arr = matv5::read_variable(&path, stem).map_err(|e| Failure::data(format!("{e:#}")))?;
-                let blocks =
-                    matv5::sidd_blocks(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))?;
-                let images: Vec<(String, Image, Vec<(String, String)>)> =
-                    blocks.into_iter().map(|(ix, im)| (matv5::sidd_block_id(ix), im, vec![])).collect();
+                let images: Vec<(String, Image, Vec<(String, String)>)> = sidd::read_blocks(&root, stem)?
+                    .into_iter()
+                    .map(|(ix, im)| (sidd::block_id(ix), im, vec![]))
+                    .collect();
                 let items = target_crops(&images, take, self.seed, name);
-                let fingerprint = disk::files_fingerprint([path.as_path()]);
+                let fingerprint = disk::files_fingerprint([root.join(format!("{stem}.mat")).as_path()]);
                 Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![] })
             }
             _ => {
@@ -584,51 +583,6 @@ fn crops(
             (format!("{id}@{x},{y}"), img.crop(x, y, take.size, take.size), meta.clone())
         })
         .collect()
-}
-
-/// SIDD validation: 40 images × 32 blocks of 256² in `ValidationNoisyBlocksSrgb.mat` and
-/// `ValidationGtBlocksSrgb.mat` (MATLAB v5, read natively); the first `count` blocks.
-pub fn sidd_validation(root: &Path, count: usize) -> Result<PairedSet> {
-    let read = |stem: &str| -> Result<Vec<((usize, usize), Image)>> {
-        let path = root.join(format!("{stem}.mat"));
-        let arr = matv5::read_variable(&path, stem).map_err(|e| Failure::data(format!("{e:#}")))?;
-        matv5::sidd_blocks(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))
-    };
-    let noisy = read("ValidationNoisyBlocksSrgb")?;
-    let gt = read("ValidationGtBlocksSrgb")?;
-    if noisy.len() != gt.len() {
-        return Err(Failure::data(format!(
-            "{}: {} noisy blocks but {} ground-truth blocks",
-            root.display(),
-            noisy.len(),
-            gt.len()
-        )));
-    }
-    let mats = ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"].map(|f| root.join(f));
-    let fingerprint = disk::files_fingerprint(mats.iter().map(PathBuf::as_path));
-    let items = noisy
-        .into_iter()
-        .zip(gt)
-        .take(count)
-        .map(|((ix, degraded), (_, clean))| PairedItem {
-            id: matv5::sidd_block_id(ix),
-            degraded,
-            clean,
-            params: DegradationParams {
-                meta: vec![("image".into(), ix.0.to_string()), ("block".into(), ix.1.to_string())],
-                ..Default::default()
-            },
-        })
-        .collect();
-    Ok(PairedSet {
-        dataset: "sidd-validation".into(),
-        split: Split::Test,
-        items,
-        fingerprint,
-        cached: false,
-        problems: vec![],
-        redraw: None,
-    })
 }
 
 fn paired(e: ShardEntry) -> PairedItem {

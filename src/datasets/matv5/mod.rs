@@ -4,7 +4,7 @@
 //! sets (`ValidationNoisyBlocksSrgb.mat`, `ValidationGtBlocksSrgb.mat`,
 //! `BenchmarkNoisyBlocksSrgb.mat`: one `uint8` variable named after the file stem, of shape
 //! (40, 32, 256, 256, 3) = images × blocks × rows × columns × RGB), and turning such a block array
-//! into [`Image`]s ([`sidd_blocks`]). MATLAB v7.3 files (HDF5) and v4 files are detected and
+//! into images ([`super::sidd::blocks`]). MATLAB v7.3 files (HDF5) and v4 files are detected and
 //! refused with a clear error.
 //!
 //! Format facts relied on (MathWorks, "MAT-File Format", v5/v7 level-5 files):
@@ -42,15 +42,15 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use flate2::Compression;
 use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
 
-use crate::image::Image;
+mod write;
+
+pub use write::{write_mat, write_mat_bytes};
 
 // ------------------------------------------------------------------------------------------------
 // Public types
@@ -398,90 +398,6 @@ fn open(path: &Path) -> Result<(BufReader<File>, u64)> {
     let file = File::open(path).with_context(|| format!("{}: cannot open MAT-file", path.display()))?;
     let len = file.metadata().with_context(|| format!("{}: cannot stat MAT-file", path.display()))?.len();
     Ok((BufReader::with_capacity(1 << 16, file), len))
-}
-
-// ------------------------------------------------------------------------------------------------
-// SIDD blocks
-
-/// SIDD blocks: a `uint8` array of shape (images, blocks, H, W, 3) (MATLAB order, as in
-/// `ValidationNoisyBlocksSrgb.mat`) → `images * blocks` [`Image`]s of `W × H`, in (image, block)
-/// order, each paired with its 0-based `(image_idx, block_idx)`. Pixel `(x, y, c)` of block
-/// `(i, b)` is element `(i, b, y, x, c)` / 255, exactly as [`Image::from_rgb8`] converts.
-///
-/// The result holds 4 bytes per stored byte (≈ 1 GB for a full SIDD file).
-pub fn sidd_blocks(arr: &MatArray) -> Result<Vec<((usize, usize), Image)>> {
-    let src = arr.as_u8().ok_or_else(|| {
-        anyhow!("variable '{}': SIDD blocks must be a uint8 array, found {}", arr.name, arr.class.name())
-    })?;
-    ensure!(
-        arr.dims.len() == 5 && arr.dims[4] == 3,
-        "variable '{}': SIDD blocks must have shape (images, blocks, height, width, 3), found {:?}",
-        arr.name,
-        arr.dims
-    );
-    let (ni, nb, h, w) = (arr.dims[0], arr.dims[1], arr.dims[2], arr.dims[3]);
-    ensure!(src.len() == arr.numel(), "variable '{}': {} values for dims {:?}", arr.name, src.len(), arr.dims);
-    let s = ni * nb; // stride between consecutive pixels of one block
-    let npix = h * w * 3;
-    if s == 0 {
-        return Ok(Vec::new());
-    }
-    let mut lut = [0f32; 256];
-    for (v, out) in lut.iter_mut().enumerate() {
-        *out = v as u8 as f32 / 255.0; // the expression Image::from_rgb8 uses
-    }
-    // outs[k] is block (i, b) with k = i + ni * b, MATLAB's column-major order of the first two
-    // dimensions. A group of GROUP consecutive k shares every source cache line, so each line is
-    // read once; tiles of TILE × TILE pixels keep the group's output lines in cache meanwhile.
-    const GROUP: usize = 64;
-    const TILE: usize = 16;
-    let mut outs: Vec<Vec<f32>> = (0..s).map(|_| vec![0f32; npix]).collect();
-    let fill = |k0: usize, group: &mut [Vec<f32>]| {
-        let g = group.len();
-        for y0 in (0..h).step_by(TILE) {
-            for x0 in (0..w).step_by(TILE) {
-                for c in 0..3 {
-                    for x in x0..(x0 + TILE).min(w) {
-                        for y in y0..(y0 + TILE).min(h) {
-                            let off = s * (y + h * (x + w * c)) + k0;
-                            let row = &src[off..off + g];
-                            let o = (y * w + x) * 3 + c;
-                            for (out, &v) in group.iter_mut().zip(row) {
-                                out[o] = lut[v as usize];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(s.div_ceil(GROUP)).max(1);
-    let groups_per_thread = s.div_ceil(GROUP).div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (t, chunk) in outs.chunks_mut(groups_per_thread * GROUP).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || {
-                for (j, group) in chunk.chunks_mut(GROUP).enumerate() {
-                    fill(t * groups_per_thread * GROUP + j * GROUP, group);
-                }
-            });
-        }
-    });
-    // Reorder from k = i + ni*b to (image, block) order.
-    let mut slots: Vec<Option<Vec<f32>>> = outs.into_iter().map(Some).collect();
-    let mut result = Vec::with_capacity(s);
-    for i in 0..ni {
-        for b in 0..nb {
-            let data = slots[i + ni * b].take().unwrap_or_default();
-            result.push(((i, b), Image::from_vec(w, h, data)));
-        }
-    }
-    Ok(result)
-}
-
-/// Identifier for block `b` of image `i` (0-based) as used in file names: `"0003_17"`.
-pub fn sidd_block_id((image, block): (usize, usize)) -> String {
-    format!("{image:04}_{block:02}")
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1205,169 +1121,9 @@ fn parse_header(h: &[u8], what: &str) -> Result<Endian> {
     Ok(endian)
 }
 
-// ------------------------------------------------------------------------------------------------
-// Writer
-
-/// For tests and fixtures: write a v5 MAT-file (little-endian) holding N-D numeric arrays, each as
-/// an `miMATRIX`, or as an `miCOMPRESSED` zlib stream when `compress`. `dims` are in MATLAB order
-/// and `data` column-major; names of ≤ 4 bytes are written as small data elements.
-pub fn write_mat(path: &Path, arrays: &[(&str, &[usize], MatData)], compress: bool) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("{}: cannot create MAT-file", path.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 16, file);
-    encode_mat(&mut w, arrays, WriteOpts { compress, ..WriteOpts::default() })
-        .with_context(|| format!("{}: cannot write MAT-file", path.display()))?;
-    w.flush().with_context(|| format!("{}: cannot write MAT-file", path.display()))?;
-    Ok(())
-}
-
-/// [`write_mat`] into memory.
-pub fn write_mat_bytes(arrays: &[(&str, &[usize], MatData)], compress: bool) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode_mat(&mut out, arrays, WriteOpts { compress, ..WriteOpts::default() })?;
-    Ok(out)
-}
-
-#[derive(Clone, Copy, Default)]
-struct WriteOpts {
-    compress: bool,
-    big_endian: bool,
-    /// Store `double` arrays whose values are all integers in 0..=255 as `miUINT8`, as MATLAB does.
-    narrow_doubles: bool,
-}
-
-fn encode_mat<W: Write>(w: &mut W, arrays: &[(&str, &[usize], MatData)], o: WriteOpts) -> Result<()> {
-    let e = if o.big_endian { Endian::Big } else { Endian::Little };
-    let mut header = [b' '; HEADER_LEN as usize];
-    let text = b"MATLAB 5.0 MAT-file, Platform: rust, Created by run_pipeline::datasets::matv5";
-    header[..text.len()].copy_from_slice(text);
-    header[116..124].fill(0);
-    header[124..126].copy_from_slice(&put_u16(0x0100, e));
-    header[126..128].copy_from_slice(if o.big_endian { b"MI" } else { b"IM" });
-    w.write_all(&header)?;
-    for (name, dims, data) in arrays {
-        ensure!(!name.is_empty() && name.is_ascii(), "array name {name:?} must be non-empty ASCII");
-        let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
-        ensure!(
-            numel == data.len(),
-            "array '{name}': dims {dims:?} hold {numel} elements but the data has {}",
-            data.len()
-        );
-        ensure!(dims.len() >= 2, "array '{name}': MATLAB arrays need at least 2 dimensions, got {dims:?}");
-        ensure!(dims.iter().all(|&d| d <= i32::MAX as usize), "array '{name}': dimension too large for int32");
-        let narrow = o.narrow_doubles
-            && matches!(data, MatData::F64(v) if v.iter().all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0));
-        let stored = if narrow { MI_UINT8 } else { data.class().mi_type() };
-        let data_bytes = numel as u64 * mi_size(stored).unwrap_or(1) as u64;
-        let body = 16 // flags
-            + sub_len(4 * dims.len() as u64)
-            + sub_len(name.len() as u64)
-            + sub_len(data_bytes);
-        ensure!(body <= u32::MAX as u64, "array '{name}': {body} bytes is too large for a v5 MAT-file element");
-        let write_matrix = |w: &mut dyn Write| -> io::Result<()> {
-            w.write_all(&put_u32(MI_MATRIX, e))?;
-            w.write_all(&put_u32(body as u32, e))?;
-            write_sub(w, e, MI_UINT32, &[put_u32(data.class().code() as u32, e), put_u32(0, e)].concat())?;
-            let d: Vec<u8> = dims.iter().flat_map(|&x| put_u32(x as u32, e)).collect();
-            write_sub(w, e, MI_INT32, &d)?;
-            write_sub(w, e, MI_INT8, name.as_bytes())?;
-            if data_bytes <= 4 {
-                let mut b = Vec::new();
-                encode_data(&mut b, data, e, narrow)?;
-                return write_sub(w, e, stored, &b);
-            }
-            w.write_all(&put_u32(stored, e))?;
-            w.write_all(&put_u32(data_bytes as u32, e))?;
-            encode_data(w, data, e, narrow)?;
-            w.write_all(&[0u8; 8][..pad8(data_bytes)])
-        };
-        if o.compress {
-            let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-            write_matrix(&mut z)?;
-            let packed = z.finish()?;
-            ensure!(packed.len() <= u32::MAX as usize, "array '{name}': compressed element too large");
-            w.write_all(&put_u32(MI_COMPRESSED, e))?;
-            w.write_all(&put_u32(packed.len() as u32, e))?;
-            w.write_all(&packed)?;
-        } else {
-            write_matrix(w)?;
-        }
-    }
-    Ok(())
-}
-
-fn put_u16(v: u16, e: Endian) -> [u8; 2] {
-    match e {
-        Endian::Little => v.to_le_bytes(),
-        Endian::Big => v.to_be_bytes(),
-    }
-}
-
-fn put_u32(v: u32, e: Endian) -> [u8; 4] {
-    match e {
-        Endian::Little => v.to_le_bytes(),
-        Endian::Big => v.to_be_bytes(),
-    }
-}
-
-fn pad8(n: u64) -> usize {
-    ((8 - n % 8) % 8) as usize
-}
-
-/// Bytes a sub-element with `n` data bytes occupies (tag, data, padding; 8 if small).
-fn sub_len(n: u64) -> u64 {
-    if n <= 4 { 8 } else { 8 + n + pad8(n) as u64 }
-}
-
-fn write_sub(w: &mut dyn Write, e: Endian, ty: u32, data: &[u8]) -> io::Result<()> {
-    if data.len() <= 4 {
-        w.write_all(&put_u32(((data.len() as u32) << 16) | ty, e))?;
-        let mut d = [0u8; 4];
-        d[..data.len()].copy_from_slice(data);
-        return w.write_all(&d);
-    }
-    w.write_all(&put_u32(ty, e))?;
-    w.write_all(&put_u32(data.len() as u32, e))?;
-    w.write_all(data)?;
-    w.write_all(&[0u8; 8][..pad8(data.len() as u64)])
-}
-
-fn encode_data(w: &mut dyn Write, data: &MatData, e: Endian, narrow: bool) -> io::Result<()> {
-    macro_rules! put {
-        ($v:expr) => {{
-            let mut buf = Vec::with_capacity(1 << 16);
-            for chunk in $v.chunks(1 << 12) {
-                buf.clear();
-                for x in chunk {
-                    match e {
-                        Endian::Little => buf.extend_from_slice(&x.to_le_bytes()),
-                        Endian::Big => buf.extend_from_slice(&x.to_be_bytes()),
-                    }
-                }
-                w.write_all(&buf)?;
-            }
-            Ok(())
-        }};
-    }
-    match data {
-        MatData::F64(v) if narrow => w.write_all(&v.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
-        MatData::U8(v) => w.write_all(v),
-        MatData::I8(v) => put!(v),
-        MatData::U16(v) => put!(v),
-        MatData::I16(v) => put!(v),
-        MatData::U32(v) => put!(v),
-        MatData::I32(v) => put!(v),
-        MatData::U64(v) => put!(v),
-        MatData::I64(v) => put!(v),
-        MatData::F32(v) => put!(v),
-        MatData::F64(v) => put!(v),
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Tests
-
 #[cfg(test)]
-mod tests {
+pub(in crate::datasets) mod tests {
+    use super::write::{WriteOpts, encode_mat, pad8};
     use super::*;
 
     /// Fixtures written by scipy (tests/reference/make_mat_fixture.py).
@@ -1375,12 +1131,12 @@ mod tests {
         crate::util::repo_root().join("tests/fixtures/mat").join(name)
     }
 
-    fn formula(i: usize, b: usize, y: usize, x: usize, c: usize) -> u8 {
+    pub(in crate::datasets) fn formula(i: usize, b: usize, y: usize, x: usize, c: usize) -> u8 {
         ((i * 7 + b * 13 + y * 3 + x * 5 + c * 11) % 256) as u8
     }
 
     /// Column-major (i, b, y, x, c) block array following `formula`.
-    fn blocks(dims: [usize; 5]) -> Vec<u8> {
+    pub(in crate::datasets) fn blocks(dims: [usize; 5]) -> Vec<u8> {
         let [ni, nb, h, w, nc] = dims;
         let mut v = Vec::with_capacity(ni * nb * h * w * nc);
         for c in 0..nc {
@@ -1397,7 +1153,7 @@ mod tests {
         v
     }
 
-    fn tmp(name: &str) -> std::path::PathBuf {
+    pub(in crate::datasets) fn tmp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("matv5_test_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
@@ -1519,11 +1275,11 @@ mod tests {
         }
         assert_eq!(read_variable(&path, "sidd_like_blocks").unwrap(), *a);
 
-        let imgs = sidd_blocks(a).unwrap();
+        let imgs = crate::datasets::sidd::blocks(a).unwrap();
         assert_eq!(imgs.len(), 6);
         let order: Vec<(usize, usize)> = imgs.iter().map(|(id, _)| *id).collect();
         assert_eq!(order, vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]);
-        assert_eq!(sidd_block_id(order[5]), "0001_02");
+        assert_eq!(crate::datasets::sidd::block_id(order[5]), "0001_02");
         for ((i, b), img) in &imgs {
             assert_eq!((img.width, img.height), (8, 8));
             for y in 0..8 {
@@ -1564,44 +1320,6 @@ mod tests {
         assert_eq!(c.skipped[0].var.class, "char");
         let err = read_variable(&path, "label").unwrap_err().to_string();
         assert!(err.contains("label") && err.contains("char"), "{err}");
-    }
-
-    #[test]
-    fn sidd_blocks_rejects_wrong_shapes() {
-        let a = MatArray {
-            name: "x".into(),
-            dims: vec![2, 2, 2, 2],
-            class: MatClass::UInt8,
-            logical: false,
-            data: MatData::U8(vec![0; 16]),
-        };
-        assert!(sidd_blocks(&a).unwrap_err().to_string().contains("shape"));
-        let a = MatArray { dims: vec![1, 1, 2, 2, 3], data: MatData::F64(vec![0.0; 12]), class: MatClass::Double, ..a };
-        assert!(sidd_blocks(&a).unwrap_err().to_string().contains("uint8"));
-    }
-
-    #[test]
-    fn sidd_blocks_many_groups() {
-        // More than one 64-block group and an odd image count, to exercise the grouped gather.
-        let d = [7, 20, 3, 5, 3];
-        let a = MatArray {
-            name: "b".into(),
-            dims: d.to_vec(),
-            class: MatClass::UInt8,
-            logical: false,
-            data: MatData::U8(blocks(d)),
-        };
-        let imgs = sidd_blocks(&a).unwrap();
-        assert_eq!(imgs.len(), 140);
-        for (n, ((i, b), img)) in imgs.iter().enumerate() {
-            assert_eq!((*i, *b), (n / 20, n % 20));
-            assert_eq!((img.width, img.height), (5, 3));
-            let want: Vec<u8> = (0..3)
-                .flat_map(|y| (0..5).flat_map(move |x| (0..3).map(move |c| (y, x, c))))
-                .map(|(y, x, c)| formula(*i, *b, y, x, c))
-                .collect();
-            assert_eq!(*img, Image::from_rgb8(5, 3, &want));
-        }
     }
 
     fn err_of(bytes: &[u8]) -> String {
@@ -1757,49 +1475,5 @@ mod tests {
         let got = read_mat_bytes(&padded, "padded").unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].data, MatData::F64(vec![0.5, 1.5, 2.5]));
-    }
-
-    /// The size of SIDD's block files: `cargo test --release -- --ignored --nocapture sidd_scale`.
-    #[test]
-    #[ignore]
-    fn sidd_scale_timing() {
-        let d = [40usize, 32, 256, 256, 3];
-        let n: usize = d.iter().product();
-        // Image-like content: smooth ramps plus pseudo-random noise (compresses ~like real noisy sRGB).
-        let mut v = Vec::with_capacity(n);
-        let mut s = 0x2545F4914F6CDD1Du64;
-        for k in 0..n {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let y = (k / (40 * 32)) % 256;
-            v.push(((y / 2) as u64 + (s & 31)) as u8);
-        }
-        let path = std::env::var("MATV5_BIG").map(std::path::PathBuf::from).unwrap_or_else(|_| tmp("big.mat"));
-        let t = std::time::Instant::now();
-        write_mat(&path, &[("ValidationNoisyBlocksSrgb", &d, MatData::U8(v.clone()))], true).unwrap();
-        let size = std::fs::metadata(&path).unwrap().len();
-        eprintln!("write (compressed): {:.2} s, {} MB on disk", t.elapsed().as_secs_f64(), size / 1_000_000);
-        let t = std::time::Instant::now();
-        let vars = list_variables(&path).unwrap();
-        eprintln!("list_variables: {:.3} s -> {}", t.elapsed().as_secs_f64(), vars[0]);
-        let t = std::time::Instant::now();
-        let a = read_variable(&path, "ValidationNoisyBlocksSrgb").unwrap();
-        eprintln!("read_variable: {:.2} s", t.elapsed().as_secs_f64());
-        assert!(a.as_u8().unwrap() == &v[..]);
-        let t = std::time::Instant::now();
-        let floor: Vec<f32> = a.as_u8().unwrap().iter().map(|&b| b as f32 / 255.0).collect();
-        eprintln!("(floor: plain sequential u8->f32 of the whole array: {:.2} s)", t.elapsed().as_secs_f64());
-        drop(floor);
-        let t = std::time::Instant::now();
-        let imgs = sidd_blocks(&a).unwrap();
-        eprintln!("sidd_blocks: {:.2} s ({} images)", t.elapsed().as_secs_f64(), imgs.len());
-        assert_eq!(imgs.len(), 1280);
-        let (id, img) = &imgs[37 * 32 + 5];
-        assert_eq!(*id, (37, 5));
-        assert_eq!(img.get(100, 200, 2), v[a.linear_index(&[37, 5, 200, 100, 2]).unwrap()] as f32 / 255.0);
-        if std::env::var("MATV5_BIG").is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
     }
 }
