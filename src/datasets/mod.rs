@@ -4,7 +4,6 @@
 //! [`DegradedItem`]s, which have no ground-truth field at all, so adaptation code cannot use
 //! real-domain ground truth by mistake. Test sets are [`PairedSet`]s.
 
-pub mod camera;
 pub(crate) mod dead_leaves;
 pub mod disk;
 pub mod layouts;
@@ -19,6 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::degradations::real::{Family, RealDomain};
 use crate::degradations::{DegradationParams, DegradationSpec};
 use crate::error::{Failure, Result};
 use crate::image::Image;
@@ -145,7 +145,7 @@ impl Loader<'_> {
                 // The `like` dataset's renderer with its degradation off, on images of our own.
                 let like = entry.like.as_deref().unwrap_or_default();
                 let like_entry = self.entry(like)?;
-                let sim = Simulator::from_entry(like, like_entry).map_err(|m| {
+                let sim = simulator(like, like_entry).map_err(|m| {
                     Failure::config(format!("{}: dataset \"{like}\": {m}", self.registry.path.display()))
                 })?;
                 let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/look", split.as_str()), &[]);
@@ -181,7 +181,12 @@ impl Loader<'_> {
             String::new()
         };
         // A sim_clean dataset's images are defined by the dataset it looks like, too.
-        let look = entry.like.as_ref().and_then(|l| self.registry.datasets.get(l)).map(|e| format!("{e:?}"));
+        // Its calibration is keyed in full, so a change of a preset's numbers regenerates it.
+        let look = entry
+            .like
+            .as_ref()
+            .and_then(|l| self.registry.datasets.get(l).map(|e| (l, e)))
+            .map(|(l, e)| json!({"entry": format!("{e:?}"), "simulator": simulator(l, e).ok()}));
         let def = json!({"role": "synthetic_pairs", "dataset": name, "entry": format!("{entry:?}"), "files": files,
             "split": split, "take": take, "degradation": spec, "seed": self.seed, "look": look});
         let (entries, cached) = materialise(self.cache_dir, &def, || {
@@ -427,10 +432,11 @@ impl Loader<'_> {
         take: Take,
         oracle_gt: bool,
     ) -> Result<(Vec<ShardEntry>, bool, String)> {
-        let sim = Simulator::from_entry(name, entry)
+        let sim = simulator(name, entry)
             .map_err(|m| Failure::config(format!("{}: dataset \"{name}\": {m}", self.registry.path.display())))?;
-        let mut def = json!({"role": "camera", "dataset": name, "entry": format!("{entry:?}"), "split": split,
-            "take": take, "seed": self.seed});
+        // The simulator's full configuration, not only its preset's name, keys the shard.
+        let mut def = json!({"role": "camera", "dataset": name, "entry": format!("{entry:?}"), "simulator": sim,
+            "split": split, "take": take, "seed": self.seed});
         if oracle_gt {
             def["oracle_gt"] = json!(true);
         }
@@ -462,74 +468,15 @@ impl Loader<'_> {
     }
 }
 
-/// The real-like degradation of a simulated dataset, from its registry preset.
-enum Simulator {
-    Camera(camera::CameraConfig),
-    Rain(crate::degradations::rain::RealRainConfig),
-    Blur(crate::degradations::blur::RealBlurConfig),
-}
-
-impl Simulator {
-    fn from_entry(name: &str, entry: &DatasetEntry) -> std::result::Result<Simulator, String> {
-        let preset = entry.preset.as_deref();
-        let unknown = |p: &str, known: &str| Err(format!("unknown {:?} preset \"{p}\" (expected {known})", entry.kind));
-        match entry.kind {
-            DatasetKind::CameraSim => match preset.unwrap_or("sidd_like") {
-                "sidd_like" => Ok(Simulator::Camera(camera::CameraConfig::sidd_like())),
-                "harsh" => Ok(Simulator::Camera(camera::CameraConfig::harsh())),
-                p => unknown(p, "sidd_like or harsh"),
-            },
-            DatasetKind::RainSim => match preset.unwrap_or("spa_like") {
-                "spa_like" => Ok(Simulator::Rain(crate::degradations::rain::RealRainConfig::default())),
-                "heavy" => Ok(Simulator::Rain(crate::degradations::rain::RealRainConfig::heavy())),
-                p => unknown(p, "spa_like or heavy"),
-            },
-            DatasetKind::BlurSim => match preset.unwrap_or("realblur_j") {
-                "realblur_j" => Ok(Simulator::Blur(crate::degradations::blur::RealBlurConfig::default())),
-                "realblur_r" => Ok(Simulator::Blur(crate::degradations::blur::RealBlurConfig::realblur_r())),
-                p => unknown(p, "realblur_j or realblur_r"),
-            },
-            kind => Err(format!("dataset \"{name}\" of kind {kind:?} is not simulated")),
-        }
-    }
-
-    /// Degraded image, ground truth (when asked) and the drawn parameters of image `index`.
-    fn render(&self, clean: &Image, seed: u64, index: u64, with_gt: bool) -> (Image, Option<Image>, DegradationParams) {
-        match self {
-            Simulator::Camera(cfg) => {
-                let mut rng = Rng::derive(seed, "camera-params", &[index]);
-                let p = camera::sample_params(cfg, &mut rng);
-                let mut noise = Rng::derive(seed, "camera-noise", &[index]);
-                let (noisy, gt) = camera::capture(clean, &p, Some(&mut noise));
-                let params = DegradationParams {
-                    iso: Some(p.iso),
-                    shot: Some(p.shot),
-                    read: Some(p.read),
-                    ..Default::default()
-                };
-                (noisy, with_gt.then_some(gt), params)
-            }
-            Simulator::Rain(cfg) => {
-                let mut rng = Rng::derive(seed, "rain", &[index]);
-                let (rainy, scene, draw) = crate::degradations::rain::real_rain(clean, cfg, &mut rng);
-                // Real rain's ground truth is the scene behind the streaks, its haze included.
-                (rainy, with_gt.then_some(scene), DegradationParams::from_rain(&draw))
-            }
-            Simulator::Blur(cfg) => {
-                let mut rng = Rng::derive(seed, "blur", &[index]);
-                let (blurred, gt, draw) = crate::degradations::blur::real_blur(clean, cfg, &mut rng);
-                (blurred, with_gt.then_some(gt), DegradationParams::from_blur(&draw))
-            }
-        }
-    }
-}
-
-impl Simulator {
-    /// The ground truth of image `index`: what the simulated camera records with the
-    /// degradation off — the clean look of this domain.
-    fn reference(&self, clean: &Image, seed: u64, index: u64) -> Image {
-        self.render(clean, seed, index, true).1.expect("ground truth was asked for")
-    }
+/// The simulated "real" domain of a simulated dataset, from its registry kind and preset.
+fn simulator(name: &str, entry: &DatasetEntry) -> std::result::Result<RealDomain, String> {
+    let family = match entry.kind {
+        DatasetKind::CameraSim => Family::Noise,
+        DatasetKind::RainSim => Family::Rain,
+        DatasetKind::BlurSim => Family::Blur,
+        kind => return Err(format!("dataset \"{name}\" of kind {kind:?} is not simulated")),
+    };
+    RealDomain::new(family, entry.preset)
 }
 
 /// The dead-leaves style an embedded dataset of `kind` starts from: photographic content
@@ -618,12 +565,15 @@ mod tests {
         for (i, (_, img)) in clean.iter().enumerate() {
             // What the target's simulator does for its ground truth, spelled out.
             let content = dead_leaves::dead_leaves(&dead_leaves::DeadLeavesConfig::photo(48), content_seed, i as u64);
-            let p = camera::sample_params(
-                &camera::CameraConfig::sidd_like(),
+            let p = crate::degradations::camera::sample_params(
+                &crate::degradations::camera::CameraConfig::sidd_like(),
                 &mut Rng::derive(seed, "camera-params", &[i as u64]),
             );
-            let (_, reference) =
-                camera::capture(&content, &p, Some(&mut Rng::derive(seed, "camera-noise", &[i as u64])));
+            let (_, reference) = crate::degradations::camera::capture(
+                &content,
+                &p,
+                Some(&mut Rng::derive(seed, "camera-noise", &[i as u64])),
+            );
             assert_eq!(*img, reference, "image {i}");
             assert_ne!(*img, content, "a capture (8-bit, developed), not the raw content");
         }

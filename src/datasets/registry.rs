@@ -65,10 +65,11 @@ pub struct DatasetEntry {
     pub layout: Option<String>,
     #[serde(default)]
     pub splits: Vec<String>,
-    /// For simulated targets: the preset (`camera_sim`: `sidd_like` or `harsh`; `rain_sim`:
+    /// For simulated targets: the calibrated domain ([`crate::degradations::real`];
+    /// `camera_sim`: `sidd_like` or `harsh`; `rain_sim`:
     /// `spa_like` or `heavy`; `blur_sim`: `realblur_j` or `realblur_r`).
     #[serde(default)]
-    pub preset: Option<String>,
+    pub preset: Option<crate::degradations::real::Preset>,
     /// For `sim_clean`: the simulated dataset whose clean look (noise-free render) it has.
     #[serde(default)]
     pub like: Option<String>,

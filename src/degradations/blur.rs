@@ -495,7 +495,8 @@ pub fn synth_blur(clean: &Image, cfg: &BlurConfig, rng: &mut Rng) -> (Image, Blu
 
 /// RealBlur-like capture settings. Ranges are drawn uniformly per image, noise variances
 /// log-uniformly (uniformly when the lower end is 0).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RealBlurConfig {
     /// Camera-shake kernel side (odd), px.
     pub size: [usize; 2],

@@ -4,8 +4,10 @@
 //! so the result does not depend on rayon's thread count or scheduling.
 
 pub mod blur;
+pub mod camera;
 pub mod jpeg;
 pub mod rain;
+pub mod real;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -209,7 +209,7 @@ pub fn synth_rain(clean: &Image, cfg: &RainConfig, rng: &mut Rng) -> (Image, Rai
 
 /// Ranges for one depth layer of real-like rain; intermediate layers interpolate between the
 /// far and near specs (both ends of each range; see `towards`), then draw uniformly.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RainLayerSpec {
     /// Fraction of pixels seeding a drop.
     pub density: [f64; 2],
@@ -248,7 +248,7 @@ impl RainLayerSpec {
 }
 
 /// Real-like (SPA-Data-like) rain settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RealRainConfig {
     /// Number of depth layers.
     pub layers: [usize; 2],

@@ -28,7 +28,7 @@
 //! Noise parameters follow the usual unprocessing recipe: shot level log-uniform, and
 //! `ln(read) = slope·ln(shot) + intercept + N(0, jitter²)`.
 //!
-//! [`DeadLeavesConfig::photo`]: super::dead_leaves::DeadLeavesConfig::photo
+//! [`DeadLeavesConfig::photo`]: crate::datasets::dead_leaves::DeadLeavesConfig::photo
 
 use crate::degradations::blur::gaussian_blur_plane;
 use crate::degradations::jpeg::jpeg_like;
@@ -47,7 +47,8 @@ pub const CCMS: [[[f64; 3]; 3]; 3] = [
 pub const SHOT_AT_ISO100: f64 = 5e-4;
 
 /// How the mosaic is interpolated back to RGB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Demosaic {
     /// Mean of the 2 or 4 same-colour neighbours: cheap, paints colour fringes on edges.
     Bilinear,
@@ -56,7 +57,7 @@ pub enum Demosaic {
     Mhc,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CameraConfig {
     /// Shot-noise level range (raw units, variance per unit signal); drawn log-uniform.
     pub shot_min: f64,
@@ -483,8 +484,8 @@ pub fn render(clean_srgb: &Image, p: &CameraParams, noise: Option<&mut Rng>) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::dead_leaves::{DeadLeavesConfig, dead_leaves};
     use super::*;
+    use crate::datasets::dead_leaves::{DeadLeavesConfig, dead_leaves};
 
     fn psnr(a: &Image, b: &Image) -> f64 {
         crate::metrics::psnr(a, b, 1.0).expect("same-size images")
