@@ -34,7 +34,7 @@ pub fn device(backend: Backend) -> Result<(Device, String)> {
 /// `n` devices of one back-end for data-parallel training (index 0 first), and a description.
 /// flex has a single CPU device: asking it for more gives replicas on that one device, which
 /// computes the shards one after another (the code path, without a speed-up).
-pub fn devices(backend: Backend, n: usize) -> Result<(Vec<Device>, String)> {
+pub(crate) fn devices(backend: Backend, n: usize) -> Result<(Vec<Device>, String)> {
     let n = n.max(1);
     let many = |name: &str| if n > 1 { format!("{name} ×{n}") } else { name.to_string() };
     match backend {

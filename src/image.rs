@@ -29,7 +29,7 @@ impl Image {
     }
 
     #[inline]
-    pub fn idx(&self, x: usize, y: usize, c: usize) -> usize {
+    pub(crate) fn idx(&self, x: usize, y: usize, c: usize) -> usize {
         (y * self.width + x) * 3 + c
     }
 
@@ -44,7 +44,7 @@ impl Image {
         self.data[i] = v;
     }
 
-    pub fn same_size(&self, other: &Image) -> bool {
+    pub(crate) fn same_size(&self, other: &Image) -> bool {
         self.width == other.width && self.height == other.height
     }
 
@@ -59,7 +59,7 @@ impl Image {
         out
     }
 
-    pub fn clamped(&self) -> Image {
+    pub(crate) fn clamped(&self) -> Image {
         Image {
             width: self.width,
             height: self.height,

@@ -47,7 +47,7 @@ pub fn hostname() -> String {
 impl Holder {
     /// Whether the holder still runs: its pid exists (same host, where /proc can tell), else
     /// a recent heartbeat.
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         if self.host == hostname() && Path::new("/proc/self").exists() {
             return Path::new(&format!("/proc/{}", self.pid)).exists();
         }
@@ -72,7 +72,7 @@ pub struct RunLock {
 
 impl RunLock {
     /// Take `dir`'s lock, taking over a stale one; a live holder is exit 75.
-    pub fn acquire(dir: &Path) -> Result<RunLock> {
+    pub(crate) fn acquire(dir: &Path) -> Result<RunLock> {
         let path = dir.join(LOCK_FILE);
         let t = now();
         let me = Holder { pid: std::process::id(), host: hostname(), started_unix: t, heartbeat_unix: t };

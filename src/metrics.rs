@@ -42,7 +42,7 @@ fn check_inputs(a: &Image, b: &Image, data_range: f64) -> Result<()> {
 }
 
 /// Mean squared error over all pixels and channels, accumulated in `f64`.
-pub fn mse(a: &Image, b: &Image) -> Result<f64> {
+pub(crate) fn mse(a: &Image, b: &Image) -> Result<f64> {
     check_inputs(a, b, 1.0)?;
     if a.data.is_empty() {
         bail!("cannot compute MSE of empty images");

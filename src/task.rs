@@ -12,7 +12,7 @@ pub enum Task {
 }
 
 impl Task {
-    /// Range of the images fed to the diffusion network (METHOD.md): [0,1] for denoising,
+    /// Range of the images fed to the diffusion network (METHOD.md): \[0,1\] for denoising,
     /// [−1,1] for deraining and deblurring.
     pub fn diffusion_signed(self) -> bool {
         !matches!(self, Task::Denoise)

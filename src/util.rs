@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 /// A reader never sees a half-written file and a crash leaves the old file intact.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     f.write_all(bytes).with_context(|| format!("{}: write failed", tmp.display()))?;
@@ -19,18 +19,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Sibling temporary path (`.name.tmp-<pid>`) used by the atomic writers.
-pub fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// UTC time as `YYYYMMDDTHHMMSSZ` (run ids sort chronologically).
-pub fn utc_stamp(t: std::time::SystemTime) -> String {
+pub(crate) fn utc_stamp(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -97,7 +97,7 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Suggests the candidate closest to `word`, if any is close enough.
-pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     candidates
         .iter()
         .map(|&c| (c, strsim::normalized_damerau_levenshtein(word, c), strsim::jaro_winkler(word, c)))

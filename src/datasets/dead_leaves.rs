@@ -142,7 +142,7 @@ fn sample_radius(cfg: &DeadLeavesConfig, rng: &mut Rng) -> f64 {
 }
 
 /// The clean image number `index` of the stream `seed`.
-pub fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
+pub(crate) fn dead_leaves(cfg: &DeadLeavesConfig, seed: u64, index: u64) -> Image {
     assert!(cfg.size > 0 && cfg.r_min > 0.0 && cfg.r_max >= cfg.r_min, "bad dead-leaves config");
     let mut rng = Rng::derive(seed, "dead_leaves", &[index]);
     let n = cfg.size;

@@ -25,7 +25,7 @@ pub enum OnProblem {
 
 impl OnProblem {
     /// For `skip_serializing_if`: the default is left out of resolved configurations.
-    pub fn is_fail(&self) -> bool {
+    pub(crate) fn is_fail(&self) -> bool {
         *self == OnProblem::Fail
     }
 }
@@ -155,7 +155,7 @@ pub fn fingerprint(scan: &Scan) -> String {
 }
 
 /// Fingerprint of a set of files: their paths, sizes and modification times.
-pub fn files_fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
+pub(crate) fn files_fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     let mut text = String::new();
     for p in paths {
         let md = std::fs::metadata(p).ok();

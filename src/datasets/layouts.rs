@@ -74,7 +74,7 @@ pub(crate) fn stem(p: &Path) -> String {
 }
 
 /// Natural ordering: digit runs compare as numbers ("img2" < "img10").
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
     loop {
         match (x.first(), y.first()) {
@@ -106,7 +106,7 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Images (png, jpg, bmp) directly in `dir`, naturally sorted.
-pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && is_image(p))
@@ -124,7 +124,7 @@ pub(crate) fn subdirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// A path from a list file, relative to `root`; `None` when it would escape the root.
-pub fn resolve_listed(root: &Path, listed: &str) -> Option<PathBuf> {
+pub(crate) fn resolve_listed(root: &Path, listed: &str) -> Option<PathBuf> {
     let rel = listed.trim_start_matches("./").trim_start_matches('/');
     let rel = Path::new(rel);
     if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {

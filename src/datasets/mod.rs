@@ -46,7 +46,7 @@ impl Split {
     }
 
     /// The split whose files a dataset on disk lists (there is no separate validation listing).
-    pub fn on_disk(self) -> Split {
+    pub(crate) fn on_disk(self) -> Split {
         if self == Split::Val { Split::Test } else { self }
     }
 }
@@ -245,7 +245,7 @@ impl Loader<'_> {
     }
 
     /// Real (or real-like) degraded pairs of the test or validation split.
-    pub fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
+    pub(crate) fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
             k if k.is_simulated() => self.simulated_pairs(name, entry, split, take, false),

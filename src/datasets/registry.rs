@@ -48,7 +48,7 @@ impl DatasetKind {
 
     /// An embedded real-like target: degraded images rendered from dead leaves, their ground
     /// truth rendered beside them (test splits, or the upper bound's oracle).
-    pub fn is_simulated(self) -> bool {
+    pub(crate) fn is_simulated(self) -> bool {
         matches!(self, DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim)
     }
 }
@@ -168,7 +168,7 @@ impl Registry {
 }
 
 /// Expand `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.
-pub fn expand_env(s: &str) -> std::result::Result<String, String> {
+pub(crate) fn expand_env(s: &str) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("${") {

@@ -47,7 +47,7 @@ pub struct ShardEntry {
 }
 
 /// The cache key of a definition.
-pub fn shard_key(definition: &serde_json::Value) -> String {
+pub(crate) fn shard_key(definition: &serde_json::Value) -> String {
     let mut v = definition.clone();
     if let serde_json::Value::Object(m) = &mut v {
         m.insert("generator_version".into(), GENERATOR_VERSION.into());
@@ -55,11 +55,11 @@ pub fn shard_key(definition: &serde_json::Value) -> String {
     sha256_hex(serde_json::to_string(&v).expect("json").as_bytes())[..20].to_string()
 }
 
-pub fn shard_path(cache_dir: &Path, definition: &serde_json::Value) -> PathBuf {
+pub(crate) fn shard_path(cache_dir: &Path, definition: &serde_json::Value) -> PathBuf {
     cache_dir.join("shards").join(format!("{}.shard", shard_key(definition)))
 }
 
-pub fn write_shard(path: &Path, definition: &serde_json::Value, entries: &[ShardEntry]) -> Result<()> {
+pub(crate) fn write_shard(path: &Path, definition: &serde_json::Value, entries: &[ShardEntry]) -> Result<()> {
     let items = entries
         .iter()
         .map(|e| {
@@ -88,7 +88,7 @@ pub fn write_shard(path: &Path, definition: &serde_json::Value, entries: &[Shard
     write_atomic(path, &buf)
 }
 
-pub fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)> {
+pub(crate) fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)> {
     let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open shard", path.display()))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)?;
@@ -122,7 +122,7 @@ pub fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)> {
 
 /// Load the shard for `definition` from the cache, or generate and store it.
 /// Returns the entries and whether they came from the cache.
-pub fn materialise(
+pub(crate) fn materialise(
     cache_dir: &Path,
     definition: &serde_json::Value,
     generate: impl FnOnce() -> Result<Vec<ShardEntry>>,

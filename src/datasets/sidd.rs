@@ -65,7 +65,7 @@ pub fn layout(root: &Path) -> Scan {
 }
 
 /// Metadata columns from a SIDD scene folder name, e.g. `0052_002_S6_01600_01000_5500_N`.
-pub fn folder_meta(folder: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn folder_meta(folder: &str) -> Option<Vec<(String, String)>> {
     let parts: Vec<&str> = folder.split('_').collect();
     if parts.len() != 7 || !["L", "N", "H"].contains(&parts[6]) {
         return None;

@@ -180,7 +180,7 @@ pub fn shake_kernel(size: usize, rng: &mut Rng) -> Kernel {
 
 /// Centre of mass `(x, y)` of a kernel in its own pixel coordinates; a centred kernel gives
 /// `((size − 1) / 2, (size − 1) / 2)`.
-pub fn centroid(k: &Kernel) -> (f64, f64) {
+pub(crate) fn centroid(k: &Kernel) -> (f64, f64) {
     let (mut sx, mut sy, mut total) = (0.0, 0.0, 0.0);
     for (i, &v) in k.w.iter().enumerate() {
         sx += v as f64 * (i % k.size) as f64;
@@ -421,7 +421,7 @@ fn check_kernel_sizes(name: &str, size: [usize; 2]) -> Result<(), String> {
 }
 
 impl BlurConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         check_kernel_sizes("blur.size", self.size)?;
         let f = self.frames;
         if !(f[0] >= 2 && f[0] <= f[1] && f[1] <= 64) {
@@ -539,7 +539,7 @@ fn check_range(name: &str, r: [f64; 2], min: f64, max: f64) -> Result<(), String
 
 impl RealBlurConfig {
     /// RealBlur-R-like: the same capture without JPEG (its images come from raw files).
-    pub fn realblur_r() -> Self {
+    pub(crate) fn realblur_r() -> Self {
         RealBlurConfig { jpeg_quality: None, ..Self::default() }
     }
 

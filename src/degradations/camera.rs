@@ -15,7 +15,7 @@
 //! reference must look like a real one: SIDD's are multi-frame means developed by a good ISP,
 //! free of the colour fringes a bilinear demosaic paints on hard edges (which an AWGN-trained
 //! restorer rightly removes and was then scored as wrong; shared/FINDINGS.md, "Third look").
-//! So the content is photographic ([`DeadLeavesConfig::photo`]: lens-soft edges, colour softer
+//! So the content is photographic (`DeadLeavesConfig::photo`: lens-soft edges, colour softer
 //! than brightness, no detail finer than the Bayer pattern can hold), the mosaic has twice the
 //! output resolution and is demosaiced gradient-corrected, white balance comes before the
 //! demosaic, and the ISP's noise shaping acts on the noise only; a test keeps the noise-free
@@ -28,7 +28,7 @@
 //! Noise parameters follow the usual unprocessing recipe: shot level log-uniform, and
 //! `ln(read) = slope·ln(shot) + intercept + N(0, jitter²)`.
 //!
-//! [`DeadLeavesConfig::photo`]: crate::datasets::dead_leaves::DeadLeavesConfig::photo
+//! `DeadLeavesConfig::photo`: crate::datasets::dead_leaves::DeadLeavesConfig::photo
 
 use crate::degradations::blur::gaussian_blur_plane;
 use crate::degradations::jpeg::jpeg_like;
@@ -116,7 +116,7 @@ impl CameraConfig {
 
     /// A harder phone capture: ISO ≈ 480–1400, coarser luma grain, larger chroma blotches,
     /// stronger sharpening and JPEG at quality 75–92; noisy inputs ≈ 20 dB.
-    pub fn harsh() -> Self {
+    pub(crate) fn harsh() -> Self {
         CameraConfig {
             shot_min: 2.4e-3,
             shot_max: 7.2e-3,
@@ -170,13 +170,13 @@ impl CameraParams {
 
 /// Nominal ISO for a shot level: 100 at `SHOT_AT_ISO100`, proportional, rounded to two
 /// significant digits (monotone non-decreasing).
-pub fn iso_from_shot(shot: f64) -> u32 {
+pub(crate) fn iso_from_shot(shot: f64) -> u32 {
     let iso = 100.0 * shot / SHOT_AT_ISO100;
     let step = 10f64.powf((iso.max(1.0).log10().floor() - 1.0).max(0.0));
     ((iso / step).round() * step).max(1.0) as u32
 }
 
-pub fn sample_params(cfg: &CameraConfig, rng: &mut Rng) -> CameraParams {
+pub(crate) fn sample_params(cfg: &CameraConfig, rng: &mut Rng) -> CameraParams {
     let shot = rng.range(cfg.shot_min.ln(), cfg.shot_max.ln()).exp();
     let read = (cfg.read_shot_slope * shot.ln() + cfg.read_shot_intercept + cfg.read_jitter * rng.normal()).exp();
     let ccm_index = rng.below(CCMS.len() as u64) as usize;
@@ -406,7 +406,7 @@ fn shape_noise(r: &mut [f64], w: usize, h: usize, p: &CameraParams) {
 /// Photograph `clean_srgb` with camera `p`: `(noisy, reference)`, where the reference is the
 /// identical pipeline without noise (and without the noisy image's JPEG). With `noise: None`
 /// both are the reference. Output values are k/255.
-pub fn capture(clean_srgb: &Image, p: &CameraParams, mut noise: Option<&mut Rng>) -> (Image, Image) {
+pub(crate) fn capture(clean_srgb: &Image, p: &CameraParams, mut noise: Option<&mut Rng>) -> (Image, Image) {
     let (w, h) = (clean_srgb.width, clean_srgb.height);
     assert!(!p.mosaic || (w >= 2 && h >= 2), "mosaic needs an image of at least 2×2");
     let gains = [p.wb_r, 1.0, p.wb_b];

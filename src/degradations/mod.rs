@@ -73,7 +73,7 @@ pub struct DegradationParams {
 
 impl DegradationParams {
     /// The report columns of a rain draw (synthetic or real-like).
-    pub fn from_rain(d: &rain::RainDraw) -> Self {
+    pub(crate) fn from_rain(d: &rain::RainDraw) -> Self {
         DegradationParams {
             rain_layers: Some(d.layers as u64),
             rain_density: Some(d.density),
@@ -85,7 +85,7 @@ impl DegradationParams {
     }
 
     /// The report columns of a blur draw (synthetic or real-like).
-    pub fn from_blur(d: &blur::BlurDraw) -> Self {
+    pub(crate) fn from_blur(d: &blur::BlurDraw) -> Self {
         DegradationParams {
             blur: Some(d.kind.as_str().to_string()),
             kernel_size: Some(d.size as u64),
@@ -114,7 +114,7 @@ impl std::fmt::Display for DegradationSpec {
 
 impl DegradationSpec {
     /// Degrade one clean image; randomness from `(seed, index)` only.
-    pub fn apply(&self, clean: &Image, seed: u64, index: u64) -> (Image, DegradationParams) {
+    pub(crate) fn apply(&self, clean: &Image, seed: u64, index: u64) -> (Image, DegradationParams) {
         match self {
             DegradationSpec::Awgn { sigma } => {
                 let mut rng = Rng::derive(seed, "awgn", &[index]);
@@ -140,18 +140,18 @@ impl DegradationSpec {
     }
 
     /// Degrade many images in parallel; `first_index` offsets the per-image streams.
-    pub fn apply_all(&self, clean: &[Image], seed: u64, first_index: u64) -> Vec<(Image, DegradationParams)> {
+    pub(crate) fn apply_all(&self, clean: &[Image], seed: u64, first_index: u64) -> Vec<(Image, DegradationParams)> {
         clean.par_iter().enumerate().map(|(i, img)| self.apply(img, seed, first_index + i as u64)).collect()
     }
 
     /// Whether drawing it afresh for every small training crop is cheap and faithful: noise
     /// and rain are local; blur needs the content beyond the crop's edge, so it is drawn once
     /// per image.
-    pub fn redrawable(&self) -> bool {
+    pub(crate) fn redrawable(&self) -> bool {
         !matches!(self, DegradationSpec::Blur(_))
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             DegradationSpec::Awgn { sigma } => {
                 if !(sigma[0] >= 0.0 && sigma[1] >= sigma[0]) {

@@ -158,7 +158,7 @@ impl Default for RainConfig {
 }
 
 impl RainConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         check_layers("rain.layers", self.layers)?;
         check("rain.density", self.density, 0.0, true, 1.0)?;
         check("rain.length", self.length, 1.0, false, 200.0)?;
@@ -300,7 +300,7 @@ impl Default for RealRainConfig {
 impl RealRainConfig {
     /// Heavy rain: four layers, denser and brighter streaks, thick haze (which belongs to the
     /// scene, so only the streaks lower the input's PSNR).
-    pub fn heavy() -> Self {
+    pub(crate) fn heavy() -> Self {
         let d = Self::default();
         RealRainConfig {
             layers: [4, 4],

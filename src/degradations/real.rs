@@ -42,7 +42,7 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub fn family(self) -> Family {
+    pub(crate) fn family(self) -> Family {
         match self {
             Preset::SiddLike | Preset::Harsh => Family::Noise,
             Preset::SpaLike | Preset::Heavy => Family::Rain,
@@ -51,7 +51,7 @@ impl Preset {
     }
 
     /// The preset a family uses when the registry names none.
-    pub fn default_for(family: Family) -> Preset {
+    pub(crate) fn default_for(family: Family) -> Preset {
         match family {
             Family::Noise => Preset::SiddLike,
             Family::Rain => Preset::SpaLike,

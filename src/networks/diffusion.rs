@@ -92,7 +92,7 @@ impl DiffusionConfig {
     }
 
     /// D conditioned on `conditions` restored images (3 + 3·conditions input channels).
-    pub fn init_for(&self, conditions: usize, device: &Device) -> DiffusionUNet {
+    pub(crate) fn init_for(&self, conditions: usize, device: &Device) -> DiffusionUNet {
         super::init::materialize(self.init_lazy(conditions, device))
     }
 
@@ -298,7 +298,7 @@ impl DiffusionUNet {
     }
 
     /// [`Self::forward`] with the dropout of training, drawn per row from `dropout`.
-    pub fn forward_with(&self, x: Tensor<4>, gamma: &[f32], dropout: Option<&DropoutDraw>) -> Tensor<4> {
+    pub(crate) fn forward_with(&self, x: Tensor<4>, gamma: &[f32], dropout: Option<&DropoutDraw>) -> Tensor<4> {
         let device = x.device();
         let emb = super::like(gamma_embedding(gamma, self.base, &device), x.dtype());
         let emb = self.emb2.forward(silu(self.emb1.forward(emb)));
@@ -403,7 +403,7 @@ pub struct NoiseSchedule {
 }
 
 impl NoiseSchedule {
-    pub fn linear(t_max: usize, beta_start: f64, beta_end: f64) -> Self {
+    pub(crate) fn linear(t_max: usize, beta_start: f64, beta_end: f64) -> Self {
         let mut alpha_bar = Vec::with_capacity(t_max + 1);
         alpha_bar.push(1.0);
         let mut acc = 1.0;
@@ -428,7 +428,7 @@ impl NoiseSchedule {
     }
 
     /// Draw t uniform in {t_lo..=t_hi} (clamped to 1..T−1), then γ uniform in (ᾱ_t, ᾱ_{t−1}).
-    pub fn sample_gamma(&self, rng: &mut Rng, t_lo: usize, t_hi: usize) -> (usize, f64) {
+    pub(crate) fn sample_gamma(&self, rng: &mut Rng, t_lo: usize, t_hi: usize) -> (usize, f64) {
         let hi = t_hi.min(self.steps() - 1).max(1);
         let lo = t_lo.clamp(1, hi);
         let t = lo + rng.below((hi - lo + 1) as u64) as usize;

@@ -10,7 +10,7 @@ fn kaiming() -> Initializer {
 }
 
 /// k×k convolution with "same" padding.
-pub fn conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
+pub(crate) fn conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
     let mut c = Conv2dConfig::new([c_in, c_out], [k, k])
         .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
         .with_initializer(kaiming())
@@ -19,7 +19,7 @@ pub fn conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
     c
 }
 
-pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+pub(crate) fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     let mut l = LinearConfig::new(d_in, d_out).with_initializer(kaiming()).init(device);
     l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
     l
@@ -29,7 +29,7 @@ pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
 /// lazily on first use, so the draw order — and so the weights a seed gives — would otherwise
 /// depend on which parameter a caller touches first (a forward pass, a fork for a shard, an
 /// EMA copy).
-pub fn materialize<M: burn::module::Module>(m: M) -> M {
+pub(crate) fn materialize<M: burn::module::Module>(m: M) -> M {
     struct Touch;
     impl burn::module::ModuleVisitor for Touch {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

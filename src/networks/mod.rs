@@ -29,7 +29,7 @@ pub fn param_counts(restorer: &RestorerConfig, diffusion: &DiffusionConfig) -> (
 /// Bilinear ×2 up-sampling with `align_corners = false` (PyTorch's default), written with
 /// slices, concatenation and reshapes only. burn's `interpolate` has no bilinear backward on
 /// the ndarray and CubeCL (wgpu, cuda) back-ends; these ops differentiate everywhere.
-pub fn upsample2x_bilinear(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+pub(crate) fn upsample2x_bilinear(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
     // Our kernel on flex (f32): one pass each way, parallel over planes.
     let x = match kernels::upsample2x_bilinear(x) {
         Ok(y) => return y,
@@ -49,7 +49,7 @@ pub fn upsample2x_bilinear(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4
 }
 
 /// [`upsample2x_bilinear`] from slices, concatenation and reshapes (every back-end).
-pub fn upsample2x_bilinear_ops(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+pub(crate) fn upsample2x_bilinear_ops(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
     let x = upsample_axis(x, 2);
     upsample_axis(x, 3)
 }
@@ -70,7 +70,7 @@ fn upsample_axis(x: burn::tensor::Tensor<4>, dim: usize) -> burn::tensor::Tensor
 }
 
 /// Nearest ×2 up-sampling through reshape and expand (differentiable on every back-end).
-pub fn upsample2x_nearest(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+pub(crate) fn upsample2x_nearest(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
     let x = match kernels::upsample2x_nearest(x) {
         Ok(y) => return y,
         Err(x) => x,
@@ -89,7 +89,7 @@ pub struct NetworksSpec {
 
 /// Largest group count ≤ 32 that divides `channels` (GroupNorm(32) at the paper's widths,
 /// graceful for the tiny demo widths).
-pub fn group_count(channels: usize) -> usize {
+pub(crate) fn group_count(channels: usize) -> usize {
     (1..=32.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1)
 }
 

@@ -50,7 +50,7 @@ pub struct Diagnostics {
 
 /// The D probe of a finished Noise-DA stage on the pipeline's probe set (`None` when the
 /// recipe trains no D, the set is not loaded or D never sees the target).
-pub fn probe_stage(
+pub(crate) fn probe_stage(
     spec: &PipelineSpec,
     recipe: &Recipe,
     seed: u64,
@@ -78,7 +78,7 @@ pub fn probe_stage(
 /// The premise check, when the pipeline asks for it: D trained on the source's clean images,
 /// scored on the first test set's references. Its result is cached under the report root,
 /// keyed by its settings, data fingerprints and the code.
-pub fn premise_stage(
+pub(crate) fn premise_stage(
     spec: &PipelineSpec,
     source: &PairedSet,
     test: (&str, &PairedSet),
@@ -126,7 +126,12 @@ pub fn premise_stage(
 
 /// Where the premise check's result is cached: keyed by its settings, the networks and
 /// training keys it uses, the data's fingerprints and the code (`None`: not asked for).
-pub fn premise_file(spec: &PipelineSpec, source: &PairedSet, test: &PairedSet, cache_root: &Path) -> Option<PathBuf> {
+pub(crate) fn premise_file(
+    spec: &PipelineSpec,
+    source: &PairedSet,
+    test: &PairedSet,
+    cache_root: &Path,
+) -> Option<PathBuf> {
     let p = spec.diagnostics.premise.as_ref()?;
     let key = sha256_hex(
         json!({"premise": p, "diffusion": spec.networks.diffusion, "conditions": spec.train.noise_da.conditions,
@@ -162,7 +167,7 @@ pub fn read(run_dir: &Path) -> Result<Option<Diagnostics>> {
 }
 
 /// The summary's diagnostics section.
-pub fn markdown(d: &Diagnostics) -> String {
+pub(crate) fn markdown(d: &Diagnostics) -> String {
     let mut md = String::new();
     if !d.d_probe.is_empty() {
         md.push_str(

@@ -60,7 +60,7 @@ pub struct Comparison {
     pub right: String,
 }
 
-pub fn parse_compare(s: &str) -> Result<Comparison, String> {
+pub(crate) fn parse_compare(s: &str) -> Result<Comparison, String> {
     let (op, strict) = if s.contains(">=") { (">=", false) } else { (">", true) };
     let parts: Vec<&str> = s.split(op).map(str::trim).collect();
     match parts.as_slice() {
@@ -74,7 +74,7 @@ pub fn parse_compare(s: &str) -> Result<Comparison, String> {
 impl Gate {
     /// Shape check at load time; `methods` are the run's recipes plus `input`, `tests` its
     /// test set names. The message names the offending key (relative to the gate).
-    pub fn validate(&self, methods: &[&str], tests: &[&str]) -> Result<(), (String, String)> {
+    pub(crate) fn validate(&self, methods: &[&str], tests: &[&str]) -> Result<(), (String, String)> {
         let known = |key: &str, m: &str| {
             if methods.contains(&m) {
                 Ok(())
@@ -168,7 +168,7 @@ pub fn check(gates: &[Gate], summary: &Table, first_test: &str) -> Vec<GateResul
 }
 
 /// The gates as a Markdown section of summary.md.
-pub fn markdown(results: &[GateResult]) -> String {
+pub(crate) fn markdown(results: &[GateResult]) -> String {
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| vec![r.gate.clone(), r.detail.clone(), if r.passed { "pass" } else { "FAIL" }.to_string()])

@@ -95,14 +95,14 @@ pub fn describe(spec: &PipelineSpec) -> String {
 }
 
 /// What a recipe changes relative to the pipeline's `train` and `networks`, as `key=value`.
-pub fn recipe_changes(spec: &PipelineSpec, r: &super::spec::Recipe) -> Vec<String> {
+pub(crate) fn recipe_changes(spec: &PipelineSpec, r: &super::spec::Recipe) -> Vec<String> {
     let mut out = train_changes(&spec.train, r.train);
     out.extend(diff_json(&spec.networks, r.networks).into_iter().map(|c| format!("networks.{c}")));
     out
 }
 
 /// The `train` keys where `variant` differs from `base`, as `key=value` (for plans and reports).
-pub fn train_changes(base: &TrainSpec, variant: &TrainSpec) -> Vec<String> {
+pub(crate) fn train_changes(base: &TrainSpec, variant: &TrainSpec) -> Vec<String> {
     diff_json(base, variant)
 }
 

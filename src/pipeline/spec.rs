@@ -66,7 +66,7 @@ impl DiagnosticsSpec {
     }
 
     /// The test set the probe reads (`None`: no probe).
-    pub fn probe_set<'a>(&'a self, tests: &'a [TestSpec]) -> Option<&'a str> {
+    pub(crate) fn probe_set<'a>(&'a self, tests: &'a [TestSpec]) -> Option<&'a str> {
         match self.probe.as_deref() {
             Some("none") => None,
             Some(name) => Some(name),
@@ -245,12 +245,12 @@ impl PipelineSpec {
     }
 
     /// Whether any recipe trains with the target images (so they must be loaded).
-    pub fn uses_target(&self) -> bool {
+    pub(crate) fn uses_target(&self) -> bool {
         self.recipes().iter().any(|r| r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
     }
 
     /// Whether a recipe needs the target's training pairs (the upper bound).
-    pub fn uses_target_pairs(&self) -> bool {
+    pub(crate) fn uses_target_pairs(&self) -> bool {
         self.recipes().iter().any(|r| r.method == Method::TargetSupervised)
     }
 }

@@ -21,7 +21,7 @@ use crate::util::sha256_hex;
 
 /// Hash of the running executable: "the code version" of a stage (any rebuild that changes the
 /// binary invalidates its stages).
-pub fn code_version() -> &'static str {
+pub(crate) fn code_version() -> &'static str {
     static CODE: OnceLock<String> = OnceLock::new();
     CODE.get_or_init(|| {
         std::env::current_exe()
@@ -136,7 +136,7 @@ impl StageCache {
     }
 
     /// Reuse, or run and why. `forced` (from `--force` / `--from`) always runs.
-    pub fn decide(&self, key: &StageKey, forced: bool) -> Decision {
+    pub(crate) fn decide(&self, key: &StageKey, forced: bool) -> Decision {
         if forced {
             return Decision::Run("forced by --force/--from".into());
         }
@@ -164,7 +164,7 @@ impl StageCache {
     }
 
     /// Store a finished stage: its weight files are copied in, everything lands at once.
-    pub fn store(&self, cached: &Cached, model: &Path, ema: Option<&Path>) -> Result<PathBuf> {
+    pub(crate) fn store(&self, cached: &Cached, model: &Path, ema: Option<&Path>) -> Result<PathBuf> {
         let dir = self.root.join(cached.key.id());
         if dir.join(META).is_file() {
             return Ok(dir);
@@ -195,7 +195,7 @@ impl StageCache {
 }
 
 /// The cost key of a training stage (see [`Cached::cost`]).
-pub fn cost_key(method: &str, train: &crate::pipeline::spec::TrainSpec, networks: &impl Serialize) -> String {
+pub(crate) fn cost_key(method: &str, train: &crate::pipeline::spec::TrainSpec, networks: &impl Serialize) -> String {
     let v = json!({"method": method, "networks": networks, "batch": train.batch, "patch": train.patch,
         "target": train.noise_da.target_count(train.batch), "devices": train.devices, "precision": train.precision,
         "conditions": train.noise_da.conditions, "diffusion": train.noise_da.diffusion_loss});
@@ -205,7 +205,7 @@ pub fn cost_key(method: &str, train: &crate::pipeline::spec::TrainSpec, networks
 /// The config half of a training stage's key: what changes the trained weights or curve.
 /// Keys that cannot (checkpoint cadence; the Noise-DA settings of a method without D) are left
 /// out, so editing them reuses the stage.
-pub fn train_config(
+pub(crate) fn train_config(
     method: crate::pipeline::spec::Method,
     train: &crate::pipeline::spec::TrainSpec,
     networks: &crate::pipeline::spec::NetworksSpec,

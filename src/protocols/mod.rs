@@ -28,14 +28,14 @@
 //! * [`ProtocolKind::Realblur`] (`realblur`, the official RealBlur evaluation): restored clamped
 //!   to [0, 1], then scaled by one least-squares gain a = Σxz/Σz² against the ground truth x;
 //!   aligned to x by an ECC homography as OpenCV's `findTransformECC(gray(x), gray(a·z),
-//!   MOTION_HOMOGRAPHY, 100 iterations, gaussFiltSize 5)` computes it ([`ecc_homography`]);
+//!   MOTION_HOMOGRAPHY, 100 iterations, gaussFiltSize 5)` computes it (`realblur::ecc_homography`);
 //!   warped by `warpPerspective` with bicubic (a = −0.75) and BORDER_REFLECT, plus a validity
 //!   mask m from a nearest-neighbour warp of ones; both images multiplied by m; PSNR with peak
 //!   1 over the valid entries, Σm(x−z)² / (3Σm); SSIM = the standard Gaussian SSIM map (as
 //!   `rgb`) times m, 5 px cropped, Σ map / Σ m per channel, averaged over channels. Extras:
 //!   `gain`, `ecc_iterations` and the homography `h00` … `h21` (h22 = 1), which maps ground-truth
 //!   pixel coordinates to restored ones. Stops before 100 iterations once ECC has converged
-//!   ([`ECC_STOP_PX`]). Where ECC does not converge (small or flat images: it can wander for all
+//!   (`ECC_STOP_PX`). Where ECC does not converge (small or flat images: it can wander for all
 //!   100 iterations), OpenCV's result is chaotic in the inputs' last bits, and so is ours.
 //!
 //! "Rounded to 8 bits" means [`crate::image::quantize_u8`], what saving a PNG does (computed

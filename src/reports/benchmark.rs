@@ -38,7 +38,7 @@ fn task_name(t: Task) -> &'static str {
 
 /// Long table: one row per (run, test set, method) with our means, then the paper's rows
 /// (`source` = "paper: <its test set>").
-pub fn benchmark_table(runs: &[RunSummary]) -> Table {
+pub(crate) fn benchmark_table(runs: &[RunSummary]) -> Table {
     let (mut task, mut pipeline, mut run, mut test, mut protocol, mut method) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut psnr, mut ssim, mut seeds, mut source, mut role) = (vec![], vec![], vec![], vec![], vec![]);

@@ -73,7 +73,7 @@ fn grouped(per_image: &Table) -> BTreeMap<(String, String), Scores> {
 /// The columns pairing needs (test set, image, seed, method, PSNR, SSIM) of a run's per-image
 /// table, methods renamed `<run_id>/<method>`: runs written by different versions (other
 /// columns) line up, and methods of different runs stay apart.
-pub fn relabelled(per_image: &Table, run_id: &str) -> Table {
+pub(crate) fn relabelled(per_image: &Table, run_id: &str) -> Table {
     let mut t = Table::default();
     for name in ["test_set", "image_id", "seed", "psnr", "ssim"] {
         if let Some(c) = per_image.get(name) {
@@ -155,7 +155,7 @@ pub fn compare(per_image: &Table, baseline: &str, order: &[&str]) -> Vec<Compari
 
 /// Mean PSNR and SSIM of every (test set, method) with the same two-level bootstrap interval
 /// (seeds, then images): how precisely the runs pin each number down.
-pub fn mean_intervals(per_image: &Table) -> BTreeMap<(String, String), (Interval, Interval)> {
+pub(crate) fn mean_intervals(per_image: &Table) -> BTreeMap<(String, String), (Interval, Interval)> {
     let by = grouped(per_image);
     by.into_iter()
         .filter_map(|(key, per_seed)| {
@@ -201,7 +201,7 @@ fn interval(mean: f64, mut boots: Vec<f64>) -> Interval {
 }
 
 /// The comparisons as a table (comparisons.parquet / .csv).
-pub fn comparisons_table(rows: &[Comparison]) -> Table {
+pub(crate) fn comparisons_table(rows: &[Comparison]) -> Table {
     let mut t = Table::default();
     let s = |f: &dyn Fn(&Comparison) -> String| Column::Str(rows.iter().map(|r| Some(f(r))).collect());
     let u = |f: &dyn Fn(&Comparison) -> usize| Column::U64(rows.iter().map(|r| Some(f(r) as u64)).collect());
@@ -226,7 +226,7 @@ pub fn comparisons_table(rows: &[Comparison]) -> Table {
 }
 
 /// Markdown: one row per (test set, method) with ΔPSNR / ΔSSIM and their intervals.
-pub fn comparisons_markdown(rows: &[Comparison]) -> String {
+pub(crate) fn comparisons_markdown(rows: &[Comparison]) -> String {
     let header: Vec<String> =
         ["test set", "method", "vs", "ΔPSNR dB [95% CI]", "ΔSSIM [95% CI]", "wins / losses", "seeds × images"]
             .map(String::from)

@@ -167,7 +167,7 @@ fn panel(
 }
 
 /// Loss and validation-PSNR curves of a run (one line per recipe and seed) as one PNG.
-pub fn curves_png(curves: &Table, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn curves_png(curves: &Table, path: &Path) -> anyhow::Result<()> {
     let (Some(Column::Str(method)), Some(Column::U64(seed)), Some(Column::U64(step))) =
         (curves.get("method"), curves.get("seed"), curves.get("step"))
     else {
@@ -201,7 +201,13 @@ pub fn curves_png(curves: &Table, path: &Path) -> anyhow::Result<()> {
 
 /// A grid of example crops: one row per image, columns `labels` (e.g. input, methods, ground
 /// truth), each a `side`² centre crop shown at `zoom`×.
-pub fn crops_png(rows: &[Vec<Image>], labels: &[String], side: usize, zoom: usize, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn crops_png(
+    rows: &[Vec<Image>],
+    labels: &[String],
+    side: usize,
+    zoom: usize,
+    path: &Path,
+) -> anyhow::Result<()> {
     let cols = labels.len();
     // Images smaller than `side` are shown whole, every cell the same size.
     let side = rows.iter().flatten().map(|im| im.width.min(im.height)).fold(side, usize::min);

@@ -42,7 +42,7 @@ pub struct ImageScore {
 
 /// Per-image rows as a table; `meta_keys` are the metadata columns of the whole run (fixed up
 /// front so every streamed chunk has the same schema).
-pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
+pub(crate) fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
     let s = |f: fn(&ImageScore) -> String| Column::Str(rows.iter().map(|r| Some(f(r))).collect());
     let mut t = Table::default();
     t.push("run_id", s(|r| r.run_id.clone()))
@@ -74,7 +74,7 @@ pub fn scores_table(rows: &[ImageScore], meta_keys: &[String]) -> Table {
     t
 }
 
-pub fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_names: &[String]) -> Table {
+pub(crate) fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_names: &[String]) -> Table {
     let f =
         |g: fn(&CurvePoint) -> f64| Column::F64(points.iter().map(|p| Some(g(p)).filter(|v| v.is_finite())).collect());
     let mut t = Table::default();
@@ -163,7 +163,7 @@ pub fn summarise(per_image: &Table, method_order: &[&str]) -> Result<Table> {
 }
 
 /// The summary as an aligned text table (printed at the end of a run and saved as Markdown).
-pub fn summary_markdown(summary: &Table) -> String {
+pub(crate) fn summary_markdown(summary: &Table) -> String {
     let get_s = |name: &str, i: usize| match summary.get(name) {
         Some(Column::Str(v)) => v[i].clone().unwrap_or_default(),
         _ => String::new(),
@@ -207,7 +207,13 @@ pub fn summary_markdown(summary: &Table) -> String {
 /// The share of the headroom each method takes on `test`: (method − baseline) / (bound −
 /// baseline) in mean PSNR, where `bound` is the target-supervised upper bound. `None` when a
 /// number is missing.
-pub fn headroom_markdown(summary: &Table, test: &str, baseline: &str, bound: &str, methods: &[&str]) -> Option<String> {
+pub(crate) fn headroom_markdown(
+    summary: &Table,
+    test: &str,
+    baseline: &str,
+    bound: &str,
+    methods: &[&str],
+) -> Option<String> {
     let (Some(Column::Str(tests)), Some(Column::Str(names)), Some(Column::F64(psnr))) =
         (summary.get("test_set"), summary.get("method"), summary.get("psnr_mean"))
     else {
@@ -236,7 +242,7 @@ pub fn headroom_markdown(summary: &Table, test: &str, baseline: &str, bound: &st
 
 /// Append the bootstrap 95% intervals of the mean PSNR / SSIM (seeds, then images) to a
 /// summary table, matched on (test set, method).
-pub fn add_intervals(
+pub(crate) fn add_intervals(
     summary: &mut Table,
     intervals: &std::collections::BTreeMap<(String, String), (compare::Interval, compare::Interval)>,
 ) {
@@ -266,7 +272,7 @@ pub struct RecipeRow {
 }
 
 /// The recipes of a run as a table (recipes.parquet / .csv).
-pub fn recipes_table(recipes: &[RecipeRow]) -> Table {
+pub(crate) fn recipes_table(recipes: &[RecipeRow]) -> Table {
     let mut t = Table::default();
     let s = |f: &dyn Fn(&RecipeRow) -> Option<String>| Column::Str(recipes.iter().map(f).collect());
     t.push("recipe", s(&|r| Some(r.name.clone())));
@@ -280,7 +286,7 @@ pub fn recipes_table(recipes: &[RecipeRow]) -> Table {
 
 /// One Markdown table with a row per recipe (in pipeline order) and, per test set, our mean
 /// PSNR / SSIM, next to the paper's number where the pipeline gives one: the ablation layout.
-pub fn recipes_markdown(summary: &Table, recipes: &[RecipeRow]) -> String {
+pub(crate) fn recipes_markdown(summary: &Table, recipes: &[RecipeRow]) -> String {
     let strs = |name: &str| match summary.get(name) {
         Some(Column::Str(v)) => v.clone(),
         _ => vec![None; summary.rows()],
@@ -328,7 +334,7 @@ pub fn recipes_markdown(summary: &Table, recipes: &[RecipeRow]) -> String {
 }
 
 /// A padded Markdown table.
-pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+pub(crate) fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|j| rows.iter().map(|r| r[j].chars().count()).chain([header[j].chars().count()]).max().unwrap_or(0))
         .collect();

@@ -72,7 +72,7 @@ impl Table {
     }
 
     /// Append the rows of a table with the same columns (an empty `self` takes `other` whole).
-    pub fn append_rows(&mut self, other: Table) {
+    pub(crate) fn append_rows(&mut self, other: Table) {
         if self.columns.is_empty() {
             *self = other;
             return;
@@ -168,7 +168,7 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    pub fn create(stem: &Path, like: &Table) -> Result<TableWriter> {
+    pub(crate) fn create(stem: &Path, like: &Table) -> Result<TableWriter> {
         let dest = [stem.with_extension("parquet"), stem.with_extension("csv")];
         let tmp = [temp_path(&dest[0]), temp_path(&dest[1])];
         let schema = like.schema();
@@ -180,7 +180,7 @@ impl TableWriter {
         Ok(TableWriter { schema, parquet: Some(parquet), csv, tmp, dest })
     }
 
-    pub fn append(&mut self, chunk: &Table) -> Result<()> {
+    pub(crate) fn append(&mut self, chunk: &Table) -> Result<()> {
         if chunk.rows() == 0 {
             return Ok(());
         }
@@ -192,7 +192,7 @@ impl TableWriter {
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         self.csv.flush()?;
         self.parquet.take().expect("open writer").close()?;
         for (t, d) in self.tmp.iter().zip(&self.dest) {

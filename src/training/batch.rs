@@ -11,7 +11,7 @@ use crate::image::Image;
 use crate::rng::Rng;
 
 /// One of the 8 symmetries of the square: `k & 3` quarter turns, then a horizontal flip if `k & 4`.
-pub fn dihedral(img: &Image, k: u8) -> Image {
+pub(crate) fn dihedral(img: &Image, k: u8) -> Image {
     let (w, h) = (img.width, img.height);
     let turns = k & 3;
     let (ow, oh) = if turns % 2 == 1 { (h, w) } else { (w, h) };
@@ -41,7 +41,7 @@ pub(crate) fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, u
 }
 
 /// HWC images to one NCHW tensor.
-pub fn to_tensor(images: &[Image], device: &Device) -> Tensor<4> {
+pub(crate) fn to_tensor(images: &[Image], device: &Device) -> Tensor<4> {
     let (w, h) = (images[0].width, images[0].height);
     let mut data: Vec<f32> = Vec::with_capacity(images.len() * 3 * w * h);
     for img in images {
@@ -54,7 +54,7 @@ pub fn to_tensor(images: &[Image], device: &Device) -> Tensor<4> {
 }
 
 /// NCHW tensor back to HWC images.
-pub fn from_tensor(t: Tensor<4>) -> Vec<Image> {
+pub(crate) fn from_tensor(t: Tensor<4>) -> Vec<Image> {
     let [n, c, h, w] = t.dims();
     assert_eq!(c, 3);
     let v = t.into_data().try_to_vec::<f32>().expect("f32 tensor");
@@ -96,7 +96,7 @@ impl Batch {
 
 /// The batch of step `step`, a pure function of (seed, step) — the source's redrawn
 /// degradation included, so a resumed run draws the same noise and thread counts do not matter.
-pub fn sample_batch(
+pub(crate) fn sample_batch(
     source: &PairedSet,
     target: Option<&TargetTrainSet>,
     batch: usize,

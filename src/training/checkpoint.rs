@@ -43,7 +43,7 @@ fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::internal(format!("{}: {what}: {e}", path.display()))
 }
 
-pub fn step_name(step: usize) -> String {
+pub(crate) fn step_name(step: usize) -> String {
     format!("step-{step:08}")
 }
 
@@ -63,14 +63,14 @@ fn step_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
 }
 
 /// The newest complete step checkpoint in `dir`, if any.
-pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     if !dir.is_dir() {
         return Ok(None);
     }
     Ok(step_dirs(dir)?.into_iter().rev().find(|(_, p)| p.join(STATE).is_file()).map(|(_, p)| p))
 }
 
-pub fn read_state(ckpt: &Path) -> Result<State> {
+pub(crate) fn read_state(ckpt: &Path) -> Result<State> {
     let path = ckpt.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, "cannot read checkpoint state", e))?;
     serde_json::from_str(&text).map_err(|e| io(&path, "unreadable checkpoint state", e))
@@ -107,7 +107,7 @@ pub fn write(dir: &Path, name: &str, state: &State, fill: impl FnOnce(&Path) -> 
 }
 
 /// Remove all but the newest `keep` step checkpoints (at least one is always kept).
-pub fn prune(dir: &Path, keep: usize) -> Result<()> {
+pub(crate) fn prune(dir: &Path, keep: usize) -> Result<()> {
     let steps = step_dirs(dir)?;
     let remove = steps.len().saturating_sub(keep.max(1));
     for (_, p) in steps.into_iter().take(remove) {
@@ -122,11 +122,11 @@ pub fn prune(dir: &Path, keep: usize) -> Result<()> {
 pub mod exact_f64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         if v.is_finite() { s.serialize_str(&format!("{v:?}")) } else { s.serialize_none() }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         match Option::<String>::deserialize(d)? {
             Some(text) => text.parse().map_err(serde::de::Error::custom),
             None => Ok(f64::NAN),

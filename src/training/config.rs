@@ -28,7 +28,7 @@ impl Method {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Method> {
+    pub(crate) fn from_name(name: &str) -> Option<Method> {
         Method::ALL.into_iter().find(|m| m.name() == name)
     }
 }
@@ -141,7 +141,7 @@ pub enum Precision {
 
 impl Precision {
     /// The compute dtype of a mixed-precision step (`None`: plain f32).
-    pub fn compute_dtype(self) -> Option<burn::tensor::DType> {
+    pub(crate) fn compute_dtype(self) -> Option<burn::tensor::DType> {
         match self {
             Precision::F32 => None,
             Precision::Bf16 => Some(burn::tensor::DType::BF16),
@@ -150,7 +150,7 @@ impl Precision {
     }
 
     /// Static loss scale of the backward pass.
-    pub fn loss_scale(self) -> f64 {
+    pub(crate) fn loss_scale(self) -> f64 {
         if self == Precision::F16 { 1024.0 } else { 1.0 }
     }
 }
@@ -241,7 +241,7 @@ fn is_zero(v: &usize) -> bool {
 
 impl NoiseDaSpec {
     /// Target images drawn per step for a synthetic batch of `batch`.
-    pub fn target_count(&self, batch: usize) -> usize {
+    pub(crate) fn target_count(&self, batch: usize) -> usize {
         self.target_batch.unwrap_or(batch)
     }
 }

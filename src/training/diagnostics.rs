@@ -42,7 +42,7 @@ pub struct DProbe {
 
 impl DProbe {
     /// Does D rank the conditions the way the method needs it to?
-    pub fn rewards_truth(&self) -> bool {
+    pub(crate) fn rewards_truth(&self) -> bool {
         self.reference < self.restored && self.restored < self.input
     }
 }
@@ -81,7 +81,7 @@ pub struct ProbeInputs<'a> {
 
 /// The D probe (see the module doc) with trained `g` and `d` (inference weights). `None` when
 /// D never sees the real condition (`conditions: synthetic`) or there is no target image.
-pub fn probe_d(g: &Restorer, d: &DiffusionUNet, inp: &ProbeInputs, device: &Device) -> Option<DProbe> {
+pub(crate) fn probe_d(g: &Restorer, d: &DiffusionUNet, inp: &ProbeInputs, device: &Device) -> Option<DProbe> {
     if inp.conditions == Conditions::Synthetic || inp.target.is_empty() || inp.source.items.is_empty() {
         return None;
     }
@@ -155,7 +155,7 @@ fn noisy_conditions(y: &Tensor<4>, zs: &[Tensor<4>], sigmas: &[f32], signed: boo
 }
 
 /// The premise check (see the module doc): trains a fresh D for `steps`, returns its error per σ.
-pub fn premise_check(inp: &PremiseInputs, device: &Device) -> Vec<PremisePoint> {
+pub(crate) fn premise_check(inp: &PremiseInputs, device: &Device) -> Vec<PremisePoint> {
     let ad = device.clone().autodiff();
     ad.seed(crate::rng::derive_seed(inp.seed, "premise-init", &[]));
     let slots = inp.conditions.count();

@@ -49,7 +49,7 @@ impl Ema {
     }
 
     /// shadow ← decay·shadow + (1 − decay)·θ, after each optimiser step.
-    pub fn update<M: Module>(&mut self, module: &M) {
+    pub(crate) fn update<M: Module>(&mut self, module: &M) {
         let d = self.decay;
         for (s, p) in self.shadow.iter_mut().zip(flatten(module)) {
             *s = s.clone() * d + p * (1.0 - d);
@@ -57,7 +57,7 @@ impl Ema {
     }
 
     /// A copy of `module` holding the averaged weights.
-    pub fn apply<M: Module>(&self, module: M) -> M {
+    pub(crate) fn apply<M: Module>(&self, module: M) -> M {
         module.map(&mut Apply { shadow: &self.shadow, next: 0 })
     }
 }

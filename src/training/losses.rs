@@ -4,14 +4,14 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData};
 
 /// Charbonnier: mean(sqrt((pred − target)² + ε²)), ε = 1e-3.
-pub fn charbonnier(pred: Tensor<4>, target: Tensor<4>, eps: f64) -> Tensor<1> {
+pub(crate) fn charbonnier(pred: Tensor<4>, target: Tensor<4>, eps: f64) -> Tensor<1> {
     let d = pred - target;
     (d.clone() * d + eps * eps).sqrt().mean()
 }
 
 /// Per-sample slot swap: where `swap[i]` is true, sample i gets (b, a) instead of (a, b).
 /// Implemented as a blend with a 0/1 mask so gradients reach both inputs.
-pub fn slot_swap(a: Tensor<4>, b: Tensor<4>, swap: &[bool]) -> (Tensor<4>, Tensor<4>) {
+pub(crate) fn slot_swap(a: Tensor<4>, b: Tensor<4>, swap: &[bool]) -> (Tensor<4>, Tensor<4>) {
     let device = a.device();
     let m: Vec<f32> = swap.iter().map(|&s| if s { 1.0 } else { 0.0 }).collect();
     let m =
@@ -28,7 +28,7 @@ pub fn hinge(mse_pos: Tensor<1>, mse_neg: Tensor<1>, delta: f64) -> Tensor<1> {
 }
 
 /// DANN-style ramp: α = w·(2/(1+exp(−5p)) − 1), p = min(progress/ramp, 1).
-pub fn alpha_ramp(step: usize, ramp_steps: usize, w: f64) -> f64 {
+pub(crate) fn alpha_ramp(step: usize, ramp_steps: usize, w: f64) -> f64 {
     let p = if ramp_steps == 0 { 1.0 } else { (step as f64 / ramp_steps as f64).min(1.0) };
     w * (2.0 / (1.0 + (-5.0 * p).exp()) - 1.0)
 }

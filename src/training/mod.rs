@@ -134,7 +134,7 @@ pub struct TrainInputs<'a> {
     /// Folder of this training's checkpoints; when it holds one, training continues from the
     /// newest. `None`: no checkpoints (benchmarks, unit tests).
     pub checkpoints: Option<&'a Path>,
-    /// Identifies the training (see [`checkpoint::State::fingerprint`]).
+    /// Identifies the training (see `checkpoint::State::fingerprint`).
     pub fingerprint: String,
     pub validation: &'a [ValidationSet<'a>],
     /// Score the validation sets every this many steps and at the end (0: never).

@@ -31,7 +31,7 @@ pub struct StepDraws {
 
 impl StepDraws {
     /// The draws for `pairs` pairs of `h`×`w` crops, from `rng`.
-    pub fn draw(rng: &mut Rng, pairs: usize, [h, w]: [usize; 2], cfg: &NoiseDaStep) -> StepDraws {
+    pub(crate) fn draw(rng: &mut Rng, pairs: usize, [h, w]: [usize; 2], cfg: &NoiseDaStep) -> StepDraws {
         let nd = &cfg.spec.noise_da;
         let gammas =
             (0..pairs).map(|_| cfg.schedule.sample_gamma(rng, nd.t_range[0], nd.t_range[1]).1 as f32).collect();
@@ -91,7 +91,7 @@ impl NoiseDaForward {
     /// The shard's total loss given whether the whole batch's hinge max(0, δ + MSE⁺ − MSE⁻) is
     /// active: ½(MSE⁺ + a·(MSE⁺ − MSE⁻)) has the hinge's gradient, so the mean of the shards'
     /// losses has the gradient of the whole batch's loss.
-    pub fn total(&self, hinge_active: bool) -> Tensor<1> {
+    pub(crate) fn total(&self, hinge_active: bool) -> Tensor<1> {
         let l_noise = match &self.mse_neg {
             Some(neg) if hinge_active => (self.mse_pos.clone() * 2.0 - neg.clone()) * 0.5,
             Some(_) => self.mse_pos.clone() * 0.5,

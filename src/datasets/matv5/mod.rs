@@ -179,7 +179,7 @@ impl MatData {
     }
 
     /// The MATLAB class this data is written as by [`write_mat`].
-    pub fn class(&self) -> MatClass {
+    pub(crate) fn class(&self) -> MatClass {
         match self {
             MatData::U8(_) => MatClass::UInt8,
             MatData::I8(_) => MatClass::Int8,
@@ -226,7 +226,7 @@ pub struct MatArray {
 
 impl MatArray {
     /// Number of elements (product of `dims`).
-    pub fn numel(&self) -> usize {
+    pub(crate) fn numel(&self) -> usize {
         self.dims.iter().product()
     }
 
@@ -248,7 +248,7 @@ impl MatArray {
         Some(idx)
     }
 
-    pub fn as_u8(&self) -> Option<&[u8]> {
+    pub(crate) fn as_u8(&self) -> Option<&[u8]> {
         match &self.data {
             MatData::U8(v) => Some(v),
             _ => None,

@@ -115,7 +115,7 @@ fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
 
 /// `layer.forward(x)`, through [`KernelOps::conv_same`] where it applies (flex, f32, stride 1,
 /// "same" padding, one group, bias).
-pub fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [k0, k1] = layer.kernel_size;
     let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
     let covered = k0 == k1
@@ -145,12 +145,12 @@ fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
 }
 
 /// SiLU: one fused pass on flex (f32), burn's `silu` elsewhere.
-pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if fast_path(&x) { activation(x, Act::Silu) } else { burn::tensor::activation::silu(x) }
 }
 
 /// LeakyReLU: one fused pass on flex (f32), burn's `leaky_relu` elsewhere.
-pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+pub(crate) fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
     if fast_path(&x) {
         activation(x, Act::LeakyRelu(slope as f32))
     } else {
@@ -179,7 +179,7 @@ pub(crate) fn upsample2x_nearest(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 }
 
 /// 2×2 average pooling: the kernel on flex (f32, even sizes), burn's `avg_pool2d` elsewhere.
-pub fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
     resample2x(x, Resample2x::AvgPool)
         .unwrap_or_else(|x| burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2])))
 }
@@ -188,7 +188,7 @@ pub fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
 /// `x·(1 + scale) + shift`, then (optionally) SiLU. On flex (f32): one kernel each way, the
 /// affine parts folded into one per-(sample, channel) multiply-add. Elsewhere:
 /// [`group_norm_film_ops`], then burn's SiLU.
-pub fn group_norm_act(
+pub(crate) fn group_norm_act(
     norm: &GroupNorm,
     x: Tensor<4>,
     film: Option<(Tensor<4>, Tensor<4>)>,
@@ -241,7 +241,7 @@ fn folded_affine(
 /// parts folded into one per-(sample, channel) multiply-add, four passes over the feature map
 /// (centre, square, scale, shift) where burn's GroupNorm then FiLM take seven. Equal to
 /// `GroupNorm::forward` then FiLM up to float rounding (tested).
-pub fn group_norm_film_ops(norm: &GroupNorm, x: Tensor<4>, film: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
+pub(crate) fn group_norm_film_ops(norm: &GroupNorm, x: Tensor<4>, film: Option<(Tensor<4>, Tensor<4>)>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let g = norm.num_groups;
     let xg = x.reshape([b, g, (c / g) * h * w]);

@@ -1,5 +1,5 @@
 //! Running a resolved pipeline inside `reports/<pipeline>/<run-id>/`, as a sequence of named
-//! stages that read like the pipeline: [`run`] is that sequence, [`Run`] what the stages share.
+//! stages that read like the pipeline: [`run`] is that sequence, `Run` what the stages share.
 //! Each stage lives in its own file: `open` (prepare: run directory, lock, resume), `data`
 //! (load and fingerprint the data), `evaluate` (score inputs and restorers, the score cache),
 //! `train` (one training stage per recipe × seed, or its cached result), `outputs` (diagnostics,
@@ -30,8 +30,8 @@ use crate::datasets::Registry;
 use crate::error::Result;
 
 pub use dry::dry_run;
-pub use open::forced_stages;
-pub use outputs::{Summaries, write_summaries};
+pub(crate) use open::forced_stages;
+pub(crate) use outputs::write_summaries;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

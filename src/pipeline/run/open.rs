@@ -19,7 +19,7 @@ fn matches_stage(pattern: &str, name: &str, recipe: &str) -> bool {
 }
 
 /// The training stages `--force`/`--from` re-run, in plan order.
-pub fn forced_stages(spec: &PipelineSpec, force: &[String], from: Option<&str>) -> Result<Vec<String>> {
+pub(crate) fn forced_stages(spec: &PipelineSpec, force: &[String], from: Option<&str>) -> Result<Vec<String>> {
     let stages = crate::pipeline::plan::plan(spec);
     let name_of = |st: &Stage| match st {
         Stage::Train { recipe, .. } | Stage::Evaluate { recipe, .. } => recipe.clone(),

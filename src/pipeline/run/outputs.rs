@@ -195,7 +195,7 @@ pub struct Summaries {
 /// `recipes`, `comparisons` against the baseline, and `summary.md`. Used at the end of a run and
 /// by `run-pipeline report` to re-summarise finished runs with this version's report code.
 /// The pipeline's quality gates are checked here too (results in gates.json and summary.md).
-pub fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries> {
+pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries> {
     let per_image_table = reports::Table::read_parquet(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
     let mut summary = reports::summarise(&per_image_table, &order)?;

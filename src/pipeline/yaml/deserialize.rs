@@ -9,13 +9,13 @@ use super::*;
 
 /// Deserializes a typed value from a node tree. Errors carry the position and
 /// key path of the innermost offending node or key.
-pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, ConfigError> {
+pub(crate) fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, ConfigError> {
     from_node_at(node, "")
 }
 
 /// Like [`from_node`] for a subtree; `key_path` is the subtree's path
 /// (e.g. `"train"`), used as the prefix of key paths in errors.
-pub fn from_node_at<T: DeserializeOwned>(node: &Node, key_path: &str) -> Result<T, ConfigError> {
+pub(crate) fn from_node_at<T: DeserializeOwned>(node: &Node, key_path: &str) -> Result<T, ConfigError> {
     T::deserialize(NodeDe { node, origin: &node.origin, path: key_path.to_string() })
         .map_err(|e| e.into_config(&node.origin, key_path))
 }

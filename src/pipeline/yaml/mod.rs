@@ -5,7 +5,7 @@
 //! document tree ([`Node`]) in which every value and every mapping key carries
 //! its [`Origin`]: either a position in a file, or the command-line
 //! `--set a.b=v` override that produced it. Typed configuration structs are
-//! then read from that tree with [`from_node`], a `serde` deserializer that
+//! then read from that tree with `from_node`, a `serde` deserializer that
 //! reports errors at the innermost offending node or key, with a dotted key
 //! path (`train.optimizer.lr`, `tests[1].protocol`) and, for typos, a
 //! did-you-mean suggestion:
@@ -37,7 +37,7 @@
 //!   supported: it is an ordinary key (and so an unknown key for strict structs).
 //! * Tags (`!!str`, `!custom`) are rejected with an error at the tag.
 //!
-//! # Deserialization rules ([`from_node`])
+//! # Deserialization rules (`from_node`)
 //!
 //! * Structs come from maps. An empty value (`train:` with nothing after it)
 //!   counts as an empty map for structs and maps, so a section whose fields
@@ -69,7 +69,7 @@ mod deserialize;
 mod node;
 
 pub use build::{load, parse};
-pub use deserialize::{from_node, from_node_at};
+pub(crate) use deserialize::from_node;
 pub use node::*;
 
 // ---------------------------------------------------------------------------
@@ -78,6 +78,7 @@ pub use node::*;
 
 #[cfg(test)]
 mod tests {
+    use super::deserialize::from_node_at;
     use super::*;
     use serde::Deserialize;
     use std::collections::BTreeMap;

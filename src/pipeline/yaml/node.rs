@@ -129,7 +129,7 @@ impl Node {
     }
 
     /// The rendered origin: `path:line:col` or `--set a.b=v`.
-    pub fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.origin.to_string()
     }
 
@@ -139,7 +139,7 @@ impl Node {
         ConfigError::at(&self.origin, key_path, message)
     }
 
-    pub fn is_null(&self) -> bool {
+    pub(crate) fn is_null(&self) -> bool {
         matches!(self.value, Value::Null)
     }
 
@@ -152,7 +152,7 @@ impl Node {
     }
 
     /// Mutable map lookup.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         match &mut self.value {
             Value::Map(entries) => entries.iter_mut().find(|(k, _)| k.name == key).map(|(_, v)| v),
             _ => None,
@@ -168,7 +168,7 @@ impl Node {
     }
 
     /// Follows a key path such as `train.optimizer.lr` or `methods[1].sigma`.
-    pub fn lookup(&self, key_path: &str) -> Option<&Node> {
+    pub(crate) fn lookup(&self, key_path: &str) -> Option<&Node> {
         let segs = parse_key_path(key_path).ok()?;
         let mut cur = self;
         for seg in &segs {
@@ -186,7 +186,7 @@ impl Node {
     /// Deep merge: when both sides are maps, keys merge one by one
     /// recursively (keys new in `overlay` are appended, existing keys keep
     /// their position); anything else (scalars, sequences, null) replaces.
-    pub fn merge(&mut self, overlay: Node) {
+    pub(crate) fn merge(&mut self, overlay: Node) {
         let Node { value, origin } = overlay;
         match (&mut self.value, value) {
             (Value::Map(base), Value::Map(over)) => {
@@ -205,7 +205,7 @@ impl Node {
     }
 
     /// Removes a map entry, returning its value.
-    pub fn remove_key(&mut self, key: &str) -> Option<Node> {
+    pub(crate) fn remove_key(&mut self, key: &str) -> Option<Node> {
         match &mut self.value {
             Value::Map(entries) => {
                 let i = entries.iter().position(|(k, _)| k.name == key)?;
@@ -225,7 +225,7 @@ impl Node {
     /// segments may index existing sequence items: `methods[1].sigma=0.2`.
     /// Setting a key inside a scalar or sequence is an error naming the path.
     /// On error `self` is left unchanged.
-    pub fn set_path(&mut self, assignment: &str) -> Result<(), ConfigError> {
+    pub(crate) fn set_path(&mut self, assignment: &str) -> Result<(), ConfigError> {
         let origin = Origin::Override { arg: assignment.to_string() };
         let Some((lhs, rhs)) = assignment.split_once('=') else {
             return Err(ConfigError::at(&origin, "", "expected an assignment `key.path=value`"));
