@@ -8,7 +8,7 @@
 //! may reach further, e.g. degradations' tests draw images from `datasets::dead_leaves`):
 //!
 //! 0. [`util`], [`error`], [`rng`], [`task`] — helpers, failures, seeded streams, the task kind
-//! 1. [`image`], [`lock`] — the image type; run locks
+//! 1. [`image`], [`lock`], [`integrity`] — the image type; run locks; content hashes of what we read back
 //! 2. [`metrics`] — PSNR / SSIM
 //! 3. [`protocols`] — the field's scoring protocols
 //! 4. [`degradations`] — synthetic degradations
@@ -23,6 +23,7 @@ pub mod datasets;
 pub mod degradations;
 pub mod error;
 pub mod image;
+pub mod integrity;
 pub mod lock;
 pub mod metrics;
 pub mod networks;
@@ -45,6 +46,7 @@ mod tests {
         ("task", 0),
         ("image", 1),
         ("lock", 1),
+        ("integrity", 1),
         ("metrics", 2),
         ("protocols", 3),
         ("degradations", 4),

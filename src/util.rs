@@ -10,18 +10,82 @@ use sha2::{Digest, Sha256};
 /// A reader never sees a half-written file and a crash leaves the old file intact.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("{}: write failed", tmp.display()))?;
-    f.sync_all().ok();
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
-    Ok(())
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("{}: write failed", tmp.display()))?;
+        f.sync_all().ok();
+        drop(f);
+        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))
+    })();
+    if written.is_err() {
+        // A full disk (or any failure) leaves no partial temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
-/// Sibling temporary path (`.name.tmp-<pid>`) used by the atomic writers.
+/// This machine's name, for temporary files (on a shared file system a pid means nothing on
+/// another host).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|s| s.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Sibling temporary path used by every atomic writer: `.name.tmp-<pid>@<host>`, so a later run
+/// can tell its own leftovers from a live writer's ([`sweep_temp`]).
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}@{}", std::process::id(), host()))
+}
+
+/// Whether a temporary file name's writer is certainly gone: written on this host by a pid
+/// that is no longer running, or (other hosts, or the older `.tmp-<pid>` form) older than a day.
+fn abandoned(name: &str, age: std::time::Duration) -> bool {
+    let Some(tag) = name.rsplit_once(".tmp-").map(|(_, t)| t) else { return false };
+    let (pid, h) = match tag.split_once('@') {
+        Some((p, h)) => (p, Some(h)),
+        None => (tag, None),
+    };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    if pid == std::process::id() {
+        return false;
+    }
+    match h {
+        Some(h) if h == host() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => age > std::time::Duration::from_secs(24 * 3600),
+    }
+}
+
+/// Remove abandoned temporary files and directories directly in `dir` (see [`temp_path`]);
+/// returns what was removed. Nothing else is touched.
+pub(crate) fn sweep_temp(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') || !name.contains(".tmp-") {
+            continue;
+        }
+        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if !abandoned(&name, age) {
+            continue;
+        }
+        let path = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
+            Ok(_) => std::fs::remove_file(&path).is_ok(),
+            Err(_) => false,
+        };
+        if gone {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -54,6 +118,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_abandoned_temp_files_are_swept() {
+        let d = std::env::temp_dir().join(format!("rp-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        // A pid that cannot be running (beyond pid_max), on this host.
+        let dead = d.join(format!(".per_image.csv.tmp-4194305@{}", host()));
+        let mine = temp_path(&d.join("summary.csv"));
+        let other_host_fresh = d.join(".x.tmp-12@elsewhere");
+        let plain = d.join("per_image.csv");
+        let dead_dir = d.join(format!(".best.tmp-4194305@{}", host()));
+        for f in [&dead, &mine, &other_host_fresh, &plain] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::create_dir_all(dead_dir.join("inner")).unwrap();
+        let mut removed = sweep_temp(&d);
+        removed.sort();
+        let mut want = vec![dead.clone(), dead_dir.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(mine.exists() && other_host_fresh.exists() && plain.exists());
+        assert!(abandoned(".x.tmp-12@elsewhere", std::time::Duration::from_secs(2 * 24 * 3600)));
+        assert!(abandoned(".x.tmp-12", std::time::Duration::from_secs(2 * 24 * 3600)));
+        assert!(!abandoned(".x.tmp-12", std::time::Duration::from_secs(60)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn stamp_of_known_instant() {

@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::degradations::DegradationParams;
 use crate::image::Image;
+use sha2::Digest;
+
 use crate::util::{sha256_hex, write_atomic};
 
-const MAGIC: &[u8; 8] = b"RPSHARD1";
+/// Version 2 adds the SHA-256 of everything after it (version-1 shards are regenerated).
+const MAGIC: &[u8; 8] = b"RPSHARD2";
+const HEADER: usize = 8 + 32;
 /// Bump when a generator's output changes for the same definition.
 pub const GENERATOR_VERSION: u32 = 1;
 
@@ -73,6 +77,7 @@ pub(crate) fn write_shard(path: &Path, definition: &serde_json::Value, entries: 
     let mut buf =
         Vec::with_capacity(16 + json.len() + entries.iter().map(|e| e.degraded.data.len() * 8).sum::<usize>());
     buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&[0u8; 32]);
     buf.extend_from_slice(&(json.len() as u64).to_le_bytes());
     buf.extend_from_slice(&json);
     for e in entries {
@@ -82,6 +87,8 @@ pub(crate) fn write_shard(path: &Path, definition: &serde_json::Value, entries: 
             }
         }
     }
+    let hash = sha2::Sha256::digest(&buf[HEADER..]);
+    buf[8..HEADER].copy_from_slice(&hash);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -92,16 +99,23 @@ pub(crate) fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)
     let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open shard", path.display()))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)?;
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
-        bail!("{}: not a shard file", path.display());
+    if bytes.len() < HEADER + 8 || &bytes[..8] != MAGIC {
+        bail!("{}: not a shard file of this version", path.display());
     }
-    let n = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    let json = bytes.get(16..16 + n).with_context(|| format!("{}: truncated manifest", path.display()))?;
+    if sha2::Sha256::digest(&bytes[HEADER..]).as_slice() != &bytes[8..HEADER] {
+        bail!("{}: content hash mismatch (corrupted or cut short)", path.display());
+    }
+    let n = u64::from_le_bytes(bytes[HEADER..HEADER + 8].try_into().expect("8 bytes")) as usize;
+    let start = HEADER + 8;
+    let json =
+        bytes.get(start..start.saturating_add(n)).with_context(|| format!("{}: truncated manifest", path.display()))?;
     let manifest: ShardManifest = serde_json::from_slice(json)?;
-    let mut pos = 16 + n;
+    let mut pos = start + n;
     let mut take = |w: usize, h: usize| -> Result<Image> {
-        let len = w * h * 3 * 4;
-        let raw = bytes.get(pos..pos + len).with_context(|| format!("{}: truncated image data", path.display()))?;
+        let len = w.checked_mul(h).and_then(|n| n.checked_mul(12)).unwrap_or(usize::MAX);
+        let raw = bytes
+            .get(pos..pos.saturating_add(len))
+            .with_context(|| format!("{}: truncated image data", path.display()))?;
         pos += len;
         let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         Ok(Image::from_vec(w, h, data))
@@ -184,6 +198,15 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
         let (_, cached) = materialise(&dir, &def, mk).unwrap();
         assert!(!cached);
+        // So is one flipped bit in an image, same size (it parsed before shards carried a hash).
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.len() - 7;
+        bytes[at] ^= 0x20;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(read_shard(&p).unwrap_err().to_string().contains("hash mismatch"));
+        let (c, cached) = materialise(&dir, &def, mk).unwrap();
+        assert!(!cached);
+        assert_eq!(c[1].clean, a[1].clean);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

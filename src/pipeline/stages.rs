@@ -4,8 +4,9 @@
 //! `networks`, method, task, seed), its **inputs** (fingerprints of the source, target and
 //! target-pair data, and the key of the stage it warm-starts from) and the **code** (a hash of
 //! the running binary). A finished stage leaves its final weights, EMA, curve and facts under
-//! `<report.dir>/.cache/stages/<key>/` (written to a temporary directory and renamed); a later
-//! run whose stage has the same key loads them instead of training. When the key is new, the
+//! `<report.dir>/.cache/stages/<key>/` (written to a temporary directory, sealed with a manifest of
+//! content hashes and renamed); a later run whose stage has the same key and whose entry
+//! verifies loads them instead of training. When the key is new, the
 //! cache says why: no entry with that config, the same config on other inputs, or the same
 //! config and inputs under other code.
 
@@ -141,8 +142,17 @@ impl StageCache {
             return Decision::Run("forced by --force/--from".into());
         }
         let dir = self.root.join(key.id());
-        if dir.join(META).is_file() && dir.join(MODEL).is_file() {
-            return Decision::Reuse(dir);
+        if dir.is_dir() {
+            // Never used unverified: a corrupted or cut-short entry is trained again (and
+            // replaced when the new one is stored).
+            match crate::integrity::verify_dir(&dir) {
+                Ok(()) if dir.join(META).is_file() && dir.join(MODEL).is_file() => return Decision::Reuse(dir),
+                Ok(()) => return Decision::Run(format!("cached entry {} is incomplete", dir.display())),
+                Err(e) => {
+                    tracing::warn!(entry = %dir.display(), problem = %e, "cached stage failed verification; it will be trained again");
+                    return Decision::Run(format!("cached entry failed verification: {e}"));
+                }
+            }
         }
         let same_config: Vec<StageKey> =
             self.with_index(|index| index.iter().map(|e| e.key.clone()).filter(|k| k.config == key.config).collect());
@@ -166,8 +176,13 @@ impl StageCache {
     /// Store a finished stage: its weight files are copied in, everything lands at once.
     pub(crate) fn store(&self, cached: &Cached, model: &Path, ema: Option<&Path>) -> Result<PathBuf> {
         let dir = self.root.join(cached.key.id());
-        if dir.join(META).is_file() {
-            return Ok(dir);
+        if dir.is_dir() {
+            if crate::integrity::verify_dir(&dir).is_ok() {
+                return Ok(dir);
+            }
+            // A corrupted entry (see `decide`): replaced by this one.
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Failure::internal(format!("{}: cannot remove the corrupted entry: {e}", dir.display())))?;
         }
         let tmp = crate::util::temp_path(&dir);
         let io = |e: std::io::Error| Failure::internal(format!("{}: cannot write the stage cache: {e}", tmp.display()));
@@ -177,6 +192,7 @@ impl StageCache {
             std::fs::copy(ema, tmp.join(EMA)).map_err(io)?;
         }
         std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json")).map_err(io)?;
+        crate::integrity::seal_dir(&tmp).map_err(io)?;
         match std::fs::rename(&tmp, &dir) {
             Ok(()) => {
                 if let Some(index) = self.index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -185,7 +201,7 @@ impl StageCache {
                 Ok(dir)
             }
             // Another run stored the same stage meanwhile: theirs is as good as ours.
-            Err(_) if dir.join(META).is_file() => {
+            Err(_) if crate::integrity::verify_dir(&dir).is_ok() => {
                 let _ = std::fs::remove_dir_all(&tmp);
                 Ok(dir)
             }
@@ -263,6 +279,15 @@ mod tests {
         assert_eq!(cache.decide(&other_code, false), Decision::Run("code changed".into()));
         let other_config = StageKey::new(&json!({"lr": 2}), &json!({"source": "a"}));
         assert_eq!(cache.decide(&other_config, false), Decision::Run("new config key".into()));
+        // A flipped byte in the cached weights: not reused, and the next store replaces it.
+        std::fs::write(dir.join(MODEL), b"weightz").unwrap();
+        match cache.decide(&key, false) {
+            Decision::Run(why) => assert!(why.contains("failed verification") && why.contains("model.bpk"), "{why}"),
+            d => panic!("a corrupted entry was reused: {d:?}"),
+        }
+        assert_eq!(cache.store(&cached, &model, None).unwrap(), dir);
+        assert_eq!(cache.decide(&key, false), Decision::Reuse(dir.clone()));
+        assert_eq!(std::fs::read(dir.join(MODEL)).unwrap(), b"weights");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

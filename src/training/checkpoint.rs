@@ -3,9 +3,10 @@
 //! curve so far, best validation score). The data order and every random draw of a step derive
 //! from (seed, step), so the step is the whole RNG state.
 //!
-//! Each checkpoint is written into a temporary directory that is renamed into place, so a
-//! directory named `step-…` or `best` is always complete; older step checkpoints are pruned to
-//! the last `keep`.
+//! Each checkpoint is written into a temporary directory, sealed with a manifest of content
+//! hashes (`integrity`) and renamed into place, so a directory named `step-…` or `best` is
+//! complete; resuming uses the newest one that still verifies. Older step checkpoints are
+//! pruned to the last `keep`.
 
 use std::path::{Path, PathBuf};
 
@@ -62,12 +63,32 @@ fn step_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(steps)
 }
 
-/// The newest complete step checkpoint in `dir`, if any.
+/// The newest step checkpoint in `dir` that verifies against its manifest, if any. A newer one
+/// that does not (bit rot, a file cut short, an older version's unsealed checkpoint) is
+/// skipped with a warning naming it and the one used instead: training then continues from
+/// there, with the same results, as every step is a function of (seed, step).
 pub(crate) fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    Ok(step_dirs(dir)?.into_iter().rev().find(|(_, p)| p.join(STATE).is_file()).map(|(_, p)| p))
+    let mut skipped = Vec::new();
+    for (_, p) in step_dirs(dir)?.into_iter().rev() {
+        match crate::integrity::verify_dir(&p) {
+            Ok(()) if p.join(STATE).is_file() => {
+                if !skipped.is_empty() {
+                    tracing::warn!(using = %p.display(), skipped = %skipped.join("; "),
+                        "newer checkpoints failed verification; continuing from the last good one");
+                }
+                return Ok(Some(p));
+            }
+            Ok(()) => skipped.push(format!("{}: no {STATE}", p.display())),
+            Err(e) => skipped.push(e),
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(skipped = %skipped.join("; "), "no checkpoint verifies; training starts over");
+    }
+    Ok(None)
 }
 
 pub(crate) fn read_state(ckpt: &Path) -> Result<State> {
@@ -89,7 +110,8 @@ pub fn write(dir: &Path, name: &str, state: &State, fill: impl FnOnce(&Path) -> 
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, "cannot create", e))?;
     let written = fill(&tmp).and_then(|()| {
         let json = serde_json::to_string(state).expect("state serialises");
-        std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, "cannot write checkpoint state", e))
+        std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, "cannot write checkpoint state", e))?;
+        crate::integrity::seal_dir(&tmp).map_err(|e| io(&tmp, "cannot seal checkpoint", e))
     });
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -131,5 +153,49 @@ pub mod exact_f64 {
             Some(text) => text.parse().map_err(serde::de::Error::custom),
             None => Ok(f64::NAN),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> State {
+        State {
+            step,
+            method: "source_only".into(),
+            fingerprint: "f".into(),
+            elapsed_s: 0.0,
+            curve: vec![],
+            window: vec![],
+            best_val_psnr: f64::NAN,
+        }
+    }
+
+    #[test]
+    fn resuming_skips_a_corrupted_or_truncated_newest_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("rp-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for step in [10, 20, 30] {
+            write(&dir, &step_name(step), &state(step), |tmp| {
+                std::fs::write(tmp.join(MODEL), vec![step as u8; 4096]).map_err(|e| io(tmp, "w", e))
+            })
+            .unwrap();
+        }
+        assert_eq!(latest(&dir).unwrap(), Some(dir.join(step_name(30))));
+        // Same size, one bit flipped: not used.
+        let model = dir.join(step_name(30)).join(MODEL);
+        let mut bytes = std::fs::read(&model).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&model, &bytes).unwrap();
+        assert_eq!(latest(&dir).unwrap(), Some(dir.join(step_name(20))));
+        // Truncated: not used either.
+        let model = dir.join(step_name(20)).join(MODEL);
+        std::fs::write(&model, &std::fs::read(&model).unwrap()[..100]).unwrap();
+        assert_eq!(latest(&dir).unwrap(), Some(dir.join(step_name(10))));
+        // An unreadable state.
+        std::fs::write(dir.join(step_name(10)).join(STATE), b"{").unwrap();
+        assert_eq!(latest(&dir).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -96,7 +96,12 @@ impl Run<'_> {
             let cached = eval_cache(&self.stage_cache, train_key, t, &scores.meta_keys);
             let file = cached.join("per_image.parquet");
             let example_key = (t.name.clone(), name.to_string());
-            if !fresh && file.is_file() {
+            let usable = !fresh
+                && file.is_file()
+                && crate::integrity::verify_dir(&cached)
+                    .map_err(|e| tracing::warn!(problem = %e, "cached scores failed verification; scoring again"))
+                    .is_ok();
+            if usable {
                 if Some(seed) == first_seed {
                     // Scores come from the cache; only the figure's few images are restored.
                     let first: Vec<Image> = t.set.items[..t.set.items.len().min(EXAMPLES)]
@@ -137,11 +142,16 @@ impl Run<'_> {
     }
 }
 
-/// Store an evaluation's rows in the score cache (whole or not at all).
+/// Store an evaluation's rows in the score cache (whole or not at all, sealed with its hashes).
 fn store_scores(cached: &Path, all: &Table) -> Result<()> {
     let tmp = crate::util::temp_path(cached);
     std::fs::create_dir_all(&tmp)?;
     all.write(&tmp.join("per_image"))?;
+    crate::integrity::seal_dir(&tmp)?;
+    if cached.is_dir() && crate::integrity::verify_dir(cached).is_err() {
+        // A corrupted entry: replaced by this one.
+        std::fs::remove_dir_all(cached)?;
+    }
     if std::fs::rename(&tmp, cached).is_err() {
         // Stored meanwhile by another run: keep theirs.
         let _ = std::fs::remove_dir_all(&tmp);

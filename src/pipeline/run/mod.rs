@@ -124,6 +124,7 @@ impl<'a> Run<'a> {
         let resolved_json = serde_json::to_string_pretty(spec).expect("spec serialises");
         let report_root = PathBuf::from(&spec.report.dir);
         let open = open::open_run(res, opts, &resolved_json, started)?;
+        sweep_leftovers(&report_root, &open.run_dir);
         crate::util::write_atomic(&open.run_dir.join("resolved.json"), resolved_json.as_bytes())?;
         info!(run = %open.run_id, dir = %open.run_dir.display(), profile = %res.profile, "run started");
         eprintln!("plan for {} (profile {}):\n{}", res.path.display(), res.profile, describe(spec));
@@ -149,6 +150,29 @@ impl<'a> Run<'a> {
 
     fn device(&self) -> &Device {
         &self.devices[0]
+    }
+}
+
+/// Remove the temporary files and directories that killed or failed writers left in this
+/// run's folders and the caches (only those whose writer is certainly gone; see
+/// `util::sweep_temp`), so a rerun after `kill -9` or a full disk leaves nothing behind.
+fn sweep_leftovers(report_root: &std::path::Path, run_dir: &std::path::Path) {
+    let checkpoints = run_dir.join("checkpoints");
+    let mut dirs = vec![
+        run_dir.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        run_dir.to_path_buf(),
+        run_dir.join("figures"),
+        checkpoints.clone(),
+        report_root.join(".cache").join("stages"),
+        report_root.join(".cache").join("shards"),
+    ];
+    if let Ok(rd) = std::fs::read_dir(&checkpoints) {
+        dirs.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for dir in dirs {
+        for removed in crate::util::sweep_temp(&dir) {
+            info!(path = %removed.display(), "removed a temporary file left by an earlier, interrupted run");
+        }
     }
 }
 

@@ -128,6 +128,13 @@ impl Run<'_> {
         let ckpt_dir = checkpoints.join(format!("{name}-seed{seed}"));
         // Warm start: the earlier recipe's final raw weights for this seed.
         let init_from = recipe.train.init_from.as_ref().map(|from| checkpoints.join(format!("{from}-seed{seed}.bpk")));
+        if let Some(path) = &init_from {
+            // Written by this run's earlier stage; never started from unverified.
+            crate::integrity::verify_file(path).map_err(|e| {
+                let from = recipe.train.init_from.as_deref().unwrap_or_default();
+                Failure::internal(format!("warm start of {stage}: {e}; run again with --force {from}"))
+            })?;
+        }
         let (source, target, target_pairs) = (&data.source, data.target.as_ref(), data.target_pairs.as_ref());
         let fingerprint = sha256_hex(
             json!({"method": method.name(), "train": recipe.train, "networks": recipe.networks, "task": spec.task,
@@ -236,12 +243,14 @@ pub(super) fn train_key(
     )
 }
 
-/// Save restorer weights atomically (burnpack format).
+/// Save restorer weights atomically (burnpack format), with their content hash beside them.
 fn save_checkpoint(g: &Restorer, path: &Path) -> Result<()> {
     let tmp = crate::util::temp_path(path);
     g.clone()
         .save_file(&tmp)
         .map_err(|e| Failure::internal(format!("{}: cannot save checkpoint: {e:?}", path.display())))?;
     std::fs::rename(&tmp, path)?;
+    crate::integrity::seal_file(path)
+        .map_err(|e| Failure::internal(format!("{}: cannot write its hash: {e}", path.display())))?;
     Ok(())
 }

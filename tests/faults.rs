@@ -1,0 +1,176 @@
+//! Fault injection, end to end through the binary: what a crash, bit rot, a full disk or a
+//! hostile configuration leaves behind must never be used silently, and a rerun heals it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use run_pipeline::reports::{Column, Table};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rp-faults-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(args)
+        .current_dir(common::repo_root())
+        .env("CI", "true")
+        .output()
+        .expect("binary runs")
+}
+
+fn smoke(reports: &Path, extra: &[&str]) -> Output {
+    let dir_arg = format!("report.dir={}", reports.display());
+    let mut args = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "exit {:?}\nstdout:\n{o}\nstderr:\n{e}", out.status.code());
+    e
+}
+
+fn runs(reports: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(reports.join("denoise")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.retain(|p| p.is_dir());
+    v.sort();
+    v
+}
+
+/// Every file under `dir` whose name ends with `suffix`.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Flip one bit in the middle of a file, keeping its size (what bit rot does).
+fn flip(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x08;
+    std::fs::write(path, b).unwrap();
+}
+
+/// (method, test set, image) → (PSNR, SSIM) of a run.
+fn scores(run: &Path) -> Vec<(String, f64, f64)> {
+    let t = Table::read_parquet(&run.join("per_image.parquet")).unwrap();
+    let s = |n: &str| match t.get(n) {
+        Some(Column::Str(v)) => v.iter().map(|x| x.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        c => panic!("{n}: {c:?}"),
+    };
+    let f = |n: &str| match t.get(n) {
+        Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
+        c => panic!("{n}: {c:?}"),
+    };
+    let (m, ts, id, p, ss) = (s("method"), s("test_set"), s("image_id"), f("psnr"), f("ssim"));
+    let mut rows: Vec<(String, f64, f64)> =
+        (0..t.rows()).map(|i| (format!("{}/{}/{}", m[i], ts[i], id[i]), p[i], ss[i])).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+}
+
+/// Bit flips (same size) in every cached stage's weights, every cached evaluation and every
+/// shard: the rerun detects each, recomputes it and scores exactly as the first run did.
+#[test]
+fn corrupted_caches_are_recomputed_never_used() {
+    let reports = tmpdir("corrupt");
+    ok(&smoke(&reports, &[]));
+    let cache = reports.join(".cache");
+    let models = files(&cache.join("stages"), "model.bpk");
+    let evals = files(&cache.join("stages"), "per_image.parquet");
+    let shards = files(&cache.join("shards"), ".shard");
+    assert!(models.len() == 2 && !evals.is_empty() && !shards.is_empty(), "{models:?} {evals:?} {shards:?}");
+    for f in models.iter().chain(&evals).chain(&shards) {
+        flip(f);
+    }
+    let err = ok(&smoke(&reports, &[]));
+    assert!(err.contains("failed verification"), "{err}");
+    assert!(err.contains("hash mismatch"), "{err}");
+    assert!(!err.contains("reusing the finished stage"), "a corrupted stage was reused:\n{err}");
+    let r = runs(&reports);
+    assert_eq!(r.len(), 2);
+    let (a, b) = (scores(&r[0]), scores(&r[1]));
+    assert!(b.iter().all(|(_, p, s)| p.is_finite() && s.is_finite()), "{b:?}");
+    assert_eq!(a, b, "the healed rerun scores as the first run");
+    // Healed: a third run reuses everything.
+    let err = ok(&smoke(&reports, &[]));
+    assert!(!err.contains("failed verification"), "{err}");
+    assert!(err.contains("reusing the finished stage"), "{err}");
+    std::fs::remove_dir_all(&reports).unwrap();
+}
+
+/// Truncated cache files (a disk that filled up under an older version, a copy cut short) are
+/// recomputed too, not an error that blocks every rerun.
+#[test]
+fn truncated_caches_do_not_block_reruns() {
+    let reports = tmpdir("truncated");
+    ok(&smoke(&reports, &[]));
+    let cache = reports.join(".cache");
+    for f in files(&cache.join("stages"), "model.bpk").iter().chain(&files(&cache.join("shards"), ".shard")) {
+        let b = std::fs::read(f).unwrap();
+        std::fs::write(f, &b[..b.len() / 3]).unwrap();
+    }
+    ok(&smoke(&reports, &[]));
+    let r = runs(&reports);
+    assert_eq!(scores(&r[0]), scores(&r[1]));
+    std::fs::remove_dir_all(&reports).unwrap();
+}
+
+/// Temporary files that a `kill -9` or a full disk left (their writer's pid is gone) are
+/// removed by the next run; a live writer's are not touched.
+#[test]
+fn leftover_temp_files_are_swept_by_the_next_run() {
+    let reports = tmpdir("sweep");
+    ok(&smoke(&reports, &[]));
+    let run0 = runs(&reports)[0].clone();
+    // pid 4194305 is beyond Linux's pid_max: certainly not running.
+    let dead = format!("tmp-4194305@{}", host());
+    let live = format!("tmp-{}@{}", std::process::id(), host());
+    let planted = [
+        reports.join("denoise").join(format!(".per_image.parquet.{dead}")),
+        reports.join(".cache/shards").join(format!(".abc.shard.{dead}")),
+        reports.join(".cache/stages").join(format!(".eval-123.{dead}")),
+    ];
+    for p in &planted {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let best = run0.parent().unwrap().join(format!(".best.{dead}"));
+    std::fs::create_dir_all(best.join("inner")).unwrap();
+    let mine = reports.join("denoise").join(format!(".summary.csv.{live}"));
+    std::fs::write(&mine, b"in progress").unwrap();
+    let err = ok(&smoke(&reports, &[]));
+    assert!(err.contains("removed a temporary file"), "{err}");
+    for p in planted.iter().chain([&best]) {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    assert!(mine.exists(), "a live writer's temporary file was removed");
+    std::fs::remove_dir_all(&reports).unwrap();
+}
