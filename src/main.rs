@@ -127,8 +127,15 @@ enum Command {
 enum DatasetsCommand {
     /// List registered datasets and whether their data is present.
     List,
-    /// Scan and decode a dataset: counts per split, problems found, content fingerprint.
-    Check { name: String },
+    /// Scan and decode a dataset: counts per split, problems found, content fingerprint. A split
+    /// with no usable image is a problem; so, with --min-size, is an image smaller than the crop a
+    /// pipeline takes (its `size` or `train.patch`). Exit 3 when there are problems.
+    Check {
+        name: String,
+        /// Report images narrower or shorter than this many pixels.
+        #[arg(long, default_value_t = 0)]
+        min_size: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -259,7 +266,7 @@ fn score(
     Ok(())
 }
 
-fn datasets_check(registry: Option<&Path>, name: &str) -> Result<()> {
+fn datasets_check(registry: Option<&Path>, name: &str, min_size: usize) -> Result<()> {
     use run_pipeline::datasets::{Split, disk};
     let reg = Registry::load(&registry_path(registry, None))?;
     let entry = reg.get(name)?;
@@ -275,7 +282,22 @@ fn datasets_check(registry: Option<&Path>, name: &str) -> Result<()> {
         }
         let scan = disk::scan(&reg, name, split)?;
         let fingerprint = disk::fingerprint(&scan);
-        let dec = disk::decode(scan, usize::MAX, true);
+        let mut dec = disk::decode(scan, usize::MAX, true);
+        // The same problems a run would meet: images smaller than its crops, nothing to use.
+        for (it, d, _) in &dec.items {
+            if d.width < min_size || d.height < min_size {
+                dec.problems.push(run_pipeline::datasets::layouts::Problem {
+                    path: it.degraded.clone(),
+                    message: format!("{}×{} is smaller than --min-size {min_size}", d.width, d.height),
+                });
+            }
+        }
+        if dec.items.is_empty() {
+            dec.problems.push(run_pipeline::datasets::layouts::Problem {
+                path: reg.root(name)?,
+                message: format!("no usable {} images", split.as_str()),
+            });
+        }
         let pairs = dec.items.iter().filter(|(_, _, c)| c.is_some()).count();
         println!(
             "  {:<5} {} items ({pairs} with ground truth), {} problem(s), fingerprint {fingerprint}",
@@ -342,8 +364,8 @@ fn main() -> ProcessExit {
             Ok(())
         }
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
-        Some(Command::Datasets { command: DatasetsCommand::Check { name }, registry }) => {
-            datasets_check(registry.as_deref(), name)
+        Some(Command::Datasets { command: DatasetsCommand::Check { name, min_size }, registry }) => {
+            datasets_check(registry.as_deref(), name, *min_size)
         }
     };
     match result {

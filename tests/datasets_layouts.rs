@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use run_pipeline::datasets::layouts;
-use run_pipeline::datasets::{Registry, Split, disk};
+use run_pipeline::datasets::{OnProblem, Registry, Split, disk};
 use run_pipeline::image::Image;
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -360,23 +360,23 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
     let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7 };
     let spec = DegradationSpec::Awgn { sigma: [10.0, 20.0] };
     let take = Take { count: 5, size: 16 };
-    let a = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    let a = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
     assert!(!a.cached);
     assert_eq!(a.items.len(), 5);
     for it in &a.items {
         assert_eq!((it.clean.width, it.clean.height), (16, 16));
         assert!((10.0..20.0).contains(&it.params.sigma.unwrap()));
     }
-    let b = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    let b = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
     assert!(b.cached);
     assert_eq!(a.items[3].degraded, b.items[3].degraded);
     put(&data.join("0003.png"), &img(32, 32, 3));
-    let c = loader.synthetic_pairs("div2k", Split::Train, take, &spec).unwrap();
+    let c = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
     assert!(!c.cached, "a changed folder must not reuse the old shard");
     // Degraded test pairs cannot serve as a clean source.
     let reg2 = registry(&dir, "[datasets.spa]\nkind = \"spa_data\"\nroot = \"/tmp\"\n");
     let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7 };
-    let err = loader2.synthetic_pairs("spa", Split::Train, take, &spec).unwrap_err().to_string();
+    let err = loader2.synthetic_pairs("spa", Split::Train, take, &spec, OnProblem::Fail).unwrap_err().to_string();
     assert!(err.contains("needs clean images"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -174,3 +174,82 @@ fn leftover_temp_files_are_swept_by_the_next_run() {
     assert!(mine.exists(), "a live writer's temporary file was removed");
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// A registry beside the repository's, with extra `[datasets.*]` entries.
+fn registry_with(dir: &Path, extra: &str) -> PathBuf {
+    let mut text = std::fs::read_to_string(common::repo_root().join("datasets.toml")).unwrap();
+    text.push_str(extra);
+    let path = dir.join("datasets.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+/// A clean folder holding one 1×1 image, and an empty one: clear errors (exit 3) from the run
+/// and from `datasets check`, never a panic, and no empty run folder left behind. With
+/// `on_problem: skip` the small image is skipped (and then nothing is left: still exit 3).
+#[test]
+fn degenerate_datasets_are_errors_not_panics() {
+    let dir = tmpdir("degenerate");
+    std::fs::create_dir_all(dir.join("tiny")).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::create_dir_all(dir.join("mixed")).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([10, 20, 30])).save(dir.join("tiny/a.png")).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([10, 20, 30])).save(dir.join("mixed/a.png")).unwrap();
+    image::RgbImage::from_fn(48, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 90]))
+        .save(dir.join("mixed/b.png"))
+        .unwrap();
+    let reg = registry_with(
+        &dir,
+        &format!(
+            "\n[datasets.tiny]\nkind = \"clean_folder\"\nroot = \"{d}/tiny\"\nsplits = [\"train\"]\n\
+             \n[datasets.empty]\nkind = \"clean_folder\"\nroot = \"{d}/empty\"\nsplits = [\"train\"]\n\
+             \n[datasets.mixed]\nkind = \"clean_folder\"\nroot = \"{d}/mixed\"\nsplits = [\"train\"]\n",
+            d = dir.display()
+        ),
+    );
+    let reg_arg = reg.to_string_lossy().into_owned();
+    let reports = dir.join("reports");
+    let go = |dataset: &str, skip: bool| {
+        let mut extra = vec!["--registry", &reg_arg];
+        let set = format!("source.dataset={dataset}");
+        extra.extend(["--set", &set]);
+        if skip {
+            extra.extend(["--set", "source.on_problem=skip"]);
+        }
+        smoke(&reports, &extra)
+    };
+    let out = go("tiny", false);
+    let err = text(&out.stderr);
+    assert_eq!(code(&out), Some(3), "{err}");
+    assert!(err.contains("1×1 is smaller than the 32×32 crop") && err.contains("on_problem: skip"), "{err}");
+    let out = go("tiny", true);
+    let err = text(&out.stderr);
+    assert_eq!(code(&out), Some(3), "{err}");
+    assert!(err.contains("no usable train images"), "{err}");
+    let out = go("empty", false);
+    assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no usable train images"));
+    for e in [go("tiny", false), go("empty", true)] {
+        assert!(!text(&e.stderr).contains("panicked"), "{}", text(&e.stderr));
+    }
+    // Skipping the small image of a mixed folder: the run goes on with the other.
+    let out = go("mixed", true);
+    let err = ok(&out);
+    assert!(err.contains("skipped") && err.contains("a.png"), "{err}");
+    // Failed runs left no directory; the successful one did.
+    assert_eq!(std::fs::read_dir(reports.join("denoise")).unwrap().count(), 1);
+
+    let check = |name: &str, min: &str| run(&["datasets", "check", name, "--registry", &reg_arg, "--min-size", min]);
+    let out = check("tiny", "32");
+    assert_eq!(code(&out), Some(3));
+    assert!(text(&out.stdout).contains("1×1 is smaller than --min-size 32"), "{}", text(&out.stdout));
+    let out = check("empty", "0");
+    assert_eq!(code(&out), Some(3));
+    assert!(text(&out.stdout).contains("no usable train images"), "{}", text(&out.stdout));
+    assert_eq!(code(&check("mixed", "1")), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

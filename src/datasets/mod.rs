@@ -135,7 +135,15 @@ impl Loader<'_> {
     }
 
     /// Clean images of a dataset split (a synthetic source's, or a simulator's input).
-    fn clean_images(&self, name: &str, split: Split, take: Take) -> Result<Vec<(String, Image)>> {
+    /// A clean folder's unreadable images, and (with `take.size > 0`) those smaller than the
+    /// crop taken from them, are problems under `on_problem`; an empty result is an error.
+    fn clean_images(
+        &self,
+        name: &str,
+        split: Split,
+        take: Take,
+        on_problem: OnProblem,
+    ) -> Result<Vec<(String, Image)>> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::DeadLeaves | DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim => {
@@ -158,8 +166,30 @@ impl Loader<'_> {
             }
             DatasetKind::CleanFolder => {
                 let scan = disk::scan(self.registry, name, split)?;
-                let dec = disk::decode(scan, usize::MAX, false);
-                disk::check(name, &dec.problems, OnProblem::Fail)?;
+                let mut dec = disk::decode(scan, usize::MAX, false);
+                dec.items.retain(|(it, d, _)| {
+                    let small = take.size > 0 && (d.width < take.size || d.height < take.size);
+                    if small {
+                        dec.problems.push(layouts::Problem {
+                            path: it.degraded.clone(),
+                            message: format!(
+                                "{}×{} is smaller than the {s}×{s} crop taken from it",
+                                d.width,
+                                d.height,
+                                s = take.size
+                            ),
+                        });
+                    }
+                    !small
+                });
+                disk::check(name, &dec.problems, on_problem)?;
+                if dec.items.is_empty() {
+                    return Err(Failure::data(format!(
+                        "dataset \"{name}\": no usable {} images under {}",
+                        split.as_str(),
+                        self.registry.root(name)?.display()
+                    )));
+                }
                 let images: Vec<(String, Image, Vec<(String, String)>)> =
                     dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
                 Ok(crops(&images, take, self.seed, name).into_iter().map(|(id, im, _)| (id, im)).collect())
@@ -172,7 +202,14 @@ impl Loader<'_> {
     }
 
     /// Synthetic source pairs: clean images of `name` degraded by `spec`.
-    pub fn synthetic_pairs(&self, name: &str, split: Split, take: Take, spec: &DegradationSpec) -> Result<PairedSet> {
+    pub fn synthetic_pairs(
+        &self,
+        name: &str,
+        split: Split,
+        take: Take,
+        spec: &DegradationSpec,
+        on_problem: OnProblem,
+    ) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         // Files on disk can change under an unchanged definition: their fingerprint is part of it.
         let files = if entry.kind == DatasetKind::CleanFolder {
@@ -190,7 +227,7 @@ impl Loader<'_> {
         let def = json!({"role": "synthetic_pairs", "dataset": name, "entry": format!("{entry:?}"), "files": files,
             "split": split, "take": take, "degradation": spec, "seed": self.seed, "look": look});
         let (entries, cached) = materialise(self.cache_dir, &def, || {
-            let clean = self.clean_images(name, split, take)?;
+            let clean = self.clean_images(name, split, take, on_problem)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/degrade", split.as_str()), &[]);
             let imgs: Vec<Image> = clean.iter().map(|(_, im)| im.clone()).collect();
             let degraded = spec.apply_all(&imgs, seed, 0);
@@ -226,7 +263,7 @@ impl Loader<'_> {
         on_problem: OnProblem,
     ) -> Result<PairedSet> {
         match degradation {
-            Some(spec) => self.synthetic_pairs(name, Split::Train, take, spec),
+            Some(spec) => self.synthetic_pairs(name, Split::Train, take, spec, on_problem),
             None => {
                 let entry = self.entry(name)?;
                 if matches!(entry.kind, DatasetKind::DeadLeaves | DatasetKind::CleanFolder | DatasetKind::SimClean) {
@@ -441,7 +478,7 @@ impl Loader<'_> {
             def["oracle_gt"] = json!(true);
         }
         let (entries, cached) = materialise(self.cache_dir, &def, || {
-            let clean = self.clean_images(name, split, take)?;
+            let clean = self.clean_images(name, split, take, OnProblem::Fail)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/camera", split.as_str()), &[]);
             let with_gt = split != Split::Train || oracle_gt;
             Ok(clean
@@ -559,7 +596,7 @@ mod tests {
         let cache = std::env::temp_dir().join(format!("rp-simclean-{}", std::process::id()));
         let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9 };
         let take = Take { count: 4, size: 48 };
-        let clean = loader.clean_images("cam-clean", Split::Train, take).unwrap();
+        let clean = loader.clean_images("cam-clean", Split::Train, take, OnProblem::Fail).unwrap();
         let seed = crate::rng::derive_seed(9, "cam-clean/train/look", &[]);
         let content_seed = crate::rng::derive_seed(9, "cam-clean/train", &[]);
         for (i, (_, img)) in clean.iter().enumerate() {
@@ -581,8 +618,13 @@ mod tests {
         let target = loader.eval_pairs("cam", Split::Test, take, OnProblem::Fail).unwrap();
         assert!(target.items.iter().all(|t| clean.iter().all(|(_, x)| *x != t.clean)));
         // And as a synthetic source, its pairs' clean side is exactly these images.
-        let pairs =
-            loader.synthetic_pairs("cam-clean", Split::Train, take, &DegradationSpec::Awgn { sigma: [5.0, 5.0] });
+        let pairs = loader.synthetic_pairs(
+            "cam-clean",
+            Split::Train,
+            take,
+            &DegradationSpec::Awgn { sigma: [5.0, 5.0] },
+            OnProblem::Fail,
+        );
         let pairs = pairs.unwrap();
         assert!(pairs.items.iter().zip(&clean).all(|(p, (_, c))| p.clean == *c));
         let _ = std::fs::remove_dir_all(&cache);

@@ -450,8 +450,42 @@ fn shards_per_device(
 /// Train `method`; `on_step` is called after every step. With a checkpoint folder, the state is
 /// saved every `train.checkpoint.every` steps, at the end and when stopped, and training
 /// continues from the newest checkpoint found there.
+/// Every training crop must fit its image, and there must be something to crop: checked up
+/// front, naming the dataset and image, instead of failing inside a step.
+fn check_inputs(method: Method, inp: &TrainInputs) -> Result<()> {
+    let patch = inp.spec.patch;
+    let fits = |w: usize, h: usize| w >= patch && h >= patch;
+    let src = inp.source;
+    if src.items.is_empty() {
+        return Err(Failure::data(format!("dataset \"{}\": no training pairs to learn from", src.dataset)));
+    }
+    if let Some(it) = src.items.iter().find(|it| !fits(it.clean.width, it.clean.height)) {
+        return Err(Failure::data(format!(
+            "dataset \"{}\": image {} is {}×{}, smaller than the {patch}×{patch} training patch (train.patch); \
+             use larger images or source.size ≥ {patch}",
+            src.dataset, it.id, it.clean.width, it.clean.height
+        )));
+    }
+    if method == Method::NoiseDa
+        && let Some(t) = inp.target
+    {
+        if t.items.is_empty() {
+            return Err(Failure::data(format!("dataset \"{}\": no target images to adapt to", t.dataset)));
+        }
+        if let Some(it) = t.items.iter().find(|it| !fits(it.degraded.width, it.degraded.height)) {
+            return Err(Failure::data(format!(
+                "dataset \"{}\": image {} is {}×{}, smaller than the {patch}×{patch} training patch (train.patch); \
+                 use target.size ≥ {patch}",
+                t.dataset, it.id, it.degraded.width, it.degraded.height
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo)) -> Result<Trained> {
     let spec = inp.spec;
+    check_inputs(method, inp)?;
     // Without its loss D has no effect on G: the step is exactly the source-only step.
     let method = if spec.noise_da.diffusion_loss { method } else { Method::SourceOnly };
     let device = inp.device.clone().autodiff();

@@ -108,7 +108,7 @@ pub(super) fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
     let load_eval = |t: &TestSpec, split: Split| -> Result<TestSet> {
         let take = Take { count: t.count, size: t.size };
         let mut set = match &t.degradation {
-            Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg)?,
+            Some(deg) => loader.synthetic_pairs(&t.dataset, split, take, deg, t.on_problem)?,
             None => loader.eval_pairs(&t.dataset, split, take, t.on_problem)?,
         };
         let reference_input = t.input == TestInput::Reference;

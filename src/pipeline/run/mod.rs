@@ -76,7 +76,13 @@ pub struct RunOutcome {
 /// next invocation of the same configuration.
 pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     let mut run = Run::prepare(res, opts)?;
-    let data = run.load_data()?;
+    let data = match run.load_data() {
+        Ok(data) => data,
+        Err(e) => {
+            run.discard_if_new();
+            return Err(e);
+        }
+    };
     let mut scores = run.score_inputs(&data)?;
     let trained = run.train_and_evaluate(&data, &mut scores)?;
     run.diagnostics(&data, &trained)?;
@@ -146,6 +152,16 @@ impl<'a> Run<'a> {
             t0,
             timings: Timings::new(),
         })
+    }
+
+    /// A new run that failed before anything was computed (its data did not load) leaves no
+    /// empty "unfinished" directory behind.
+    fn discard_if_new(self) {
+        if !self.open.resumed {
+            let dir = self.open.run_dir.clone();
+            drop(self);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     fn device(&self) -> &Device {
