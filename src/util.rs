@@ -120,6 +120,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_that_become_paths() {
+        for ok in ["denoise", "noise_da-v2", "camera-sim.test", "A1"] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "..", "../../x", "/abs", "a/b", ".hidden", "x y", "a\\b", "é", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn only_abandoned_temp_files_are_swept() {
         let d = std::env::temp_dir().join(format!("rp-sweep-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -185,6 +195,24 @@ pub(crate) static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[cfg(test)]
 pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A name from a configuration that becomes part of a path (pipeline, recipe, test set): only
+/// `[A-Za-z0-9._-]`, 1–64 characters, not starting with `.` (so never `..`, a hidden file or a
+/// path). The error says what is wrong.
+pub(crate) fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("\"{name}\" must be 1 to 64 characters long"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "\"{name}\" may hold only letters, digits, '.', '_' and '-' (found {c:?}); it names files"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!("\"{name}\" must not start with '.'; it names files"));
+    }
+    Ok(())
 }
 
 /// Suggests the candidate closest to `word`, if any is close enough.

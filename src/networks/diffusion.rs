@@ -37,6 +37,24 @@ pub struct DiffusionConfig {
 }
 
 impl DiffusionConfig {
+    /// What is wrong with this configuration, if anything (the pipeline reports it at the key).
+    pub fn check(&self) -> Option<String> {
+        if self.base == 0 || self.mults.is_empty() || self.mults.contains(&0) || self.res_blocks == 0 {
+            return Some("base, mults and res_blocks must be positive".into());
+        }
+        let ch = self.base * self.mults.last().copied().unwrap_or(1);
+        if self.attn_heads == 0 || ch % self.attn_heads != 0 {
+            return Some(format!(
+                "attn_heads must divide the attention block's {ch} channels (base × the last mult), got {}",
+                self.attn_heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Some(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        None
+    }
+
     pub fn stride(&self) -> usize {
         1 << (self.mults.len().saturating_sub(1))
     }

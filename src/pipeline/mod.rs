@@ -71,10 +71,14 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
         }
     }
     let chosen = profile.map(str::to_string).or(default).unwrap_or_else(|| DEFAULT_PROFILE.to_string());
-    let overlay = profiles_node.and_then(|p| match p.value {
-        Value::Map(entries) => entries.into_iter().find(|(k, _)| k.name == chosen).map(|(_, v)| v),
-        _ => None,
-    });
+    let mut overlays: Vec<(String, Node)> = match profiles_node.map(|p| p.value) {
+        Some(Value::Map(entries)) => entries.into_iter().map(|(k, v)| (k.name, v)).collect(),
+        _ => vec![],
+    };
+    let overlay = overlays.iter().position(|(n, _)| *n == chosen).map(|i| overlays.remove(i).1);
+    // The whole file is checked, not only what the chosen profile leaves in place: the base
+    // values it overrides and every other profile (each as it would run, without --set).
+    validate_all(&root, overlay.is_some().then_some(chosen.as_str()), &overlays)?;
     match overlay {
         Some(o) => {
             if !matches!(o.value, Value::Null) {
@@ -95,6 +99,12 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     for s in sets {
         root.set_path(s).map_err(config_err)?;
     }
+    let spec = resolve(root)?;
+    Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
+}
+
+/// Deserialise and validate a pipeline document (profile merged, overrides applied).
+fn resolve(mut root: Node) -> Result<PipelineSpec> {
     // Errors in the pipeline's own sections are reported there first, not through the copies
     // the variants receive.
     let mut own = root.clone();
@@ -103,7 +113,24 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     resolve_variants(&mut root);
     let spec: PipelineSpec = yaml::from_node(&root).map_err(config_err)?;
     validate(&spec, &root)?;
-    Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
+    Ok(spec)
+}
+
+/// Validate the base document and every profile other than `chosen` (which the caller
+/// resolves with its overrides). An error names the profile and the key's file position.
+fn validate_all(base: &Node, chosen: Option<&str>, others: &[(String, Node)]) -> Result<()> {
+    if chosen.is_some() {
+        resolve(base.clone())
+            .map_err(|e| Failure::config(format!("{e} (in the base pipeline, outside any profile)")))?;
+    }
+    for (name, overlay) in others {
+        let mut doc = base.clone();
+        if !matches!(overlay.value, Value::Null) {
+            doc.merge(overlay.clone());
+        }
+        resolve(doc).map_err(|e| Failure::config(format!("{e} (in profile \"{name}\")")))?;
+    }
+    Ok(())
 }
 
 /// Give every variant complete `train` and `networks` sections: the pipeline's (after profile
@@ -138,6 +165,28 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         let at = root.lookup(key).map(Node::location).unwrap_or_else(|| "pipeline".into());
         Failure::config(format!("{at}: {key}: {msg}"))
     };
+    // Names become file and directory names: never a path out of the report folder.
+    crate::util::check_name(&s.name).map_err(|m| fail("name", m))?;
+    for name in s.variants.keys() {
+        crate::util::check_name(name).map_err(|m| fail(&format!("variants.{name}"), m))?;
+    }
+    let sets = s.tests.iter().enumerate().map(|(i, t)| (format!("tests[{i}].name"), t));
+    let vals = s
+        .validation
+        .iter()
+        .flat_map(|v| v.sets.iter().enumerate().map(|(i, t)| (format!("validation.sets[{i}].name"), t)));
+    for (key, t) in sets.chain(vals) {
+        crate::util::check_name(&t.name).map_err(|m| fail(&key, m))?;
+    }
+    let dir = std::path::Path::new(&s.report.dir);
+    if s.report.dir.trim().is_empty() || dir.parent().is_none() {
+        return Err(fail("report.dir", format!("\"{}\" cannot hold reports (not the file-system root)", s.report.dir)));
+    }
+    if let Some(v) = &s.validation
+        && v.every == 0
+    {
+        return Err(fail("validation.every", "must be at least 1 (leave `validation` out to skip it)".into()));
+    }
     if s.methods.is_empty() {
         return Err(fail("methods", "list at least one method (source_only, noise_da or a variant)".into()));
     }
@@ -175,12 +224,13 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     if let Some(msg) = s.networks.restorer.check() {
         return Err(fail("networks.restorer", msg));
     }
-    let d = &s.networks.diffusion;
-    if d.base == 0 || d.mults.is_empty() || d.mults.contains(&0) || d.res_blocks == 0 {
-        return Err(fail("networks.diffusion", "base, mults and res_blocks must be positive".into()));
-    }
-    if !(0.0..1.0).contains(&d.dropout) {
-        return Err(fail("networks.diffusion.dropout", format!("must be in [0, 1), got {}", d.dropout)));
+    let mut diffusions = vec![("networks.diffusion".to_string(), &s.networks.diffusion)];
+    diffusions
+        .extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.networks.diffusion"), &v.networks.diffusion)));
+    for (key, d) in diffusions {
+        if let Some(msg) = d.check() {
+            return Err(fail(&key, msg));
+        }
     }
     for (key, count) in [("source.count", s.source.count), ("target.count", s.target.count)] {
         if count == 0 {
@@ -371,9 +421,11 @@ mod tests {
         let col = bad.lines().nth(line - 1).unwrap().find("stepz").unwrap() + 1;
         let file = dir.join("p.yaml");
         std::fs::write(&file, bad).unwrap();
-        // The demo profile does not touch the typo'd key...
-        assert!(load(&file, None, &[]).is_ok());
-        // ...the smoke profile does, and the error points into it.
+        // Choosing another profile does not hide it: the whole file is checked, the error
+        // points into the smoke profile and names it...
+        let err = load(&file, None, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!(":{line}:{col}:")) && err.contains("profile \"smoke\""), "{err}");
+        // ...and choosing the smoke profile reports it the same way.
         let err = load(&file, Some("smoke"), &[]).unwrap_err();
         assert_eq!(err.code, crate::error::ExitCode::Config);
         let msg = err.to_string();
@@ -384,6 +436,54 @@ mod tests {
             )),
             "{msg}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_that_would_leave_the_report_folder_are_refused() {
+        let text = std::fs::read_to_string(shipped()).unwrap();
+        let dir = std::env::temp_dir().join(format!("rp-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            (text.replacen("name: denoise", "name: ../../x", 1), "name: \"../../x\""),
+            (text.replacen("name: denoise", "name: /abs", 1), "name: \"/abs\""),
+            (text.replacen("variants:", "variants:\n  ../../../../x: {}", 1), "variants.../../../../x"),
+        ];
+        for (i, (yaml, want)) in cases.iter().enumerate() {
+            assert_ne!(&text, yaml, "case {i} changed nothing");
+            let f = dir.join(format!("p{i}.yaml"));
+            std::fs::write(&f, yaml).unwrap();
+            let err = load(&f, None, &[]).unwrap_err();
+            assert_eq!(err.code, crate::error::ExitCode::Config);
+            let err = err.to_string();
+            assert!(err.contains(want) && err.contains(&format!("{}:", f.display())), "{err}");
+        }
+        let err = load(&shipped(), None, &["tests[0].name=a/b".into()]).unwrap_err().to_string();
+        assert!(err.contains("tests[0].name") && err.contains("names files"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A bad value is an error wherever it is in the file: in the base where the chosen profile
+    /// overrides it, or in a profile that is not chosen.
+    #[test]
+    fn the_whole_file_is_validated_not_only_the_chosen_profile() {
+        let text = std::fs::read_to_string(shipped()).unwrap();
+        let dir = std::env::temp_dir().join(format!("rp-whole-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The smoke profile sets its own steps; the base's are broken.
+        let base_bad = text.replacen("\n  steps: ", "\n  steps: 0 #", 1);
+        assert_ne!(base_bad, text);
+        let f = dir.join("base.yaml");
+        std::fs::write(&f, &base_bad).unwrap();
+        let err = load(&f, Some("smoke"), &[]).unwrap_err().to_string();
+        assert!(err.contains("train.steps: must be at least 1") && err.contains("base pipeline"), "{err}");
+        // A profile other than the chosen one.
+        let prof_bad = text.replacen("  smoke:", "  broken:\n    seeds: {train: []}\n  smoke:", 1);
+        let f = dir.join("profile.yaml");
+        std::fs::write(&f, &prof_bad).unwrap();
+        let err = load(&f, Some("smoke"), &[]).unwrap_err().to_string();
+        assert!(err.contains("seeds.train") && err.contains("profile \"broken\""), "{err}");
+        load(&shipped(), Some("smoke"), &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
