@@ -2,8 +2,8 @@
 //!
 //! `run.lock` holds the holder's pid, host, start time and a heartbeat refreshed every few
 //! seconds. A second invocation that would write the same run (re-running the same command
-//! while the first is still going) exits 75 naming the holder. A lock whose holder is gone (a
-//! dead pid on this host, or no heartbeat for [`STALE_AFTER_S`] from another host) is taken
+//! while the first is still going) exits 75 naming the holder. A lock whose holder is gone (no
+//! heartbeat for [`STALE_AFTER_S`], whatever its pid says; or a dead pid on this host) is taken
 //! over with a warning, so a crashed or killed run never blocks its own continuation.
 
 use std::path::{Path, PathBuf};
@@ -45,13 +45,18 @@ pub fn hostname() -> String {
 }
 
 impl Holder {
-    /// Whether the holder still runs: its pid exists (same host, where /proc can tell), else
-    /// a recent heartbeat.
+    /// Whether the holder still runs. The heartbeat is the truth: none for [`STALE_AFTER_S`]
+    /// means gone, whatever the pid says (after a container restart the pid is reused by an
+    /// unrelated process). A fresh heartbeat from this host is double-checked against /proc,
+    /// which tells a killed holder at once.
     pub(crate) fn alive(&self) -> bool {
+        if now().saturating_sub(self.heartbeat_unix) >= STALE_AFTER_S {
+            return false;
+        }
         if self.host == hostname() && Path::new("/proc/self").exists() {
             return Path::new(&format!("/proc/{}", self.pid)).exists();
         }
-        now().saturating_sub(self.heartbeat_unix) < STALE_AFTER_S
+        true
     }
 }
 
@@ -192,5 +197,16 @@ mod tests {
         let far = Holder { pid: 1, host: "elsewhere".into(), started_unix: now(), heartbeat_unix: now() };
         assert!(far.alive());
         assert!(!Holder { heartbeat_unix: now() - STALE_AFTER_S - 1, ..far }.alive());
+        drop(_l);
+        // A live pid on this host (pid 1, or this very process) whose heartbeat is days old:
+        // the pid was reused (a container restart); the lock is stale and taken over.
+        let reused = Holder { pid: 1, host: hostname(), started_unix: 1, heartbeat_unix: now() - 3 * 86_400 };
+        assert!(!reused.alive());
+        let mine = Holder { pid: std::process::id(), heartbeat_unix: now() - 3 * 86_400, ..reused.clone() };
+        assert!(!mine.alive());
+        std::fs::write(d.join(LOCK_FILE), serde_json::to_string(&reused).unwrap()).unwrap();
+        let _l = RunLock::acquire(&d).expect("a days-old heartbeat does not hold the lock");
+        // While a fresh heartbeat from a live pid does.
+        assert!(Holder { heartbeat_unix: now(), ..reused }.alive());
     }
 }
