@@ -243,7 +243,7 @@ fn clean_folder_recursive_png_jpg_bmp() {
     put(&root.join("a/b/0002.jpg"), &img(16, 16, 2));
     put(&root.join("0003.BMP"), &img(16, 16, 3));
     std::fs::write(root.join("notes.txt"), "not an image").unwrap();
-    let scan = layouts::clean_folder(&root);
+    let scan = layouts::clean_folder(&root, false);
     let ids: Vec<&str> = scan.items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, vec!["0003.BMP", "a/0001.png", "a/b/0002.jpg"]);
     let dec = disk::decode(scan, usize::MAX, false);

@@ -253,3 +253,39 @@ fn degenerate_datasets_are_errors_not_panics() {
     assert_eq!(code(&check("mixed", "1")), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Symbolic links inside a dataset root that lead out of it are reported, not read, unless
+/// the registry says `follow_links = true`; a link that stays inside the root is fine.
+#[test]
+fn symlinks_are_not_followed_out_of_a_dataset_root() {
+    let dir = tmpdir("links");
+    let (root, outside) = (dir.join("root"), dir.join("outside"));
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir_all(outside.join("more")).unwrap();
+    let img = |p: &Path| image::RgbImage::from_pixel(40, 40, image::Rgb([1, 2, 3])).save(p).unwrap();
+    img(&root.join("sub/a.png"));
+    img(&outside.join("secret.png"));
+    img(&outside.join("more/b.png"));
+    std::os::unix::fs::symlink(outside.join("secret.png"), root.join("leak.png")).unwrap();
+    std::os::unix::fs::symlink(outside.join("more"), root.join("linked")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub/a.png"), root.join("inside.png")).unwrap();
+    let entry = |name: &str, follow: bool| {
+        format!(
+            "\n[datasets.{name}]\nkind = \"clean_folder\"\nroot = \"{}\"\nsplits = [\"train\"]\nfollow_links = {follow}\n",
+            root.display()
+        )
+    };
+    let reg = registry_with(&dir, &format!("{}{}", entry("strict", false), entry("open", true)));
+    let reg = reg.to_string_lossy().into_owned();
+    let out = run(&["datasets", "check", "strict", "--registry", &reg]);
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), Some(3), "{stdout}");
+    assert!(stdout.contains("leak.png") && stdout.contains("outside the dataset root"), "{stdout}");
+    assert!(stdout.contains("linked") && stdout.contains("not followed"), "{stdout}");
+    assert!(stdout.contains("train 2 items"), "a.png and the inside link remain:\n{stdout}");
+    let out = run(&["datasets", "check", "open", "--registry", &reg]);
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), Some(0), "{stdout}");
+    assert!(stdout.contains("train 4 items"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

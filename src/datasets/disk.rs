@@ -44,7 +44,7 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
             entry.kind
         ))
     };
-    Ok(match entry.kind {
+    let scan = match entry.kind {
         DatasetKind::Sidd if matches!(layout, "medium" | "small" | "") => super::sidd::layout(&root),
         DatasetKind::SpaData => match split {
             Split::Train => layouts::pair_list(&root, &root.join("real_world.txt"), false),
@@ -68,9 +68,35 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
             }
         }
         DatasetKind::Rain13k => layouts::input_target(&root, false),
-        DatasetKind::CleanFolder => layouts::clean_folder(&root),
+        DatasetKind::CleanFolder => layouts::clean_folder(&root, entry.follow_links),
         _ => return Err(unsupported()),
-    })
+    };
+    Ok(if entry.follow_links { scan } else { within_root(scan, &root) })
+}
+
+/// Items whose files resolve (through symbolic links) to somewhere outside `root` become
+/// problems: a dataset reads only what is under its root unless `follow_links = true`.
+fn within_root(mut scan: layouts::Scan, root: &Path) -> layouts::Scan {
+    let Ok(real_root) = root.canonicalize() else { return scan };
+    let mut kept = Vec::with_capacity(scan.items.len());
+    for it in std::mem::take(&mut scan.items) {
+        let outside = std::iter::once(&it.degraded).chain(it.clean.as_ref()).find_map(|p| match p.canonicalize() {
+            Ok(real) if !real.starts_with(&real_root) => Some((p.clone(), real)),
+            _ => None,
+        });
+        match outside {
+            Some((p, real)) => scan.problems.push(Problem {
+                path: p,
+                message: format!(
+                    "a symbolic link to {}, outside the dataset root; not followed (set follow_links = true in the registry to allow)",
+                    real.display()
+                ),
+            }),
+            None => kept.push(it),
+        }
+    }
+    scan.items = kept;
+    scan
 }
 
 fn realblur_letter(entry: &DatasetEntry) -> &'static str {

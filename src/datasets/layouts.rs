@@ -133,14 +133,31 @@ pub(crate) fn resolve_listed(root: &Path, listed: &str) -> Option<PathBuf> {
     Some(root.join(rel))
 }
 
-/// Every image under `root` (recursive), for folders of clean images (DIV2K, Flickr2K, WED,
-/// BSD400, ...). Ids are paths relative to the root.
-pub fn clean_folder(root: &Path) -> Scan {
+/// Folder depth a clean-folder walk descends to.
+pub(crate) const MAX_DEPTH: usize = 32;
+/// Entries a clean-folder walk visits before it stops (a root of `/` must not walk the disk).
+pub(crate) const MAX_ENTRIES: usize = 2_000_000;
+
+/// Every image under `root` (recursive, at most [`MAX_DEPTH`] deep and [`MAX_ENTRIES`]
+/// entries), for folders of clean images (DIV2K, Flickr2K, WED, BSD400, ...). Ids are paths
+/// relative to the root. Symbolic links are followed only with `follow_links` (a link to a
+/// file inside the root is always fine; `disk::scan` reports the rest).
+pub fn clean_folder(root: &Path, follow_links: bool) -> Scan {
     let mut scan = Scan::default();
     let mut paths: Vec<PathBuf> = Vec::new();
-    for e in WalkDir::new(root).follow_links(true) {
+    for (n, e) in WalkDir::new(root).follow_links(follow_links).max_depth(MAX_DEPTH).into_iter().enumerate() {
+        if n >= MAX_ENTRIES {
+            scan.problem(root, format!("stopped after {MAX_ENTRIES} entries: is the root right?"));
+            break;
+        }
         match e {
             Ok(e) if e.file_type().is_file() && is_image(e.path()) => paths.push(e.into_path()),
+            // Not followed: kept as a path so that the scan's root check reports where it leads.
+            Ok(e) if e.path_is_symlink() && is_image(e.path()) && e.path().is_file() => paths.push(e.into_path()),
+            Ok(e) if !follow_links && e.path_is_symlink() && e.path().is_dir() => scan.problem(
+                e.path(),
+                "a symbolic link to a folder; not followed (set follow_links = true in the registry to allow)",
+            ),
             Ok(_) => {}
             Err(err) => scan.problem(err.path().unwrap_or(root).to_path_buf(), format!("cannot read: {err}")),
         }

@@ -73,6 +73,10 @@ pub struct DatasetEntry {
     /// For `sim_clean`: the simulated dataset whose clean look (noise-free render) it has.
     #[serde(default)]
     pub like: Option<String>,
+    /// Follow symbolic links that lead out of `root` (default: such links are reported as
+    /// problems and not read).
+    #[serde(default)]
+    pub follow_links: bool,
     #[serde(default)]
     pub licence: Option<String>,
     /// Where to get it.
