@@ -64,6 +64,9 @@ struct PipelineArgs {
     /// nothing (the same as `run-pipeline plan`).
     #[arg(long)]
     dry_run: bool,
+    /// Run even when the data of the configuration would not fit in the memory available.
+    #[arg(long)]
+    skip_memory_check: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +211,7 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
         stop,
         command_line: std::env::args().collect(),
         force: args.force.clone(),
+        skip_memory_check: args.skip_memory_check,
         from: args.from.clone(),
     };
     if args.dry_run {

@@ -18,12 +18,30 @@ pub enum Format {
     Json,
 }
 
+/// JSON has no infinity: a PSNR of identical images (+∞) is written as the string
+/// `"Infinity"` (and −∞ / NaN as `"-Infinity"` / `"NaN"`), the spelling JavaScript's
+/// `Number()` and Python's `float()` read back; finite values stay numbers (CSV the same).
+fn json_f64<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match *v {
+        v if v.is_finite() => s.serialize_f64(v),
+        v if v.is_nan() => s.serialize_str("NaN"),
+        v if v > 0.0 => s.serialize_str("Infinity"),
+        _ => s.serialize_str("-Infinity"),
+    }
+}
+
+fn json_value(v: f64) -> serde_json::Value {
+    json_f64(&v, serde_json::value::Serializer).expect("a number or a string")
+}
+
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub restored: String,
     pub reference: String,
     pub protocol: &'static str,
+    #[serde(serialize_with = "json_f64")]
     pub psnr: f64,
+    #[serde(serialize_with = "json_f64")]
     pub ssim: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssim_per_channel: Option<f64>,
@@ -104,8 +122,8 @@ pub fn render(rows: &[Row], format: Format) -> Result<String> {
         Format::Json => serde_json::to_string_pretty(&serde_json::json!({
             "protocol": rows.first().map(|r| r.protocol),
             "images": rows.len(),
-            "mean_psnr": mean_psnr,
-            "mean_ssim": mean_ssim,
+            "mean_psnr": json_value(mean_psnr),
+            "mean_ssim": json_value(mean_ssim),
             "rows": rows,
         }))
         .expect("json"),
@@ -129,4 +147,29 @@ pub fn render(rows: &[Row], format: Format) -> Result<String> {
             out
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_images_write_infinity_as_a_documented_string_in_json() {
+        let row = |psnr: f64| Row {
+            restored: "a.png".into(),
+            reference: "b.png".into(),
+            protocol: "rgb",
+            psnr,
+            ssim: 1.0,
+            ssim_per_channel: None,
+        };
+        let out = render(&[row(f64::INFINITY), row(f64::INFINITY)], Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["rows"][0]["psnr"], "Infinity");
+        assert_eq!(v["mean_psnr"], "Infinity");
+        assert_eq!(v["rows"][0]["ssim"], 1.0);
+        let out = render(&[row(31.5)], Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["rows"][0]["psnr"], 31.5);
+    }
 }

@@ -197,6 +197,29 @@ pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Largest configuration file (pipeline, registry) read: far above any real one (the shipped
+/// pipelines are < 20 kB), small enough that a wrong path (`/dev/zero`, a dataset archive)
+/// fails at once instead of filling memory.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Read a configuration file as UTF-8 text, refusing what is not a regular file or is larger
+/// than [`MAX_CONFIG_BYTES`]. The error says which.
+pub(crate) fn read_config(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("larger than {} MiB; is this the right file?", MAX_CONFIG_BYTES >> 20));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))
+}
+
 /// A name from a configuration that becomes part of a path (pipeline, recipe, test set): only
 /// `[A-Za-z0-9._-]`, 1–64 characters, not starting with `.` (so never `..`, a hidden file or a
 /// path). The error says what is wrong.

@@ -97,7 +97,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::util::read_config(path)
             .map_err(|e| Failure::config(format!("{}: cannot read dataset registry: {e}", path.display())))?;
         Registry::parse(&text, path)
     }
@@ -114,6 +114,21 @@ impl Registry {
             Failure::config(format!("{}{at}: {}", path.display(), e.message()))
         })?;
         reg.path = path.to_path_buf();
+        for (name, e) in &reg.datasets {
+            if let Some(raw) = &e.root
+                && expand_env(raw) == Err(EnvError::Unclosed)
+            {
+                let at = text
+                    .find(raw.as_str())
+                    .map(|o| line_col(text, o))
+                    .map(|(l, c)| format!(":{l}:{c}"))
+                    .unwrap_or_default();
+                return Err(Failure::config(format!(
+                    "{}{at}: dataset \"{name}\": root \"{raw}\": `${{` without its closing `}}`",
+                    path.display()
+                )));
+            }
+        }
         for (name, e) in &reg.datasets {
             if e.kind != DatasetKind::SimClean {
                 continue;
@@ -152,17 +167,24 @@ impl Registry {
             .root
             .as_deref()
             .ok_or_else(|| Failure::config(format!("{}: dataset \"{name}\" has no `root`", self.path.display())))?;
-        let expanded = expand_env(raw).map_err(|var| {
-            Failure::data(format!(
+        let expanded = expand_env(raw).map_err(|e| match e {
+            EnvError::Unset(var) => Failure::data(format!(
                 "dataset \"{name}\": root \"{raw}\" uses ${{{var}}}, which is not set; set it or edit {}",
                 self.path.display()
-            ))
+            )),
+            EnvError::Unclosed => Failure::config(format!(
+                "{}: dataset \"{name}\": root \"{raw}\": `${{` without its closing `}}`",
+                self.path.display()
+            )),
         })?;
         let root = PathBuf::from(&expanded);
         if !root.exists() {
-            let get = entry.source.as_deref().unwrap_or("see the notes in datasets.toml");
+            let get = match entry.source.as_deref() {
+                Some(source) => format!("Get it from {source}"),
+                None => format!("The notes in {} say where to get it", self.path.display()),
+            };
             return Err(Failure::data(format!(
-                "dataset \"{name}\": root {} does not exist. Get it from {get}, then point `root` in {} (or its environment variable) at it",
+                "dataset \"{name}\": root {} does not exist. {get}; then point `root` in {} (or its environment variable) at it",
                 root.display(),
                 self.path.display()
             )));
@@ -171,14 +193,23 @@ impl Registry {
     }
 }
 
+/// Why a root could not be expanded.
+#[derive(Debug, PartialEq)]
+pub(crate) enum EnvError {
+    /// `${VAR}` without a default, and VAR is not set (a data problem: exit 3).
+    Unset(String),
+    /// `${` without its `}` (a configuration error: exit 2).
+    Unclosed,
+}
+
 /// Expand `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.
-pub(crate) fn expand_env(s: &str) -> std::result::Result<String, String> {
+pub(crate) fn expand_env(s: &str) -> std::result::Result<String, EnvError> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| after.to_string())?;
+        let end = after.find('}').ok_or(EnvError::Unclosed)?;
         let body = &after[..end];
         let (var, default) = match body.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
@@ -187,7 +218,7 @@ pub(crate) fn expand_env(s: &str) -> std::result::Result<String, String> {
         match (std::env::var(var).ok().filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(var.to_string()),
+            (None, None) => return Err(EnvError::Unset(var.to_string())),
         }
         rest = &after[end + 1..];
     }
@@ -212,7 +243,12 @@ mod tests {
         unsafe { std::env::set_var("RP_TEST_ROOT", "/data/x") };
         assert_eq!(expand_env("${RP_TEST_ROOT}/sidd").unwrap(), "/data/x/sidd");
         assert_eq!(expand_env("${RP_UNSET_VAR_Q:-data/sidd}").unwrap(), "data/sidd");
-        assert_eq!(expand_env("${RP_UNSET_VAR_Q}").unwrap_err(), "RP_UNSET_VAR_Q");
+        assert_eq!(expand_env("${RP_UNSET_VAR_Q}").unwrap_err(), EnvError::Unset("RP_UNSET_VAR_Q".into()));
+        assert_eq!(expand_env("${RP_UNSET_VAR_Q:-x").unwrap_err(), EnvError::Unclosed);
+        let err = Registry::parse("[datasets.a]\nkind = \"clean_folder\"\nroot = \"${HOME/x\"\n", Path::new("r.toml"))
+            .unwrap_err();
+        assert_eq!(err.code, crate::error::ExitCode::Config);
+        assert!(err.to_string().starts_with("r.toml:3:9: dataset \"a\""), "{err}");
         assert_eq!(expand_env("plain").unwrap(), "plain");
     }
 

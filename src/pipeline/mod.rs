@@ -38,7 +38,7 @@ fn config_err(e: ConfigError) -> Failure {
 
 /// Load `path`, select `profile` (or the file's `default_profile`, or `demo`), apply `sets`.
 pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resolved> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::util::read_config(path)
         .map_err(|e| Failure::config(format!("{}: cannot read pipeline: {e}", path.display())))?;
     let mut root = yaml::parse(&text, path).map_err(config_err)?;
     if !matches!(root.value, Value::Map(_)) {

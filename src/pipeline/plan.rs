@@ -126,3 +126,34 @@ fn diff_json<T: serde::Serialize>(base: &T, variant: &T) -> Vec<String> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
 }
+
+/// Bytes of image data a run holds in memory, from the configured counts and sizes: source
+/// pairs, target images (and pairs for the upper bound), test and validation pairs, as f32
+/// RGB. A lower bound for on-disk data whose images are larger than `size`; enough to catch a
+/// mistyped count before a run aborts half-way for want of memory.
+pub fn data_bytes(spec: &PipelineSpec) -> u128 {
+    let pairs = |count: usize, size: usize| 2 * count as u128 * (size as u128).pow(2) * 3 * 4;
+    let mut total = pairs(spec.source.count, spec.source.size);
+    if spec.uses_target() {
+        total += pairs(spec.target.count, spec.target.size) / 2;
+    }
+    if spec.uses_target_pairs() {
+        total += pairs(spec.target.count, spec.target.size);
+    }
+    let sets = spec.tests.iter().chain(spec.validation.iter().flat_map(|v| v.sets.iter()));
+    total + sets.map(|t| pairs(t.count, t.size)).sum::<u128>()
+}
+
+/// Memory this machine has available now (Linux `MemAvailable`), if it can tell.
+pub fn available_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `n` bytes for people.
+pub fn human_bytes(n: u128) -> String {
+    let gib = n as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 { format!("{gib:.1} GiB") } else { format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64) }
+}

@@ -27,7 +27,15 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let stage_cache = StageCache::new(&report_root);
     let meta_keys = meta_keys(&data.tests);
     let mut keys: std::collections::HashMap<(String, u64), StageKey> = Default::default();
+    super::check_memory(spec, opts.skip_memory_check)?;
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
+    let have = crate::pipeline::plan::available_memory()
+        .map(|b| format!(" of {} available", crate::pipeline::plan::human_bytes(b)))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "  memory: data ≈ {}{have}\n",
+        crate::pipeline::plan::human_bytes(crate::pipeline::plan::data_bytes(spec))
+    ));
     let cached = |c: bool| if c { "reuse cached shards" } else { "generate (then cached)" };
     out.push_str(&format!(
         "  data: source {}; target {}\n",

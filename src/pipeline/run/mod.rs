@@ -64,6 +64,29 @@ pub struct RunOptions {
     pub force: Vec<String>,
     /// Run this stage and every later one in plan order regardless of the cache (`--from`).
     pub from: Option<String>,
+    /// Run even when the data would not fit in the memory available (`--skip-memory-check`).
+    pub skip_memory_check: bool,
+}
+
+/// Refuse (exit 2, before anything is written) a run whose data alone would not fit in the
+/// memory this machine has available, unless told otherwise.
+fn check_memory(spec: &PipelineSpec, skip: bool) -> Result<()> {
+    let need = super::plan::data_bytes(spec);
+    let Some(have) = super::plan::available_memory() else { return Ok(()) };
+    if need > have && !skip {
+        return Err(crate::error::Failure::config(format!(
+            "the data of this configuration needs ≈ {} in memory (source {}×{}², target {}×{}², test and \
+             validation sets), more than the {} available here; lower the counts or sizes, or pass \
+             --skip-memory-check",
+            super::plan::human_bytes(need),
+            spec.source.count,
+            spec.source.size,
+            spec.target.count,
+            spec.target.size,
+            super::plan::human_bytes(have)
+        )));
+    }
+    Ok(())
 }
 
 pub struct RunOutcome {
@@ -123,6 +146,7 @@ impl<'a> Run<'a> {
         let t0 = Instant::now();
         let registry = Registry::load(&opts.registry)?;
         data::preflight(spec, &registry)?;
+        check_memory(spec, opts.skip_memory_check)?;
         let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
         let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
         let (devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
