@@ -66,6 +66,14 @@ pub(crate) fn seal_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join(MANIFEST), text)
 }
 
+/// Mark a sealed directory as just used (its manifest's modification time), so that
+/// `cache gc --older-than` removes what was not used, not what was written long ago.
+pub(crate) fn touch_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(dir.join(MANIFEST)) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
 /// Check a sealed directory: every file its manifest lists is there with its size and hash, and
 /// no file is missing from the manifest. The error says what is wrong, naming the file.
 pub(crate) fn verify_dir(dir: &Path) -> Result<(), String> {

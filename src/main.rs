@@ -116,6 +116,15 @@ enum Command {
         #[arg(long, default_value = "reports")]
         dir: PathBuf,
     },
+    /// Check and prune what runs keep: cached stages, scores and shards, and each run's weights
+    /// and checkpoints, against their content hashes.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        /// The reports folder (`report.dir` of the pipelines).
+        #[arg(long, default_value = "reports", global = true)]
+        dir: PathBuf,
+    },
     /// Dataset registry commands.
     Datasets {
         #[command(subcommand)]
@@ -123,6 +132,25 @@ enum Command {
         /// Dataset registry (default: ./datasets.toml).
         #[arg(long, global = true)]
         registry: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Verify every entry; list those that fail (exit 3), or remove them with --fix (cache
+    /// entries are recomputed by the next run).
+    Verify {
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Remove abandoned temporary files, cache entries that fail verification and, with
+    /// --older-than-days, cache entries unused for that long. Runs and their weights stay.
+    Gc {
+        #[arg(long)]
+        older_than_days: Option<f64>,
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -358,6 +386,15 @@ fn main() -> ProcessExit {
             score(restored, reference, *protocol, *by_order, *format)
         }
         Some(Command::Report { runs, out, baseline }) => report(runs, out.as_deref(), baseline.as_deref()),
+        Some(Command::Cache { command: CacheCommand::Verify { fix }, dir }) => {
+            pipeline::cache::verify(dir, *fix).map(|out| print!("{out}"))
+        }
+        Some(Command::Cache { command: CacheCommand::Gc { older_than_days, dry_run }, dir }) => {
+            match older_than_days.map(|d| std::time::Duration::try_from_secs_f64(d * 86_400.0)).transpose() {
+                Ok(older) => pipeline::cache::gc(dir, older, *dry_run).map(|out| print!("{out}")),
+                Err(_) => Err(Failure::config("--older-than-days: must be a non-negative number of days")),
+            }
+        }
         Some(Command::Runs { dir }) => {
             let runs = run_pipeline::reports::runs::list(dir);
             if runs.is_empty() {

@@ -289,3 +289,44 @@ fn symlinks_are_not_followed_out_of_a_dataset_root() {
     assert!(stdout.contains("train 4 items"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `cache verify` finds a corrupted cache entry (exit 3), `--fix` removes it, and `cache gc`
+/// prunes the cache by age without touching runs.
+#[test]
+fn cache_verify_and_gc() {
+    let reports = tmpdir("cachecmd");
+    ok(&smoke(&reports, &[]));
+    let dir = reports.to_string_lossy().into_owned();
+    let out = run(&["cache", "verify", "--dir", &dir]);
+    assert_eq!(code(&out), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 failed verification"), "{}", text(&out.stdout));
+    let model = files(&reports.join(".cache/stages"), "model.bpk").remove(0);
+    flip(&model);
+    let out = run(&["cache", "verify", "--dir", &dir]);
+    assert_eq!(code(&out), Some(3));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 failed verification") && stdout.contains("model.bpk"), "{stdout}");
+    assert!(text(&out.stderr).contains("--fix"), "{}", text(&out.stderr));
+    let out = run(&["cache", "verify", "--dir", &dir, "--fix"]);
+    assert_eq!(code(&out), Some(0), "{}", text(&out.stderr));
+    assert!(!model.parent().unwrap().exists());
+    assert_eq!(code(&run(&["cache", "verify", "--dir", &dir])), Some(0));
+    // A run's own weights are reported, never removed.
+    let run0 = runs(&reports).remove(0);
+    let weights = run0.join("checkpoints/source_only-seed0.bpk");
+    flip(&weights);
+    let out = run(&["cache", "verify", "--dir", &dir, "--fix"]);
+    assert_eq!(code(&out), Some(3));
+    assert!(weights.exists() && text(&out.stderr).contains("never removed"), "{}", text(&out.stderr));
+    // gc: nothing is old yet; with a zero age every cache entry goes, the run stays.
+    let out = run(&["cache", "gc", "--dir", &dir, "--older-than-days", "1"]);
+    assert!(text(&out.stdout).contains("freed 0.0 MiB"), "{}", text(&out.stdout));
+    let out = run(&["cache", "gc", "--dir", &dir, "--older-than-days", "0", "--dry-run"]);
+    assert!(text(&out.stdout).contains("would remove shard"), "{}", text(&out.stdout));
+    assert!(!files(&reports.join(".cache/shards"), ".shard").is_empty());
+    let out = run(&["cache", "gc", "--dir", &dir, "--older-than-days", "0"]);
+    assert_eq!(code(&out), Some(0));
+    assert!(files(&reports.join(".cache"), "").is_empty(), "{}", text(&out.stdout));
+    assert!(run0.join("per_image.parquet").is_file() && weights.exists());
+    std::fs::remove_dir_all(&reports).unwrap();
+}

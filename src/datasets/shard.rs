@@ -95,6 +95,18 @@ pub(crate) fn write_shard(path: &Path, definition: &serde_json::Value, entries: 
     write_atomic(path, &buf)
 }
 
+/// Check a shard file's content hash without decoding it (`run-pipeline cache verify`).
+pub(crate) fn verify_shard(path: &Path) -> std::result::Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    if bytes.len() < HEADER + 8 || &bytes[..8] != MAGIC {
+        return Err(format!("{}: not a shard file of this version", path.display()));
+    }
+    if sha2::Sha256::digest(&bytes[HEADER..]).as_slice() != &bytes[8..HEADER] {
+        return Err(format!("{}: content hash mismatch (corrupted or cut short)", path.display()));
+    }
+    Ok(())
+}
+
 pub(crate) fn read_shard(path: &Path) -> Result<(ShardManifest, Vec<ShardEntry>)> {
     let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open shard", path.display()))?;
     let mut bytes = Vec::new();

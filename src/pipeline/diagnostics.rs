@@ -89,13 +89,19 @@ pub(crate) fn premise_stage(
         return Ok(None);
     };
     let seed = spec.seeds.train.first().copied().unwrap_or(0);
-    if let Ok(bytes) = std::fs::read(&file) {
-        match serde_json::from_slice::<Premise>(&bytes) {
+    if file.is_file() {
+        let found = crate::integrity::verify_file(&file)
+            .and_then(|()| std::fs::read(&file).map_err(|e| e.to_string()))
+            .and_then(|bytes| serde_json::from_slice::<Premise>(&bytes).map_err(|e| e.to_string()));
+        match found {
             Ok(found) if found.points.len() == p.sigmas.len() => {
                 tracing::info!(file = %file.display(), "reusing the cached premise check");
                 return Ok(Some(found));
             }
-            _ => tracing::warn!(file = %file.display(), "unreadable cached premise check; running it again"),
+            Ok(_) => tracing::warn!(file = %file.display(), "cached premise check does not match; running it again"),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), problem = %e, "cached premise check failed verification; running it again")
+            }
         }
     }
     tracing::info!(steps = p.steps, "premise check: training D alone on reference + AWGN(σ) conditions");
@@ -121,6 +127,7 @@ pub(crate) fn premise_stage(
     };
     std::fs::create_dir_all(cache_root)?;
     write_atomic(&file, serde_json::to_string_pretty(&premise).expect("json").as_bytes())?;
+    crate::integrity::seal_file(&file)?;
     Ok(Some(premise))
 }
 

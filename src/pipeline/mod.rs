@@ -2,6 +2,7 @@
 //! merged, `--set` overrides applied, every error at `file:line:col`), planning its stages and
 //! running them.
 
+pub mod cache;
 pub(crate) mod diagnostics;
 pub(crate) mod gates;
 pub mod plan;

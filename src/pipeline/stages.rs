@@ -166,6 +166,7 @@ impl StageCache {
     }
 
     pub fn load(&self, dir: &Path) -> Result<Cached> {
+        crate::integrity::touch_dir(dir);
         let path = dir.join(META);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Failure::internal(format!("{}: cannot read the cached stage: {e}", path.display())))?;

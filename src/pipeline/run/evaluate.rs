@@ -110,6 +110,7 @@ impl Run<'_> {
                         .collect();
                     examples.insert(example_key, first);
                 }
+                crate::integrity::touch_dir(&cached);
                 let mut table = reports::Table::read_parquet(&file)?;
                 // The rows belong to this run now.
                 let rows = table.rows();
