@@ -330,3 +330,69 @@ fn cache_verify_and_gc() {
     assert!(run0.join("per_image.parquet").is_file() && weights.exists());
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// `kill -9` at ten pseudo-random moments (data, training, checkpointing, evaluation,
+/// reports), then a bit flipped in the newest checkpoint: running the same command again each
+/// time continues the same run and it ends with exactly the scores of an uninterrupted run.
+#[test]
+fn killed_ten_times_and_a_corrupted_checkpoint_still_give_identical_results() {
+    let args = |reports: &Path| -> Vec<String> {
+        [
+            "pipelines/denoise.yaml",
+            "--profile",
+            "smoke",
+            "--set",
+            &format!("report.dir={}", reports.display()),
+            "--set",
+            "train.steps=400",
+            "--set",
+            "train.checkpoint.every=20",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let reference = tmpdir("kill-ref");
+    let a: Vec<String> = args(&reference);
+    ok(&run(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    let reports = tmpdir("kill");
+    let b: Vec<String> = args(&reports);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut killed = 0;
+    for _ in 0..10 {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay_ms = 150 + (state >> 33) % 600;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+            .args(&b)
+            .current_dir(common::repo_root())
+            .env("CI", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(killed >= 5, "only {killed} of 10 runs were still going when killed");
+    // Bit rot in the newest step checkpoint of an unfinished stage, if one is left.
+    let mut steps: Vec<PathBuf> = files(&reports.join("denoise"), "model.bpk")
+        .into_iter()
+        .filter(|p| p.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("step-"))
+        .collect();
+    steps.sort_by_key(|p| p.parent().unwrap().file_name().unwrap().to_owned());
+    if let Some(newest) = steps.last() {
+        flip(newest);
+    }
+    let out = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&out);
+    let finished: Vec<PathBuf> = runs(&reports).into_iter().filter(|r| r.join("provenance.json").is_file()).collect();
+    assert_eq!(finished.len(), 1, "the kills continued one run");
+    assert_eq!(scores(&runs(&reference)[0]), scores(&finished[0]), "killed and uninterrupted runs must score the same");
+    // Nothing temporary is left in the run.
+    assert!(files(&finished[0], "").iter().all(|p| !p.to_string_lossy().contains(".tmp-")));
+    std::fs::remove_dir_all(&reference).unwrap();
+    std::fs::remove_dir_all(&reports).unwrap();
+}
