@@ -125,8 +125,11 @@ pub(crate) fn seal_file(path: &Path) -> std::io::Result<()> {
     let hash = sha256_file(path)?;
     let side = sidecar(path);
     let tmp = crate::util::temp_path(&side);
-    std::fs::write(&tmp, format!("{hash}\n"))?;
-    std::fs::rename(&tmp, &side)
+    let written = std::fs::write(&tmp, format!("{hash}\n")).and_then(|()| std::fs::rename(&tmp, &side));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Check a sealed file against its sidecar.

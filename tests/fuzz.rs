@@ -174,8 +174,10 @@ fn list_files_never_panic() {
 #[test]
 fn mat_files_never_panic() {
     let root = common::repo_root().join("tests/fixtures/mat");
-    let seeds: Vec<Vec<u8>> =
-        ["sidd_like_blocks.mat", "mixed_uncompressed.mat"].iter().map(|f| std::fs::read(root.join(f)).unwrap()).collect();
+    let seeds: Vec<Vec<u8>> = ["sidd_like_blocks.mat", "mixed_uncompressed.mat"]
+        .iter()
+        .map(|f| std::fs::read(root.join(f)).unwrap())
+        .collect();
     fuzz("mat", &seeds, &[&[0xff; 8], &[0; 8], &15u32.to_le_bytes(), &14u32.to_le_bytes()], |bytes| {
         use run_pipeline::datasets::matv5;
         if let Ok(arrays) = matv5::read_mat_bytes(bytes, "fuzz.mat") {

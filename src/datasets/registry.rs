@@ -118,9 +118,11 @@ impl Registry {
             if let Some(raw) = &e.root
                 && expand_env(raw) == Err(EnvError::Unclosed)
             {
-                let at = text
+                // The value's position: after its table's header (comments may quote it too).
+                let from = text.find(&format!("[datasets.{name}]")).unwrap_or(0);
+                let at = text[from..]
                     .find(raw.as_str())
-                    .map(|o| line_col(text, o))
+                    .map(|o| line_col(text, from + o))
                     .map(|(l, c)| format!(":{l}:{c}"))
                     .unwrap_or_default();
                 return Err(Failure::config(format!(

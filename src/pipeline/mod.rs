@@ -169,7 +169,11 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     // Names become file and directory names: never a path out of the report folder.
     crate::util::check_name(&s.name).map_err(|m| fail("name", m))?;
     for name in s.variants.keys() {
-        crate::util::check_name(name).map_err(|m| fail(&format!("variants.{name}"), m))?;
+        crate::util::check_name(name).map_err(|m| {
+            // A name with dots is no key path: find its key in the `variants` map itself.
+            let at = root.lookup("variants").and_then(|v| v.get_key(name)).map(|k| k.origin.to_string());
+            Failure::config(format!("{}: variants: {m}", at.unwrap_or_else(|| "pipeline".into())))
+        })?;
     }
     let sets = s.tests.iter().enumerate().map(|(i, t)| (format!("tests[{i}].name"), t));
     let vals = s
@@ -448,7 +452,7 @@ mod tests {
         let cases = [
             (text.replacen("name: denoise", "name: ../../x", 1), "name: \"../../x\""),
             (text.replacen("name: denoise", "name: /abs", 1), "name: \"/abs\""),
-            (text.replacen("variants:", "variants:\n  ../../../../x: {}", 1), "variants.../../../../x"),
+            (text.replacen("variants:", "variants:\n  ../../../../x: {}", 1), "variants: \"../../../../x\""),
         ];
         for (i, (yaml, want)) in cases.iter().enumerate() {
             assert_ne!(&text, yaml, "case {i} changed nothing");

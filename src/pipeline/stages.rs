@@ -187,13 +187,20 @@ impl StageCache {
         }
         let tmp = crate::util::temp_path(&dir);
         let io = |e: std::io::Error| Failure::internal(format!("{}: cannot write the stage cache: {e}", tmp.display()));
-        std::fs::create_dir_all(&tmp).map_err(io)?;
-        std::fs::copy(model, tmp.join(MODEL)).map_err(io)?;
-        if let Some(ema) = ema {
-            std::fs::copy(ema, tmp.join(EMA)).map_err(io)?;
+        let filled = (|| {
+            std::fs::create_dir_all(&tmp)?;
+            std::fs::copy(model, tmp.join(MODEL))?;
+            if let Some(ema) = ema {
+                std::fs::copy(ema, tmp.join(EMA))?;
+            }
+            std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json"))?;
+            crate::integrity::seal_dir(&tmp)
+        })();
+        if let Err(e) = filled {
+            // A full disk (or any failure) leaves no partial entry behind.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(io(e));
         }
-        std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json")).map_err(io)?;
-        crate::integrity::seal_dir(&tmp).map_err(io)?;
         match std::fs::rename(&tmp, &dir) {
             Ok(()) => {
                 if let Some(index) = self.index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {

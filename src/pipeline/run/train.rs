@@ -246,9 +246,10 @@ pub(super) fn train_key(
 /// Save restorer weights atomically (burnpack format), with their content hash beside them.
 fn save_checkpoint(g: &Restorer, path: &Path) -> Result<()> {
     let tmp = crate::util::temp_path(path);
-    g.clone()
-        .save_file(&tmp)
-        .map_err(|e| Failure::internal(format!("{}: cannot save checkpoint: {e:?}", path.display())))?;
+    if let Err(e) = g.clone().save_file(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::internal(format!("{}: cannot save checkpoint: {e:?}", path.display())));
+    }
     std::fs::rename(&tmp, path)?;
     crate::integrity::seal_file(path)
         .map_err(|e| Failure::internal(format!("{}: cannot write its hash: {e}", path.display())))?;
