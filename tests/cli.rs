@@ -2,41 +2,15 @@
 
 mod common;
 
+use common::{run, smoke, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use run_pipeline::reports::{Column, Table};
 
 fn repo() -> PathBuf {
     common::repo_root()
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rp-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
-        .args(args)
-        .current_dir(repo())
-        .env("CI", "true")
-        .output()
-        .expect("binary runs")
-}
-
-/// `run-pipeline pipelines/denoise.yaml --profile smoke`, reports under `reports`, then `extra`.
-fn smoke(reports: &Path, extra: &[&str]) -> Output {
-    let dir_arg = format!("report.dir={}", reports.display());
-    let mut args = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn run_dirs(reports: &Path) -> Vec<PathBuf> {
@@ -65,7 +39,7 @@ fn floats(c: Option<&Column>) -> Vec<f64> {
 
 #[test]
 fn smoke_profile_runs_every_stage_and_reuses_shards() {
-    let reports = tmpdir("smoke");
+    let reports = common::tmpdir("cli", "smoke");
     let dir_arg = format!("report.dir={}", reports.display());
     let out = smoke(&reports, &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -325,7 +299,7 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
 
 #[test]
 fn config_errors_point_at_file_line_col_and_exit_2_before_any_work() {
-    let dir = tmpdir("config");
+    let dir = common::tmpdir("cli", "config");
     let reports = dir.join("reports");
     let src = std::fs::read_to_string(repo().join("pipelines/denoise.yaml")).unwrap();
     // A typo'd key on a known line.
@@ -371,7 +345,7 @@ fn config_errors_point_at_file_line_col_and_exit_2_before_any_work() {
 
 #[test]
 fn missing_dataset_root_exits_3_naming_dataset_path_and_source() {
-    let dir = tmpdir("paper");
+    let dir = common::tmpdir("cli", "paper");
     let reports = dir.join("reports");
     let out = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
         .args(["pipelines/denoise.yaml", "--profile", "paper", "--set", &format!("report.dir={}", reports.display())])
@@ -437,7 +411,7 @@ fn score_command_matches_reference_values() {
     }
 
     // Folders: restored/<n>.png vs reference/<n>.png by name, then by order with other names.
-    let dir = tmpdir("score");
+    let dir = common::tmpdir("cli", "score");
     let (a, b, c) = (dir.join("restored"), dir.join("gt"), dir.join("gt_renamed"));
     for d in [&a, &b, &c] {
         std::fs::create_dir_all(d).unwrap();
@@ -482,7 +456,7 @@ fn score_command_matches_reference_values() {
 /// A back-end this build lacks is a usage error before any work; `auto` falls back to flex.
 #[test]
 fn backend_selection() {
-    let dir = tmpdir("backend");
+    let dir = common::tmpdir("cli", "backend");
     if !cfg!(feature = "wgpu") {
         let out = smoke(&dir, &["--backend", "wgpu"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -501,7 +475,7 @@ fn backend_selection() {
 fn interrupted_run_continues_where_it_stopped() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let reports = tmpdir("resume");
+    let reports = common::tmpdir("cli", "resume");
     let dir_arg = format!("report.dir={}", reports.display());
     let args = [
         "pipelines/denoise.yaml",
@@ -606,7 +580,7 @@ fn interrupted_run_continues_where_it_stopped() {
 /// over the three tasks' runs writes one benchmark table in the paper's layout.
 #[test]
 fn derain_and_deblur_pipelines_join_the_benchmark_table() {
-    let reports = tmpdir("tasks");
+    let reports = common::tmpdir("cli", "tasks");
     let dir_arg = format!("report.dir={}", reports.display());
     let mut run_dirs = Vec::new();
     for (pipeline, name) in [
@@ -677,7 +651,7 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
 /// config error (exit 2) naming its key.
 #[test]
 fn failed_quality_gate_exits_5_after_the_report() {
-    let reports = tmpdir("gates");
+    let reports = common::tmpdir("cli", "gates");
     let gates = r#"gates=[{compare: "noise_da >= noise_da"}, {method: input, min: 99}]"#;
     let out = smoke(&reports, &["--set", "train.steps=2", "--set", gates, "--log-format", "json"]);
     let stderr = text(&out.stderr);
@@ -717,7 +691,7 @@ fn failed_quality_gate_exits_5_after_the_report() {
 /// A training that diverges stops with exit 4 naming the stage and what to change.
 #[test]
 fn divergence_exits_4() {
-    let reports = tmpdir("diverge");
+    let reports = common::tmpdir("cli", "diverge");
     let out = smoke(&reports, &["--set", "train.lr=1e30"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
@@ -730,7 +704,7 @@ fn divergence_exits_4() {
 /// headroom section relative to the upper bound.
 #[test]
 fn upper_bound_headroom_and_reference_input_test_set() {
-    let reports = tmpdir("headroom");
+    let reports = common::tmpdir("cli", "headroom");
     let tests = "tests=[{name: camera-sim-test, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb}, \
                  {name: camera-sim-clean, dataset: camera-sim-sidd, count: 4, size: 32, protocol: rgb, input: reference}]";
     let out = smoke(

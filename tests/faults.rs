@@ -3,37 +3,12 @@
 
 mod common;
 
+use common::{run, smoke, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use run_pipeline::reports::{Column, Table};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rp-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
-        .args(args)
-        .current_dir(common::repo_root())
-        .env("CI", "true")
-        .output()
-        .expect("binary runs")
-}
-
-fn smoke(reports: &Path, extra: &[&str]) -> Output {
-    let dir_arg = format!("report.dir={}", reports.display());
-    let mut args = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ok(out: &Output) -> String {
     let (o, e) = (text(&out.stdout), text(&out.stderr));
@@ -101,7 +76,7 @@ fn host() -> String {
 /// shard: the rerun detects each, recomputes it and scores exactly as the first run did.
 #[test]
 fn corrupted_caches_are_recomputed_never_used() {
-    let reports = tmpdir("corrupt");
+    let reports = common::tmpdir("faults", "corrupt");
     ok(&smoke(&reports, &[]));
     let cache = reports.join(".cache");
     let models = files(&cache.join("stages"), "model.bpk");
@@ -131,7 +106,7 @@ fn corrupted_caches_are_recomputed_never_used() {
 /// recomputed too, not an error that blocks every rerun.
 #[test]
 fn truncated_caches_do_not_block_reruns() {
-    let reports = tmpdir("truncated");
+    let reports = common::tmpdir("faults", "truncated");
     ok(&smoke(&reports, &[]));
     let cache = reports.join(".cache");
     for f in files(&cache.join("stages"), "model.bpk").iter().chain(&files(&cache.join("shards"), ".shard")) {
@@ -148,7 +123,7 @@ fn truncated_caches_do_not_block_reruns() {
 /// removed by the next run; a live writer's are not touched.
 #[test]
 fn leftover_temp_files_are_swept_by_the_next_run() {
-    let reports = tmpdir("sweep");
+    let reports = common::tmpdir("faults", "sweep");
     ok(&smoke(&reports, &[]));
     let run0 = runs(&reports)[0].clone();
     // pid 4194305 is beyond Linux's pid_max: certainly not running.
@@ -193,7 +168,7 @@ fn code(out: &Output) -> Option<i32> {
 /// `on_problem: skip` the small image is skipped (and then nothing is left: still exit 3).
 #[test]
 fn degenerate_datasets_are_errors_not_panics() {
-    let dir = tmpdir("degenerate");
+    let dir = common::tmpdir("faults", "degenerate");
     std::fs::create_dir_all(dir.join("tiny")).unwrap();
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::create_dir_all(dir.join("mixed")).unwrap();
@@ -258,7 +233,7 @@ fn degenerate_datasets_are_errors_not_panics() {
 /// the registry says `follow_links = true`; a link that stays inside the root is fine.
 #[test]
 fn symlinks_are_not_followed_out_of_a_dataset_root() {
-    let dir = tmpdir("links");
+    let dir = common::tmpdir("faults", "links");
     let (root, outside) = (dir.join("root"), dir.join("outside"));
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::create_dir_all(outside.join("more")).unwrap();
@@ -294,7 +269,7 @@ fn symlinks_are_not_followed_out_of_a_dataset_root() {
 /// prunes the cache by age without touching runs.
 #[test]
 fn cache_verify_and_gc() {
-    let reports = tmpdir("cachecmd");
+    let reports = common::tmpdir("faults", "cachecmd");
     ok(&smoke(&reports, &[]));
     let dir = reports.to_string_lossy().into_owned();
     let out = run(&["cache", "verify", "--dir", &dir]);
@@ -351,10 +326,10 @@ fn killed_ten_times_and_a_corrupted_checkpoint_still_give_identical_results() {
         .map(String::from)
         .to_vec()
     };
-    let reference = tmpdir("kill-ref");
+    let reference = common::tmpdir("faults", "kill-ref");
     let a: Vec<String> = args(&reference);
     ok(&run(&a.iter().map(String::as_str).collect::<Vec<_>>()));
-    let reports = tmpdir("kill");
+    let reports = common::tmpdir("faults", "kill");
     let b: Vec<String> = args(&reports);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut killed = 0;
@@ -408,7 +383,7 @@ fn the_corpus_of_bad_inputs_fails_as_documented() {
             .unwrap_or_else(|| panic!("no `# {key}:` header"))
             .to_string()
     };
-    let reports = tmpdir("corpus");
+    let reports = common::tmpdir("faults", "corpus");
     let mut checked = 0;
     for kind in ["pipelines", "registries"] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(kind)).unwrap().map(|e| e.unwrap().path()).collect();
@@ -447,7 +422,7 @@ fn text_of(out: &Output) -> String {
 /// command finishes. Skipped, saying why, where unprivileged namespaces are not allowed.
 #[test]
 fn a_full_disk_leaves_nothing_half_written() {
-    let dir = tmpdir("enospc");
+    let dir = common::tmpdir("faults", "enospc");
     let probe = Command::new("unshare").args(["--user", "--map-root-user", "--mount", "true"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("SKIPPED a_full_disk_leaves_nothing_half_written: no unprivileged mount namespace here ({probe:?})");

@@ -452,7 +452,10 @@ mod tests {
         let cases = [
             (text.replacen("name: denoise", "name: ../../x", 1), "name: \"../../x\""),
             (text.replacen("name: denoise", "name: /abs", 1), "name: \"/abs\""),
-            (text.replacen("variants:", "variants:\n  ../../../../x: {method: source_only}", 1), "variants: \"../../../../x\""),
+            (
+                text.replacen("variants:", "variants:\n  ../../../../x: {method: source_only}", 1),
+                "variants: \"../../../../x\"",
+            ),
         ];
         for (i, (yaml, want)) in cases.iter().enumerate() {
             assert_ne!(&text, yaml, "case {i} changed nothing");
