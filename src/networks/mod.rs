@@ -5,11 +5,12 @@
 
 pub mod diffusion;
 pub(crate) mod init;
+pub mod interop;
 pub(crate) mod kernels;
 pub mod restorer;
 
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};
-pub use restorer::{Restorer, RestorerArch, RestorerConfig, RestorerUNet};
+pub use restorer::{Restorer, RestorerArch, RestorerConfig, RestorerUNet, Upsample};
 
 /// `t` in `dtype` (a no-op when it already is): tensors built from host data are f32, and
 /// must follow the network's precision under mixed-precision training.
@@ -46,6 +47,45 @@ pub(crate) fn upsample2x_bilinear(x: burn::tensor::Tensor<4>) -> burn::tensor::T
         return burn::tensor::module::interpolate(x, opts);
     }
     upsample2x_bilinear_ops(x)
+}
+
+/// Bilinear ×2 up-sampling with `align_corners = true` (the authors' `nn.Upsample`): output
+/// pixel `j` samples the input at `j·(n−1)/(2n−1)`. burn's `interpolate` on flex (forward and
+/// backward kernels); elsewhere an index-select form that differentiates on every back-end.
+pub(crate) fn upsample2x_bilinear_aligned(x: burn::tensor::Tensor<4>) -> burn::tensor::Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if x.device() == burn::tensor::Device::flex() {
+        use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+        let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(true)
+            .with_output_size([2 * h, 2 * w]);
+        return burn::tensor::module::interpolate(x, opts);
+    }
+    let x = aligned_axis(x, 2);
+    aligned_axis(x, 3)
+}
+
+/// One axis of [`upsample2x_bilinear_aligned`]: out[j] = (1−f)·x[i] + f·x[i+1], i + f = j·(n−1)/(2n−1).
+fn aligned_axis(x: burn::tensor::Tensor<4>, dim: usize) -> burn::tensor::Tensor<4> {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let n = x.dims()[dim];
+    let m = 2 * n;
+    let (mut lo, mut hi, mut frac) = (Vec::with_capacity(m), Vec::with_capacity(m), Vec::with_capacity(m));
+    for j in 0..m {
+        let pos = if m > 1 { j as f64 * (n - 1) as f64 / (m - 1) as f64 } else { 0.0 };
+        let i = (pos.floor() as usize).min(n - 1);
+        lo.push(i as i64);
+        hi.push((i + 1).min(n - 1) as i64);
+        frac.push((pos - i as f64) as f32);
+    }
+    let device = x.device();
+    let idx = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [m]), &device);
+    let mut shape = [1usize; 4];
+    shape[dim] = m;
+    let f = Tensor::<1>::from_data(TensorData::new(frac, [m]), &device).reshape(shape);
+    let a = x.clone().select(dim, idx(lo));
+    let b = x.select(dim, idx(hi));
+    a.clone() + (b - a) * f
 }
 
 /// [`upsample2x_bilinear`] from slices, concatenation and reshapes (every back-end).
@@ -96,6 +136,37 @@ pub(crate) fn group_count(channels: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Corner-aligned ×2 bilinear (the release's up-sampling): hand-computed values on a 1×3
+    /// row (positions j·2/5), and the index-select form equal to flex's kernel in value and
+    /// input gradient.
+    #[test]
+    fn aligned_upsampling_matches_its_definition_on_every_path() {
+        use burn::tensor::{Tensor, TensorData};
+        let dev = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0, 4.0], [1, 1, 1, 3]), &dev);
+        let y = upsample2x_bilinear_aligned(x).into_data().try_to_vec::<f32>().unwrap();
+        // Rows double too (one row: every output row is that row).
+        let want = [0.0, 0.4, 0.8, 1.6, 2.8, 4.0];
+        assert_eq!(y.len(), 12);
+        for (a, b) in y[..6].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        let ad = dev.clone().autodiff();
+        let v: Vec<f32> = (0..2 * 3 * 5 * 7).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.0).collect();
+        let r: Vec<f32> = (0..2 * 3 * 10 * 14).map(|i| ((i * 11) % 23) as f32 / 11.0 - 1.0).collect();
+        let run = |ops: bool| {
+            let x = Tensor::<4>::from_data(TensorData::new(v.clone(), [2, 3, 5, 7]), &ad).require_grad();
+            let rr = Tensor::<4>::from_data(TensorData::new(r.clone(), [2, 3, 10, 14]), &ad);
+            let y =
+                if ops { aligned_axis(aligned_axis(x.clone(), 2), 3) } else { upsample2x_bilinear_aligned(x.clone()) };
+            let g = (y.clone() * rr).sum().backward();
+            (y.into_data().try_to_vec::<f32>().unwrap(), x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap())
+        };
+        let (a, b) = (run(false), run(true));
+        let d = |p: &[f32], q: &[f32]| p.iter().zip(q).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(d(&a.0, &b.0) < 1e-5 && d(&a.1, &b.1) < 1e-4, "{} {}", d(&a.0, &b.0), d(&a.1, &b.1));
+    }
     use burn::tensor::{Device, Tensor, TensorData};
 
     /// Every parameter's gradient, in the module's visiting order.

@@ -4,6 +4,8 @@
 //! - `unet` (default): plain UNet ("UNet-S" = widths 64/128/256/512, 8.56 M parameters): two
 //!   3×3 convs + LeakyReLU(0.2) per level, average-pool down, bilinear up + 3×3 conv, skip
 //!   concatenation, no normalisation. UNet-T = 32/64/128/256 (3.11 GMACs at 128²).
+//!   `upsample: release` is the authors' exact up-block (corner-aligned bilinear, no activation
+//!   after the up-conv): their checkpoints load into it (`networks::interop`).
 //! - `dncnn`: DnCNN (Zhang et al. 2017): conv+ReLU, `depth − 2` × (conv+BatchNorm+ReLU), conv;
 //!   depth 17, width 64 by default.
 
@@ -40,6 +42,27 @@ pub struct RestorerConfig {
     /// DnCNN: feature channels (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<usize>,
+    /// UNet: how a decoder level up-samples (see [`Upsample`]).
+    #[serde(default, skip_serializing_if = "Upsample::is_standard")]
+    pub upsample: Upsample,
+}
+
+/// The UNet's up-sampling step, `bilinear ×2 → 3×3 conv`, in one of two flavours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upsample {
+    /// `align_corners = false` (PyTorch's default) and LeakyReLU(0.2) after the up-conv.
+    #[default]
+    Standard,
+    /// As the authors' release (`RestorationNet`): `align_corners = true` and no activation
+    /// after the up-conv, so its PyTorch weights load and compute the same function.
+    Release,
+}
+
+impl Upsample {
+    fn is_standard(&self) -> bool {
+        *self == Upsample::Standard
+    }
 }
 
 impl RestorerConfig {
@@ -60,8 +83,8 @@ impl RestorerConfig {
             RestorerArch::Unet if self.depth.is_some() || self.width.is_some() => {
                 Some("`depth` and `width` are DnCNN settings; the unet takes `widths`".into())
             }
-            RestorerArch::Dncnn if !self.widths.is_empty() => {
-                Some("`widths` is a UNet setting; DnCNN takes `depth` and `width`".into())
+            RestorerArch::Dncnn if !self.widths.is_empty() || !self.upsample.is_standard() => {
+                Some("`widths` and `upsample` are UNet settings; DnCNN takes `depth` and `width`".into())
             }
             RestorerArch::Dncnn if self.dncnn_shape().0 < 2 || self.dncnn_shape().1 == 0 => {
                 Some("DnCNN needs depth >= 2 and width > 0".into())
@@ -73,6 +96,9 @@ impl RestorerConfig {
     /// One line for plans: family and size.
     pub fn describe(&self) -> String {
         match self.arch {
+            RestorerArch::Unet if self.upsample == Upsample::Release => {
+                format!("UNet {:?} (release up-sampling)", self.widths)
+            }
             RestorerArch::Unet => format!("UNet {:?}", self.widths),
             RestorerArch::Dncnn => {
                 let (d, w) = self.dncnn_shape();
@@ -149,7 +175,13 @@ impl RestorerConfig {
             up.push(conv_layer(w[i + 1], w[i], 3, device));
             dec.push(DoubleConv::new(2 * w[i], w[i], device));
         }
-        RestorerUNet { enc, up, dec, out: conv_layer(w[0], 3, 3, device) }
+        RestorerUNet {
+            enc,
+            up,
+            dec,
+            out: conv_layer(w[0], 3, 3, device),
+            release_up: self.upsample == Upsample::Release,
+        }
     }
 }
 
@@ -176,6 +208,8 @@ pub struct RestorerUNet {
     up: Vec<Conv2d>,
     dec: Vec<DoubleConv>,
     out: Conv2d,
+    /// [`Upsample::Release`]: corner-aligned bilinear, no activation after the up-conv.
+    release_up: bool,
 }
 
 impl RestorerUNet {
@@ -193,7 +227,11 @@ impl RestorerUNet {
         skips.pop();
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per decoder level");
-            h = leaky_relu(conv(up, super::upsample2x_bilinear(h)), 0.2);
+            h = if self.release_up {
+                conv(up, super::upsample2x_bilinear_aligned(h))
+            } else {
+                leaky_relu(conv(up, super::upsample2x_bilinear(h)), 0.2)
+            };
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }
         conv(&self.out, h)
