@@ -188,3 +188,17 @@ fn mat_files_never_panic() {
         let _ = matv5::read_variable_bytes(bytes, "fuzz.mat", "sidd_like_blocks");
     });
 }
+
+#[test]
+fn weight_files_never_panic() {
+    let root = common::repo_root().join("tests/fixtures/interop");
+    let dir = tmpdir("weights");
+    let seeds: Vec<Vec<u8>> =
+        ["release_unet.pth", "io.safetensors"].iter().map(|f| std::fs::read(root.join(f)).unwrap()).collect();
+    let file = dir.join("w.bin");
+    fuzz("weights", &seeds, &[b"PK\x03\x04", b"PK\x01\x02", b"\x80\x02", b"q\x00", b"\xff\xff\xff\xff"], |bytes| {
+        std::fs::write(&file, bytes).unwrap();
+        let _ = run_pipeline::networks::interop::read_state_dict(&file);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -51,3 +51,28 @@ fn the_standard_upsampling_is_not_the_release_network() {
     let err = got.iter().zip(&io.tensors["output"].1).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(err > 1e-3, "{err}");
 }
+
+/// The same checkpoint as PyTorch's own `torch.save` wrote it (zip + pickle): read without
+/// Python, the same function.
+#[test]
+fn release_weights_from_a_pth_checkpoint_compute_pytorchs_output() {
+    let a = read_state_dict(&fixture("release_unet.pth")).unwrap();
+    let b = read_state_dict(&fixture("release_unet.safetensors")).unwrap();
+    assert_eq!(a, b, "the .pth and safetensors copies hold the same tensors");
+    let err = parity("release_unet.pth");
+    assert!(err < 1e-5, "max |ours - PyTorch| = {err}");
+}
+
+/// A file that is neither format, or a cut-short one, is an error naming it.
+#[test]
+fn unreadable_weight_files_are_errors() {
+    let dir = common::tmpdir("interop", "bad");
+    let pth = std::fs::read(fixture("release_unet.pth")).unwrap();
+    for (name, bytes) in [("cut.pth", pth[..pth.len() / 2].to_vec()), ("junk.safetensors", b"hello world".to_vec())] {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let err = read_state_dict(&p).unwrap_err();
+        assert!(err.contains(name), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
