@@ -116,6 +116,52 @@ enum Command {
         #[arg(long, default_value = "reports")]
         dir: PathBuf,
     },
+    /// Restore your own photos with a trained restorer: a run's (--run DIR --method M --seed S)
+    /// or a weights file (--weights: a run's .bpk, a PyTorch .pth or safetensors — the authors'
+    /// release included, with --arch). Writes 8-bit PNGs with the same names; with --reference it
+    /// also scores them (scores.csv/.parquet). Exit 3 if some files could not be restored (the
+    /// others are written).
+    Restore {
+        /// A photo, or a folder of photos (searched recursively).
+        input: PathBuf,
+        /// Folder for the restored PNGs (same relative names); not the input folder.
+        output: PathBuf,
+        #[command(flatten)]
+        weights: WeightsArgs,
+        /// Value range the network works in: 01 (ours; the release's denoising) or pm1 ([-1, 1]).
+        #[arg(long, value_enum, default_value = "01")]
+        range: pipeline::restore::Range,
+        /// Restore in tiles of this side (a multiple of the network's stride) to bound memory;
+        /// default: whole images. Tiles approximate the whole-image result (less context at their
+        /// borders); a larger --overlap brings them closer.
+        #[arg(long)]
+        tile: Option<usize>,
+        #[arg(long, default_value_t = 32)]
+        overlap: usize,
+        /// Score the restored images against the references with the same names in this folder.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Protocol for --reference: rgb, y-matlab, sidd, realblur-noalign or realblur.
+        #[arg(long, default_value = "rgb")]
+        protocol: run_pipeline::protocols::ProtocolKind,
+        /// Compute back-end (flex, wgpu, cuda, tch, auto).
+        #[arg(long, default_value = "flex")]
+        backend: String,
+    },
+    /// Export a restorer as safetensors for PyTorch, with the release's key names (load into its
+    /// RestorationNet with load_state_dict) or ours.
+    Export {
+        /// The .safetensors file to write.
+        output: PathBuf,
+        #[command(flatten)]
+        weights: WeightsArgs,
+        /// Key names: release (RestorationNet's) or ours.
+        #[arg(long, default_value = "release")]
+        names: String,
+        /// Prefix for every key, e.g. `RestorationNet.` to load into the release's whole Network.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
     /// Check and prune what runs keep: cached stages, scores and shards, and each run's weights
     /// and checkpoints, against their content hashes.
     Cache {
@@ -133,6 +179,47 @@ enum Command {
         #[arg(long, global = true)]
         registry: Option<PathBuf>,
     },
+}
+
+/// Which restorer: a run's recipe, or a weights file.
+#[derive(clap::Args, Debug)]
+struct WeightsArgs {
+    /// Weights file: a run's checkpoints/<method>-seed<s>.bpk (its network read from the run), a
+    /// PyTorch .pth or a safetensors file (network from --arch).
+    #[arg(long, conflicts_with = "run")]
+    weights: Option<PathBuf>,
+    /// A run directory: its final weights of --method and --seed.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    #[arg(long, default_value = "noise_da")]
+    method: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The EMA weights instead of the raw ones.
+    #[arg(long)]
+    ema: bool,
+    /// The network, where the weights do not say: unet:16,32,64 | unet-release:64,128,256,512
+    /// (the authors' UNet-S, the default for PyTorch files) | dncnn:17,64.
+    #[arg(long)]
+    arch: Option<String>,
+}
+
+impl WeightsArgs {
+    fn load(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<(run_pipeline::networks::Restorer, run_pipeline::networks::RestorerConfig)> {
+        use pipeline::restore::{WeightsSource, load, parse_arch};
+        let source = match (&self.weights, &self.run) {
+            (Some(f), _) => WeightsSource::File(f.clone()),
+            (None, Some(dir)) => {
+                WeightsSource::Run { dir: dir.clone(), method: self.method.clone(), seed: self.seed, ema: self.ema }
+            }
+            (None, None) => return Err(Failure::config("say which restorer: --weights FILE or --run RUN_DIR")),
+        };
+        let arch = self.arch.as_deref().map(parse_arch).transpose().map_err(Failure::config)?;
+        load(&source, arch.as_ref(), device)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -298,6 +385,55 @@ fn score(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    input: &Path,
+    output: &Path,
+    weights: &WeightsArgs,
+    range: pipeline::restore::Range,
+    tile: Option<usize>,
+    overlap: usize,
+    reference: Option<&Path>,
+    protocol: run_pipeline::protocols::ProtocolKind,
+    backend: &str,
+) -> Result<()> {
+    let backend: run_pipeline::backend::Backend = serde_json::from_value(serde_json::json!(backend))
+        .map_err(|_| Failure::config(format!("--backend {backend}: expected flex, wgpu, cuda, tch or auto")))?;
+    let (device, device_name) = run_pipeline::backend::device(backend)?;
+    let (g, cfg) = weights.load(&device)?;
+    tracing::info!(network = %cfg.describe(), params = pipeline::restore::param_count(&g), device = %device_name, "restorer loaded");
+    let how = pipeline::restore::Apply { range, tile, overlap };
+    let bars = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let done = pipeline::restore::restore_all(&g, &cfg, input, output, how, &device, bars)?;
+    println!("restored {} image(s) into {}", done.written.len(), output.display());
+    if let Some(reference) = reference {
+        let pairs: Vec<(PathBuf, PathBuf)> = score_cmd::pairs(output, reference, false)?;
+        let rows = score_cmd::score_pairs(&pairs, protocol)?;
+        print!("{}", score_cmd::render(&rows, score_cmd::Format::Table)?);
+        score_cmd::table(&rows).write(&output.join("scores"))?;
+    }
+    if !done.failed.is_empty() {
+        return Err(Failure::data(format!(
+            "{} file(s) could not be restored (the others were written):\n  {}",
+            done.failed.len(),
+            done.failed.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
+fn export(output: &Path, weights: &WeightsArgs, names: &str, prefix: &str) -> Result<()> {
+    let naming = match names {
+        "release" => run_pipeline::networks::interop::Naming::Release,
+        "ours" => run_pipeline::networks::interop::Naming::Ours,
+        other => return Err(Failure::config(format!("--names {other}: expected release or ours"))),
+    };
+    let (g, cfg) = weights.load(&burn::tensor::Device::flex())?;
+    let n = pipeline::restore::export(&g, &cfg, output, naming, prefix)?;
+    println!("wrote {} ({n} tensors, {}, {names} names)", output.display(), cfg.describe());
+    Ok(())
+}
+
 fn datasets_check(registry: Option<&Path>, name: &str, min_size: usize) -> Result<()> {
     use run_pipeline::datasets::{Split, disk};
     let reg = Registry::load(&registry_path(registry, None))?;
@@ -386,6 +522,10 @@ fn main() -> ProcessExit {
             score(restored, reference, *protocol, *by_order, *format)
         }
         Some(Command::Report { runs, out, baseline }) => report(runs, out.as_deref(), baseline.as_deref()),
+        Some(Command::Restore { input, output, weights, range, tile, overlap, reference, protocol, backend }) => {
+            restore(input, output, weights, *range, *tile, *overlap, reference.as_deref(), *protocol, backend)
+        }
+        Some(Command::Export { output, weights, names, prefix }) => export(output, weights, names, prefix),
         Some(Command::Cache { command: CacheCommand::Verify { fix }, dir }) => {
             pipeline::cache::verify(dir, *fix).map(|out| print!("{out}"))
         }

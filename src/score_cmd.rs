@@ -114,6 +114,19 @@ pub fn score_pairs(pairs: &[(PathBuf, PathBuf)], protocol: ProtocolKind) -> Resu
         .collect()
 }
 
+/// The rows as a table (`scores.parquet` / `.csv`).
+pub fn table(rows: &[Row]) -> crate::reports::Table {
+    use crate::reports::{Column, Table};
+    let s = |f: &dyn Fn(&Row) -> String| Column::Str(rows.iter().map(|r| Some(f(r))).collect());
+    let mut t = Table::default();
+    t.push("restored", s(&|r| r.restored.clone()))
+        .push("reference", s(&|r| r.reference.clone()))
+        .push("protocol", s(&|r| r.protocol.to_string()))
+        .push("psnr", Column::F64(rows.iter().map(|r| Some(r.psnr)).collect()))
+        .push("ssim", Column::F64(rows.iter().map(|r| Some(r.ssim)).collect()));
+    t
+}
+
 pub fn render(rows: &[Row], format: Format) -> Result<String> {
     let n = rows.len() as f64;
     let mean_psnr = rows.iter().map(|r| r.psnr).sum::<f64>() / n;

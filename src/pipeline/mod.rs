@@ -7,6 +7,7 @@ pub(crate) mod diagnostics;
 pub(crate) mod gates;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod run;
 pub mod spec;
 pub(crate) mod stages;

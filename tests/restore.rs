@@ -1,0 +1,129 @@
+//! `run-pipeline restore` and `export` as a user runs them: a folder of odd-sized, grayscale,
+//! RGBA and broken photos; a run's weights and the release's PyTorch weights.
+
+mod common;
+
+use common::{run, smoke, text};
+use std::path::Path;
+
+fn photos(dir: &Path) {
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    image::RgbImage::from_fn(97, 131, |x, y| image::Rgb([(x * 2) as u8, (y * 3 % 256) as u8, 77]))
+        .save(dir.join("odd.png"))
+        .unwrap();
+    image::GrayImage::from_fn(40, 36, |x, y| image::Luma([((x + y) * 3) as u8])).save(dir.join("gray.png")).unwrap();
+    image::RgbaImage::from_fn(33, 20, |x, y| image::Rgba([x as u8 * 7, y as u8 * 9, 50, (x * 5 + y) as u8]))
+        .save(dir.join("nested/alpha.png"))
+        .unwrap();
+    image::RgbImage::from_fn(30, 30, |x, _| image::Rgb([x as u8 * 8, 10, 200])).save(dir.join("photo.jpg")).unwrap();
+    std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+}
+
+/// The release's weights (PyTorch, safetensors): every readable photo restored to a PNG of the
+/// same name and size, gray stays gray, alpha is kept, the broken file is named and exit 3;
+/// with --reference the outputs are scored.
+#[test]
+fn restore_a_folder_of_photos_with_the_releases_weights() {
+    let dir = common::tmpdir("restore", "folder");
+    let (inp, out) = (dir.join("in"), dir.join("out"));
+    photos(&inp);
+    let weights = common::repo_root().join("tests/fixtures/interop/release_unet.pth");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["restore", inp.to_str().unwrap(), out.to_str().unwrap(), "--weights", weights.to_str().unwrap()]
+                .map(String::from)
+                .to_vec();
+        a.extend(["--arch", "unet-release:8,16,32"].map(String::from));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a = args(&[]);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("broken.png") && err.contains("could not be restored"), "{err}");
+    assert!(text(&o.stdout).contains("restored 4 image(s)"), "{}", text(&o.stdout));
+    let odd = image::open(out.join("odd.png")).unwrap();
+    assert_eq!((odd.width(), odd.height()), (97, 131));
+    assert_eq!(odd.color(), image::ColorType::Rgb8);
+    let gray = image::open(out.join("gray.png")).unwrap();
+    assert_eq!((gray.width(), gray.height(), gray.color()), (40, 36, image::ColorType::L8));
+    let alpha = image::open(out.join("nested/alpha.png")).unwrap().to_rgba8();
+    let alpha_in = image::open(inp.join("nested/alpha.png")).unwrap().to_rgba8();
+    assert_eq!(alpha.dimensions(), (33, 20));
+    assert!(alpha.pixels().zip(alpha_in.pixels()).all(|(a, b)| a.0[3] == b.0[3]), "alpha kept");
+    assert!(out.join("photo.png").is_file(), "a JPEG becomes a PNG of the same name");
+    assert!(!out.join("broken.png").exists());
+    // The network changed the photos (a random small UNet: far from the identity).
+    let odd_in = image::open(inp.join("odd.png")).unwrap().to_rgb8();
+    assert_ne!(odd.to_rgb8().as_raw(), odd_in.as_raw());
+    // Tiles, and scoring against the inputs as references.
+    std::fs::remove_file(inp.join("broken.png")).unwrap();
+    let tiled = dir.join("tiled");
+    let mut a = args(&["--tile", "32", "--overlap", "16", "--reference", inp.to_str().unwrap()]);
+    a[2] = tiled.to_string_lossy().into_owned();
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("PSNR"), "{}", text(&o.stdout));
+    assert!(tiled.join("scores.csv").is_file() && tiled.join("scores.parquet").is_file());
+    let t = image::open(tiled.join("odd.png")).unwrap().to_rgb8();
+    assert_eq!(t.dimensions(), (97, 131));
+    // Never into the input folder.
+    let mut a = args(&[]);
+    a[2] = inp.to_string_lossy().into_owned();
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    // Weights that do not fit the network named.
+    let mut a = args(&[]);
+    a[6] = "unet-release:8,16".into();
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o.stderr).contains("unexpected: RestorationNet.down_path.2"), "{}", text(&o.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run's own weights (`--run`, or its .bpk with no --arch), and the export of them loaded
+/// back: the same restored photos.
+#[test]
+fn restore_with_a_runs_weights_and_export_them() {
+    let dir = common::tmpdir("restore", "run");
+    let reports = dir.join("reports");
+    assert!(smoke(&reports, &[]).status.success());
+    let run_dir = std::fs::read_dir(reports.join("denoise")).unwrap().next().unwrap().unwrap().path();
+    let inp = dir.join("in");
+    photos(&inp);
+    std::fs::remove_file(inp.join("broken.png")).unwrap();
+    let go = |out: &str, w: &[&str]| {
+        let out = dir.join(out);
+        let mut a = vec!["restore", inp.to_str().unwrap(), out.to_str().unwrap()];
+        a.extend_from_slice(w);
+        let o = run(&a);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        std::fs::read(out.join("odd.png")).unwrap()
+    };
+    let rd = run_dir.to_string_lossy().into_owned();
+    let a = go("a", &["--run", &rd, "--method", "noise_da", "--seed", "0"]);
+    let bpk = run_dir.join("checkpoints/noise_da-seed0.bpk").to_string_lossy().into_owned();
+    let b = go("b", &["--weights", &bpk]);
+    assert_eq!(a, b, "--run and the run's .bpk are the same restorer");
+    let st = dir.join("g.safetensors").to_string_lossy().into_owned();
+    let o = run(&["export", &st, "--run", &rd, "--method", "noise_da", "--names", "ours"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The smoke profile's restorer (its widths) from resolved.json.
+    let resolved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("resolved.json")).unwrap()).unwrap();
+    let widths: Vec<String> =
+        resolved["networks"]["restorer"]["widths"].as_array().unwrap().iter().map(|w| w.to_string()).collect();
+    let arch = format!("unet:{}", widths.join(","));
+    let c = go("c", &["--weights", &st, "--arch", &arch]);
+    assert_eq!(a, c, "the exported weights restore the same");
+    // A flipped byte in the run's weights is refused, not used.
+    let mut w = std::fs::read(run_dir.join("checkpoints/noise_da-seed0.bpk")).unwrap();
+    let k = w.len() - 9;
+    w[k] ^= 4;
+    std::fs::write(run_dir.join("checkpoints/noise_da-seed0.bpk"), w).unwrap();
+    let o = run(&["restore", inp.to_str().unwrap(), dir.join("d").to_str().unwrap(), "--run", &rd]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o.stderr).contains("hash mismatch"), "{}", text(&o.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
