@@ -245,6 +245,15 @@ enum CacheCommand {
 enum DatasetsCommand {
     /// List registered datasets and whether their data is present.
     List,
+    /// Write a dataset's test pairs as PNGs (`DIR/input`, `DIR/target`, same names): SIDD's
+    /// MAT-file blocks, SPA, RealBlur or a simulated set, ready for `restore --reference`.
+    Export {
+        name: String,
+        dir: PathBuf,
+        /// How many pairs (default: all).
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Scan and decode a dataset: counts per split, problems found, content fingerprint. A split
     /// with no usable image is a problem; so, with --min-size, is an image smaller than the crop a
     /// pipeline takes (its `size` or `train.patch`). Exit 3 when there are problems.
@@ -352,6 +361,29 @@ fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Resul
         r.benchmark_markdown,
         r.benchmark_file.display()
     );
+    Ok(())
+}
+
+fn datasets_export(registry: Option<&Path>, name: &str, dir: &Path, count: Option<usize>) -> Result<()> {
+    use run_pipeline::datasets::{Loader, OnProblem, Split, Take};
+    let reg = Registry::load(&registry_path(registry, None))?;
+    let cache = std::env::temp_dir().join(format!("run-pipeline-export-{}", std::process::id()));
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0 };
+    // Simulated sets are generated at 256² (their `size`); data on disk keeps its own sizes.
+    let set =
+        loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(usize::MAX), size: 256 }, OnProblem::Fail);
+    let _ = std::fs::remove_dir_all(&cache);
+    let set = set?;
+    for sub in ["input", "target"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
+    }
+    for item in &set.items {
+        // Ids may hold folders (`0052_.../001`): one flat file name per pair.
+        let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));
+        run_pipeline::util::write_atomic(&dir.join("input").join(&file), &item.degraded.png_bytes()?)?;
+        run_pipeline::util::write_atomic(&dir.join("target").join(&file), &item.clean.png_bytes()?)?;
+    }
+    println!("wrote {} pairs of {name} to {}/{{input,target}}", set.items.len(), dir.display());
     Ok(())
 }
 
@@ -545,6 +577,9 @@ fn main() -> ProcessExit {
             Ok(())
         }
         Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
+        Some(Command::Datasets { command: DatasetsCommand::Export { name, dir, count }, registry }) => {
+            datasets_export(registry.as_deref(), name, dir, *count)
+        }
         Some(Command::Datasets { command: DatasetsCommand::Check { name, min_size }, registry }) => {
             datasets_check(registry.as_deref(), name, *min_size)
         }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 /// A reader never sees a half-written file and a crash leaves the old file intact.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let written = (|| {
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;

@@ -127,3 +127,36 @@ fn restore_with_a_runs_weights_and_export_them() {
     assert!(text(&o.stderr).contains("hash mismatch"), "{}", text(&o.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `datasets export` writes a test set's pairs as PNGs that `restore --reference` scores: the
+/// one-command path from a dataset (SIDD's MAT blocks included) to scored restorations.
+#[test]
+fn export_a_test_set_then_restore_and_score_it() {
+    let dir = common::tmpdir("restore", "export");
+    let pairs = dir.join("pairs");
+    let o = run(&["datasets", "export", "camera-sim-sidd", pairs.to_str().unwrap(), "--count", "3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for sub in ["input", "target"] {
+        assert_eq!(std::fs::read_dir(pairs.join(sub)).unwrap().count(), 3, "{sub}");
+    }
+    let weights = common::repo_root().join("tests/fixtures/interop/release_unet.safetensors");
+    let out = dir.join("out");
+    let o = run(&[
+        "restore",
+        pairs.join("input").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--arch",
+        "unet-release:8,16,32",
+        "--reference",
+        pairs.join("target").to_str().unwrap(),
+        "--protocol",
+        "sidd",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 4, "{scores}");
+    assert!(scores.lines().skip(1).all(|l| l.contains(",sidd,")), "{scores}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

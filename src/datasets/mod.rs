@@ -282,7 +282,7 @@ impl Loader<'_> {
     }
 
     /// Real (or real-like) degraded pairs of the test or validation split.
-    pub(crate) fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
+    pub fn eval_pairs(&self, name: &str, split: Split, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         let entry = self.entry(name)?;
         match entry.kind {
             k if k.is_simulated() => self.simulated_pairs(name, entry, split, take, false),
