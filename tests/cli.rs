@@ -375,7 +375,7 @@ fn plan_and_datasets_list() {
     let out = run(&["describe", "pipelines/denoise.yaml", "--profile", "paper"]);
     let s = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(s.contains("UNet [64, 128, 256, 512]: 8.559 M parameters, 12.438 GMACs"), "{s}");
+    assert!(s.contains("UNet [64, 128, 256, 512] (release up-sampling): 8.559 M parameters, 12.438 GMACs"), "{s}");
     assert!(s.contains("62.6"), "{s}");
     let out = run(&["datasets", "list"]);
     let s = text(&out.stdout);
