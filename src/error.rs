@@ -24,6 +24,21 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
+impl ExitCode {
+    /// The code a process exited with (a Slurm job's), as ours; unknown codes are internal.
+    pub fn from_code(code: i32) -> ExitCode {
+        match code {
+            2 => ExitCode::Config,
+            3 => ExitCode::Data,
+            4 => ExitCode::Diverged,
+            5 => ExitCode::GateFailed,
+            75 => ExitCode::Locked,
+            130 | 143 => ExitCode::Interrupted,
+            _ => ExitCode::Internal,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Failure {
     pub code: ExitCode,

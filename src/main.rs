@@ -67,12 +67,28 @@ struct PipelineArgs {
     /// Run even when the data of the configuration would not fit in the memory available.
     #[arg(long)]
     skip_memory_check: bool,
+    /// Where the stages run: local (this process) or slurm (one job per training stage and a
+    /// final report job; see README "On a Slurm cluster"). Default: the pipeline's `executor`.
+    #[arg(long, value_enum)]
+    executor: Option<pipeline::spec::ExecutorKind>,
+    /// With --executor slurm: follow the jobs to the end and exit with the pipeline's code.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a pipeline (the same as giving the file directly).
     Run(PipelineArgs),
+    /// Internal: run exactly one training stage of a pipeline into the stage cache (what a
+    /// Slurm job of `--executor slurm` runs).
+    #[command(name = "__stage", hide = true)]
+    Stage {
+        #[command(flatten)]
+        args: PipelineArgs,
+        #[arg(long)]
+        stage: String,
+    },
     /// Validate a pipeline and print its resolved stages and networks (parameters, GMACs at the
     /// training patch size) without running anything.
     Describe(PipelineArgs),
@@ -161,6 +177,13 @@ enum Command {
         /// Prefix for every key, e.g. `RestorationNet.` to load into the release's whole Network.
         #[arg(long, default_value = "")]
         prefix: String,
+    },
+    /// The Slurm jobs of the latest `--executor slurm` submission of each pipeline under a
+    /// reports folder: stage, job id, state, exit code, log.
+    Jobs {
+        /// The reports folder (`report.dir` of the pipelines).
+        #[arg(long, default_value = "reports")]
+        dir: PathBuf,
     },
     /// Check and prune what runs keep: cached stages, scores and shards, and each run's weights
     /// and checkpoints, against their content hashes.
@@ -310,7 +333,7 @@ fn resolve(args: &PipelineArgs) -> Result<pipeline::Resolved> {
     pipeline::load(path, args.profile.as_deref(), &sets)
 }
 
-fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
+fn run_pipeline(args: &PipelineArgs, format: LogFormat, stage: Option<&str>) -> Result<()> {
     let resolved = resolve(args)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -340,6 +363,20 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat) -> Result<()> {
     };
     if args.dry_run {
         print!("{}", pipeline::run::dry_run(&resolved, &opts)?);
+        return Ok(());
+    }
+    if let Some(stage) = stage {
+        return pipeline::run::run_stage(&resolved, &opts, stage);
+    }
+    if args.executor.unwrap_or(resolved.spec.executor.kind) == pipeline::spec::ExecutorKind::Slurm {
+        let jobs = pipeline::slurm::submit(&resolved, &opts, args.wait)?;
+        if !args.wait {
+            println!(
+                "submitted {} job(s); the report job is {}",
+                jobs.len(),
+                jobs.last().map_or("-", |j| j.id.as_str())
+            );
+        }
         return Ok(());
     }
     let outcome = pipeline::run::run(&resolved, &opts)?;
@@ -520,12 +557,13 @@ fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match &cli.command {
-        None => run_pipeline(&cli.run, cli.log_format),
-        Some(Command::Run(args)) => run_pipeline(args, cli.log_format),
+        None => run_pipeline(&cli.run, cli.log_format, None),
+        Some(Command::Run(args)) => run_pipeline(args, cli.log_format, None),
+        Some(Command::Stage { args, stage }) => run_pipeline(args, cli.log_format, Some(stage)),
         Some(Command::Plan(args)) => {
             let mut a = args.clone();
             a.dry_run = true;
-            run_pipeline(&a, cli.log_format)
+            run_pipeline(&a, cli.log_format, None)
         }
         Some(Command::Describe(args)) => resolve(args).map(|r| {
             println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
@@ -567,6 +605,7 @@ fn main() -> ProcessExit {
                 Err(_) => Err(Failure::config("--older-than-days: must be a non-negative number of days")),
             }
         }
+        Some(Command::Jobs { dir }) => pipeline::slurm::status(dir).map(|out| print!("{out}")),
         Some(Command::Runs { dir }) => {
             let runs = run_pipeline::reports::runs::list(dir);
             if runs.is_empty() {

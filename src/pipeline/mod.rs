@@ -9,6 +9,7 @@ pub mod plan;
 pub mod report;
 pub mod restore;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 pub(crate) mod stages;
 pub mod yaml;

@@ -44,6 +44,10 @@ pub struct PipelineSpec {
     /// Measurements that explain the adaptation (the D probe, the premise check).
     #[serde(default, skip_serializing_if = "DiagnosticsSpec::is_default")]
     pub diagnostics: DiagnosticsSpec,
+    /// Where stages run: `local` (this process) or `slurm` (one job per training stage), with
+    /// the cluster's resources. `--executor` on the command line chooses too.
+    #[serde(default, skip_serializing_if = "ExecutorSpec::is_default")]
+    pub executor: ExecutorSpec,
 }
 
 /// What [`crate::training::diagnostics`] measures in a run.
@@ -294,4 +298,64 @@ pub struct ReportSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// Where a pipeline's stages run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+/// `executor:` — the kind, and what Slurm jobs ask for. Training stages take `train`'s
+/// resources; the final report job (evaluation, reports, gates) takes `report`'s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSpec {
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    #[serde(default)]
+    pub train: SlurmResources,
+    #[serde(default)]
+    pub report: SlurmResources,
+    /// Seconds between polls of the queue with `--wait` (one `squeue` and one `scontrol` call
+    /// for all jobs each time).
+    #[serde(default = "default_poll_s")]
+    pub poll_s: u64,
+}
+
+fn default_poll_s() -> u64 {
+    5
+}
+
+impl ExecutorSpec {
+    fn is_default(&self) -> bool {
+        *self == ExecutorSpec { poll_s: default_poll_s(), ..Default::default() }
+    }
+}
+
+/// One job's `sbatch` resources; unset keys are left to the cluster's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmResources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `--time`, e.g. `2-00:00:00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// `--mem`, e.g. `32G`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<usize>,
+    /// `--gres=gpu:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<usize>,
+    /// Further `sbatch` flags, verbatim (e.g. `--qos=long`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<String>,
 }

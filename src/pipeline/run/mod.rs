@@ -9,6 +9,7 @@
 mod data;
 mod dry;
 mod evaluate;
+mod job;
 mod open;
 mod outputs;
 mod progress;
@@ -30,6 +31,7 @@ use crate::datasets::Registry;
 use crate::error::Result;
 
 pub use dry::dry_run;
+pub use job::{PlannedStage, planned_stages, run_stage};
 pub(crate) use open::forced_stages;
 pub(crate) use outputs::write_summaries;
 

@@ -54,6 +54,17 @@ pub(super) struct OpenRun {
     _lock: crate::lock::RunLock,
 }
 
+impl OpenRun {
+    /// A cluster job's working folder (see `run::job`), locked like a run directory.
+    pub(super) fn job(run_id: String, run_dir: PathBuf) -> Result<OpenRun> {
+        std::fs::create_dir_all(run_dir.join("checkpoints"))
+            .map_err(|e| Failure::internal(format!("{}: cannot create the job folder: {e}", run_dir.display())))?;
+        let resumed = run_dir.join("checkpoints").read_dir().is_ok_and(|mut d| d.next().is_some());
+        let lock = crate::lock::RunLock::acquire(&run_dir)?;
+        Ok(OpenRun { run_id, run_dir, resumed, _lock: lock })
+    }
+}
+
 /// The `prepare` stage: continue the unfinished run of this configuration (unless `--fresh`;
 /// `--resume` requires one) or name a new one, create its directory and take its lock.
 pub(super) fn open_run(res: &Resolved, opts: &RunOptions, resolved_json: &str, started: SystemTime) -> Result<OpenRun> {

@@ -113,7 +113,7 @@ impl Run<'_> {
 
     /// Train recipe × seed (continuing from its checkpoints when the run is resumed), save
     /// its weights as this run's checkpoints and store the finished stage in the cache.
-    fn train(
+    pub(super) fn train(
         &self,
         recipe: &Recipe,
         seed: u64,

@@ -1,0 +1,144 @@
+//! One training stage as a cluster job (`run-pipeline __stage`): the same data, keys, training
+//! code and stage cache as a local run, so a stage trained on a node is the stage a local run
+//! would train — and the final report job (a local run of the whole pipeline) reuses it.
+//!
+//! A job works in `<report.dir>/.cache/jobs/<stage key>/` (locked; its checkpoints survive a
+//! time limit or pre-emption, so resubmitting the same stage continues it).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use tracing::info;
+
+use super::data::{Data, load_data, preflight};
+use super::open::OpenRun;
+use super::train::{Trained, train_key};
+use super::{Run, RunOptions, Timings, check_memory};
+use crate::datasets::{Loader, Registry};
+use crate::error::{Failure, Result};
+use crate::pipeline::Resolved;
+use crate::pipeline::plan::Stage;
+use crate::pipeline::stages::{self, Decision, StageCache, StageKey};
+
+/// A training stage of the plan with its key, for submitters and jobs.
+#[derive(Clone, Debug)]
+pub struct PlannedStage {
+    /// `train:<recipe>:seed<s>`.
+    pub name: String,
+    pub recipe: String,
+    pub seed: u64,
+    pub key: StageKey,
+    /// The stage it warm-starts from, if any.
+    pub init_from: Option<String>,
+    /// A finished stage with this key is in the cache.
+    pub cached: bool,
+}
+
+/// Every training stage in plan order with its key and whether the cache holds it. Loads (and
+/// caches) the data to fingerprint it, as a run does.
+pub fn planned_stages(res: &Resolved, opts: &RunOptions) -> Result<Vec<PlannedStage>> {
+    Ok(plan_stages(res, opts)?.0)
+}
+
+fn plan_stages(res: &Resolved, opts: &RunOptions) -> Result<(Vec<PlannedStage>, Data)> {
+    let spec = &res.spec;
+    let registry = Registry::load(&opts.registry)?;
+    preflight(spec, &registry)?;
+    check_memory(spec, opts.skip_memory_check)?;
+    let report_root = PathBuf::from(&spec.report.dir);
+    let cache_dir = report_root.join(".cache");
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let data = load_data(spec, &loader)?;
+    let cache = StageCache::new(&report_root);
+    let mut keys: HashMap<(String, u64), StageKey> = HashMap::new();
+    let mut out = Vec::new();
+    for &seed in &spec.seeds.train {
+        for recipe in spec.recipes() {
+            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
+            let key = train_key(
+                spec,
+                &recipe,
+                seed,
+                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
+                &data.val_sets,
+                init,
+            );
+            keys.insert((recipe.name.to_string(), seed), key.clone());
+            out.push(PlannedStage {
+                name: Stage::Train { recipe: recipe.name.to_string(), seed }.to_string(),
+                recipe: recipe.name.to_string(),
+                seed,
+                cached: matches!(cache.decide(&key, false), Decision::Reuse(_)),
+                key,
+                init_from: recipe
+                    .train
+                    .init_from
+                    .as_ref()
+                    .map(|f| Stage::Train { recipe: f.clone(), seed }.to_string()),
+            });
+        }
+    }
+    Ok((out, data))
+}
+
+/// Run exactly the training stage `stage` of the resolved pipeline into the stage cache
+/// (nothing if it is cached already). Exit codes as a run's (130 when stopped: resubmitting
+/// continues from the job's checkpoint).
+pub fn run_stage(res: &Resolved, opts: &RunOptions, stage: &str) -> Result<()> {
+    let spec = &res.spec;
+    let (planned, data) = plan_stages(res, opts)?;
+    let names: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
+    let target = planned.iter().find(|p| p.name == stage).ok_or_else(|| {
+        Failure::config(format!("no training stage {stage} in this pipeline (stages: {})", names.join(", ")))
+    })?;
+    if target.cached {
+        info!(stage, "already in the stage cache; nothing to do");
+        return Ok(());
+    }
+    let report_root = PathBuf::from(&spec.report.dir);
+    let stage_cache = StageCache::new(&report_root);
+    let recipe = spec.recipe(&target.recipe).expect("planned from the spec");
+    if let Some(from) = &target.init_from {
+        let init = planned.iter().find(|p| &p.name == from).expect("planned before");
+        if !init.cached {
+            return Err(Failure::data(format!(
+                "{stage} starts from {from}, which is not in the stage cache yet (its job must finish first)"
+            )));
+        }
+    }
+    let job_dir = report_root.join(".cache").join("jobs").join(target.key.id());
+    let open = OpenRun::job(format!("job-{}", target.key.id()), job_dir.clone())?;
+    if let Some(from) = &target.init_from {
+        // The warm start reads the earlier recipe's final weights from this folder, as a run
+        // reads them from its own checkpoints.
+        let init = planned.iter().find(|p| &p.name == from).expect("planned before");
+        let src = stage_cache.root.join(init.key.id()).join(stages::MODEL);
+        let dst = job_dir.join("checkpoints").join(format!("{}-seed{}.bpk", init.recipe, init.seed));
+        std::fs::copy(&src, &dst).map_err(|e| Failure::internal(format!("{}: {e}", dst.display())))?;
+        crate::integrity::seal_file(&dst).map_err(|e| Failure::internal(format!("{}: {e}", dst.display())))?;
+    }
+    let max_devices = recipe.train.devices;
+    let (devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;
+    info!(stage, backend = %backend_name, dir = %job_dir.display(), "stage job");
+    let run = Run {
+        res,
+        opts,
+        spec,
+        registry: Registry::load(&opts.registry)?,
+        forced: vec![],
+        devices,
+        backend_name,
+        resolved_json: serde_json::to_string_pretty(spec).expect("spec serialises"),
+        stage_cache,
+        report_root,
+        open,
+        started: SystemTime::now(),
+        t0: Instant::now(),
+        timings: Timings::new(),
+    };
+    let st = Stage::Train { recipe: target.recipe.clone(), seed: target.seed };
+    run.train(&recipe, target.seed, &st, &target.key, &data, &mut Trained::default())?;
+    info!(stage, "stage stored in the cache");
+    Ok(())
+}

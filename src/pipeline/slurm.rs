@@ -1,0 +1,285 @@
+//! `--executor slurm`: a pipeline's stages as Slurm jobs. Each training stage the stage cache
+//! does not hold becomes one job (`run-pipeline __stage`, the same binary), a warm-started stage
+//! waits for the stage it starts from (`--dependency=afterok`), and one final job runs the
+//! pipeline locally — every stage then comes from the cache — to evaluate, report and check the
+//! gates. The run directory and the stage cache (`report.dir`) must be on a file system every
+//! node sees; the submitter checks that the jobs see it (`__stage` fails with exit 3 otherwise).
+//!
+//! With `--wait` the submitter follows the jobs — one `squeue` and one `scontrol` call per poll
+//! for all of them — and exits with the pipeline's codes: the report job's, or a failed job's,
+//! naming it and its log. Re-running after a failure submits only what the cache still lacks;
+//! a training job stopped by its time limit (SIGTERM first, `--signal`) continues from its
+//! checkpoint when resubmitted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::Resolved;
+use super::run::{PlannedStage, RunOptions, planned_stages};
+use super::spec::SlurmResources;
+use crate::error::{ExitCode, Failure, Result};
+
+/// A submitted job.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// `train:<recipe>:seed<s>` or `report`.
+    pub stage: String,
+    pub log: PathBuf,
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn slurm(cmd: &str, args: &[String]) -> Result<String> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| {
+        Failure::config(format!("{cmd}: cannot run it ({e}); --executor slurm needs the Slurm client commands on PATH"))
+    })?;
+    if !out.status.success() {
+        return Err(Failure::internal(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `run-pipeline` arguments that reproduce this resolved pipeline (file, profile, registry,
+/// overrides).
+fn pipeline_args(res: &Resolved, opts: &RunOptions) -> Vec<String> {
+    let mut a = vec![
+        res.path.display().to_string(),
+        "--profile".into(),
+        res.profile.clone(),
+        "--registry".into(),
+        opts.registry.display().to_string(),
+    ];
+    for s in &res.overrides {
+        a.extend(["--set".into(), s.clone()]);
+    }
+    if opts.skip_memory_check {
+        a.push("--skip-memory-check".into());
+    }
+    a
+}
+
+fn sbatch(name: &str, log: &Path, res: &SlurmResources, deps: &[String], command: &[String]) -> Result<String> {
+    let mut a = vec![
+        "--parsable".to_string(),
+        format!("--job-name=rp-{name}"),
+        format!("--output={}", log.display()),
+        format!("--chdir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())),
+        // SIGTERM two minutes before a time limit: the stage checkpoints and exits 130.
+        "--signal=B:TERM@120".into(),
+    ];
+    if let Some(p) = &res.partition {
+        a.push(format!("--partition={p}"));
+    }
+    if let Some(x) = &res.account {
+        a.push(format!("--account={x}"));
+    }
+    if let Some(t) = &res.time {
+        a.push(format!("--time={t}"));
+    }
+    if let Some(m) = &res.mem {
+        a.push(format!("--mem={m}"));
+    }
+    if let Some(c) = res.cpus {
+        a.push(format!("--cpus-per-task={c}"));
+    }
+    if let Some(g) = res.gpus {
+        a.push(format!("--gres=gpu:{g}"));
+    }
+    if !deps.is_empty() {
+        a.push(format!("--dependency=afterok:{}", deps.join(":")));
+        a.push("--kill-on-invalid-dep=yes".into());
+    }
+    a.extend(res.extra.iter().cloned());
+    let line: Vec<String> = command.iter().map(|s| quote(s)).collect();
+    a.push(format!("--wrap=exec {}", line.join(" ")));
+    let id = slurm("sbatch", &a)?;
+    Ok(id.trim().split(';').next().unwrap_or_default().to_string())
+}
+
+/// Submit the pipeline's stages; with `wait`, follow them to the end.
+pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>> {
+    let spec = &res.spec;
+    let exe = std::env::current_exe().map_err(|e| Failure::internal(format!("cannot find this binary: {e}")))?;
+    let exe = exe.display().to_string();
+    // Shards are generated here, once, into the shared cache; the jobs read them.
+    let planned: Vec<PlannedStage> = planned_stages(res, opts)?;
+    let logs = PathBuf::from(&spec.report.dir).join(&spec.name).join(".slurm");
+    std::fs::create_dir_all(&logs).map_err(|e| Failure::internal(format!("{}: {e}", logs.display())))?;
+    let args = pipeline_args(res, opts);
+    let mut jobs: Vec<Job> = Vec::new();
+    for p in planned.iter().filter(|p| !p.cached) {
+        let deps: Vec<String> =
+            p.init_from.iter().filter_map(|f| jobs.iter().find(|j| &j.stage == f).map(|j| j.id.clone())).collect();
+        let log = logs.join(format!("{}-%j.out", p.name.replace(':', "_")));
+        let mut cmd = vec![exe.clone(), "__stage".into()];
+        cmd.extend(args.iter().cloned());
+        cmd.extend(["--stage".into(), p.name.clone()]);
+        let id = sbatch(&p.name, &log, &spec.executor.train, &deps, &cmd)?;
+        let log = PathBuf::from(log.display().to_string().replace("%j", &id));
+        eprintln!("submitted {} as job {id} (log {})", p.name, log.display());
+        jobs.push(Job { id, stage: p.name.clone(), log });
+    }
+    for p in planned.iter().filter(|p| p.cached) {
+        eprintln!("{}: in the stage cache, not submitted", p.name);
+    }
+    let deps: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let log = logs.join("report-%j.out");
+    let mut cmd = vec![exe.clone(), "run".into()];
+    cmd.extend(args.iter().cloned());
+    cmd.extend(["--executor".into(), "local".into()]);
+    let id = sbatch("report", &log, &spec.executor.report, &deps, &cmd)?;
+    let log = PathBuf::from(log.display().to_string().replace("%j", &id));
+    eprintln!("submitted report as job {id} (log {})", log.display());
+    jobs.push(Job { id, stage: "report".into(), log });
+    let record = logs.join(format!("{}.json", crate::util::utc_stamp(std::time::SystemTime::now())));
+    crate::util::write_atomic(&record, serde_json::to_string_pretty(&jobs).expect("json").as_bytes())?;
+    if wait {
+        follow(&jobs, spec.executor.poll_s)?;
+    }
+    Ok(jobs)
+}
+
+/// A job's state as Slurm reports it, and its exit code once finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobState {
+    pub state: String,
+    pub exit: Option<i32>,
+    pub reason: String,
+}
+
+/// The states of `ids`: one `squeue` call (pending and running) and one `scontrol` call
+/// (finished jobs Slurm still remembers) for all of them.
+pub fn states(ids: &[String]) -> Result<std::collections::HashMap<String, JobState>> {
+    let mut out = std::collections::HashMap::new();
+    let q =
+        slurm("squeue", &["-h".into(), "-o".into(), "%i|%T|%r".into(), "-j".into(), ids.join(",")]).unwrap_or_default();
+    for line in q.lines() {
+        let f: Vec<&str> = line.trim().split('|').collect();
+        if f.len() == 3 {
+            out.insert(f[0].to_string(), JobState { state: f[1].into(), exit: None, reason: f[2].into() });
+        }
+    }
+    if ids.iter().any(|i| !out.contains_key(i)) {
+        let s = slurm("scontrol", &["-o".into(), "show".into(), "job".into()]).unwrap_or_default();
+        for line in s.lines() {
+            let field =
+                |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or_default().to_string();
+            let id = field("JobId=");
+            if ids.contains(&id) && !out.contains_key(&id) {
+                let exit = field("ExitCode=").split(':').next().and_then(|c| c.parse().ok());
+                out.insert(id, JobState { state: field("JobState="), exit, reason: field("Reason=") });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Poll until the report job ends or a job fails; the pipeline's exit code either way.
+pub fn follow(jobs: &[Job], poll_s: u64) -> Result<()> {
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let mut last = String::new();
+    loop {
+        let st = states(&ids)?;
+        let line: Vec<String> =
+            jobs.iter().map(|j| format!("{} {}", j.stage, st.get(&j.id).map_or("?", |s| s.state.as_str()))).collect();
+        let line = line.join(", ");
+        if line != last {
+            tracing::info!("jobs: {line}");
+            last = line;
+        }
+        for j in jobs {
+            let Some(s) = st.get(&j.id) else { continue };
+            let failed = matches!(
+                s.state.as_str(),
+                "FAILED"
+                    | "CANCELLED"
+                    | "TIMEOUT"
+                    | "OUT_OF_MEMORY"
+                    | "NODE_FAIL"
+                    | "PREEMPTED"
+                    | "BOOT_FAIL"
+                    | "DEADLINE"
+            ) || s.reason.contains("DependencyNeverSatisfied");
+            if failed {
+                let rest: Vec<String> = ids.iter().filter(|i| **i != j.id).cloned().collect();
+                let _ = slurm("scancel", &rest);
+                let code = match s.exit {
+                    Some(c) if c > 0 => c,
+                    _ if s.state == "TIMEOUT" || s.state == "CANCELLED" || s.state == "PREEMPTED" => {
+                        ExitCode::Interrupted as i32
+                    }
+                    _ => 1,
+                };
+                return Err(Failure {
+                    code: ExitCode::from_code(code),
+                    message: format!(
+                        "Slurm job {} ({}) ended {} (exit {code}); its log: {}. Run the same command again to submit what is missing",
+                        j.id,
+                        j.stage,
+                        s.state,
+                        j.log.display()
+                    ),
+                });
+            }
+        }
+        let report = jobs.last().expect("a report job");
+        if st.get(&report.id).is_some_and(|s| s.state == "COMPLETED") {
+            tracing::info!(log = %report.log.display(), "all jobs finished");
+            if let Ok(text) = std::fs::read_to_string(&report.log) {
+                print!("{text}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(poll_s.max(1)));
+    }
+}
+
+/// `run-pipeline jobs`: the latest submission of each pipeline under `reports`, job by job.
+pub fn status(reports: &Path) -> Result<String> {
+    let mut out = String::new();
+    let Ok(rd) = std::fs::read_dir(reports) else { return Ok(format!("no reports under {}\n", reports.display())) };
+    let mut pipelines: Vec<PathBuf> =
+        rd.filter_map(|e| e.ok()).map(|e| e.path().join(".slurm")).filter(|p| p.is_dir()).collect();
+    pipelines.sort();
+    for dir in pipelines {
+        let Some(latest) = std::fs::read_dir(&dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .max()
+        else {
+            continue;
+        };
+        let jobs: Vec<Job> = std::fs::read_to_string(&latest)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| Failure::data(format!("{}: unreadable job record", latest.display())))?;
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let st = states(&ids)?;
+        out.push_str(&format!("{} ({})\n", dir.parent().unwrap_or(&dir).display(), latest.display()));
+        for j in &jobs {
+            let (state, exit) = st.get(&j.id).map_or(("unknown to Slurm now".to_string(), String::new()), |s| {
+                (s.state.clone(), s.exit.map(|c| format!(" exit {c}")).unwrap_or_default())
+            });
+            out.push_str(&format!("  {:<28} job {:<8} {state}{exit}  {}\n", j.stage, j.id, j.log.display()));
+        }
+    }
+    if out.is_empty() {
+        out = format!("no Slurm submissions under {}\n", reports.display());
+    }
+    Ok(out)
+}

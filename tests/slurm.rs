@@ -1,0 +1,154 @@
+//! `--executor slurm` on a real Slurm cluster (`.ci/slurm-up` starts one on this machine and
+//! CI exports its `SLURM_CONF`). Where no cluster answers, these tests print why and pass
+//! without running: run `.ci/slurm-up` (root) and export the `SLURM_CONF` it prints.
+
+mod common;
+
+use common::{run, text};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cluster() -> bool {
+    match Command::new("sinfo").args(["-h", "-o", "%t"]).output() {
+        Ok(o) if o.status.success() && !o.stdout.is_empty() => true,
+        other => {
+            eprintln!("SKIPPED: no Slurm cluster answers `sinfo` ({other:?}); run .ci/slurm-up and export SLURM_CONF");
+            false
+        }
+    }
+}
+
+fn per_image(reports: &Path) -> Vec<String> {
+    let dir: PathBuf = std::fs::read_dir(reports.join("denoise"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("provenance.json").is_file())
+        .max()
+        .expect("a finished run");
+    let text = std::fs::read_to_string(dir.join("per_image.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().skip(1).map(|l| l.split_once(',').unwrap().1.to_string()).collect();
+    lines.sort();
+    lines
+}
+
+/// The jobs the latest submission recorded: (id, stage).
+fn jobs(reports: &Path) -> Vec<(String, String)> {
+    let dir = reports.join("denoise/.slurm");
+    let latest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(latest).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["id"].as_str().unwrap().into(), j["stage"].as_str().unwrap().into()))
+        .collect()
+}
+
+fn scontrol_state(id: &str) -> String {
+    let o = Command::new("scontrol").args(["-o", "show", "job", id]).output().unwrap();
+    let s = text(&o.stdout);
+    s.split_whitespace().find_map(|w| w.strip_prefix("JobState=")).unwrap_or("?").to_string()
+}
+
+fn go(reports: &Path, extra: &[&str]) -> std::process::Output {
+    let dir_arg = format!("report.dir={}", reports.display());
+    let mut a = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+/// Every stage as a Slurm job (one per training stage, then the report job after them), the
+/// same per-image scores as a local run; a second submission finds the stages cached and
+/// submits only the report job.
+#[test]
+fn slurm_runs_the_stages_as_jobs_with_the_local_results() {
+    if !cluster() {
+        return;
+    }
+    let dir = common::tmpdir("slurm", "same");
+    let (slurm, local) = (dir.join("slurm"), dir.join("local"));
+    let o = go(&slurm, &["--executor", "slurm", "--wait"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let j = jobs(&slurm);
+    let stages: Vec<&str> = j.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(stages, ["train:source_only:seed0", "train:noise_da:seed0", "report"]);
+    for (id, stage) in &j {
+        assert_eq!(scontrol_state(id), "COMPLETED", "{stage}");
+    }
+    assert!(go(&local, &[]).status.success());
+    assert_eq!(per_image(&slurm), per_image(&local), "Slurm and local runs score the same");
+    let o = run(&["jobs", "--dir", slurm.to_str().unwrap()]);
+    let listed = text(&o.stdout);
+    assert!(
+        o.status.success() && listed.contains("train:noise_da:seed0") && listed.contains("COMPLETED exit 0"),
+        "{listed}"
+    );
+    // Cached now: only the report job.
+    let o = go(&slurm, &["--executor", "slurm", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(jobs(&slurm).len(), 1);
+    assert!(text(&o.stderr).contains("in the stage cache, not submitted"), "{}", text(&o.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A training job cancelled mid-run (`scancel`): the submitter exits 130 naming the job and its
+/// log; the same command again submits only what is missing and finishes with the local scores.
+#[test]
+fn a_cancelled_job_is_reported_and_a_rerun_completes_what_is_missing() {
+    if !cluster() {
+        return;
+    }
+    let dir = common::tmpdir("slurm", "cancel");
+    let (slurm, local) = (dir.join("slurm"), dir.join("local"));
+    let long = ["--set", "train.steps=300", "--set", "train.checkpoint.every=50"];
+    let mut args: Vec<String> = ["pipelines/denoise.yaml", "--profile", "smoke", "--set"].map(String::from).to_vec();
+    args.push(format!("report.dir={}", slurm.display()));
+    args.extend(long.map(String::from));
+    args.extend(["--executor", "slurm", "--wait"].map(String::from));
+    let child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(&args)
+        .current_dir(common::repo_root())
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the Noise-DA training job to run, then cancel it.
+    let mut cancelled = None;
+    for _ in 0..600 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(rd) = std::fs::read_dir(slurm.join("denoise/.slurm")) else { continue };
+        if rd.filter_map(|e| e.ok()).all(|e| e.path().extension().is_none_or(|x| x != "json")) {
+            continue;
+        }
+        let j = jobs(&slurm);
+        if let Some((id, _)) = j.iter().find(|(_, s)| s == "train:noise_da:seed0")
+            && scontrol_state(id) == "RUNNING"
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            Command::new("scancel").arg(id).status().unwrap();
+            cancelled = Some(id.clone());
+            break;
+        }
+    }
+    let id = cancelled.expect("the training job ran");
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains(&format!("Slurm job {id} (train:noise_da:seed0) ended CANCELLED")) && err.contains(".out"),
+        "{err}"
+    );
+    // Again: source-only is cached; Noise-DA is resubmitted (its job folder keeps checkpoints).
+    let o = go(&slurm, &[long[0], long[1], long[2], long[3], "--executor", "slurm", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stages: Vec<String> = jobs(&slurm).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(stages, ["train:noise_da:seed0", "report"]);
+    assert!(go(&local, &long).status.success());
+    assert_eq!(per_image(&slurm), per_image(&local));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
