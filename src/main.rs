@@ -88,6 +88,9 @@ enum Command {
         args: PipelineArgs,
         #[arg(long)]
         stage: String,
+        /// A file the submitter wrote under the report folder: the job must see it.
+        #[arg(long)]
+        submitted: Option<PathBuf>,
     },
     /// Validate a pipeline and print its resolved stages and networks (parameters, GMACs at the
     /// training patch size) without running anything.
@@ -559,7 +562,14 @@ fn main() -> ProcessExit {
     let result = match &cli.command {
         None => run_pipeline(&cli.run, cli.log_format, None),
         Some(Command::Run(args)) => run_pipeline(args, cli.log_format, None),
-        Some(Command::Stage { args, stage }) => run_pipeline(args, cli.log_format, Some(stage)),
+        Some(Command::Stage { args, stage, submitted }) => match submitted.as_ref().filter(|m| !m.is_file()) {
+            Some(m) => Err(Failure::data(format!(
+                "this job cannot see {} (written by the submitter): the report folder must be on a file system \
+                 shared by the submitting machine and every node",
+                m.display()
+            ))),
+            None => run_pipeline(args, cli.log_format, Some(stage)),
+        },
         Some(Command::Plan(args)) => {
             let mut a = args.clone();
             a.dry_run = true;

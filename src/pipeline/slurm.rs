@@ -117,6 +117,10 @@ pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>>
     let logs = PathBuf::from(&spec.report.dir).join(&spec.name).join(".slurm");
     std::fs::create_dir_all(&logs).map_err(|e| Failure::internal(format!("{}: {e}", logs.display())))?;
     let args = pipeline_args(res, opts);
+    // Every job checks it sees this file: the run directory and caches must be shared.
+    let marker = logs.join(format!(".submitted-{}", std::process::id()));
+    crate::util::write_atomic(&marker, b"run-pipeline --executor slurm\n")?;
+    let marker = marker.canonicalize().unwrap_or(marker);
     let mut jobs: Vec<Job> = Vec::new();
     for p in planned.iter().filter(|p| !p.cached) {
         let deps: Vec<String> =
@@ -124,7 +128,7 @@ pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>>
         let log = logs.join(format!("{}-%j.out", p.name.replace(':', "_")));
         let mut cmd = vec![exe.clone(), "__stage".into()];
         cmd.extend(args.iter().cloned());
-        cmd.extend(["--stage".into(), p.name.clone()]);
+        cmd.extend(["--stage".into(), p.name.clone(), "--submitted".into(), marker.display().to_string()]);
         let id = sbatch(&p.name, &log, &spec.executor.train, &deps, &cmd)?;
         let log = PathBuf::from(log.display().to_string().replace("%j", &id));
         eprintln!("submitted {} as job {id} (log {})", p.name, log.display());
