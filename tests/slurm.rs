@@ -75,7 +75,16 @@ fn slurm_runs_the_stages_as_jobs_with_the_local_results() {
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let j = jobs(&slurm);
     let stages: Vec<&str> = j.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(stages, ["train:source_only:seed0", "train:noise_da:seed0", "report"]);
+    assert_eq!(
+        stages,
+        [
+            "train:source_only:seed0",
+            "evaluate:source_only:seed0",
+            "train:noise_da:seed0",
+            "evaluate:noise_da:seed0",
+            "report"
+        ]
+    );
     for (id, stage) in &j {
         assert_eq!(scontrol_state(id), "COMPLETED", "{stage}");
     }
@@ -92,6 +101,7 @@ fn slurm_runs_the_stages_as_jobs_with_the_local_results() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(jobs(&slurm).len(), 1);
     assert!(text(&o.stderr).contains("in the stage cache, not submitted"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("in the score cache, not submitted"), "{}", text(&o.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -147,7 +157,71 @@ fn a_cancelled_job_is_reported_and_a_rerun_completes_what_is_missing() {
     let o = go(&slurm, &[long[0], long[1], long[2], long[3], "--executor", "slurm", "--wait"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stages: Vec<String> = jobs(&slurm).into_iter().map(|(_, s)| s).collect();
-    assert_eq!(stages, ["train:noise_da:seed0", "report"]);
+    assert_eq!(stages, ["train:noise_da:seed0", "evaluate:noise_da:seed0", "report"]);
+    assert!(go(&local, &long).status.success());
+    assert_eq!(per_image(&slurm), per_image(&local));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A training job stopped by SIGTERM while running (what Slurm sends before a time limit,
+/// `--signal=B:TERM@120`; here `scancel --signal=TERM --batch`): it checkpoints, requeues
+/// itself, continues from the checkpoint and the pipeline ends with the local scores.
+#[test]
+fn a_job_stopped_before_its_time_limit_requeues_and_continues() {
+    if !cluster() {
+        return;
+    }
+    let dir = common::tmpdir("slurm", "requeue");
+    let (slurm, local) = (dir.join("slurm"), dir.join("local"));
+    let long = ["--set", "train.steps=300", "--set", "train.checkpoint.every=50"];
+    let mut args: Vec<String> = ["pipelines/denoise.yaml", "--profile", "smoke", "--set"].map(String::from).to_vec();
+    args.push(format!("report.dir={}", slurm.display()));
+    args.extend(long.map(String::from));
+    args.extend(["--executor", "slurm", "--wait"].map(String::from));
+    let child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(&args)
+        .current_dir(common::repo_root())
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut signalled = None;
+    for _ in 0..600 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(rd) = std::fs::read_dir(slurm.join("denoise/.slurm")) else { continue };
+        if rd.filter_map(|e| e.ok()).all(|e| e.path().extension().is_none_or(|x| x != "json")) {
+            continue;
+        }
+        if let Some((id, _)) = jobs(&slurm).into_iter().find(|(_, s)| s == "train:noise_da:seed0")
+            && scontrol_state(&id) == "RUNNING"
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            Command::new("scancel").args(["--signal=TERM", "--batch", &id]).status().unwrap();
+            signalled = Some(id);
+            break;
+        }
+    }
+    let id = signalled.expect("the training job ran");
+    // Slurm holds a requeued job for a while (BeginTime); release it now.
+    for _ in 0..300 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let o = Command::new("scontrol").args(["-o", "show", "job", &id]).output().unwrap();
+        let s = text(&o.stdout);
+        if s.contains("JobState=PENDING") && s.contains("Restarts=1") {
+            Command::new("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).status().unwrap();
+            break;
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let log = std::fs::read_dir(slurm.join("denoise/.slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("train_noise_da_seed0-{id}.out")))
+        .unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("requeued") && log.contains("continuing from checkpoint"), "{log}");
     assert!(go(&local, &long).status.success());
     assert_eq!(per_image(&slurm), per_image(&local));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1,8 +1,8 @@
 //! `--executor slurm`: a pipeline's stages as Slurm jobs. Each training stage the stage cache
 //! does not hold becomes one job (`run-pipeline __stage`, the same binary), a warm-started stage
-//! waits for the stage it starts from (`--dependency=afterok`), and one final job runs the
-//! pipeline locally — every stage then comes from the cache — to evaluate, report and check the
-//! gates. The run directory and the stage cache (`report.dir`) must be on a file system every
+//! waits for the stage it starts from (`--dependency=afterok`), each evaluation waits for its
+//! training and scores into the score cache, and one final job runs the pipeline locally — every
+//! stage and score then comes from the caches — to write the reports and check the gates. The run directory and the stage cache (`report.dir`) must be on a file system every
 //! node sees; the submitter checks that the jobs see it (`__stage` fails with exit 3 otherwise).
 //!
 //! With `--wait` the submitter follows the jobs — one `squeue` and one `scontrol` call per poll
@@ -77,6 +77,8 @@ fn sbatch(name: &str, log: &Path, res: &SlurmResources, deps: &[String], command
         format!("--chdir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())),
         // SIGTERM two minutes before a time limit: the stage checkpoints and exits 130.
         "--signal=B:TERM@120".into(),
+        // A requeued job adds to its log instead of starting it afresh.
+        "--open-mode=append".into(),
     ];
     if let Some(p) = &res.partition {
         a.push(format!("--partition={p}"));
@@ -122,20 +124,35 @@ pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>>
     crate::util::write_atomic(&marker, b"run-pipeline --executor slurm\n")?;
     let marker = marker.canonicalize().unwrap_or(marker);
     let mut jobs: Vec<Job> = Vec::new();
-    for p in planned.iter().filter(|p| !p.cached) {
-        let deps: Vec<String> =
-            p.init_from.iter().filter_map(|f| jobs.iter().find(|j| &j.stage == f).map(|j| j.id.clone())).collect();
-        let log = logs.join(format!("{}-%j.out", p.name.replace(':', "_")));
+    let submit_stage = |stage: &str, deps: Vec<String>, jobs: &mut Vec<Job>| -> Result<()> {
+        let log = logs.join(format!("{}-%j.out", stage.replace(':', "_")));
         let mut cmd = vec![exe.clone(), "__stage".into()];
         cmd.extend(args.iter().cloned());
-        cmd.extend(["--stage".into(), p.name.clone(), "--submitted".into(), marker.display().to_string()]);
-        let id = sbatch(&p.name, &log, &spec.executor.train, &deps, &cmd)?;
+        cmd.extend(["--stage".into(), stage.to_string(), "--submitted".into(), marker.display().to_string()]);
+        let mut res = spec.executor.train.clone();
+        // A training job requeues itself when stopped before its time limit (`__stage`).
+        res.extra.insert(0, "--requeue".into());
+        let id = sbatch(stage, &log, &res, &deps, &cmd)?;
         let log = PathBuf::from(log.display().to_string().replace("%j", &id));
-        eprintln!("submitted {} as job {id} (log {})", p.name, log.display());
-        jobs.push(Job { id, stage: p.name.clone(), log });
-    }
-    for p in planned.iter().filter(|p| p.cached) {
-        eprintln!("{}: in the stage cache, not submitted", p.name);
+        eprintln!("submitted {stage} as job {id} (log {})", log.display());
+        jobs.push(Job { id, stage: stage.to_string(), log });
+        Ok(())
+    };
+    let job_of = |jobs: &[Job], stage: &str| jobs.iter().find(|j| j.stage == stage).map(|j| j.id.clone());
+    for p in &planned {
+        if !p.cached {
+            let deps: Vec<String> = p.init_from.iter().filter_map(|f| job_of(&jobs, f)).collect();
+            submit_stage(&p.name, deps, &mut jobs)?;
+        } else {
+            eprintln!("{}: in the stage cache, not submitted", p.name);
+        }
+        // Each evaluation after its training.
+        if !p.eval_cached {
+            let deps: Vec<String> = job_of(&jobs, &p.name).into_iter().collect();
+            submit_stage(&p.eval_name(), deps, &mut jobs)?;
+        } else {
+            eprintln!("{}: in the score cache, not submitted", p.eval_name());
+        }
     }
     let deps: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let log = logs.join("report-%j.out");

@@ -36,6 +36,17 @@ pub(super) struct Scores {
 }
 
 impl Scores {
+    /// An empty per-image table written to `stem`.parquet/.csv as rows arrive.
+    pub(super) fn new(stem: PathBuf, tests: &[TestSet]) -> Scores {
+        Scores { writer: None, stem, meta_keys: super::data::meta_keys(tests) }
+    }
+
+    /// Whether every test set's scores for `train_key` are in the score cache.
+    pub(super) fn all_cached(cache: &StageCache, train_key: &StageKey, tests: &[TestSet]) -> bool {
+        let meta = super::data::meta_keys(tests);
+        tests.iter().all(|t| eval_cache(cache, train_key, t, &meta).join("per_image.parquet").is_file())
+    }
+
     fn append(&mut self, table: &Table) -> Result<()> {
         if self.writer.is_none() {
             self.writer = Some(TableWriter::create(&self.stem, table)?);
