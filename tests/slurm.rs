@@ -88,6 +88,17 @@ fn slurm_runs_the_stages_as_jobs_with_the_local_results() {
     for (id, stage) in &j {
         assert_eq!(scontrol_state(id), "COMPLETED", "{stage}");
     }
+    // In the accounting database too, where the cluster has one (.ci/slurm-up sets it up).
+    let ids: Vec<&str> = j.iter().map(|(i, _)| i.as_str()).collect();
+    match Command::new("sacct").args(["-n", "-P", "-X", "-o", "JobID,JobName,State", "-j", &ids.join(",")]).output() {
+        Ok(o) if o.status.success() => {
+            let acct = text(&o.stdout);
+            for (id, stage) in &j {
+                assert!(acct.contains(&format!("{id}|rp-{stage}|COMPLETED")), "{stage} not in sacct:\n{acct}");
+            }
+        }
+        other => eprintln!("sacct unavailable here (no slurmdbd): {other:?}"),
+    }
     assert!(go(&local, &[]).status.success());
     assert_eq!(per_image(&slurm), per_image(&local), "Slurm and local runs score the same");
     let o = run(&["jobs", "--dir", slurm.to_str().unwrap()]);

@@ -5,8 +5,8 @@
 //! stage and score then comes from the caches — to write the reports and check the gates. The run directory and the stage cache (`report.dir`) must be on a file system every
 //! node sees; the submitter checks that the jobs see it (`__stage` fails with exit 3 otherwise).
 //!
-//! With `--wait` the submitter follows the jobs — one `squeue` and one `scontrol` call per poll
-//! for all of them — and exits with the pipeline's codes: the report job's, or a failed job's,
+//! With `--wait` the submitter follows the jobs — one `squeue` and one `sacct` (or `scontrol`)
+//! call per poll for all of them — and exits with the pipeline's codes: the report job's, or a failed job's,
 //! naming it and its log. Re-running after a failure submits only what the cache still lacks;
 //! a training job stopped by its time limit (SIGTERM first, `--signal`) continues from its
 //! checkpoint when resubmitted.
@@ -179,8 +179,8 @@ pub struct JobState {
     pub reason: String,
 }
 
-/// The states of `ids`: one `squeue` call (pending and running) and one `scontrol` call
-/// (finished jobs Slurm still remembers) for all of them.
+/// The states of `ids`: one `squeue` call (pending and running), then for finished jobs one
+/// `sacct` call (clusters with accounting) and, for any still unknown, one `scontrol` call.
 pub fn states(ids: &[String]) -> Result<std::collections::HashMap<String, JobState>> {
     let mut out = std::collections::HashMap::new();
     let q =
@@ -189,6 +189,36 @@ pub fn states(ids: &[String]) -> Result<std::collections::HashMap<String, JobSta
         let f: Vec<&str> = line.trim().split('|').collect();
         if f.len() == 3 {
             out.insert(f[0].to_string(), JobState { state: f[1].into(), exit: None, reason: f[2].into() });
+        }
+    }
+    if ids.iter().any(|i| !out.contains_key(i)) {
+        // Finished jobs: the accounting database when the cluster has one (one call).
+        let acct = slurm(
+            "sacct",
+            &[
+                "-n".into(),
+                "-P".into(),
+                "-X".into(),
+                "-o".into(),
+                "JobID,State,ExitCode,Reason".into(),
+                "-j".into(),
+                ids.join(","),
+            ],
+        )
+        .unwrap_or_default();
+        let mut finished = std::collections::HashMap::new();
+        for line in acct.lines() {
+            let f: Vec<&str> = line.trim().split('|').collect();
+            if f.len() == 4 && ids.iter().any(|i| i == f[0]) {
+                // "CANCELLED by 0" → CANCELLED. Later lines are newer records (a job id
+                // reused after a controller restart): they win.
+                let state = f[1].split_whitespace().next().unwrap_or_default().to_string();
+                let exit = f[2].split(':').next().and_then(|c| c.parse().ok());
+                finished.insert(f[0].to_string(), JobState { state, exit, reason: f[3].into() });
+            }
+        }
+        for (id, st) in finished {
+            out.entry(id).or_insert(st);
         }
     }
     if ids.iter().any(|i| !out.contains_key(i)) {
