@@ -220,6 +220,9 @@ fn a_job_stopped_before_its_time_limit_requeues_and_continues() {
         let o = Command::new("scontrol").args(["-o", "show", "job", &id]).output().unwrap();
         let s = text(&o.stdout);
         if s.contains("JobState=PENDING") && s.contains("Restarts=1") {
+            // Not at once: the node must first finish with the old launch (its credential is
+            // revoked until then), which is why Slurm holds requeued jobs at all.
+            std::thread::sleep(std::time::Duration::from_secs(5));
             Command::new("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).status().unwrap();
             break;
         }
