@@ -726,3 +726,23 @@ fn upper_bound_headroom_and_reference_input_test_set() {
     assert!(!md.contains("Premise check"), "diagnostics={{}} turns the premise check off");
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// `dann` (issue 18's feature-space baseline) runs as a recipe of any pipeline: its rows in the
+/// per-image table, its classifier loss and λ in the curves, its cost in the provenance.
+#[test]
+fn dann_runs_as_a_recipe() {
+    let reports = common::tmpdir("cli", "dann");
+    let out = smoke(&reports, &["--set", "methods=[source_only, dann]"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = run_dirs(&reports).remove(0);
+    let per_image = Table::read_parquet(&run.join("per_image.parquet")).unwrap();
+    assert!(strs(per_image.get("method")).iter().any(|m| m == "dann"));
+    let curves = Table::read_parquet(&run.join("curves.parquet")).unwrap();
+    let (methods, domain) = (strs(curves.get("method")), floats(curves.get("domain_loss")));
+    assert!(methods.iter().zip(&domain).all(|(m, d)| (m == "dann") == d.is_finite()), "{methods:?} {domain:?}");
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap()).unwrap();
+    let dann = prov["training"].as_array().unwrap().iter().find(|t| t["method"] == "dann").unwrap();
+    assert!(dann["params_classifier"].as_u64().unwrap() > 0 && dann["steps_per_s"].as_f64().unwrap() > 0.0, "{dann}");
+    std::fs::remove_dir_all(&reports).unwrap();
+}

@@ -4,6 +4,7 @@
 //! the device, and so the back-end, is picked at run time by the caller.
 
 pub mod diffusion;
+pub mod domain;
 pub(crate) mod init;
 pub mod interop;
 pub(crate) mod kernels;

@@ -107,6 +107,14 @@ impl RestorerConfig {
         }
     }
 
+    /// Channels of the features [`Restorer::residual_and_features`] returns.
+    pub fn feature_channels(&self) -> usize {
+        match self.arch {
+            RestorerArch::Unet => self.widths.last().copied().unwrap_or(0),
+            RestorerArch::Dncnn => self.dncnn_shape().1,
+        }
+    }
+
     /// Spatial size must be a multiple of this (one halving per UNet level below the first).
     pub fn stride(&self) -> usize {
         match self.arch {
@@ -215,6 +223,11 @@ pub struct RestorerUNet {
 impl RestorerUNet {
     /// The residual R = G(x); callers add it to x (the residual form is what Noise-DA swaps).
     pub fn residual(&self, x: Tensor<4>) -> Tensor<4> {
+        self.residual_and_bottleneck(x).0
+    }
+
+    /// The residual and the deepest encoder level's features (DANN's classifier input).
+    pub fn residual_and_bottleneck(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let mut skips = Vec::with_capacity(self.enc.len());
         let mut h = x;
         for (i, block) in self.enc.iter().enumerate() {
@@ -224,7 +237,7 @@ impl RestorerUNet {
             h = block.forward(h);
             skips.push(h.clone());
         }
-        skips.pop();
+        let bottleneck = skips.pop().expect("at least one level");
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per decoder level");
             h = if self.release_up {
@@ -234,7 +247,7 @@ impl RestorerUNet {
             };
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }
-        conv(&self.out, h)
+        (conv(&self.out, h), bottleneck)
     }
 }
 
@@ -253,12 +266,17 @@ pub struct DnCnn {
 }
 
 impl DnCnn {
-    fn residual(&self, x: Tensor<4>) -> Tensor<4> {
+    /// The residual and the features of the middle layer (DANN's classifier input).
+    fn residual_and_features(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let mut h = relu(conv(&self.first, x));
-        for l in &self.mid {
+        let mut mid = h.clone();
+        for (i, l) in self.mid.iter().enumerate() {
             h = relu(l.bn.forward(conv(&l.conv, h)));
+            if i + 1 == self.mid.len().div_ceil(2) {
+                mid = h.clone();
+            }
         }
-        conv(&self.last, h)
+        (conv(&self.last, h), mid)
     }
 }
 
@@ -274,7 +292,16 @@ impl Restorer {
     pub fn residual(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Restorer::Unet(n) => n.residual(x),
-            Restorer::Dncnn(n) => n.residual(x),
+            Restorer::Dncnn(n) => n.residual_and_features(x).0,
+        }
+    }
+
+    /// The residual and G's bottleneck features (UNet: the deepest encoder level; DnCNN: its
+    /// middle layer), on which DANN's domain classifier works.
+    pub fn residual_and_features(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        match self {
+            Restorer::Unet(n) => n.residual_and_bottleneck(x),
+            Restorer::Dncnn(n) => n.residual_and_features(x),
         }
     }
 

@@ -250,7 +250,9 @@ impl PipelineSpec {
 
     /// Whether any recipe trains with the target images (so they must be loaded).
     pub(crate) fn uses_target(&self) -> bool {
-        self.recipes().iter().any(|r| r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
+        self.recipes()
+            .iter()
+            .any(|r| (r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss) || r.method == Method::Dann)
     }
 
     /// Whether a recipe needs the target's training pairs (the upper bound).

@@ -244,6 +244,9 @@ pub(crate) fn train_config(
         if method != crate::pipeline::spec::Method::NoiseDa {
             obj.remove("noise_da");
         }
+        if method != crate::pipeline::spec::Method::Dann {
+            obj.remove("dann");
+        }
     }
     let networks = if method == crate::pipeline::spec::Method::NoiseDa {
         serde_json::to_value(networks).expect("networks serialise")

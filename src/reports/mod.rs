@@ -88,6 +88,7 @@ pub(crate) fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_na
         .push("hinge", f(|p| p.hinge))
         .push("hinge_active", f(|p| p.hinge_active))
         .push("alpha", f(|p| p.alpha))
+        .push("domain_loss", f(|p| p.domain))
         .push("grad_syn", f(|p| p.grad_syn))
         .push("grad_real", f(|p| p.grad_real))
         .push("elapsed_s", f(|p| p.elapsed_s));

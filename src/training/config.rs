@@ -15,16 +15,21 @@ pub enum Method {
     /// Upper bound, not a method: the same restorer trained (Charbonnier) on the target's own
     /// training pairs, ground truth the adaptation never sees. Shows the headroom.
     TargetSupervised,
+    /// Feature-space adaptation (DANN, Ganin & Lempitsky 2015): a domain classifier on G's
+    /// bottleneck features, through a gradient reversal layer, learns to tell synthetic from
+    /// target inputs while G learns to make them indistinguishable (`train.dann`).
+    Dann,
 }
 
 impl Method {
-    pub const ALL: [Method; 3] = [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised];
+    pub const ALL: [Method; 4] = [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised, Method::Dann];
 
     pub fn name(self) -> &'static str {
         match self {
             Method::SourceOnly => "source_only",
             Method::NoiseDa => "noise_da",
             Method::TargetSupervised => "target_supervised",
+            Method::Dann => "dann",
         }
     }
 
@@ -76,6 +81,42 @@ pub struct TrainSpec {
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
     pub noise_da: NoiseDaSpec,
+    /// The `dann` method's settings.
+    #[serde(default, skip_serializing_if = "DannSpec::is_default")]
+    pub dann: DannSpec,
+}
+
+/// `train.dann`: DANN's domain-adversarial term.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DannSpec {
+    /// Final weight λ of the reversed classifier gradient into G.
+    pub lambda: f64,
+    /// Steps over which λ ramps DANN-style, λ·(2/(1+e^(−10p)) − 1) (default: all of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_steps: Option<usize>,
+    /// Hidden width of the domain classifier (global average pool → linear → LeakyReLU →
+    /// linear → one logit).
+    pub hidden: usize,
+}
+
+impl Default for DannSpec {
+    fn default() -> Self {
+        DannSpec { lambda: 1.0, ramp_steps: None, hidden: 64 }
+    }
+}
+
+impl DannSpec {
+    fn is_default(&self) -> bool {
+        *self == DannSpec::default()
+    }
+
+    /// λ at `step` of `steps`.
+    pub fn lambda_at(&self, step: usize, steps: usize) -> f64 {
+        let ramp = self.ramp_steps.unwrap_or(steps).max(1) as f64;
+        let p = (step as f64 / ramp).min(1.0);
+        self.lambda * (2.0 / (1.0 + (-10.0 * p).exp()) - 1.0)
+    }
 }
 
 /// `train.shards`: `auto` or a count.

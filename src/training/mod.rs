@@ -44,6 +44,14 @@ pub struct NoiseDaModel {
     pub d: DiffusionUNet,
 }
 
+/// G and DANN's domain classifier as one module (one optimiser; the reversal layer between
+/// them makes G's update adversarial).
+#[derive(Module, Debug)]
+pub struct DannModel {
+    pub g: Restorer,
+    pub c: crate::networks::domain::DomainClassifier,
+}
+
 /// One row of the training-curve table (means over the logging window).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CurvePoint {
@@ -63,8 +71,12 @@ pub struct CurvePoint {
     /// Fraction of steps in the window whose hinge was active.
     #[serde(with = "checkpoint::exact_f64")]
     pub hinge_active: f64,
+    /// Noise-DA's α, or DANN's λ.
     #[serde(with = "checkpoint::exact_f64")]
     pub alpha: f64,
+    /// DANN's domain-classifier loss (binary cross-entropy; ln 2 ≈ 0.693 = chance).
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub domain: f64,
     /// Training seconds so far (all sessions of a resumed run).
     #[serde(with = "checkpoint::exact_f64")]
     pub elapsed_s: f64,
@@ -169,6 +181,7 @@ fn lowered<M: Module>(m: &M, dtype: Option<DType>) -> M {
 enum Held {
     G(Restorer),
     Joint(NoiseDaModel),
+    Dann(DannModel),
 }
 
 impl Held {
@@ -176,6 +189,7 @@ impl Held {
         match self {
             Held::G(g) => g,
             Held::Joint(m) => &m.g,
+            Held::Dann(m) => &m.g,
         }
     }
 
@@ -183,6 +197,7 @@ impl Held {
         let r = match self {
             Held::G(g) => g.clone().save_file(path),
             Held::Joint(m) => m.clone().save_file(path),
+            Held::Dann(m) => m.clone().save_file(path),
         };
         r.map_err(|e| Failure::internal(format!("{}: cannot save weights: {e}", path.display())))
     }
@@ -192,6 +207,7 @@ impl Held {
         match self {
             Held::G(g) => Held::G(g.clone().fork(device)),
             Held::Joint(m) => Held::Joint(m.clone().fork(device)),
+            Held::Dann(m) => Held::Dann(m.clone().fork(device)),
         }
     }
 
@@ -199,6 +215,7 @@ impl Held {
         match self {
             Held::G(g) => Held::G(optim.step(lr, g, grads)),
             Held::Joint(m) => Held::Joint(optim.step(lr, m, grads)),
+            Held::Dann(m) => Held::Dann(optim.step(lr, m, grads)),
         }
     }
 
@@ -211,6 +228,7 @@ impl Held {
         match self {
             Held::G(g) => Held::G(optim.step_multi(lr, g, grads)),
             Held::Joint(m) => Held::Joint(optim.step_multi(lr, m, grads)),
+            Held::Dann(m) => Held::Dann(optim.step_multi(lr, m, grads)),
         }
     }
 
@@ -221,6 +239,7 @@ impl Held {
         Ok(match self {
             Held::G(g) => Held::G(g.try_load_file(path).map_err(err)?),
             Held::Joint(m) => Held::Joint(m.try_load_file(path).map_err(err)?),
+            Held::Dann(m) => Held::Dann(m.try_load_file(path).map_err(err)?),
         })
     }
 }
@@ -265,6 +284,7 @@ struct Shard<'a> {
 enum Forwarded {
     G { charbonnier: f64, grads: GradientsParams },
     Joint(JointForward),
+    Dann { charbonnier: f64, domain: f64, grads: GradientsParams },
 }
 
 /// A Noise-DA shard after its forward: its inputs (for the diagnostic's own forward), its
@@ -309,6 +329,24 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
                 let charbonnier = scalar(loss.clone());
                 Forwarded::G { charbonnier, grads: GradientsParams::from_grads((loss * ctx.scale).backward(), g) }
             }
+            Held::Dann(model) => {
+                let m = lowered(model, low);
+                let x_r = input(&sh.batch.target);
+                let (ns, nr) = (x_s.dims()[0], x_r.dims()[0]);
+                let (res_s, f_s) = m.g.residual_and_features(x_s.clone());
+                let (_, f_r) = m.g.residual_and_features(x_r);
+                let charb = like(charbonnier(res_s + x_s, y_s, spec.charbonnier_eps), DType::F32);
+                // Synthetic 0, target 1; the classifier learns them, G (through the reversal) unlearns.
+                let feats = crate::networks::domain::reverse_gradient(Tensor::cat(vec![f_s, f_r], 0), ctx.alpha);
+                let logits = like(m.c.forward(feats), DType::F32);
+                let mut labels = vec![0f32; ns];
+                labels.extend(std::iter::repeat_n(1f32, nr));
+                let labels = Tensor::<2>::from_data(TensorData::new(labels, [ns + nr, 1]), sh.device);
+                let domain = crate::networks::domain::bce_with_logits(logits, labels);
+                let (c_val, d_val) = (scalar(charb.clone()), scalar(domain.clone()));
+                let grads = GradientsParams::from_grads(((charb + domain) * ctx.scale).backward(), model);
+                Forwarded::Dann { charbonnier: c_val, domain: d_val, grads }
+            }
             Held::Joint(model) => {
                 let x_r = input(&sh.batch.target);
                 let draws = draws.expect("Noise-DA draws").shard(sh.pairs.clone());
@@ -330,6 +368,7 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         hinge: f64::NAN,
         hinge_active: f64::NAN,
         alpha: f64::NAN,
+        domain: f64::NAN,
         grad_syn: f64::NAN,
         grad_real: f64::NAN,
         ..Default::default()
@@ -346,12 +385,27 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         point.loss = point.charbonnier;
         return (point, grads);
     }
+    if matches!(forwarded[0], Forwarded::Dann { .. }) {
+        let mut grads = Vec::with_capacity(forwarded.len());
+        let (mut c, mut d) = (0.0, 0.0);
+        for f in forwarded {
+            let Forwarded::Dann { charbonnier, domain, grads: g } = f else { unreachable!("one method per step") };
+            c += charbonnier;
+            d += domain;
+            grads.push(g);
+        }
+        point.charbonnier = c / s;
+        point.domain = d / s;
+        point.alpha = ctx.alpha;
+        point.loss = point.charbonnier + point.domain;
+        return (point, grads);
+    }
     // Noise-DA: the whole batch's MSEs and hinge state, then every shard's backward.
     let joint: Vec<JointForward> = forwarded
         .into_iter()
         .map(|f| match f {
             Forwarded::Joint(j) => j,
-            Forwarded::G { .. } => unreachable!("one method per step"),
+            Forwarded::G { .. } | Forwarded::Dann { .. } => unreachable!("one method per step"),
         })
         .collect();
     let mean = |f: fn(&JointForward) -> f64| joint.iter().map(f).sum::<f64>() / s;
@@ -514,9 +568,21 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             let d = inp.nets.diffusion.init_for(spec.noise_da.conditions.count(), &device);
             Held::Joint(NoiseDaModel { g, d })
         }
+        Method::Dann => {
+            if inp.target.is_none() {
+                return Err(Failure::config("dann needs a target training set"));
+            }
+            let c = crate::networks::domain::DomainClassifier::new(
+                inp.nets.restorer.feature_channels(),
+                spec.dann.hidden,
+                &device,
+            );
+            Held::Dann(DannModel { g, c })
+        }
     };
     let params_d = match &held {
         Held::Joint(m) => Some(m.d.num_params()),
+        Held::Dann(m) => Some(m.c.num_params()),
         Held::G(_) => None,
     };
     let mut ema = spec.ema.map(|d| ema::Ema::new(held.g(), d));
@@ -608,7 +674,7 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         for (k, d) in replicas.iter().enumerate().skip(1) {
             d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
         }
-        let target = if matches!(held, Held::Joint(_)) { inp.target } else { None };
+        let target = if matches!(held, Held::Joint(_) | Held::Dann(_)) { inp.target } else { None };
         let b = sample_batch(
             inp.source,
             target,
@@ -623,9 +689,10 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             schedule: &schedule,
             signed: inp.task.diffusion_signed(),
             // During D's warm-up G feels nothing; the ramp starts after it.
-            alpha: match step.checked_sub(spec.noise_da.d_warmup) {
-                Some(after) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
-                None => 0.0,
+            alpha: match (&held, step.checked_sub(spec.noise_da.d_warmup)) {
+                (Held::Dann(_), _) => spec.dann.lambda_at(step, spec.steps),
+                (_, Some(after)) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
+                (_, None) => 0.0,
             },
             warmup: step < spec.noise_da.d_warmup,
             // Shard losses are means over their shard: 1/n each makes the summed gradient the
@@ -740,6 +807,7 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
     let (g, diffusion) = match held {
         Held::G(g) => (g, None),
         Held::Joint(m) => (m.g, Some(m.d.valid())),
+        Held::Dann(m) => (m.g, None),
     };
     let restorer_ema = ema.map(|e| e.apply(g.clone()).valid());
     Ok(Trained {
@@ -772,6 +840,7 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
         hinge: m(|p| p.hinge),
         hinge_active: m(|p| p.hinge_active),
         alpha: last.alpha,
+        domain: m(|p| p.domain),
         elapsed_s: last.elapsed_s,
         grad_syn: last.grad_syn,
         grad_real: last.grad_real,
@@ -811,6 +880,7 @@ mod tests {
                 target_batch: None,
                 d_warmup: 0,
             },
+            dann: Default::default(),
         }
     }
 
@@ -1240,11 +1310,40 @@ mod tests {
         }
     }
 
+    /// DANN trains G against a domain classifier: λ ramps from 0 DANN-style, the classifier's
+    /// loss is logged (near ln 2 ≈ 0.693 when it cannot tell the domains apart), G ends
+    /// different from source-only's on the same data stream, and interrupting and resuming
+    /// gives the same weights (the classifier is checkpointed with G).
+    #[test]
+    fn dann_trains_g_against_the_domain_classifier() {
+        let data = tiny_data(false);
+        let spec = TrainSpec { log_every: 1, ..run_spec(6) };
+        let so = go(Method::SourceOnly, &spec, &data, None, None).unwrap();
+        let da = go(Method::Dann, &spec, &data, None, None).unwrap();
+        assert!(da.params_d.is_some_and(|n| n > 0), "the classifier's parameters are counted");
+        assert!(max_diff(&weights(&so.restorer), &weights(&da.restorer)) > 1e-6, "the adversarial term changes G");
+        let lambdas: Vec<f64> = da.curve.iter().map(|p| p.alpha).collect();
+        assert!(
+            lambdas.windows(2).all(|w| w[1] > w[0]) && lambdas[0] >= 0.0 && *lambdas.last().unwrap() < 1.0,
+            "{lambdas:?}"
+        );
+        assert!(da.curve.iter().all(|p| p.domain.is_finite() && (p.domain - 0.693).abs() < 0.3), "{:?}", da.curve);
+        assert!(so.curve.iter().all(|p| p.domain.is_nan()));
+        let dir = std::env::temp_dir().join(format!("rp-dann-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ckpt = TrainSpec { checkpoint: config::CheckpointSpec { every: 2, keep: 2 }, ..spec.clone() };
+        let first = go(Method::Dann, &ckpt, &data, Some(&dir), Some(3)).unwrap();
+        assert!(first.steps_done < spec.steps);
+        let resumed = go(Method::Dann, &ckpt, &data, Some(&dir), None).unwrap();
+        assert_eq!(max_diff(&weights(&resumed.restorer), &weights(&da.restorer)), 0.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A step split into shards — concurrent on one device (`shards`) or over data-parallel
     /// replicas (`devices`) — trains exactly as the whole batch does, up to float summation
     /// order: per-sample draws (γ, ε, slot swaps, dropout masks) and the whole batch's hinge
-    /// state make the summed shard gradients the whole batch's gradient, for source-only and
-    /// Noise-DA alike.
+    /// state make the summed shard gradients the whole batch's gradient, for source-only,
+    /// Noise-DA and DANN alike.
     #[test]
     fn sharded_steps_train_as_the_whole_batch() {
         use config::Shards;
@@ -1253,7 +1352,7 @@ mod tests {
         let base = TrainSpec { batch: 4, log_every: 1, shards: Shards::Count(1), ..run_spec(6) };
         let go_dp =
             |method: Method, spec: &TrainSpec| go_on(method, spec, &data, None, None, None, spec.devices).unwrap();
-        for method in [Method::SourceOnly, Method::NoiseDa] {
+        for method in [Method::SourceOnly, Method::NoiseDa, Method::Dann] {
             let one = go_dp(method, &base);
             assert_eq!(one.shards, 1);
             for split in [

@@ -201,7 +201,9 @@ impl Run<'_> {
             "last_checkpoint": trained.last_checkpoint.as_ref().map(|p| p.display().to_string()),
             "best_checkpoint": trained.best_checkpoint.as_ref().map(|(p, v)| json!({"path": p.display().to_string(),
                 "val_psnr": v, "set": val_names.first()})),
-            "params_restorer": trained.params_g, "params_diffusion": trained.params_d,
+            "params_restorer": trained.params_g,
+            "params_diffusion": (method == Method::NoiseDa).then_some(trained.params_d).flatten(),
+            "params_classifier": (method == Method::Dann).then_some(trained.params_d).flatten(),
         });
         out.curves.push(reports::curve_table(name, seed, &trained.curve, &val_names));
         let (ckpt_file, ema_file) = self.checkpoint_files(name, seed);
