@@ -1,7 +1,7 @@
 //! DANN's domain classifier (Ganin & Lempitsky 2015) and the gradient reversal layer.
 //!
-//! The classifier sees G's bottleneck features: global average pool → linear → LeakyReLU(0.2)
-//! → linear → one logit (target = 1, synthetic = 0). Between G and it, the reversal layer is
+//! The classifier sees G's bottleneck features: global average pool → unit RMS → linear →
+//! LeakyReLU(0.2) → linear → one logit (target = 1, synthetic = 0). Between G and it, the reversal layer is
 //! the identity forward and multiplies the gradient by −λ backward, so one backward pass trains
 //! the classifier to tell the domains apart and G to make them indistinguishable.
 
@@ -30,6 +30,11 @@ impl DomainClassifier {
     pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
         let [n, c, _, _] = features.dims();
         let pooled: Tensor<2> = features.mean_dim(3).mean_dim(2).reshape([n, c]);
+        // Scale-free input (unit RMS per sample): G cannot fool the classifier, through the
+        // reversal, by inflating its features — unbounded features made the adversarial term
+        // run away (classifier loss 0.69 → 128 within 500 demo steps, G destroyed).
+        let rms = pooled.clone().powf_scalar(2.0).mean_dim(1).add_scalar(1e-6).sqrt();
+        let pooled = pooled / rms;
         self.fc2.forward(leaky_relu(self.fc1.forward(pooled), 0.2))
     }
 }
