@@ -727,16 +727,24 @@ fn upper_bound_headroom_and_reference_input_test_set() {
     std::fs::remove_dir_all(&reports).unwrap();
 }
 
-/// `dann` (issue 18's feature-space baseline) runs as a recipe of any pipeline: its rows in the
-/// per-image table, its classifier loss and λ in the curves, its cost in the provenance.
+/// `dann` and `neighbor2neighbor` (issue 18's baselines) run as recipes of a pipeline: their
+/// rows in the per-image table, their loss terms in the curves, DANN's cost in the provenance;
+/// Neighbor2Neighbor is refused outside denoising.
 #[test]
 fn dann_runs_as_a_recipe() {
     let reports = common::tmpdir("cli", "dann");
-    let out = smoke(&reports, &["--set", "methods=[source_only, dann]"]);
+    let out = smoke(&reports, &["--set", "methods=[source_only, dann, neighbor2neighbor]"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run = run_dirs(&reports).remove(0);
     let per_image = Table::read_parquet(&run.join("per_image.parquet")).unwrap();
     assert!(strs(per_image.get("method")).iter().any(|m| m == "dann"));
+    assert!(strs(per_image.get("method")).iter().any(|m| m == "neighbor2neighbor"));
+    let rec = floats(Table::read_parquet(&run.join("curves.parquet")).unwrap().get("ne2ne_rec"));
+    assert!(rec.iter().any(|v| v.is_finite()), "{rec:?}");
+    // A self-supervised denoiser only denoises.
+    let out = common::run(&["describe", "pipelines/derain.yaml", "--set", "methods=[source_only, neighbor2neighbor]"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("task denoise only"), "{}", text(&out.stderr));
     let curves = Table::read_parquet(&run.join("curves.parquet")).unwrap();
     let (methods, domain) = (strs(curves.get("method")), floats(curves.get("domain_loss")));
     assert!(methods.iter().zip(&domain).all(|(m, d)| (m == "dann") == d.is_finite()), "{methods:?} {domain:?}");

@@ -250,9 +250,10 @@ impl PipelineSpec {
 
     /// Whether any recipe trains with the target images (so they must be loaded).
     pub(crate) fn uses_target(&self) -> bool {
-        self.recipes()
-            .iter()
-            .any(|r| (r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss) || r.method == Method::Dann)
+        self.recipes().iter().any(|r| {
+            (r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
+                || matches!(r.method, Method::Dann | Method::Neighbor2Neighbor)
+        })
     }
 
     /// Whether a recipe needs the target's training pairs (the upper bound).

@@ -89,6 +89,8 @@ pub(crate) fn curve_table(method: &str, seed: u64, points: &[CurvePoint], val_na
         .push("hinge_active", f(|p| p.hinge_active))
         .push("alpha", f(|p| p.alpha))
         .push("domain_loss", f(|p| p.domain))
+        .push("ne2ne_rec", f(|p| p.rec))
+        .push("ne2ne_reg", f(|p| p.reg))
         .push("grad_syn", f(|p| p.grad_syn))
         .push("grad_real", f(|p| p.grad_real))
         .push("elapsed_s", f(|p| p.elapsed_s));

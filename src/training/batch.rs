@@ -134,9 +134,69 @@ pub(crate) fn sample_batch(
     out
 }
 
+/// Neighbor2Neighbor's ordered pairs of edge-adjacent pixels in a 2×2 cell (cell pixels
+/// 0 = (0,0), 1 = (1,0), 2 = (0,1), 3 = (1,1)): never the same pixel, never diagonal.
+const NEIGHBOURS: [(usize, usize); 8] = [(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2)];
+
+/// One random pair per 2×2 cell of a `w × h` image (an index into [`NEIGHBOURS`]).
+pub(crate) fn neighbour_choices(w: usize, h: usize, rng: &mut Rng) -> Vec<u8> {
+    (0..(w / 2) * (h / 2)).map(|_| rng.below(NEIGHBOURS.len() as u64) as u8).collect()
+}
+
+/// The two half-resolution images g1(y), g2(y) of Neighbor2Neighbor's sub-sampler: from each
+/// 2×2 cell, the two neighbouring pixels `choices` picks.
+pub(crate) fn neighbour_subsample(img: &Image, choices: &[u8]) -> (Image, Image) {
+    let (w, h) = (img.width / 2, img.height / 2);
+    let (mut a, mut b) = (Image::new(w, h), Image::new(w, h));
+    let at = |cx: usize, cy: usize, k: usize| (2 * cx + k % 2, 2 * cy + k / 2);
+    for cy in 0..h {
+        for cx in 0..w {
+            let (p, q) = NEIGHBOURS[choices[cy * w + cx] as usize];
+            let ((px, py), (qx, qy)) = (at(cx, cy, p), at(cx, cy, q));
+            for c in 0..3 {
+                a.set(cx, cy, c, img.get(px, py, c));
+                b.set(cx, cy, c, img.get(qx, qy, c));
+            }
+        }
+    }
+    (a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sub-sampler takes two edge-adjacent pixels of each cell: never the same one, never
+    /// diagonal, every one of the 8 ordered pairs drawn.
+    #[test]
+    fn neighbour_subsampler_picks_adjacent_distinct_pixels() {
+        // Pixel value = its own coordinates, so each output says where it came from.
+        let mut img = Image::new(8, 6);
+        for y in 0..6 {
+            for x in 0..8 {
+                img.set(x, y, 0, x as f32);
+                img.set(x, y, 1, y as f32);
+            }
+        }
+        let mut rng = Rng::new(5);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let ch = neighbour_choices(8, 6, &mut rng);
+            seen.extend(ch.iter().copied());
+            let (a, b) = neighbour_subsample(&img, &ch);
+            assert_eq!((a.width, a.height), (4, 3));
+            for cy in 0..3 {
+                for cx in 0..4 {
+                    let (ax, ay, bx, by) = (a.get(cx, cy, 0), a.get(cx, cy, 1), b.get(cx, cy, 0), b.get(cx, cy, 1));
+                    for (x, y) in [(ax, ay), (bx, by)] {
+                        assert!((x as usize) / 2 == cx && (y as usize) / 2 == cy, "outside its cell");
+                    }
+                    assert_eq!((ax - bx).abs() + (ay - by).abs(), 1.0, "neighbours: one step apart");
+                }
+            }
+        }
+        assert_eq!(seen.len(), 8);
+    }
 
     fn ramp(w: usize, h: usize) -> Image {
         Image::from_vec(w, h, (0..w * h * 3).map(|v| v as f32).collect())

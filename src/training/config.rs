@@ -19,10 +19,14 @@ pub enum Method {
     /// bottleneck features, through a gradient reversal layer, learns to tell synthetic from
     /// target inputs while G learns to make them indistinguishable (`train.dann`).
     Dann,
+    /// Self-supervised denoising on the target's noisy images alone (Neighbor2Neighbor, Huang
+    /// et al. 2021): no synthetic data; `train.ne2ne`. Denoising only.
+    Neighbor2Neighbor,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised, Method::Dann];
+    pub const ALL: [Method; 5] =
+        [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised, Method::Dann, Method::Neighbor2Neighbor];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +34,7 @@ impl Method {
             Method::NoiseDa => "noise_da",
             Method::TargetSupervised => "target_supervised",
             Method::Dann => "dann",
+            Method::Neighbor2Neighbor => "neighbor2neighbor",
         }
     }
 
@@ -84,6 +89,34 @@ pub struct TrainSpec {
     /// The `dann` method's settings.
     #[serde(default, skip_serializing_if = "DannSpec::is_default")]
     pub dann: DannSpec,
+    /// The `neighbor2neighbor` method's settings.
+    #[serde(default, skip_serializing_if = "Ne2NeSpec::is_default")]
+    pub ne2ne: Ne2NeSpec,
+}
+
+/// `train.ne2ne`: Neighbor2Neighbor's regulariser weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ne2NeSpec {
+    /// Final γ of the regulariser, reached linearly over the training (as Huang et al. ramp it).
+    pub gamma: f64,
+}
+
+impl Default for Ne2NeSpec {
+    fn default() -> Self {
+        Ne2NeSpec { gamma: 2.0 }
+    }
+}
+
+impl Ne2NeSpec {
+    fn is_default(&self) -> bool {
+        *self == Ne2NeSpec::default()
+    }
+
+    /// γ at `step` of `steps`.
+    pub fn gamma_at(&self, step: usize, steps: usize) -> f64 {
+        self.gamma * step as f64 / steps.max(1) as f64
+    }
 }
 
 /// `train.dann`: DANN's domain-adversarial term.

@@ -77,6 +77,11 @@ pub struct CurvePoint {
     /// DANN's domain-classifier loss (binary cross-entropy; ln 2 ≈ 0.693 = chance).
     #[serde(with = "checkpoint::exact_f64", default = "nan")]
     pub domain: f64,
+    /// Neighbor2Neighbor's reconstruction term ‖G(g1(y)) − g2(y)‖² and regulariser.
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub rec: f64,
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub reg: f64,
     /// Training seconds so far (all sessions of a resumed run).
     #[serde(with = "checkpoint::exact_f64")]
     pub elapsed_s: f64,
@@ -256,6 +261,8 @@ struct StepCtx<'a> {
     diagnose: bool,
     /// D warm-up step: D learns, G gets no diffusion gradient.
     warmup: bool,
+    /// Neighbor2Neighbor: (γ of this step, the step's seed for the sub-sampler's draws).
+    ne2ne: Option<(f64, u64)>,
 }
 
 impl StepCtx<'_> {
@@ -285,6 +292,7 @@ enum Forwarded {
     G { charbonnier: f64, grads: GradientsParams },
     Joint(JointForward),
     Dann { charbonnier: f64, domain: f64, grads: GradientsParams },
+    Ne2Ne { rec: f64, reg: f64, gamma: f64, grads: GradientsParams },
 }
 
 /// A Noise-DA shard after its forward: its inputs (for the diagnostic's own forward), its
@@ -323,6 +331,32 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         let x_s = input(&sh.batch.source_degraded);
         let y_s = input(&sh.batch.source_clean);
         match sh.held {
+            Held::G(g) if ctx.ne2ne.is_some() => {
+                let (gamma, seed) = ctx.ne2ne.expect("checked");
+                // Target noisy images only: g1(y) → G → compared with g2(y), and the
+                // regulariser with the same sub-sampling of G(y) (no gradient through it).
+                let y = &sh.batch.target;
+                let m = lowered(g, low);
+                let full = from_tensor(m.restore(input(y)).detach());
+                let (mut g1, mut g2, mut f1, mut f2) = (vec![], vec![], vec![], vec![]);
+                for (j, (img, out)) in y.iter().zip(&full).enumerate() {
+                    let mut rng = Rng::derive(seed, "pairs", &[(sh.pairs.start + j) as u64]);
+                    let ch = batch::neighbour_choices(img.width, img.height, &mut rng);
+                    let (a, b) = batch::neighbour_subsample(img, &ch);
+                    let (fa, fb) = batch::neighbour_subsample(out, &ch);
+                    g1.push(a);
+                    g2.push(b);
+                    f1.push(fa);
+                    f2.push(fb);
+                }
+                let pred = m.restore(input(&g1));
+                let diff = pred - input(&g2);
+                let rec = like(diff.clone().powf_scalar(2.0).mean(), DType::F32);
+                let reg = like((diff - (input(&f1) - input(&f2))).powf_scalar(2.0).mean(), DType::F32);
+                let (rec_v, reg_v) = (scalar(rec.clone()), scalar(reg.clone()));
+                let grads = GradientsParams::from_grads(((rec + reg * gamma) * ctx.scale).backward(), g);
+                Forwarded::Ne2Ne { rec: rec_v, reg: reg_v, gamma, grads }
+            }
             Held::G(g) => {
                 let loss = charbonnier(lowered(g, low).restore(x_s), y_s, spec.charbonnier_eps);
                 let loss = like(loss, DType::F32);
@@ -369,6 +403,8 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         hinge_active: f64::NAN,
         alpha: f64::NAN,
         domain: f64::NAN,
+        rec: f64::NAN,
+        reg: f64::NAN,
         grad_syn: f64::NAN,
         grad_real: f64::NAN,
         ..Default::default()
@@ -383,6 +419,23 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         }
         point.charbonnier = sum / s;
         point.loss = point.charbonnier;
+        return (point, grads);
+    }
+    if matches!(forwarded[0], Forwarded::Ne2Ne { .. }) {
+        let mut grads = Vec::with_capacity(forwarded.len());
+        let (mut a, mut b, mut gm) = (0.0, 0.0, 0.0);
+        for f in forwarded {
+            let Forwarded::Ne2Ne { rec, reg, gamma, grads: g } = f else { unreachable!("one method per step") };
+            a += rec;
+            b += reg;
+            gm = gamma;
+            grads.push(g);
+        }
+        point.charbonnier = f64::NAN;
+        point.rec = a / s;
+        point.reg = b / s;
+        point.alpha = gm;
+        point.loss = point.rec + gm * point.reg;
         return (point, grads);
     }
     if matches!(forwarded[0], Forwarded::Dann { .. }) {
@@ -405,7 +458,9 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         .into_iter()
         .map(|f| match f {
             Forwarded::Joint(j) => j,
-            Forwarded::G { .. } | Forwarded::Dann { .. } => unreachable!("one method per step"),
+            Forwarded::G { .. } | Forwarded::Dann { .. } | Forwarded::Ne2Ne { .. } => {
+                unreachable!("one method per step")
+            }
         })
         .collect();
     let mean = |f: fn(&JointForward) -> f64| joint.iter().map(f).sum::<f64>() / s;
@@ -561,6 +616,12 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
     let mut held = match method {
         // The upper bound trains like source-only; the caller passes target pairs as `source`.
         Method::SourceOnly | Method::TargetSupervised => Held::G(g),
+        Method::Neighbor2Neighbor => {
+            if inp.target.is_none() {
+                return Err(Failure::config("neighbor2neighbor needs a target training set (its noisy images)"));
+            }
+            Held::G(g)
+        }
         Method::NoiseDa => {
             if inp.target.is_none() {
                 return Err(Failure::config("noise_da needs a target training set"));
@@ -674,7 +735,11 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         for (k, d) in replicas.iter().enumerate().skip(1) {
             d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
         }
-        let target = if matches!(held, Held::Joint(_) | Held::Dann(_)) { inp.target } else { None };
+        let target = if matches!(held, Held::Joint(_) | Held::Dann(_)) || method == Method::Neighbor2Neighbor {
+            inp.target
+        } else {
+            None
+        };
         let b = sample_batch(
             inp.source,
             target,
@@ -699,6 +764,9 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             // gradient of the whole batch's mean.
             scale: spec.precision.loss_scale() / n_shards as f64,
             diagnose: (step + 1) % spec.log_every.max(1) == 0,
+            ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
+                (spec.ne2ne.gamma_at(step, spec.steps), crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]))
+            }),
         };
         // Every draw of the step, for the whole batch, before it is split.
         let pairs = b.source_degraded.len().max(b.target.len());
@@ -841,6 +909,8 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
         hinge_active: m(|p| p.hinge_active),
         alpha: last.alpha,
         domain: m(|p| p.domain),
+        rec: m(|p| p.rec),
+        reg: m(|p| p.reg),
         elapsed_s: last.elapsed_s,
         grad_syn: last.grad_syn,
         grad_real: last.grad_real,
@@ -881,6 +951,7 @@ mod tests {
                 d_warmup: 0,
             },
             dann: Default::default(),
+            ne2ne: Default::default(),
         }
     }
 
@@ -1310,6 +1381,33 @@ mod tests {
         }
     }
 
+    /// Neighbor2Neighbor learns from the target's noisy images alone: another source set
+    /// gives the very same weights, G changes, the reconstruction and regulariser terms are
+    /// logged and γ ramps linearly from 0.
+    #[test]
+    fn neighbor2neighbor_trains_on_target_images_alone() {
+        let data = tiny_data(false);
+        let spec = TrainSpec { log_every: 1, ..run_spec(5) };
+        let a = go(Method::Neighbor2Neighbor, &spec, &data, None, None).unwrap();
+        let mut other = data.clone();
+        for it in other.0.items.iter_mut() {
+            it.degraded.data.iter_mut().for_each(|v| *v = 1.0 - *v);
+            it.clean.data.iter_mut().for_each(|v| *v = 0.5);
+        }
+        let b = go(Method::Neighbor2Neighbor, &spec, &other, None, None).unwrap();
+        assert_eq!(max_diff(&weights(&a.restorer), &weights(&b.restorer)), 0.0, "the source set is not used");
+        let so = go(Method::SourceOnly, &spec, &data, None, None).unwrap();
+        assert!(max_diff(&weights(&so.restorer), &weights(&a.restorer)) > 1e-6);
+        assert!(
+            a.curve.iter().all(|p| p.rec.is_finite() && p.reg.is_finite() && p.charbonnier.is_nan()),
+            "{:?}",
+            a.curve
+        );
+        let gammas: Vec<f64> = a.curve.iter().map(|p| p.alpha).collect();
+        assert_eq!(gammas[0], 0.0);
+        assert!(gammas.windows(2).all(|w| w[1] > w[0]), "{gammas:?}");
+    }
+
     /// DANN trains G against a domain classifier: λ ramps from 0 DANN-style, the classifier's
     /// loss is logged (near ln 2 ≈ 0.693 when it cannot tell the domains apart), G ends
     /// different from source-only's on the same data stream, and interrupting and resuming
@@ -1352,7 +1450,7 @@ mod tests {
         let base = TrainSpec { batch: 4, log_every: 1, shards: Shards::Count(1), ..run_spec(6) };
         let go_dp =
             |method: Method, spec: &TrainSpec| go_on(method, spec, &data, None, None, None, spec.devices).unwrap();
-        for method in [Method::SourceOnly, Method::NoiseDa, Method::Dann] {
+        for method in [Method::SourceOnly, Method::NoiseDa, Method::Dann, Method::Neighbor2Neighbor] {
             let one = go_dp(method, &base);
             assert_eq!(one.shards, 1);
             for split in [
@@ -1428,6 +1526,7 @@ mod tests {
                     warmup: false,
                     scale: 1.0 / n as f64,
                     diagnose: true,
+                    ne2ne: None,
                 };
                 let draws = StepDraws::draw(&mut Rng::new(21), 4, [sp.patch, sp.patch], &ctx.noise_da());
                 let forks: Vec<Held> = (1..n).map(|_| held.fork(&device)).collect();
