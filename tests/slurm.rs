@@ -54,6 +54,39 @@ fn scontrol_state(id: &str) -> String {
     s.split_whitespace().find_map(|w| w.strip_prefix("JobState=")).unwrap_or("?").to_string()
 }
 
+/// `--executor slurm --wait` of the smoke profile with `extra`, running in the background.
+fn submit_waiting(reports: &Path, extra: &[&str]) -> std::process::Child {
+    let mut args: Vec<String> = ["pipelines/denoise.yaml", "--profile", "smoke", "--set"].map(String::from).to_vec();
+    args.push(format!("report.dir={}", reports.display()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--executor", "slurm", "--wait"].map(String::from));
+    Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args(&args)
+        .current_dir(common::repo_root())
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The job id of `stage` once it runs (the submission recorded and the job RUNNING).
+fn running(reports: &Path, stage: &str) -> String {
+    for _ in 0..600 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(rd) = std::fs::read_dir(reports.join("denoise/.slurm")) else { continue };
+        if rd.filter_map(|e| e.ok()).all(|e| e.path().extension().is_none_or(|x| x != "json")) {
+            continue;
+        }
+        if let Some((id, _)) = jobs(reports).into_iter().find(|(_, s)| s == stage)
+            && scontrol_state(&id) == "RUNNING"
+        {
+            return id;
+        }
+    }
+    panic!("{stage} never ran");
+}
+
 fn go(reports: &Path, extra: &[&str]) -> std::process::Output {
     let dir_arg = format!("report.dir={}", reports.display());
     let mut a = vec!["pipelines/denoise.yaml", "--profile", "smoke", "--set", &dir_arg];
@@ -126,37 +159,10 @@ fn a_cancelled_job_is_reported_and_a_rerun_completes_what_is_missing() {
     let dir = common::tmpdir("slurm", "cancel");
     let (slurm, local) = (dir.join("slurm"), dir.join("local"));
     let long = ["--set", "train.steps=300", "--set", "train.checkpoint.every=50"];
-    let mut args: Vec<String> = ["pipelines/denoise.yaml", "--profile", "smoke", "--set"].map(String::from).to_vec();
-    args.push(format!("report.dir={}", slurm.display()));
-    args.extend(long.map(String::from));
-    args.extend(["--executor", "slurm", "--wait"].map(String::from));
-    let child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
-        .args(&args)
-        .current_dir(common::repo_root())
-        .env("CI", "true")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the Noise-DA training job to run, then cancel it.
-    let mut cancelled = None;
-    for _ in 0..600 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let Ok(rd) = std::fs::read_dir(slurm.join("denoise/.slurm")) else { continue };
-        if rd.filter_map(|e| e.ok()).all(|e| e.path().extension().is_none_or(|x| x != "json")) {
-            continue;
-        }
-        let j = jobs(&slurm);
-        if let Some((id, _)) = j.iter().find(|(_, s)| s == "train:noise_da:seed0")
-            && scontrol_state(id) == "RUNNING"
-        {
-            std::thread::sleep(std::time::Duration::from_millis(1500));
-            Command::new("scancel").arg(id).status().unwrap();
-            cancelled = Some(id.clone());
-            break;
-        }
-    }
-    let id = cancelled.expect("the training job ran");
+    let child = submit_waiting(&slurm, &long);
+    let id = running(&slurm, "train:noise_da:seed0");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    Command::new("scancel").arg(&id).status().unwrap();
     let o = child.wait_with_output().unwrap();
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
@@ -185,35 +191,10 @@ fn a_job_stopped_before_its_time_limit_requeues_and_continues() {
     let dir = common::tmpdir("slurm", "requeue");
     let (slurm, local) = (dir.join("slurm"), dir.join("local"));
     let long = ["--set", "train.steps=300", "--set", "train.checkpoint.every=50"];
-    let mut args: Vec<String> = ["pipelines/denoise.yaml", "--profile", "smoke", "--set"].map(String::from).to_vec();
-    args.push(format!("report.dir={}", slurm.display()));
-    args.extend(long.map(String::from));
-    args.extend(["--executor", "slurm", "--wait"].map(String::from));
-    let child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
-        .args(&args)
-        .current_dir(common::repo_root())
-        .env("CI", "true")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut signalled = None;
-    for _ in 0..600 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let Ok(rd) = std::fs::read_dir(slurm.join("denoise/.slurm")) else { continue };
-        if rd.filter_map(|e| e.ok()).all(|e| e.path().extension().is_none_or(|x| x != "json")) {
-            continue;
-        }
-        if let Some((id, _)) = jobs(&slurm).into_iter().find(|(_, s)| s == "train:noise_da:seed0")
-            && scontrol_state(&id) == "RUNNING"
-        {
-            std::thread::sleep(std::time::Duration::from_millis(2500));
-            Command::new("scancel").args(["--signal=TERM", "--batch", &id]).status().unwrap();
-            signalled = Some(id);
-            break;
-        }
-    }
-    let id = signalled.expect("the training job ran");
+    let child = submit_waiting(&slurm, &long);
+    let id = running(&slurm, "train:noise_da:seed0");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    Command::new("scancel").args(["--signal=TERM", "--batch", &id]).status().unwrap();
     // Slurm holds a requeued job for a while (BeginTime); release it now.
     for _ in 0..300 {
         std::thread::sleep(std::time::Duration::from_millis(100));

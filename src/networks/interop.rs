@@ -208,13 +208,14 @@ fn release_family(key: &str) -> bool {
         || key.starts_with("dncnn.")
 }
 
-/// Every float parameter of `g` as (our path, shape).
-fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
-    struct Paths {
+/// Every float parameter of `g` in visiting order: (our path, shape, values if `values`).
+fn params(g: &Restorer, values: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    struct Walk {
         stack: Vec<String>,
-        out: Vec<(String, Vec<usize>)>,
+        values: bool,
+        out: Vec<(String, Vec<usize>, Vec<f32>)>,
     }
-    impl ModuleVisitor for Paths {
+    impl ModuleVisitor for Walk {
         fn enter_module(&mut self, name: &str, container: &str) {
             // The enum's variant is not part of a parameter's name.
             if !container.starts_with("Enum:") {
@@ -227,12 +228,23 @@ fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
             }
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push((self.stack.join("."), param.val().dims().to_vec()));
+            let t = param.val();
+            let v = if self.values {
+                t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.out.push((self.stack.join("."), t.dims().to_vec(), v));
         }
     }
-    let mut v = Paths { stack: Vec::new(), out: Vec::new() };
-    g.visit(&mut v);
-    v.out
+    let mut w = Walk { stack: Vec::new(), values, out: Vec::new() };
+    g.visit(&mut w);
+    w.out
+}
+
+/// Every float parameter of `g` as (our path, shape).
+fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
+    params(g, false).into_iter().map(|(p, s, _)| (p, s)).collect()
 }
 
 /// The prefix under which `sd` holds the restorer: `""`, `RestorationNet.`, `module.`, ...
@@ -330,31 +342,8 @@ pub fn load_restorer(
 /// `g`'s weights as a state dict named `naming` (the release's names under `prefix`, e.g.
 /// `RestorationNet.` as its `Network` stores them, or none).
 pub fn state_dict(g: &Restorer, cfg: &RestorerConfig, naming: Naming, prefix: &str) -> Result<StateDict, String> {
-    struct Take {
-        stack: Vec<String>,
-        out: Vec<(String, Vec<usize>, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Take {
-        fn enter_module(&mut self, name: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.stack.push(name.to_string());
-            }
-        }
-        fn exit_module(&mut self, _name: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.stack.pop();
-            }
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let t = param.val();
-            let v = t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-            self.out.push((self.stack.join("."), t.dims().to_vec(), v));
-        }
-    }
-    let mut take = Take { stack: Vec::new(), out: Vec::new() };
-    g.visit(&mut take);
     let mut sd = StateDict::default();
-    for (path, shape, v) in take.out {
+    for (path, shape, v) in params(g, true) {
         let key = match naming {
             Naming::Ours => path,
             Naming::Release => match release_source(cfg, &path) {

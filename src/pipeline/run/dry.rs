@@ -3,13 +3,13 @@
 use super::data::{load_data, meta_keys, preflight};
 use super::evaluate::eval_cache;
 use super::open::forced_stages;
-use super::train::train_key;
+use super::train::stage_keys;
 use super::{Resolved, RunOptions};
 use crate::datasets::{Loader, Registry};
 use crate::error::Result;
 use crate::pipeline::plan::Stage;
 use crate::pipeline::spec::PipelineSpec;
-use crate::pipeline::stages::{self, Decision, StageCache, StageKey};
+use crate::pipeline::stages::{self, Decision, StageCache};
 use std::path::PathBuf;
 
 /// `--dry-run` / `run-pipeline plan`: every stage with what would happen and why, and a rough
@@ -26,7 +26,6 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let data = load_data(spec, &loader)?;
     let stage_cache = StageCache::new(&report_root);
     let meta_keys = meta_keys(&data.tests);
-    let mut keys: std::collections::HashMap<(String, u64), StageKey> = Default::default();
     super::check_memory(spec, opts.skip_memory_check)?;
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
     let have = crate::pipeline::plan::available_memory()
@@ -45,54 +44,38 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     out.push_str("  score:input: run (cheap)\n");
     let (mut to_run, mut reused, mut est_s) = (0, 0, 0.0);
     let mut unknown_cost = false;
-    for &seed in &spec.seeds.train {
-        for recipe in spec.recipes() {
-            let stage = Stage::Train { recipe: recipe.name.to_string(), seed };
-            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
-            let key = train_key(
-                spec,
-                &recipe,
-                seed,
-                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
-                &data.val_sets,
-                init,
-            );
-            keys.insert((recipe.name.to_string(), seed), key.clone());
-            let decision = stage_cache.decide(&key, forced.contains(&stage.to_string()));
-            let cost = match &decision {
-                Decision::Reuse(_) => {
-                    reused += 1;
-                    String::new()
-                }
-                Decision::Run(_) => {
-                    to_run += 1;
-                    // Speed of the same training measured before (any code, any data), if any.
-                    match stage_cache.steps_per_s(&stages::cost_key(
-                        recipe.method.name(),
-                        recipe.train,
-                        recipe.networks,
-                    )) {
-                        Some(rate) => {
-                            let s = recipe.train.steps as f64 / rate;
-                            est_s += s;
-                            format!(", ~{:.0} s ({} steps at {rate:.2}/s measured before)", s, recipe.train.steps)
-                        }
-                        None => {
-                            unknown_cost = true;
-                            format!(", {} steps (no timing yet)", recipe.train.steps)
-                        }
+    for (recipe, seed, key) in stage_keys(spec, &data) {
+        let stage = Stage::Train { recipe: recipe.name.to_string(), seed };
+        let decision = stage_cache.decide(&key, forced.contains(&stage.to_string()));
+        let cost = match &decision {
+            Decision::Reuse(_) => {
+                reused += 1;
+                String::new()
+            }
+            Decision::Run(_) => {
+                to_run += 1;
+                // Speed of the same training measured before (any code, any data), if any.
+                match stage_cache.steps_per_s(&stages::cost_key(recipe.method.name(), recipe.train, recipe.networks)) {
+                    Some(rate) => {
+                        let s = recipe.train.steps as f64 / rate;
+                        est_s += s;
+                        format!(", ~{:.0} s ({} steps at {rate:.2}/s measured before)", s, recipe.train.steps)
+                    }
+                    None => {
+                        unknown_cost = true;
+                        format!(", {} steps (no timing yet)", recipe.train.steps)
                     }
                 }
-            };
-            out.push_str(&format!("  {stage}: {}{cost}\n", decision.describe()));
-            let scores_cached = matches!(decision, Decision::Reuse(_))
-                && data
-                    .tests
-                    .iter()
-                    .all(|t| eval_cache(&stage_cache, &key, t, &meta_keys).join("per_image.parquet").is_file());
-            let eval = if scores_cached { "reuse cached scores" } else { "run" };
-            out.push_str(&format!("  {}: {eval}\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
-        }
+            }
+        };
+        out.push_str(&format!("  {stage}: {}{cost}\n", decision.describe()));
+        let scores_cached = matches!(decision, Decision::Reuse(_))
+            && data
+                .tests
+                .iter()
+                .all(|t| eval_cache(&stage_cache, &key, t, &meta_keys).join("per_image.parquet").is_file());
+        let eval = if scores_cached { "reuse cached scores" } else { "run" };
+        out.push_str(&format!("  {}: {eval}\n", Stage::Evaluate { recipe: recipe.name.to_string(), seed }));
     }
     if let Some(file) =
         crate::pipeline::diagnostics::premise_file(spec, &data.source, &data.tests[0].set, &stage_cache.root)

@@ -5,7 +5,6 @@
 //! A job works in `<report.dir>/.cache/jobs/<stage key>/` (locked; its checkpoints survive a
 //! time limit or pre-emption, so resubmitting the same stage continues it).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -14,7 +13,7 @@ use tracing::info;
 
 use super::data::{Data, load_data, preflight};
 use super::open::OpenRun;
-use super::train::{Trained, train_key};
+use super::train::{Trained, stage_keys};
 use super::{Run, RunOptions, Timings, check_memory};
 use crate::datasets::{Loader, Registry};
 use crate::error::{Failure, Result};
@@ -61,35 +60,18 @@ fn plan_stages(res: &Resolved, opts: &RunOptions) -> Result<(Vec<PlannedStage>, 
     let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
     let data = load_data(spec, &loader)?;
     let cache = StageCache::new(&report_root);
-    let mut keys: HashMap<(String, u64), StageKey> = HashMap::new();
-    let mut out = Vec::new();
-    for &seed in &spec.seeds.train {
-        for recipe in spec.recipes() {
-            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
-            let key = train_key(
-                spec,
-                &recipe,
-                seed,
-                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
-                &data.val_sets,
-                init,
-            );
-            keys.insert((recipe.name.to_string(), seed), key.clone());
-            out.push(PlannedStage {
-                name: Stage::Train { recipe: recipe.name.to_string(), seed }.to_string(),
-                recipe: recipe.name.to_string(),
-                seed,
-                cached: matches!(cache.decide(&key, false), Decision::Reuse(_)),
-                eval_cached: super::evaluate::Scores::all_cached(&cache, &key, &data.tests),
-                key,
-                init_from: recipe
-                    .train
-                    .init_from
-                    .as_ref()
-                    .map(|f| Stage::Train { recipe: f.clone(), seed }.to_string()),
-            });
-        }
-    }
+    let out = stage_keys(spec, &data)
+        .into_iter()
+        .map(|(recipe, seed, key)| PlannedStage {
+            name: Stage::Train { recipe: recipe.name.to_string(), seed }.to_string(),
+            recipe: recipe.name.to_string(),
+            seed,
+            cached: matches!(cache.decide(&key, false), Decision::Reuse(_)),
+            eval_cached: super::evaluate::Scores::all_cached(&cache, &key, &data.tests),
+            key,
+            init_from: recipe.train.init_from.as_ref().map(|f| Stage::Train { recipe: f.clone(), seed }.to_string()),
+        })
+        .collect();
     Ok((out, data))
 }
 

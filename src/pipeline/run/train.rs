@@ -39,34 +39,20 @@ impl Run<'_> {
     pub(super) fn train_and_evaluate(&mut self, data: &Data, scores: &mut Scores) -> Result<Trained> {
         let spec = self.spec;
         let mut out = Trained::default();
-        // Warm starts key on the key of the stage they start from.
-        let mut keys: HashMap<(String, u64), StageKey> = Default::default();
-        for &seed in &spec.seeds.train {
-            for recipe in spec.recipes() {
-                let name = recipe.name;
-                let stage = Stage::Train { recipe: name.to_string(), seed };
-                let init_key = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
-                let key = train_key(
-                    spec,
-                    &recipe,
-                    seed,
-                    (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
-                    &data.val_sets,
-                    init_key,
-                );
-                keys.insert((name.to_string(), seed), key.clone());
-                let (restorer, fresh) = match self.stage_cache.decide(&key, self.forced.contains(&stage.to_string())) {
-                    Decision::Reuse(dir) => (self.reuse_training(&recipe, seed, &stage, &dir, data, &mut out)?, false),
-                    decision => {
-                        info!(stage = %stage, why = %decision.describe(), "stage runs");
-                        (self.train(&recipe, seed, &stage, &key, data, &mut out)?, true)
-                    }
-                };
-                self.timings.finish(&stage);
-                let stride = recipe.networks.restorer.stride();
-                self.evaluate(&restorer, name, seed, stride, &key, fresh, data, scores, &mut out.examples)?;
-                self.timings.finish(Stage::Evaluate { recipe: name.to_string(), seed });
-            }
+        for (recipe, seed, key) in stage_keys(spec, data) {
+            let name = recipe.name;
+            let stage = Stage::Train { recipe: name.to_string(), seed };
+            let (restorer, fresh) = match self.stage_cache.decide(&key, self.forced.contains(&stage.to_string())) {
+                Decision::Reuse(dir) => (self.reuse_training(&recipe, seed, &stage, &dir, data, &mut out)?, false),
+                decision => {
+                    info!(stage = %stage, why = %decision.describe(), "stage runs");
+                    (self.train(&recipe, seed, &stage, &key, data, &mut out)?, true)
+                }
+            };
+            self.timings.finish(&stage);
+            let stride = recipe.networks.restorer.stride();
+            self.evaluate(&restorer, name, seed, stride, &key, fresh, data, scores, &mut out.examples)?;
+            self.timings.finish(Stage::Evaluate { recipe: name.to_string(), seed });
         }
         Ok(out)
     }
@@ -224,9 +210,32 @@ impl Run<'_> {
     }
 }
 
+/// Every training stage of the plan — seeds outermost, recipes in `methods` order — with its
+/// key; a warm-started stage's key includes the key of the stage it starts from.
+pub(super) fn stage_keys<'s>(spec: &'s PipelineSpec, data: &Data) -> Vec<(Recipe<'s>, u64, StageKey)> {
+    let mut keys: HashMap<(String, u64), StageKey> = HashMap::new();
+    let mut out = Vec::new();
+    for &seed in &spec.seeds.train {
+        for recipe in spec.recipes() {
+            let init = recipe.train.init_from.as_ref().and_then(|f| keys.get(&(f.clone(), seed)));
+            let key = train_key(
+                spec,
+                &recipe,
+                seed,
+                (&data.source, data.target.as_ref(), data.target_pairs.as_ref()),
+                &data.val_sets,
+                init,
+            );
+            keys.insert((recipe.name.to_string(), seed), key.clone());
+            out.push((recipe, seed, key));
+        }
+    }
+    out
+}
+
 /// The key of one training stage (see [`crate::pipeline::stages`]).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn train_key(
+fn train_key(
     spec: &PipelineSpec,
     recipe: &Recipe,
     seed: u64,
