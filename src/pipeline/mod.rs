@@ -398,7 +398,7 @@ mod tests {
     fn shipped_pipeline_resolves_in_every_profile() {
         let demo = load(&shipped(), None, &[]).unwrap();
         assert_eq!(demo.profile, "demo");
-        assert_eq!(demo.profiles, vec!["demo", "smoke", "bench", "bench-harsh", "paper", "gpu-bench"]);
+        assert_eq!(demo.profiles, vec!["demo", "smoke", "compare", "bench", "bench-harsh", "paper", "gpu-bench"]);
         let gpu = load(&shipped(), Some("gpu-bench"), &[]).unwrap();
         assert_eq!((gpu.spec.train.batch, gpu.spec.train.patch), (24, 128));
         assert_eq!(gpu.spec.networks.diffusion.base, 64);
