@@ -68,6 +68,17 @@ fn restore_a_folder_of_photos_with_the_releases_weights() {
     assert!(tiled.join("scores.csv").is_file() && tiled.join("scores.parquet").is_file());
     let t = image::open(tiled.join("odd.png")).unwrap().to_rgb8();
     assert_eq!(t.dimensions(), (97, 131));
+    // An output folder inside the input folder: a second run does not restore the first's outputs.
+    let nested = inp.join("restored");
+    for _ in 0..2 {
+        let mut a = args(&[]);
+        a[2] = nested.to_string_lossy().into_owned();
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("restored 4 image(s)"), "{}", text(&o.stdout));
+    }
+    assert!(!nested.join("restored").exists());
+    std::fs::remove_dir_all(&nested).unwrap();
     // Never into the input folder.
     let mut a = args(&[]);
     a[2] = inp.to_string_lossy().into_owned();

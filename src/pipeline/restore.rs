@@ -247,7 +247,11 @@ pub fn restore_all(
             how.overlap
         )));
     }
-    let items = inputs(input)?;
+    let mut items = inputs(input)?;
+    // An output folder inside the input folder: its PNGs (from an earlier run) are not inputs.
+    if let Ok(out) = output.canonicalize() {
+        items.retain(|(p, _)| p.canonicalize().map_or(true, |p| !p.starts_with(&out)));
+    }
     if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
         && (a == b || (input.is_file() && a.parent() == Some(b.as_path())))
     {
