@@ -124,12 +124,7 @@ fn sidecar(path: &Path) -> PathBuf {
 pub(crate) fn seal_file(path: &Path) -> std::io::Result<()> {
     let hash = sha256_file(path)?;
     let side = sidecar(path);
-    let tmp = crate::util::temp_path(&side);
-    let written = std::fs::write(&tmp, format!("{hash}\n")).and_then(|()| std::fs::rename(&tmp, &side));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::util::write_atomic(&side, format!("{hash}\n").as_bytes()).map_err(std::io::Error::other)
 }
 
 /// Check a sealed file against its sidecar.

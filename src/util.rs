@@ -24,16 +24,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     written
 }
 
-/// This machine's name, for temporary files (on a shared file system a pid means nothing on
-/// another host).
-fn host() -> &'static str {
+/// This machine's name (cached): the lock's holder and temporary files name it, since on a
+/// shared file system a pid means nothing on another host.
+pub(crate) fn hostname() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|s| s.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect())
-            .unwrap_or_default()
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into())
     })
+}
+
+/// [`hostname`] as it appears in temporary file names (letters, digits, `-`, `.`).
+fn host() -> String {
+    hostname().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect()
 }
 
 /// Sibling temporary path used by every atomic writer: `.name.tmp-<pid>@<host>`, so a later run

@@ -130,10 +130,7 @@ pub fn write_safetensors(path: &Path, sd: &StateDict, metadata: &[(&str, &str)])
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
     out.extend_from_slice(&data);
-    let tmp = crate::util::temp_path(path);
-    std::fs::write(&tmp, &out).and_then(|()| std::fs::rename(&tmp, path)).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::util::write_atomic(path, &out).map_err(std::io::Error::other)
 }
 
 /// Parameter naming of a state dict.

@@ -164,10 +164,11 @@ pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result
     for pipeline in children(reports).into_iter().filter(|p| p.is_dir() && !hidden(p)) {
         dirs.push(pipeline.clone());
         for run in children(&pipeline).into_iter().filter(|p| p.is_dir() && !hidden(p)) {
-            dirs.extend([run.clone(), run.join("figures"), run.join("checkpoints")]);
-            dirs.extend(children(&run.join("checkpoints")).into_iter().filter(|p| p.is_dir()));
+            dirs.extend(super::run::temp_folders(reports, &run));
         }
     }
+    dirs.sort();
+    dirs.dedup();
     if !dry_run {
         for d in &dirs {
             for p in crate::util::sweep_temp(d) {

@@ -69,10 +69,13 @@ fn pipeline_args(res: &Resolved, opts: &RunOptions) -> Vec<String> {
     a
 }
 
-fn sbatch(name: &str, log: &Path, res: &SlurmResources, deps: &[String], command: &[String]) -> Result<String> {
+/// Submit `command` as the job of `stage`, after `deps`; it logs to
+/// `<logs>/<stage>-<job id>.out`.
+fn sbatch(stage: &str, logs: &Path, res: &SlurmResources, deps: &[String], command: &[String]) -> Result<Job> {
+    let log = logs.join(format!("{}-%j.out", stage.replace(':', "_")));
     let mut a = vec![
         "--parsable".to_string(),
-        format!("--job-name=rp-{name}"),
+        format!("--job-name=rp-{stage}"),
         format!("--output={}", log.display()),
         format!("--chdir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())),
         // SIGTERM two minutes before a time limit: the stage checkpoints and exits 130.
@@ -105,8 +108,10 @@ fn sbatch(name: &str, log: &Path, res: &SlurmResources, deps: &[String], command
     a.extend(res.extra.iter().cloned());
     let line: Vec<String> = command.iter().map(|s| quote(s)).collect();
     a.push(format!("--wrap=exec {}", line.join(" ")));
-    let id = slurm("sbatch", &a)?;
-    Ok(id.trim().split(';').next().unwrap_or_default().to_string())
+    let id = slurm("sbatch", &a)?.trim().split(';').next().unwrap_or_default().to_string();
+    let log = PathBuf::from(log.display().to_string().replace("%j", &id));
+    eprintln!("submitted {stage} as job {id} (log {})", log.display());
+    Ok(Job { id, stage: stage.to_string(), log })
 }
 
 /// Submit the pipeline's stages; with `wait`, follow them to the end.
@@ -125,17 +130,13 @@ pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>>
     let marker = marker.canonicalize().unwrap_or(marker);
     let mut jobs: Vec<Job> = Vec::new();
     let submit_stage = |stage: &str, deps: Vec<String>, jobs: &mut Vec<Job>| -> Result<()> {
-        let log = logs.join(format!("{}-%j.out", stage.replace(':', "_")));
         let mut cmd = vec![exe.clone(), "__stage".into()];
         cmd.extend(args.iter().cloned());
         cmd.extend(["--stage".into(), stage.to_string(), "--submitted".into(), marker.display().to_string()]);
         let mut res = spec.executor.train.clone();
         // A training job requeues itself when stopped before its time limit (`__stage`).
         res.extra.insert(0, "--requeue".into());
-        let id = sbatch(stage, &log, &res, &deps, &cmd)?;
-        let log = PathBuf::from(log.display().to_string().replace("%j", &id));
-        eprintln!("submitted {stage} as job {id} (log {})", log.display());
-        jobs.push(Job { id, stage: stage.to_string(), log });
+        jobs.push(sbatch(stage, &logs, &res, &deps, &cmd)?);
         Ok(())
     };
     let job_of = |jobs: &[Job], stage: &str| jobs.iter().find(|j| j.stage == stage).map(|j| j.id.clone());
@@ -155,14 +156,10 @@ pub fn submit(res: &Resolved, opts: &RunOptions, wait: bool) -> Result<Vec<Job>>
         }
     }
     let deps: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    let log = logs.join("report-%j.out");
     let mut cmd = vec![exe.clone(), "run".into()];
     cmd.extend(args.iter().cloned());
     cmd.extend(["--executor".into(), "local".into()]);
-    let id = sbatch("report", &log, &spec.executor.report, &deps, &cmd)?;
-    let log = PathBuf::from(log.display().to_string().replace("%j", &id));
-    eprintln!("submitted report as job {id} (log {})", log.display());
-    jobs.push(Job { id, stage: "report".into(), log });
+    jobs.push(sbatch("report", &logs, &spec.executor.report, &deps, &cmd)?);
     let record = logs.join(format!("{}.json", crate::util::utc_stamp(std::time::SystemTime::now())));
     crate::util::write_atomic(&record, serde_json::to_string_pretty(&jobs).expect("json").as_bytes())?;
     if wait {

@@ -195,10 +195,9 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Remove the temporary files and directories that killed or failed writers left in this
-/// run's folders and the caches (only those whose writer is certainly gone; see
-/// `util::sweep_temp`), so a rerun after `kill -9` or a full disk leaves nothing behind.
-fn sweep_leftovers(report_root: &std::path::Path, run_dir: &std::path::Path) {
+/// The folders where a run's writers leave temporary files: the pipeline's folder, the run's,
+/// its figures and checkpoints (each recipe's too), and the shared stage and shard caches.
+pub(crate) fn temp_folders(report_root: &std::path::Path, run_dir: &std::path::Path) -> Vec<PathBuf> {
     let checkpoints = run_dir.join("checkpoints");
     let mut dirs = vec![
         run_dir.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
@@ -211,7 +210,14 @@ fn sweep_leftovers(report_root: &std::path::Path, run_dir: &std::path::Path) {
     if let Ok(rd) = std::fs::read_dir(&checkpoints) {
         dirs.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
     }
-    for dir in dirs {
+    dirs
+}
+
+/// Remove the temporary files and directories that killed or failed writers left in this
+/// run's folders and the caches (only those whose writer is certainly gone; see
+/// `util::sweep_temp`), so a rerun after `kill -9` or a full disk leaves nothing behind.
+fn sweep_leftovers(report_root: &std::path::Path, run_dir: &std::path::Path) {
+    for dir in temp_folders(report_root, run_dir) {
         for removed in crate::util::sweep_temp(&dir) {
             info!(path = %removed.display(), "removed a temporary file left by an earlier, interrupted run");
         }
