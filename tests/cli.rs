@@ -727,13 +727,13 @@ fn upper_bound_headroom_and_reference_input_test_set() {
     std::fs::remove_dir_all(&reports).unwrap();
 }
 
-/// `dann` and `neighbor2neighbor` (issue 18's baselines) run as recipes of a pipeline: their
-/// rows in the per-image table, their loss terms in the curves, DANN's cost in the provenance;
-/// Neighbor2Neighbor is refused outside denoising.
+/// `dann`, `neighbor2neighbor` and `pixel_da` (issue 18's baselines) run as recipes of a
+/// pipeline: their rows in the per-image table, their loss terms in the curves, their extra
+/// networks' sizes in the provenance; Neighbor2Neighbor is refused outside denoising.
 #[test]
 fn dann_runs_as_a_recipe() {
     let reports = common::tmpdir("cli", "dann");
-    let out = smoke(&reports, &["--set", "methods=[source_only, dann, neighbor2neighbor]"]);
+    let out = smoke(&reports, &["--set", "methods=[source_only, dann, neighbor2neighbor, pixel_da]"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run = run_dirs(&reports).remove(0);
     let per_image = Table::read_parquet(&run.join("per_image.parquet")).unwrap();
@@ -752,5 +752,17 @@ fn dann_runs_as_a_recipe() {
         serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap()).unwrap();
     let dann = prov["training"].as_array().unwrap().iter().find(|t| t["method"] == "dann").unwrap();
     assert!(dann["params_classifier"].as_u64().unwrap() > 0 && dann["steps_per_s"].as_f64().unwrap() > 0.0, "{dann}");
+    let pix = prov["training"].as_array().unwrap().iter().find(|t| t["method"] == "pixel_da").unwrap();
+    assert!(
+        pix["params_translator"].as_u64().unwrap() > 0 && pix["params_discriminator"].as_u64().unwrap() > 0,
+        "{pix}"
+    );
+    assert!(pix.get("params_diffusion").is_none() && pix.get("params_classifier").is_none(), "{pix}");
+    let disc = floats(curves.get("disc_loss"));
+    assert!(methods.iter().zip(&disc).all(|(m, d)| (m == "pixel_da") == d.is_finite()), "{methods:?} {disc:?}");
+    // Its settings are checked like every other key.
+    let out = common::run(&["describe", "pipelines/denoise.yaml", "--set", "train.pixel_da.content_pool=0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("train.pixel_da.content_pool"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&reports).unwrap();
 }

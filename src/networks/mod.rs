@@ -8,6 +8,7 @@ pub mod domain;
 pub(crate) mod init;
 pub mod interop;
 pub(crate) mod kernels;
+pub mod pixel_da;
 pub mod restorer;
 
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};

@@ -344,6 +344,28 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
             return Err(fail(&key("noise_da.t_range"), format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
         }
+        let weights = [
+            ("dann.lambda", t.dann.lambda),
+            ("pixel_da.adversarial", t.pixel_da.adversarial),
+            ("pixel_da.content", t.pixel_da.content),
+            ("ne2ne.gamma", t.ne2ne.gamma),
+        ];
+        for (k, v) in weights {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(fail(&key(k), format!("must be a non-negative number, got {v}")));
+            }
+        }
+        for (k, v) in [("dann.hidden", t.dann.hidden), ("pixel_da.width", t.pixel_da.width)] {
+            if v == 0 {
+                return Err(fail(&key(k), "must be at least 1".into()));
+            }
+        }
+        if t.pixel_da.content_pool == 0 || t.pixel_da.content_pool > t.patch {
+            return Err(fail(
+                &key("pixel_da.content_pool"),
+                format!("must be between 1 and train.patch ({}), got {}", t.patch, t.pixel_da.content_pool),
+            ));
+        }
     }
     if s.tests.is_empty() {
         return Err(fail("tests", "list at least one test set".into()));

@@ -252,7 +252,7 @@ impl PipelineSpec {
     pub(crate) fn uses_target(&self) -> bool {
         self.recipes().iter().any(|r| {
             (r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
-                || matches!(r.method, Method::Dann | Method::Neighbor2Neighbor)
+                || matches!(r.method, Method::Dann | Method::Neighbor2Neighbor | Method::PixelDa)
         })
     }
 

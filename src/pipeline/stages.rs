@@ -247,6 +247,9 @@ pub(crate) fn train_config(
         if method != crate::pipeline::spec::Method::Dann {
             obj.remove("dann");
         }
+        if method != crate::pipeline::spec::Method::PixelDa {
+            obj.remove("pixel_da");
+        }
         if method != crate::pipeline::spec::Method::Neighbor2Neighbor {
             obj.remove("ne2ne");
         }

@@ -22,11 +22,22 @@ pub enum Method {
     /// Self-supervised denoising on the target's noisy images alone (Neighbor2Neighbor, Huang
     /// et al. 2021): no synthetic data; `train.ne2ne`. Denoising only.
     Neighbor2Neighbor,
+    /// Pixel-space adaptation (PixelDA, Bousmalis et al. 2017; CyCADA's pixel half): a
+    /// translator learns, against a patch discriminator on target inputs, to make synthetic
+    /// degraded inputs look like the target's; G trains on (translated input, clean) pairs
+    /// (`train.pixel_da`).
+    PixelDa,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] =
-        [Method::SourceOnly, Method::NoiseDa, Method::TargetSupervised, Method::Dann, Method::Neighbor2Neighbor];
+    pub const ALL: [Method; 6] = [
+        Method::SourceOnly,
+        Method::NoiseDa,
+        Method::TargetSupervised,
+        Method::Dann,
+        Method::Neighbor2Neighbor,
+        Method::PixelDa,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +46,7 @@ impl Method {
             Method::TargetSupervised => "target_supervised",
             Method::Dann => "dann",
             Method::Neighbor2Neighbor => "neighbor2neighbor",
+            Method::PixelDa => "pixel_da",
         }
     }
 
@@ -92,6 +104,37 @@ pub struct TrainSpec {
     /// The `neighbor2neighbor` method's settings.
     #[serde(default, skip_serializing_if = "Ne2NeSpec::is_default")]
     pub ne2ne: Ne2NeSpec,
+    /// The `pixel_da` method's settings.
+    #[serde(default, skip_serializing_if = "PixelDaSpec::is_default")]
+    pub pixel_da: PixelDaSpec,
+}
+
+/// `train.pixel_da`: the translator's losses and the two networks' widths. Per step, with
+/// T(x, z) the translated synthetic input and D the patch discriminator (real target = 1):
+/// D learns BCE(D(T), 0) + BCE(D(target), 1) (halved); T learns `adversarial` · BCE(D(T), 1)
+/// (non-saturating, through a frozen copy of D) + `content` · ‖pool(T) − pool(x)‖₁ (the
+/// translated image keeps the input's content at the scale of `content_pool`-pixel blocks, so
+/// T changes the degradation, not the scene); G learns Charbonnier(G(T), clean) with T fixed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PixelDaSpec {
+    pub adversarial: f64,
+    pub content: f64,
+    pub content_pool: usize,
+    /// Width of the translator's convolutions (the discriminator's first; its second is 2×).
+    pub width: usize,
+}
+
+impl Default for PixelDaSpec {
+    fn default() -> Self {
+        PixelDaSpec { adversarial: 1.0, content: 10.0, content_pool: 4, width: 32 }
+    }
+}
+
+impl PixelDaSpec {
+    fn is_default(&self) -> bool {
+        *self == PixelDaSpec::default()
+    }
 }
 
 /// `train.ne2ne`: Neighbor2Neighbor's regulariser weight.

@@ -52,6 +52,15 @@ pub struct DannModel {
     pub c: crate::networks::domain::DomainClassifier,
 }
 
+/// G, PixelDA's translator T and its patch discriminator D as one module (one optimiser; each
+/// term reaches only the network it trains — see [`config::PixelDaSpec`]).
+#[derive(Module, Debug)]
+pub struct PixelDaModel {
+    pub g: Restorer,
+    pub t: crate::networks::pixel_da::Translator,
+    pub d: crate::networks::pixel_da::PatchDiscriminator,
+}
+
 /// One row of the training-curve table (means over the logging window).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CurvePoint {
@@ -82,6 +91,14 @@ pub struct CurvePoint {
     pub rec: f64,
     #[serde(with = "checkpoint::exact_f64", default = "nan")]
     pub reg: f64,
+    /// PixelDA's discriminator loss (ln 2 ≈ 0.693 = chance), the translator's adversarial
+    /// term and its content term.
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub disc: f64,
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub adv: f64,
+    #[serde(with = "checkpoint::exact_f64", default = "nan")]
+    pub content: f64,
     /// Training seconds so far (all sessions of a resumed run).
     #[serde(with = "checkpoint::exact_f64")]
     pub elapsed_s: f64,
@@ -113,6 +130,8 @@ pub struct Trained {
     pub diffusion: Option<DiffusionUNet>,
     /// The moving average of the restorer's weights, when `train.ema` is set.
     pub restorer_ema: Option<Restorer>,
+    /// PixelDA's translator at the end (inference weights): what it makes of synthetic inputs.
+    pub translator: Option<crate::networks::pixel_da::Translator>,
     pub curve: Vec<CurvePoint>,
     pub steps_done: usize,
     /// Step this session started from (0 unless continued from a checkpoint).
@@ -121,7 +140,10 @@ pub struct Trained {
     pub wall_s: f64,
     pub steps_per_s: f64,
     pub params_g: usize,
+    /// Parameters of the networks trained beside G, in all (`params_d`) and by name
+    /// (diffusion; classifier; translator and discriminator).
     pub params_d: Option<usize>,
+    pub params_extra: Vec<(&'static str, usize)>,
     /// Shards each step was split into (all devices).
     pub shards: usize,
     /// The newest step checkpoint and the best-on-validation one, when checkpointing.
@@ -187,6 +209,7 @@ enum Held {
     G(Restorer),
     Joint(NoiseDaModel),
     Dann(DannModel),
+    PixelDa(PixelDaModel),
 }
 
 impl Held {
@@ -195,6 +218,7 @@ impl Held {
             Held::G(g) => g,
             Held::Joint(m) => &m.g,
             Held::Dann(m) => &m.g,
+            Held::PixelDa(m) => &m.g,
         }
     }
 
@@ -203,6 +227,7 @@ impl Held {
             Held::G(g) => g.clone().save_file(path),
             Held::Joint(m) => m.clone().save_file(path),
             Held::Dann(m) => m.clone().save_file(path),
+            Held::PixelDa(m) => m.clone().save_file(path),
         };
         r.map_err(|e| Failure::internal(format!("{}: cannot save weights: {e}", path.display())))
     }
@@ -213,6 +238,7 @@ impl Held {
             Held::G(g) => Held::G(g.clone().fork(device)),
             Held::Joint(m) => Held::Joint(m.clone().fork(device)),
             Held::Dann(m) => Held::Dann(m.clone().fork(device)),
+            Held::PixelDa(m) => Held::PixelDa(m.clone().fork(device)),
         }
     }
 
@@ -221,6 +247,7 @@ impl Held {
             Held::G(g) => Held::G(optim.step(lr, g, grads)),
             Held::Joint(m) => Held::Joint(optim.step(lr, m, grads)),
             Held::Dann(m) => Held::Dann(optim.step(lr, m, grads)),
+            Held::PixelDa(m) => Held::PixelDa(optim.step(lr, m, grads)),
         }
     }
 
@@ -234,6 +261,7 @@ impl Held {
             Held::G(g) => Held::G(optim.step_multi(lr, g, grads)),
             Held::Joint(m) => Held::Joint(optim.step_multi(lr, m, grads)),
             Held::Dann(m) => Held::Dann(optim.step_multi(lr, m, grads)),
+            Held::PixelDa(m) => Held::PixelDa(optim.step_multi(lr, m, grads)),
         }
     }
 
@@ -245,6 +273,7 @@ impl Held {
             Held::G(g) => Held::G(g.try_load_file(path).map_err(err)?),
             Held::Joint(m) => Held::Joint(m.try_load_file(path).map_err(err)?),
             Held::Dann(m) => Held::Dann(m.try_load_file(path).map_err(err)?),
+            Held::PixelDa(m) => Held::PixelDa(m.try_load_file(path).map_err(err)?),
         })
     }
 }
@@ -263,6 +292,8 @@ struct StepCtx<'a> {
     warmup: bool,
     /// Neighbor2Neighbor: (γ of this step, the step's seed for the sub-sampler's draws).
     ne2ne: Option<(f64, u64)>,
+    /// PixelDA: the step's seed for the translator's noise (drawn per pair).
+    pixel_da: Option<u64>,
 }
 
 impl StepCtx<'_> {
@@ -293,6 +324,7 @@ enum Forwarded {
     Joint(JointForward),
     Dann { charbonnier: f64, domain: f64, grads: GradientsParams },
     Ne2Ne { rec: f64, reg: f64, gamma: f64, grads: GradientsParams },
+    PixelDa { charbonnier: f64, disc: f64, adv: f64, content: f64, grads: GradientsParams },
 }
 
 /// A Noise-DA shard after its forward: its inputs (for the diagnostic's own forward), its
@@ -381,6 +413,44 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
                 let grads = GradientsParams::from_grads(((charb + domain) * ctx.scale).backward(), model);
                 Forwarded::Dann { charbonnier: c_val, domain: d_val, grads }
             }
+            Held::PixelDa(model) => {
+                let m = lowered(model, low);
+                let p = &spec.pixel_da;
+                let x_r = input(&sh.batch.target);
+                let [n, _, h, w] = x_s.dims();
+                let seed = ctx.pixel_da.expect("PixelDA's seed");
+                let mut z = Vec::with_capacity(n * h * w);
+                for j in 0..n {
+                    let mut rng = Rng::derive(seed, "z", &[(sh.pairs.start + j) as u64]);
+                    z.extend((0..h * w).map(|_| rng.normal() as f32));
+                }
+                let z = like(Tensor::<4>::from_data(TensorData::new(z, [n, 1, h, w]), sh.device), x_s.dtype());
+                let fake = m.t.forward(x_s.clone(), z);
+                let bce = |logits: Tensor<2>, label: f32| {
+                    let logits = like(logits, DType::F32);
+                    let labels = Tensor::<2>::full(logits.dims(), label, sh.device);
+                    crate::networks::domain::bce_with_logits(logits, labels)
+                };
+                // D: translated 0, target 1 (T fixed).
+                let disc = (bce(m.d.forward(fake.clone().detach()), 0.0) + bce(m.d.forward(x_r), 1.0)) * 0.5;
+                // T: fool D (non-saturating; a frozen copy, so this term does not train D) and
+                // keep the input's content at the scale of the pooling blocks.
+                let adv = bce(m.d.clone().no_grad().forward(fake.clone()), 1.0);
+                let pool = |x: Tensor<4>| {
+                    let k = p.content_pool.max(1);
+                    burn::tensor::module::avg_pool2d(
+                        x,
+                        burn::tensor::ops::AvgPoolOptions::new([k, k]).with_stride([k, k]),
+                    )
+                };
+                let content = like((pool(fake.clone()) - pool(x_s)).abs().mean(), DType::F32);
+                // G: the translated input, T fixed (G does not steer the translation).
+                let charb = like(charbonnier(m.g.restore(fake.detach()), y_s, spec.charbonnier_eps), DType::F32);
+                let vals = [&charb, &disc, &adv, &content].map(|t| scalar((*t).clone()));
+                let total = charb + disc + adv * p.adversarial + content * p.content;
+                let grads = GradientsParams::from_grads((total * ctx.scale).backward(), model);
+                Forwarded::PixelDa { charbonnier: vals[0], disc: vals[1], adv: vals[2], content: vals[3], grads }
+            }
             Held::Joint(model) => {
                 let x_r = input(&sh.batch.target);
                 let draws = draws.expect("Noise-DA draws").shard(sh.pairs.clone());
@@ -405,6 +475,9 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         domain: f64::NAN,
         rec: f64::NAN,
         reg: f64::NAN,
+        disc: f64::NAN,
+        adv: f64::NAN,
+        content: f64::NAN,
         grad_syn: f64::NAN,
         grad_real: f64::NAN,
         ..Default::default()
@@ -453,12 +526,29 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
         point.loss = point.charbonnier + point.domain;
         return (point, grads);
     }
+    if matches!(forwarded[0], Forwarded::PixelDa { .. }) {
+        let mut grads = Vec::with_capacity(forwarded.len());
+        let mut sums = [0.0; 4];
+        for f in forwarded {
+            let Forwarded::PixelDa { charbonnier, disc, adv, content, grads: g } = f else {
+                unreachable!("one method per step")
+            };
+            for (a, v) in sums.iter_mut().zip([charbonnier, disc, adv, content]) {
+                *a += v;
+            }
+            grads.push(g);
+        }
+        [point.charbonnier, point.disc, point.adv, point.content] = sums.map(|v| v / s);
+        let p = &spec.pixel_da;
+        point.loss = point.charbonnier + point.disc + p.adversarial * point.adv + p.content * point.content;
+        return (point, grads);
+    }
     // Noise-DA: the whole batch's MSEs and hinge state, then every shard's backward.
     let joint: Vec<JointForward> = forwarded
         .into_iter()
         .map(|f| match f {
             Forwarded::Joint(j) => j,
-            Forwarded::G { .. } | Forwarded::Dann { .. } | Forwarded::Ne2Ne { .. } => {
+            Forwarded::G { .. } | Forwarded::Dann { .. } | Forwarded::Ne2Ne { .. } | Forwarded::PixelDa { .. } => {
                 unreachable!("one method per step")
             }
         })
@@ -640,11 +730,24 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             );
             Held::Dann(DannModel { g, c })
         }
+        Method::PixelDa => {
+            if inp.target.is_none() {
+                return Err(Failure::config("pixel_da needs a target training set"));
+            }
+            // G's images are RGB (grayscale replicated), so are T's and D's.
+            let (c, w) = (3, spec.pixel_da.width);
+            Held::PixelDa(PixelDaModel {
+                g,
+                t: crate::networks::pixel_da::Translator::new(c, w, &device),
+                d: crate::networks::pixel_da::PatchDiscriminator::new(c, w, &device),
+            })
+        }
     };
-    let params_d = match &held {
-        Held::Joint(m) => Some(m.d.num_params()),
-        Held::Dann(m) => Some(m.c.num_params()),
-        Held::G(_) => None,
+    let params_extra = match &held {
+        Held::Joint(m) => vec![("diffusion", m.d.num_params())],
+        Held::Dann(m) => vec![("classifier", m.c.num_params())],
+        Held::PixelDa(m) => vec![("translator", m.t.num_params()), ("discriminator", m.d.num_params())],
+        Held::G(_) => vec![],
     };
     let mut ema = spec.ema.map(|d| ema::Ema::new(held.g(), d));
 
@@ -735,7 +838,9 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         for (k, d) in replicas.iter().enumerate().skip(1) {
             d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
         }
-        let target = if matches!(held, Held::Joint(_) | Held::Dann(_)) || method == Method::Neighbor2Neighbor {
+        let target = if matches!(held, Held::Joint(_) | Held::Dann(_) | Held::PixelDa(_))
+            || method == Method::Neighbor2Neighbor
+        {
             inp.target
         } else {
             None
@@ -764,6 +869,8 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             // gradient of the whole batch's mean.
             scale: spec.precision.loss_scale() / n_shards as f64,
             diagnose: (step + 1) % spec.log_every.max(1) == 0,
+            pixel_da: matches!(held, Held::PixelDa(_))
+                .then(|| crate::rng::derive_seed(data_seed, "pixel_da", &[step as u64])),
             ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
                 (spec.ne2ne.gamma_at(step, spec.steps), crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]))
             }),
@@ -872,15 +979,17 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         curve.push(mean_point(&window));
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let (g, diffusion) = match held {
-        Held::G(g) => (g, None),
-        Held::Joint(m) => (m.g, Some(m.d.valid())),
-        Held::Dann(m) => (m.g, None),
+    let (g, diffusion, translator) = match held {
+        Held::G(g) => (g, None, None),
+        Held::Joint(m) => (m.g, Some(m.d.valid()), None),
+        Held::Dann(m) => (m.g, None, None),
+        Held::PixelDa(m) => (m.g, None, Some(m.t.valid())),
     };
     let restorer_ema = ema.map(|e| e.apply(g.clone()).valid());
     Ok(Trained {
         restorer: g.valid(),
         diffusion,
+        translator,
         restorer_ema,
         curve,
         steps_done,
@@ -888,7 +997,8 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         wall_s,
         steps_per_s: (steps_done - start) as f64 / wall_s.max(1e-9),
         params_g,
-        params_d,
+        params_d: (!params_extra.is_empty()).then(|| params_extra.iter().map(|p| p.1).sum()),
+        params_extra,
         shards: n_shards,
         last_checkpoint,
         best_checkpoint: best.filter(|b| !b.0.as_os_str().is_empty()),
@@ -911,6 +1021,9 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
         domain: m(|p| p.domain),
         rec: m(|p| p.rec),
         reg: m(|p| p.reg),
+        disc: m(|p| p.disc),
+        adv: m(|p| p.adv),
+        content: m(|p| p.content),
         elapsed_s: last.elapsed_s,
         grad_syn: last.grad_syn,
         grad_real: last.grad_real,
@@ -951,6 +1064,7 @@ mod tests {
                 d_warmup: 0,
             },
             dann: Default::default(),
+            pixel_da: Default::default(),
             ne2ne: Default::default(),
         }
     }
@@ -1437,6 +1551,123 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// PixelDA trains G on translated inputs: G moves away from source-only, the translator
+    /// (the identity at the start) changes its inputs, the discriminator's loss stays a real
+    /// game, both extra networks are counted, and a resumed run is bit-identical.
+    #[test]
+    fn pixel_da_translates_and_trains_g_on_the_translations() {
+        let data = tiny_data(false);
+        let spec =
+            TrainSpec { log_every: 1, pixel_da: config::PixelDaSpec { width: 8, ..Default::default() }, ..run_spec(6) };
+        let so = go(Method::SourceOnly, &spec, &data, None, None).unwrap();
+        let da = go(Method::PixelDa, &spec, &data, None, None).unwrap();
+        let names: Vec<&str> = da.params_extra.iter().map(|p| p.0).collect();
+        assert_eq!(names, ["translator", "discriminator"]);
+        assert!(da.params_extra.iter().all(|p| p.1 > 0));
+        assert!(max_diff(&weights(&so.restorer), &weights(&da.restorer)) > 1e-6, "G trains on translations");
+        let t = da.translator.as_ref().expect("the translator is returned");
+        let dev = Device::flex();
+        let x = to_tensor(&[data.0.items[0].degraded.clone()], &dev);
+        let z = Tensor::<4>::random([1, 1, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        let y = t.forward(x.clone(), z);
+        let change = (y - x).abs().max().into_scalar::<f32>();
+        assert!(change > 1e-4, "the trained translator changes its input (max {change})");
+        for p in &da.curve {
+            assert!(p.disc.is_finite() && p.adv.is_finite() && p.content.is_finite(), "{p:?}");
+            assert!((p.disc - 0.693).abs() < 0.3, "the discriminator's loss near chance on tiny data: {p:?}");
+            assert!(p.domain.is_nan() && p.mse_pos.is_nan());
+        }
+        assert!(so.curve.iter().all(|p| p.disc.is_nan()));
+        let dir = tmp("pixel-da-resume");
+        let ckpt = TrainSpec { checkpoint: config::CheckpointSpec { every: 2, keep: 2 }, ..spec.clone() };
+        let first = go(Method::PixelDa, &ckpt, &data, Some(&dir), Some(3)).unwrap();
+        assert!(first.steps_done < spec.steps);
+        let resumed = go(Method::PixelDa, &ckpt, &data, Some(&dir), None).unwrap();
+        assert_eq!(max_diff(&weights(&resumed.restorer), &weights(&da.restorer)), 0.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each PixelDA term reaches only the network it trains: the adversarial term moves the
+    /// translator and not the discriminator (it sees a frozen copy), the content term moves
+    /// only the translator, and G's gradient does not depend on either (it sees the
+    /// translation detached).
+    #[test]
+    fn pixel_da_terms_reach_only_their_networks() {
+        use crate::networks::pixel_da::{PatchDiscriminator, Translator};
+        let data = tiny_data(false);
+        let device = Device::flex().autodiff();
+        let schedule = NoiseSchedule::paper();
+        let model = {
+            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            device.seed(4);
+            PixelDaModel {
+                g: nets().restorer.init(&device),
+                t: Translator::new(3, 8, &device),
+                d: PatchDiscriminator::new(3, 8, &device),
+            }
+        };
+        // Away from the identity it starts as (where the content term is 0 and flat).
+        struct Perturb;
+        impl burn::module::ModuleMapper for Perturb {
+            fn map_float<const D: usize>(
+                &mut self,
+                p: burn::module::Param<Tensor<D>>,
+            ) -> burn::module::Param<Tensor<D>> {
+                p.map(|t| {
+                    let noise = t.random_like(burn::tensor::Distribution::Normal(0.0, 0.05));
+                    let device = t.device();
+                    Tensor::from_data((t.detach() + noise).into_data(), &device).require_grad()
+                })
+            }
+        }
+        let model = PixelDaModel { t: model.t.map(&mut Perturb), ..model };
+        let held = Held::PixelDa(model);
+        let grads_of = |adversarial: f64, content: f64| {
+            let sp = TrainSpec {
+                pixel_da: config::PixelDaSpec { adversarial, content, content_pool: 2, width: 8 },
+                ..run_spec(1)
+            };
+            let ctx = StepCtx {
+                spec: &sp,
+                schedule: &schedule,
+                signed: false,
+                alpha: 0.0,
+                warmup: false,
+                scale: 1.0,
+                diagnose: false,
+                ne2ne: None,
+                pixel_da: Some(9),
+            };
+            let batch = sample_batch(&data.0, Some(&data.1), 2, 2, 8, 7, 3);
+            let shard = Shard { held: &held, device: &device, batch, pairs: 0..2 };
+            let (point, grads) = run_step(std::slice::from_ref(&shard), &ctx, None);
+            let Held::PixelDa(m) = &held else { unreachable!() };
+            let of = |module: &dyn Fn(&mut CollectGrads)| {
+                let mut c = CollectGrads { grads: &grads[0], out: Vec::new() };
+                module(&mut c);
+                c.out.concat()
+            };
+            let g = of(&|c| m.g.visit(c));
+            let t = of(&|c| m.t.visit(c));
+            let d = of(&|c| m.d.visit(c));
+            (point, g, t, d)
+        };
+        let (p0, g0, t0, d0) = grads_of(0.0, 0.0);
+        let (p1, g1, t1, d1) = grads_of(1.0, 0.0);
+        let (p2, g2, t2, d2) = grads_of(0.0, 1.0);
+        assert!(p0.adv.is_finite() && p0.adv == p1.adv && p0.content == p2.content);
+        assert!(t0.iter().all(|v| *v == 0.0), "no translator term, no translator gradient");
+        assert!(p0.content > 0.0, "the perturbed translator changes the content a little");
+        assert!(d0.iter().any(|v| *v != 0.0), "the discriminator learns its own loss");
+        assert!(g0.iter().any(|v| *v != 0.0), "G learns the Charbonnier term");
+        assert!(t1.iter().any(|v| *v != 0.0), "the adversarial term moves the translator");
+        assert!(t2.iter().any(|v| *v != 0.0), "the content term moves the translator");
+        assert_eq!(max_diff(&d0, &d1), 0.0, "the adversarial term does not train the discriminator");
+        assert_eq!(max_diff(&d0, &d2), 0.0);
+        assert_eq!(max_diff(&g0, &g1), 0.0, "G sees the translation detached");
+        assert_eq!(max_diff(&g0, &g2), 0.0);
+    }
+
     /// A step split into shards — concurrent on one device (`shards`) or over data-parallel
     /// replicas (`devices`) — trains exactly as the whole batch does, up to float summation
     /// order: per-sample draws (γ, ε, slot swaps, dropout masks) and the whole batch's hinge
@@ -1450,7 +1681,7 @@ mod tests {
         let base = TrainSpec { batch: 4, log_every: 1, shards: Shards::Count(1), ..run_spec(6) };
         let go_dp =
             |method: Method, spec: &TrainSpec| go_on(method, spec, &data, None, None, None, spec.devices).unwrap();
-        for method in [Method::SourceOnly, Method::NoiseDa, Method::Dann, Method::Neighbor2Neighbor] {
+        for method in [Method::SourceOnly, Method::NoiseDa, Method::Dann, Method::Neighbor2Neighbor, Method::PixelDa] {
             let one = go_dp(method, &base);
             assert_eq!(one.shards, 1);
             for split in [
@@ -1527,6 +1758,7 @@ mod tests {
                     scale: 1.0 / n as f64,
                     diagnose: true,
                     ne2ne: None,
+                    pixel_da: None,
                 };
                 let draws = StepDraws::draw(&mut Rng::new(21), 4, [sp.patch, sp.patch], &ctx.noise_da());
                 let forks: Vec<Held> = (1..n).map(|_| held.fork(&device)).collect();

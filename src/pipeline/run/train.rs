@@ -180,7 +180,7 @@ impl Run<'_> {
             .then(|| diagnostics::probe_stage(spec, recipe, seed, &trained, source, probe_set, self.device()))
             .flatten();
         let val_names = data.val_names();
-        let facts = json!({
+        let mut facts = json!({
             "d_probe": probe,
             "method": name, "algorithm": method.name(), "seed": seed, "steps": trained.steps_done,
             "wall_s": trained.wall_s, "steps_per_s": trained.steps_per_s, "shards": trained.shards, "resumed_from_step": trained.resumed_from,
@@ -188,9 +188,11 @@ impl Run<'_> {
             "best_checkpoint": trained.best_checkpoint.as_ref().map(|(p, v)| json!({"path": p.display().to_string(),
                 "val_psnr": v, "set": val_names.first()})),
             "params_restorer": trained.params_g,
-            "params_diffusion": (method == Method::NoiseDa).then_some(trained.params_d).flatten(),
-            "params_classifier": (method == Method::Dann).then_some(trained.params_d).flatten(),
         });
+        // The networks trained beside G: params_diffusion, params_classifier, params_translator…
+        for (net, n) in &trained.params_extra {
+            facts[format!("params_{net}")] = json!(n);
+        }
         out.curves.push(reports::curve_table(name, seed, &trained.curve, &val_names));
         let (ckpt_file, ema_file) = self.checkpoint_files(name, seed);
         save_checkpoint(&trained.restorer, &ckpt_file)?;
