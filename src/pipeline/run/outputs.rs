@@ -235,6 +235,22 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
         md.push_str("\nRecipes (changes relative to `train`; the paper's numbers are on its own data):\n\n");
         md.push_str(&reports::recipes_markdown(&summary, &recipes));
     }
+    // The paper's layout for this run: one column per target test set, the paper's number for
+    // each recipe's algorithm beside it.
+    let target_tests: Vec<String> =
+        spec.tests.iter().filter(|t| t.dataset == spec.target.dataset).map(|t| t.name.clone()).collect();
+    if !target_tests.is_empty() {
+        let this = reports::benchmark::RunSummary {
+            run_id: run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            pipeline: spec.name.clone(),
+            task: spec.task,
+            target_tests,
+            summary: summary.clone(),
+            recipes: crate::pipeline::report::benchmark_recipes(spec),
+        };
+        md.push_str("\nIn the paper's layout:\n\n");
+        md.push_str(&reports::benchmark::benchmark_markdown(&reports::benchmark::benchmark_table(&[this])));
+    }
     if let Some(d) = diagnostics::read(run_dir)? {
         md.push_str(&diagnostics::markdown(&d));
     }
