@@ -34,6 +34,7 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
     let mut summaries = Vec::new();
     let mut across = reports::Table::default();
     let mut labels: Vec<String> = Vec::new();
+    let mut deltas = Vec::new();
     for dir in runs {
         let path = dir.join("resolved.json");
         let text = std::fs::read_to_string(&path)
@@ -55,6 +56,13 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
             return Err(Failure::data(format!("{}: no per_image.parquet (an unfinished run?)", dir.display())));
         }
         let written = super::run::write_summaries(dir, &spec)?;
+        super::run::write_report_html(dir, &spec, &written)?;
+        if let Ok(c) = reports::Table::read_parquet(&dir.join("comparisons.parquet")) {
+            deltas.push((
+                format!("{} · {}", spec.name, dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+                c,
+            ));
+        }
         printed.push((dir.clone(), written.markdown.clone()));
         let summary = written.summary;
         let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -81,7 +89,9 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
     let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
     let out = out.unwrap_or(&default_out);
     let table = benchmark::benchmark_table(&summaries);
-    let mut md = benchmark::benchmark_markdown(&table);
+    let layout = benchmark::benchmark_markdown(&table);
+    let mut md = layout.clone();
+    let mut across_md = None;
     // The cross-run comparison is checked before anything is written.
     let comparisons = match baseline {
         Some(b) => {
@@ -95,8 +105,13 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
             }
             let order: Vec<&str> = labels.iter().map(String::as_str).collect();
             let comparisons = reports::compare::compare(&across, &b, &order);
-            md.push_str(&format!("\nPaired differences against {b} on the same images, across runs:\n\n"));
-            md.push_str(&reports::compare::comparisons_markdown(&comparisons));
+            let c = format!(
+                "Paired differences against {b} on the same images, across runs:\n\n{}",
+                reports::compare::comparisons_markdown(&comparisons)
+            );
+            md.push('\n');
+            md.push_str(&c);
+            across_md = Some(c);
             Some(comparisons)
         }
         None => None,
@@ -107,5 +122,7 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
         reports::compare::comparisons_table(c).write(&out.join("comparisons"))?;
     }
     crate::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
+    let html = reports::html::benchmark_page(&layout, &deltas, across_md.as_deref());
+    crate::util::write_atomic(&out.join("benchmark.html"), html.as_bytes())?;
     Ok(ReportOutcome { runs: printed, benchmark_markdown: md, benchmark_file: out.join("benchmark.md") })
 }

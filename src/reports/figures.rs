@@ -1,15 +1,18 @@
-//! Figures people would rather look at than read: training curves and example crops as PNG.
+//! Figures people would rather look at than read: training curves as SVG (`curves.svg`, the
+//! charts of the HTML report) and example crops — a labelled PNG grid per test set, and each
+//! crop on its own with its PSNR (`crops/<test set>/`, listed in `crops.json`) for the report.
 //!
-//! Drawn directly on an [`Image`] canvas (no plotting crate: compile time matters) with a tiny
-//! built-in 3×5 pixel font for labels.
+//! The grid is drawn directly on an [`Image`] canvas (no plotting crate: compile time matters)
+//! with a tiny built-in 3×5 pixel font for its labels.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::image::Image;
 use crate::util::write_atomic;
 
-use super::{Column, Table};
+#[cfg(test)]
+use super::Column;
+use super::Table;
 
 /// 3×5 glyphs, rows top to bottom, 3 bits per row (MSB left).
 fn glyph(c: char) -> Option<[u8; 5]> {
@@ -89,114 +92,94 @@ fn put(img: &mut Image, x: usize, y: usize, rgb: [f32; 3]) {
     }
 }
 
-fn line(img: &mut Image, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [f32; 3]) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-        if x >= 0.0 && y >= 0.0 {
-            put(img, x.round() as usize, y.round() as usize, rgb);
-        }
-    }
-}
-
-/// Distinct line colours (Tableau-like).
-const PALETTE: [[f32; 3]; 8] = [
-    [0.12, 0.47, 0.71],
-    [1.0, 0.5, 0.05],
-    [0.17, 0.63, 0.17],
-    [0.84, 0.15, 0.16],
-    [0.58, 0.4, 0.74],
-    [0.55, 0.34, 0.29],
-    [0.89, 0.47, 0.76],
-    [0.5, 0.5, 0.5],
-];
-
-/// One panel: series of (x, y) points, drawn into `img` at (ox, oy) with size (w, h).
-fn panel(
-    img: &mut Image,
-    origin: (usize, usize),
-    size: (usize, usize),
-    title: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) {
-    let (ox, oy) = origin;
-    let (w, h) = size;
-    let black = [0.0, 0.0, 0.0];
-    let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    text(img, ox, oy, title, black, 2);
-    let (px, py, pw, ph) = (ox + 4, oy + 16, w - 8, h - 40);
-    for (a, b) in [
-        ((px, py), (px + pw, py)),
-        ((px, py + ph), (px + pw, py + ph)),
-        ((px, py), (px, py + ph)),
-        ((px + pw, py), (px + pw, py + ph)),
-    ] {
-        line(img, (a.0 as f64, a.1 as f64), (b.0 as f64, b.1 as f64), black);
-    }
-    if x0 > x1 {
-        text(img, px + 8, py + 8, "NO DATA", black, 2);
-        return;
-    }
-    if y1 - y0 < 1e-12 {
-        (y0, y1) = (y0 - 0.5, y1 + 0.5);
-    }
-    let pad = (y1 - y0) * 0.05;
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let sx = |x: f64| px as f64 + (x - x0) / (x1 - x0).max(1e-12) * pw as f64;
-    let sy = |y: f64| (py + ph) as f64 - (y - y0) / (y1 - y0) * ph as f64;
-    text(img, px + 2, py + 2, &format!("{y1:.3}"), black, 1);
-    text(img, px + 2, py + ph - 7, &format!("{y0:.3}"), black, 1);
-    text(img, px + pw - 30, py + ph + 3, &format!("{x1:.0}"), black, 1);
-    text(img, px, py + ph + 3, &format!("{x0:.0}"), black, 1);
-    for (k, (name, p)) in series.iter().enumerate() {
-        let rgb = PALETTE[k % PALETTE.len()];
-        let p: Vec<&(f64, f64)> = p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
-        for pair in p.windows(2) {
-            line(img, (sx(pair[0].0), sy(pair[0].1)), (sx(pair[1].0), sy(pair[1].1)), rgb);
-        }
-        if p.len() == 1 {
-            put(img, sx(p[0].0) as usize, sy(p[0].1) as usize, rgb);
-        }
-        text(img, px + 4, py + ph + 12 + 8 * k, name, rgb, 1);
-    }
-}
-
-/// Loss and validation-PSNR curves of a run (one line per recipe and seed) as one PNG.
-pub(crate) fn curves_png(curves: &Table, path: &Path) -> anyhow::Result<()> {
-    let (Some(Column::Str(method)), Some(Column::U64(seed)), Some(Column::U64(step))) =
-        (curves.get("method"), curves.get("seed"), curves.get("step"))
-    else {
+/// Loss and validation-PSNR curves of a run (one line per recipe and seed) as one SVG: the
+/// report's charts stacked.
+pub(crate) fn curves_svg(curves: &Table, path: &Path) -> anyhow::Result<()> {
+    if !matches!((curves.get("method"), curves.get("seed"), curves.get("step")), (Some(_), Some(_), Some(_))) {
         anyhow::bail!("curves table without method/seed/step columns");
+    }
+    let mut charts = vec![super::html::curve_chart(curves, "loss", "training loss (total)", "loss")];
+    for (name, _) in curves.columns.iter().filter(|(n, _)| n.starts_with("val_psnr:")) {
+        let set = name.trim_start_matches("val_psnr:");
+        charts.push(super::html::curve_chart(curves, name, &format!("validation PSNR: {set}"), "PSNR (dB)"));
+    }
+    let size = |svg: &str, key: &str| -> f64 {
+        let at = svg.find(&format!(" {key}=\"")).map(|i| i + key.len() + 3).unwrap_or(0);
+        svg[at..].split('"').next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
     };
-    let val_col = curves.columns.iter().find(|(n, _)| n.starts_with("val_psnr:")).map(|(n, _)| n.clone());
-    let mut panels: Vec<(String, Vec<(String, Vec<(f64, f64)>)>)> = Vec::new();
-    for (title, col) in [
-        ("LOSS".to_string(), Some("loss".to_string())),
-        (format!("PSNR {}", val_col.clone().unwrap_or_default()), val_col),
-    ] {
-        let Some(Column::F64(v)) = col.as_deref().and_then(|c| curves.get(c)) else { continue };
-        let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for i in 0..curves.rows() {
-            let name = format!("{} s{}", method[i].clone().unwrap_or_default(), seed[i].unwrap_or(0));
-            if let (Some(s), Some(y)) = (step[i], v[i]) {
-                by.entry(name).or_default().push((s as f64, y));
-            }
-        }
-        panels.push((title, by.into_iter().collect()));
+    let width = charts.iter().map(|c| size(c, "width")).fold(0.0, f64::max);
+    let mut y = 0.0;
+    let mut body = String::new();
+    for c in &charts {
+        body.push_str(&c.replacen("<svg ", &format!("<svg y=\"{y}\" "), 1));
+        y += size(c, "height");
     }
-    let legend = panels.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
-    let (pw, ph) = (480, 300 + 8 * legend);
-    let mut img = Image::from_vec(pw * panels.len().max(1), ph, vec![1.0; pw * panels.len().max(1) * ph * 3]);
-    for (k, (title, series)) in panels.iter().enumerate() {
-        panel(&mut img, (k * pw + 8, 8), (pw - 16, ph - 16 - 8 * legend), title, series);
-    }
-    write_atomic(path, &img.png_bytes()?)?;
+    let svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{y}\" viewBox=\"0 0 {width} {y}\" style=\"background:#fff\">{body}</svg>\n"
+    );
+    write_atomic(path, svg.as_bytes())?;
     Ok(())
+}
+
+/// The crops of one test set for the report: `crops/<test>/r<row>-c<col>.png` and
+/// `crops/<test>/crops.json` (labels, image ids, PSNR of each crop against the ground truth's;
+/// the last column is the ground truth).
+pub(crate) fn crop_cells(
+    rows: &[(String, Vec<Image>)],
+    labels: &[String],
+    side: usize,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let side = rows.iter().flat_map(|r| r.1.iter()).map(|im| im.width.min(im.height)).fold(side, usize::min);
+    let centre = |im: &Image| im.crop((im.width - side) / 2, (im.height - side) / 2, side, side).clamped().quantized();
+    let mut manifest = Vec::new();
+    for (r, (id, images)) in rows.iter().enumerate() {
+        let crops: Vec<Image> = images.iter().map(centre).collect();
+        let reference = crops.last().cloned();
+        let mut cells = Vec::new();
+        for (c, crop) in crops.iter().enumerate() {
+            let file = format!("r{r}-c{c}.png");
+            write_atomic(&dir.join(&file), &crop.png_bytes()?)?;
+            let psnr = match &reference {
+                Some(gt) if c + 1 < crops.len() => crate::metrics::psnr(crop, gt, 1.0).ok(),
+                _ => None,
+            };
+            cells.push(serde_json::json!({"file": file, "psnr": psnr.filter(|p| p.is_finite())}));
+        }
+        manifest.push(serde_json::json!({"image": id, "cells": cells}));
+    }
+    let json = serde_json::json!({"labels": labels, "side": side, "rows": manifest});
+    write_atomic(&dir.join("crops.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(())
+}
+
+/// The crops written by [`crop_cells`], checked before use: the manifest parses, every listed
+/// file is a PNG of the stated size in this folder. `None` when absent or not as written.
+pub(crate) fn read_crop_cells(dir: &Path, test_set: &str) -> Option<super::html::CropGrid> {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("crops.json")).ok()?).ok()?;
+    let labels: Vec<String> = serde_json::from_value(json.get("labels")?.clone()).ok()?;
+    let side = json.get("side")?.as_u64()? as usize;
+    let mut rows = Vec::new();
+    for row in json.get("rows")?.as_array()? {
+        let id = row.get("image")?.as_str()?.to_string();
+        let mut cells = Vec::new();
+        for cell in row.get("cells")?.as_array()? {
+            let file = cell.get("file")?.as_str()?;
+            crate::util::check_name(file).ok()?;
+            let path = dir.join(file);
+            let img = Image::load(&path).ok()?;
+            if (img.width, img.height) != (side, side) {
+                return None;
+            }
+            cells.push((std::fs::read(&path).ok()?, cell.get("psnr").and_then(|p| p.as_f64())));
+        }
+        if cells.len() != labels.len() {
+            return None;
+        }
+        rows.push((id, cells));
+    }
+    Some(super::html::CropGrid { test_set: test_set.to_string(), labels, rows })
 }
 
 /// A grid of example crops: one row per image, columns `labels` (e.g. input, methods, ground
@@ -243,7 +226,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn curves_and_crops_are_pngs_with_content() {
+    fn curves_svg_and_crops_with_content() {
         let dir = std::env::temp_dir().join(format!("rp-fig-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut t = Table::default();
@@ -253,22 +236,41 @@ mod tests {
             .push("step", Column::U64((0..n).map(|i| Some((i % 5 + 1) as u64 * 10)).collect()))
             .push("loss", Column::F64((0..n).map(|i| Some(1.0 / (i + 1) as f64)).collect()))
             .push("val_psnr:x", Column::F64((0..n).map(|i| Some(20.0 + i as f64)).collect()));
-        let path = dir.join("curves.png");
-        curves_png(&t, &path).unwrap();
-        let png = Image::load(&path).unwrap();
-        assert_eq!((png.width, png.height), (960, 300 + 16));
-        // Both series' colours were drawn.
-        let has = |rgb: [f32; 3]| png.data.chunks(3).any(|p| (0..3).all(|c| (p[c] - rgb[c]).abs() < 0.01));
-        assert!(has(PALETTE[0]) && has(PALETTE[1]));
+        let path = dir.join("curves.svg");
+        curves_svg(&t, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg xmlns"), "{svg}");
+        // Two charts (loss, validation PSNR) of two series each.
+        assert_eq!(svg.matches(r#"<g class="series""#).count(), 4);
+        assert!(svg.contains("validation PSNR: x") && svg.contains("a seed 0"));
 
         let a = Image::from_vec(8, 8, vec![0.25; 192]);
         let b = Image::from_vec(8, 8, vec![0.75; 192]);
         let path = dir.join("crops.png");
-        crops_png(&[vec![a.clone(), b.clone()], vec![b, a]], &["input".into(), "gt".into()], 8, 2, &path).unwrap();
+        crops_png(
+            &[vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]],
+            &["input".into(), "gt".into()],
+            8,
+            2,
+            &path,
+        )
+        .unwrap();
         let png = Image::load(&path).unwrap();
         assert_eq!((png.width, png.height), (2 * 20, 14 + 2 * 20));
         // Row 0 column 0 shows the first image, column 1 the second.
         assert!((png.get(2, 16, 0) - 0.25).abs() < 0.01 && (png.get(22, 16, 0) - 0.75).abs() < 0.01);
+
+        let cells = dir.join("crops").join("t");
+        crop_cells(&[("im0".into(), vec![a.clone(), b.clone()])], &["input".into(), "gt".into()], 64, &cells).unwrap();
+        let grid = read_crop_cells(&cells, "t").unwrap();
+        assert_eq!(grid.labels, ["input", "gt"]);
+        let psnr = grid.rows[0].1[0].1.unwrap();
+        // 8-bit 64 vs 191: 20·log10(255 / 127) = 6.06 dB.
+        assert!((psnr - 20.0 * (255.0f64 / 127.0).log10()).abs() < 1e-6, "{psnr}");
+        assert!(grid.rows[0].1[1].1.is_none(), "no PSNR for the reference");
+        // A crop that is not what the manifest says is not used.
+        std::fs::write(cells.join("r0-c1.png"), b"not a png").unwrap();
+        assert!(read_crop_cells(&cells, "t").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

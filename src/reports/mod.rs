@@ -8,7 +8,9 @@
 pub(crate) mod benchmark;
 pub(crate) mod compare;
 pub(crate) mod figures;
+pub(crate) mod html;
 pub mod runs;
+pub(crate) mod svg;
 pub(crate) mod table;
 
 use anyhow::Result;

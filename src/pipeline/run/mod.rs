@@ -33,7 +33,7 @@ use crate::error::Result;
 pub use dry::dry_run;
 pub use job::{PlannedStage, planned_stages, run_stage};
 pub(crate) use open::forced_stages;
-pub(crate) use outputs::write_summaries;
+pub(crate) use outputs::{write_report_html, write_summaries};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +113,7 @@ pub fn run(res: &Resolved, opts: &RunOptions) -> Result<RunOutcome> {
     run.diagnostics(&data, &trained)?;
     let summaries = run.write_reports(&data, scores, &trained)?;
     run.write_provenance(&data, trained)?;
+    outputs::write_report_html(&run.open.run_dir, run.spec, &summaries)?;
     run.check_gates(summaries)
 }
 

@@ -107,7 +107,7 @@ fn write_figures(
 ) -> Result<()> {
     let figures = run_dir.join("figures");
     std::fs::create_dir_all(&figures)?;
-    reports::figures::curves_png(all_curves, &figures.join("curves.png"))?;
+    reports::figures::curves_svg(all_curves, &figures.join("curves.svg"))?;
     for t in tests {
         let recipes: Vec<String> =
             spec.methods.iter().filter(|m| examples.contains_key(&(t.name.clone(), (*m).clone()))).cloned().collect();
@@ -123,6 +123,9 @@ fn write_figures(
             })
             .collect();
         reports::figures::crops_png(&rows, &labels, 64, 2, &figures.join(format!("{}-crops.png", t.name)))?;
+        let ids: Vec<(String, Vec<Image>)> =
+            rows.into_iter().enumerate().map(|(i, r)| (t.set.items[i].id.clone(), r)).collect();
+        reports::figures::crop_cells(&ids, &labels, 64, &figures.join("crops").join(&t.name))?;
     }
     Ok(())
 }
@@ -189,6 +192,8 @@ pub struct Summaries {
     pub summary: Table,
     /// The run's per-image scores as read.
     pub per_image: Table,
+    /// The paper's layout of this run (Markdown), when it has target test sets.
+    pub paper_layout: Option<String>,
 }
 
 /// Summaries of a run from its per-image scores: `summary` (means, std, bootstrap intervals),
@@ -237,6 +242,7 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
     }
     // The paper's layout for this run: one column per target test set, the paper's number for
     // each recipe's algorithm beside it.
+    let mut paper_layout = None;
     let target_tests: Vec<String> =
         spec.tests.iter().filter(|t| t.dataset == spec.target.dataset).map(|t| t.name.clone()).collect();
     if !target_tests.is_empty() {
@@ -248,8 +254,10 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
             summary: summary.clone(),
             recipes: crate::pipeline::report::benchmark_recipes(spec),
         };
+        let layout = reports::benchmark::benchmark_markdown(&reports::benchmark::benchmark_table(&[this]));
         md.push_str("\nIn the paper's layout:\n\n");
-        md.push_str(&reports::benchmark::benchmark_markdown(&reports::benchmark::benchmark_table(&[this])));
+        md.push_str(&layout);
+        paper_layout = Some(layout);
     }
     if let Some(d) = diagnostics::read(run_dir)? {
         md.push_str(&diagnostics::markdown(&d));
@@ -263,5 +271,82 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
         )?;
     }
     write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
-    Ok(Summaries { markdown: md, gates: gate_results, summary, per_image: per_image_table })
+    Ok(Summaries { markdown: md, gates: gate_results, summary, per_image: per_image_table, paper_layout })
+}
+
+/// `report.html`: the run on one self-contained page, from what the run directory holds
+/// (summaries as just written, curves, crops, provenance), each file checked as it is read.
+pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summaries) -> Result<()> {
+    let prov: Option<serde_json::Value> =
+        std::fs::read(run_dir.join("provenance.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let fact = |k: &str| {
+        prov.as_ref().and_then(|p| p.get(k)).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+    };
+    let run_id = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let failed = s.gates.iter().filter(|g| !g.passed).count();
+    let status = match (prov.is_some(), failed) {
+        (false, _) => "unfinished (no provenance.json)".to_string(),
+        (true, 0) => format!("finished, exit 0{}", if s.gates.is_empty() { "" } else { "; every gate passed" }),
+        (true, n) => format!("finished, exit {} ({n} gate(s) failed)", ExitCode::GateFailed as i32),
+    };
+    let mut header: Vec<(String, String)> =
+        vec![("pipeline".into(), spec.name.clone()), ("run".into(), run_id.clone()), ("status".into(), status)];
+    let commit = fact("git_commit").map(|c| {
+        let dirty = prov.as_ref().and_then(|p| p.get("git_dirty")).and_then(|d| d.as_bool()) == Some(true);
+        if dirty { format!("{c} (uncommitted changes)") } else { c }
+    });
+    for (label, value) in [
+        ("profile", fact("profile")),
+        ("task", Some(format!("{:?}", spec.task).to_lowercase())),
+        ("started (UTC)", fact("started_utc")),
+        ("wall time", fact("wall_s").and_then(|w| w.parse::<f64>().ok()).map(|w| format!("{w:.1} s"))),
+        ("commit", commit),
+        ("back-end", fact("backend")),
+        ("device", fact("device")),
+        ("threads", fact("threads")),
+        ("resumed", fact("resumed")),
+        ("version", fact("version")),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty() && v != "null") {
+            header.push((label.into(), v));
+        }
+    }
+    let read_table = |name: &str| Table::read_parquet(&run_dir.join(format!("{name}.parquet"))).ok();
+    let curves = read_table("curves");
+    let comparisons = read_table("comparisons");
+    let figures = run_dir.join("figures");
+    let (mut crops, mut crop_pngs) = (Vec::new(), Vec::new());
+    for t in &spec.tests {
+        match reports::figures::read_crop_cells(&figures.join("crops").join(&t.name), &t.name) {
+            Some(grid) => crops.push(grid),
+            None => {
+                // An older run: its grid PNG, if it decodes.
+                let png = figures.join(format!("{}-crops.png", t.name));
+                if Image::load(&png).is_ok()
+                    && let Ok(bytes) = std::fs::read(&png)
+                {
+                    crop_pngs.push((t.name.clone(), bytes));
+                }
+            }
+        }
+    }
+    let page = reports::html::RunPage {
+        title: format!("{} · {run_id}", spec.name),
+        header,
+        gates: s.gates.iter().map(|g| (g.gate.clone(), g.passed, g.detail.clone())).collect(),
+        summary: &s.summary,
+        comparisons: comparisons.as_ref(),
+        baseline: spec.baseline().map(str::to_string),
+        paper_layout: s.paper_layout.clone(),
+        curves: curves.as_ref(),
+        per_image: &s.per_image,
+        crops,
+        crop_pngs,
+        provenance: prov.as_ref().map(|p| serde_json::to_string_pretty(p).expect("json")),
+    };
+    write_atomic(&run_dir.join("report.html"), reports::html::run_page(&page).as_bytes())?;
+    Ok(())
 }
