@@ -72,7 +72,9 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
         "checkpoints/noise_da-seed0.bpk",
         "checkpoints/source_only-seed0-ema.bpk",
         "checkpoints/noise_da-seed0-ema.bpk",
-        "figures/curves.png",
+        "figures/curves.svg",
+        "report.html",
+        "figures/crops/camera-sim-test/crops.json",
         "figures/camera-sim-test-crops.png",
         "figures/awgn-test-crops.png",
     ] {
@@ -634,10 +636,16 @@ fn derain_and_deblur_pipelines_join_the_benchmark_table() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let md = std::fs::read_to_string(out_dir.join("benchmark.md")).unwrap();
     let header = md.lines().find(|l| l.starts_with("| method")).unwrap();
-    for col in ["denoise: camera-sim-test", "derain: rain-sim-test", "deblur: blur-sim-j-test"] {
+    for col in ["denoise: camera-sim-test", "derain: rain-sim-test", "deblur: blur-sim-j-test", "paper: SPA-Data test"]
+    {
         assert!(header.contains(col), "{md}");
     }
-    assert!(md.contains("34.39 / 0.9571 (SPA-Data test)") && md.contains("26.46 / 0.8048 (RealBlur-J test)"), "{md}");
+    // The paper's number for the same algorithm in the paper's column beside each task.
+    let noise_da: Vec<&str> =
+        md.lines().find(|l| l.starts_with("| noise_da ")).unwrap().split('|').map(str::trim).collect();
+    assert_eq!((noise_da[5], noise_da[7]), ("34.39 / 0.9571", "26.46 / 0.8048"), "{md}");
+    let html = std::fs::read_to_string(out_dir.join("benchmark.html")).unwrap();
+    assert!(html.contains("<th>paper: RealBlur-J test</th>") && html.contains(">26.46 / 0.8048</td>"), "{html}");
     let bench = Table::read_parquet(&out_dir.join("benchmark.parquet")).unwrap();
     let tasks = strs(bench.get("task"));
     for task in ["denoise", "derain", "deblur"] {

@@ -468,7 +468,9 @@ mod tests {
     #[test]
     fn ticks_are_round_and_cover_the_range() {
         assert_eq!(nice_ticks(0.0, 600.0, 6), [0.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0]);
-        assert_eq!(nice_ticks(22.3, 26.9, 5), [22.5, 23.0, 23.5, 24.0, 24.5, 25.0, 25.5, 26.0, 26.5]);
+        assert_eq!(nice_ticks(22.3, 26.9, 5), [23.0, 24.0, 25.0, 26.0]);
+        let t = nice_ticks(0.012, 0.031, 4);
+        assert!(t.len() == 4 && [0.015, 0.02, 0.025, 0.03].iter().zip(&t).all(|(a, b)| (a - b).abs() < 1e-12), "{t:?}");
         assert_eq!(log_ticks(0.02, 0.9), [0.02, 0.05, 0.1, 0.2, 0.5]);
         assert_eq!(fmt_num(0.0500), "0.05");
         assert_eq!(fmt_num(25.0), "25");
