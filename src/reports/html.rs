@@ -269,11 +269,23 @@ fn curve_series(curves: &Table, column: &str) -> Vec<Series> {
             by.entry(key).or_default().push((step[i], v[i]));
         }
     }
+    // A colour per recipe, a dash pattern per seed.
+    let (mut recipes, mut seeds): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for (m, s) in &order {
+        if !recipes.contains(m) {
+            recipes.push(m.clone());
+        }
+        if !seeds.contains(s) {
+            seeds.push(s.clone());
+        }
+    }
+    let index = |v: &[String], x: &String| v.iter().position(|y| y == x).unwrap_or(0);
     order
         .into_iter()
         .filter_map(|k| {
             let points = by.remove(&k)?;
-            Some(Series { name: format!("{} seed {}", k.0, k.1), points })
+            let (color, dash) = (index(&recipes, &k.0), index(&seeds, &k.1));
+            Some(Series { name: format!("{} seed {}", k.0, k.1), points, color, dash })
         })
         .collect()
 }

@@ -27,11 +27,16 @@ pub fn esc(s: &str) -> String {
 pub const PALETTE: [&str; 10] =
     ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
-/// One named line of a chart.
+/// One named line of a chart: its colour (palette index: one per recipe) and dash pattern
+/// (one per seed).
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    pub color: usize,
+    pub dash: usize,
 }
+
+const DASHES: [&str; 4] = ["", "6 3", "2 2", "8 3 2 3"];
 
 /// A chart's frame: size and margins, and the data → pixel maps.
 struct Frame {
@@ -216,7 +221,11 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
     };
     s.push_str(&axes(&f, x_label, y_label, &nice_ticks(xr.0, xr.1, 6), None));
     for (k, se) in series.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
+        let color = PALETTE[se.color % PALETTE.len()];
+        let dash = match DASHES[se.dash % DASHES.len()] {
+            "" => String::new(),
+            d => format!(r#" stroke-dasharray="{d}""#),
+        };
         let pts: Vec<&(f64, f64)> = se.points.iter().filter(|p| keep(p) && p.0.is_finite()).collect();
         let _ = write!(s, r#"<g class="series" data-name="{}">"#, esc(&se.name));
         let mut d = String::new();
@@ -224,7 +233,7 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
             let _ = write!(d, "{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, f.sx(*x), f.sy(*y));
         }
         if !d.is_empty() {
-            let _ = write!(s, r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.6"/>"#);
+            let _ = write!(s, r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.6"{dash}/>"#);
         }
         // Hover markers, at most ~150 per series.
         let every = pts.len().div_ceil(150).max(1);
@@ -244,9 +253,11 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
         let (lx, ly) = (f.left + 200.0 * (k % 3) as f64, h - 18.0 * (legend_rows - k / 3) as f64 + 4.0);
         let _ = write!(
             s,
-            r#"<g class="legend"><rect x="{lx:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{ly:.1}" class="leg">{}</text></g>"#,
-            ly - 6.0,
-            lx + 18.0,
+            r#"<g class="legend"><line x1="{lx:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2.5"{dash}/><text x="{:.1}" y="{ly:.1}" class="leg">{}</text></g>"#,
+            lx + 22.0,
+            ly - 4.0,
+            ly - 4.0,
+            lx + 26.0,
             esc(&se.name)
         );
     }
@@ -481,8 +492,8 @@ mod tests {
     #[test]
     fn a_line_chart_has_its_series_and_escapes_names() {
         let series = vec![
-            Series { name: "a<script>".into(), points: vec![(10.0, 1.0), (20.0, 0.5)] },
-            Series { name: "b".into(), points: vec![(10.0, 0.8), (20.0, f64::NAN), (30.0, 0.1)] },
+            Series { name: "a<script>".into(), points: vec![(10.0, 1.0), (20.0, 0.5)], color: 0, dash: 0 },
+            Series { name: "b".into(), points: vec![(10.0, 0.8), (20.0, f64::NAN), (30.0, 0.1)], color: 0, dash: 1 },
         ];
         for log in [false, true] {
             let svg = line_chart("loss", "loss", &series, "step", "loss", log);
