@@ -9,39 +9,81 @@ use std::process::Command;
 
 use common::text;
 
-/// A headless Chromium: `RP_CHROMIUM`, else the usual names on PATH.
-fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RP_CHROMIUM") {
-        return Some(PathBuf::from(p));
+const FLAGS: [&str; 5] = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"];
+
+/// `cmd`'s output, or `None` when it cannot start or runs past `secs` (killed).
+fn output_within(mut cmd: Command, secs: u64) -> Option<std::process::Output> {
+    use std::io::Read;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
+    // Drained while it runs: a page's DOM is larger than a pipe's buffer.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take()?));
+    let err = drain(Box::new(child.stderr.take()?));
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().ok()? {
+            break s;
+        }
+        if t0.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Some(std::process::Output { status, stdout: out.join().ok()?, stderr: err.join().ok()? })
+}
+
+/// A headless Chromium that renders a page here: `RP_CHROMIUM`, else the usual names on PATH.
+/// Why not, when none does (printed by the caller as the reason to skip).
+fn chromium() -> Result<PathBuf, String> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("RP_CHROMIUM") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"].map(PathBuf::from).to_vec(),
+    };
+    let mut why = Vec::new();
+    for c in candidates {
+        let mut cmd = Command::new(&c);
+        cmd.args(FLAGS).args(["--dump-dom", "data:text/html,<p>rendered</p>"]);
+        match output_within(cmd, 60) {
+            Some(o) if text(&o.stdout).contains("<p>rendered</p>") => return Ok(c),
+            Some(o) => {
+                why.push(format!("{} does not render: {}", c.display(), text(&o.stderr).lines().last().unwrap_or("")))
+            }
+            None => why.push(format!("{}: not found or timed out", c.display())),
+        }
     }
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"].iter().find_map(|name| {
-        let ok = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success());
-        ok.then(|| PathBuf::from(name))
-    })
+    Err(why.join("; "))
 }
 
 /// The DOM after load (scripts run) and the browser's log.
 fn dump_dom(browser: &Path, page: &Path, profile: &Path) -> (String, String) {
-    let out = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"])
+    let mut cmd = Command::new(browser);
+    cmd.args(FLAGS)
+        .args(["--enable-logging=stderr", "--v=0"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
+        .arg(format!("file://{}", page.display()));
+    let out = output_within(cmd, 120).expect("chromium renders the page within 2 minutes");
     assert!(out.status.success(), "chromium failed: {}", text(&out.stderr));
     (text(&out.stdout), text(&out.stderr))
 }
 
 fn screenshot(browser: &Path, page: &Path, profile: &Path, png: &Path) {
-    let out = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
+    let mut cmd = Command::new(browser);
+    cmd.args(FLAGS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--window-size=1300,2400", "--virtual-time-budget=5000"])
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
+        .arg(format!("file://{}", page.display()));
+    let out = output_within(cmd, 120).expect("chromium takes the screenshot within 2 minutes");
     assert!(out.status.success(), "chromium failed: {}", text(&out.stderr));
 }
 
@@ -104,11 +146,14 @@ fn the_run_report_renders_the_runs_numbers() {
         .collect();
     assert!(expected.len() >= 6, "{csv}");
 
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED the browser checks: no headless Chromium here (install the `chromium` package or set RP_CHROMIUM)"
-        );
-        return;
+    let browser = match chromium() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED the browser checks: no headless Chromium renders here ({why}); install `chromium` or set RP_CHROMIUM"
+            );
+            return;
+        }
     };
     let profile = reports.join("chromium-profile");
     let (dom, log) = dump_dom(&browser, &page, &profile);
@@ -153,7 +198,7 @@ fn a_hostile_name_is_rendered_as_text() {
         let html = std::fs::read_to_string(&page).unwrap();
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;"), "{}", page.display());
         assert!(!html.contains("<img src=x") && !html.contains("<script>alert"), "{}", page.display());
-        if let Some(browser) = chromium() {
+        if let Ok(browser) = chromium() {
             let (dom, _) = dump_dom(&browser, &page, &reports.join("chromium-profile"));
             assert!(!dom.contains(r#"<img src="x""#) && !dom.contains("<script>alert"), "{dom}");
             assert!(!dom.contains("data-errors=\""));
