@@ -89,6 +89,7 @@ mod tests {
     /// one logit per 4×4 block.
     #[test]
     fn shapes_and_identity_start() {
+        let _rng = crate::util::rng_lock();
         let dev = Device::flex();
         let t = Translator::new(3, 8, &dev);
         let x = Tensor::<4>::random([2, 3, 16, 12], Distribution::Uniform(0.0, 1.0), &dev);

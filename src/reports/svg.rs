@@ -52,6 +52,12 @@ struct Frame {
 }
 
 impl Frame {
+    /// The standard frame: axis labels left, `legend_rows` rows of legend below.
+    fn new(size: (f64, f64), legend_rows: usize, x: (f64, f64), y: (f64, f64), log_y: bool) -> Frame {
+        let bottom = 44.0 + 18.0 * legend_rows as f64;
+        Frame { w: size.0, h: size.1, left: 64.0, right: 16.0, top: 28.0, bottom, x, y, log_y }
+    }
+
     fn sx(&self, x: f64) -> f64 {
         self.left + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
     }
@@ -208,17 +214,7 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
     } else {
         yr
     };
-    let f = Frame {
-        w,
-        h,
-        left: 64.0,
-        right: 16.0,
-        top: 28.0,
-        bottom: 44.0 + 18.0 * legend_rows as f64,
-        x: xr,
-        y: yr,
-        log_y,
-    };
+    let f = Frame::new((w, h), legend_rows, xr, yr, log_y);
     s.push_str(&axes(&f, x_label, y_label, &nice_ticks(xr.0, xr.1, 6), None));
     for (k, se) in series.iter().enumerate() {
         let color = PALETTE[se.color % PALETTE.len()];
@@ -286,17 +282,7 @@ pub fn strip_plot(id: &str, title: &str, groups: &[Strip], y_label: &str) -> Str
         return s;
     };
     let n = groups.len().max(1);
-    let f = Frame {
-        w,
-        h,
-        left: 64.0,
-        right: 16.0,
-        top: 28.0,
-        bottom: 44.0,
-        x: (-0.5, n as f64 - 0.5),
-        y: yr,
-        log_y: false,
-    };
+    let f = Frame::new((w, h), 0, (-0.5, n as f64 - 0.5), yr, false);
     let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
     let ticks: Vec<f64> = (0..groups.len()).map(|i| i as f64).collect();
     s.push_str(&axes(&f, "", y_label, &ticks, Some(&names)));
@@ -359,17 +345,7 @@ pub fn scatter(
         s.push_str(r#"<text x="60" y="80" class="axis">no data</text></svg>"#);
         return s;
     };
-    let f = Frame {
-        w,
-        h,
-        left: 64.0,
-        right: 16.0,
-        top: 28.0,
-        bottom: 44.0 + 18.0 * legend_rows as f64,
-        x: r,
-        y: r,
-        log_y: false,
-    };
+    let f = Frame::new((w, h), legend_rows, r, r, false);
     s.push_str(&axes(&f, x_label, y_label, &nice_ticks(r.0, r.1, 6), None));
     let _ = write!(
         s,

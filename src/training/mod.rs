@@ -1541,13 +1541,17 @@ mod tests {
         );
         assert!(da.curve.iter().all(|p| p.domain.is_finite() && (p.domain - 0.693).abs() < 0.3), "{:?}", da.curve);
         assert!(so.curve.iter().all(|p| p.domain.is_nan()));
-        let dir = std::env::temp_dir().join(format!("rp-dann-resume-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        resumes_bit_identically(Method::Dann, &spec, &data, &da);
+    }
+
+    /// Stopped after 3 steps and continued from its checkpoint, `method` ends with `whole`'s G.
+    fn resumes_bit_identically(method: Method, spec: &TrainSpec, data: &(PairedSet, TargetTrainSet), whole: &Trained) {
+        let dir = tmp(&format!("{}-resume", method.name()));
         let ckpt = TrainSpec { checkpoint: config::CheckpointSpec { every: 2, keep: 2 }, ..spec.clone() };
-        let first = go(Method::Dann, &ckpt, &data, Some(&dir), Some(3)).unwrap();
+        let first = go(method, &ckpt, data, Some(&dir), Some(3)).unwrap();
         assert!(first.steps_done < spec.steps);
-        let resumed = go(Method::Dann, &ckpt, &data, Some(&dir), None).unwrap();
-        assert_eq!(max_diff(&weights(&resumed.restorer), &weights(&da.restorer)), 0.0);
+        let resumed = go(method, &ckpt, data, Some(&dir), None).unwrap();
+        assert_eq!(max_diff(&weights(&resumed.restorer), &weights(&whole.restorer)), 0.0, "{}", method.name());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1568,7 +1572,10 @@ mod tests {
         let t = da.translator.as_ref().expect("the translator is returned");
         let dev = Device::flex();
         let x = to_tensor(&[data.0.items[0].degraded.clone()], &dev);
-        let z = Tensor::<4>::random([1, 1, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        // Host-drawn noise: the back-end's generator is shared with concurrently running tests.
+        let mut rng = Rng::new(3);
+        let z: Vec<f32> = (0..256).map(|_| rng.normal() as f32).collect();
+        let z = Tensor::<4>::from_data(TensorData::new(z, [1, 1, 16, 16]), &dev);
         let y = t.forward(x.clone(), z);
         let change = (y - x).abs().max().into_scalar::<f32>();
         assert!(change > 1e-4, "the trained translator changes its input (max {change})");
@@ -1578,13 +1585,7 @@ mod tests {
             assert!(p.domain.is_nan() && p.mse_pos.is_nan());
         }
         assert!(so.curve.iter().all(|p| p.disc.is_nan()));
-        let dir = tmp("pixel-da-resume");
-        let ckpt = TrainSpec { checkpoint: config::CheckpointSpec { every: 2, keep: 2 }, ..spec.clone() };
-        let first = go(Method::PixelDa, &ckpt, &data, Some(&dir), Some(3)).unwrap();
-        assert!(first.steps_done < spec.steps);
-        let resumed = go(Method::PixelDa, &ckpt, &data, Some(&dir), None).unwrap();
-        assert_eq!(max_diff(&weights(&resumed.restorer), &weights(&da.restorer)), 0.0);
-        std::fs::remove_dir_all(&dir).unwrap();
+        resumes_bit_identically(Method::PixelDa, &spec, &data, &da);
     }
 
     /// Each PixelDA term reaches only the network it trains: the adversarial term moves the
@@ -1597,15 +1598,6 @@ mod tests {
         let data = tiny_data(false);
         let device = Device::flex().autodiff();
         let schedule = NoiseSchedule::paper();
-        let model = {
-            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-            device.seed(4);
-            PixelDaModel {
-                g: nets().restorer.init(&device),
-                t: Translator::new(3, 8, &device),
-                d: PatchDiscriminator::new(3, 8, &device),
-            }
-        };
         // Away from the identity it starts as (where the content term is 0 and flat).
         struct Perturb;
         impl burn::module::ModuleMapper for Perturb {
@@ -1620,7 +1612,18 @@ mod tests {
                 })
             }
         }
-        let model = PixelDaModel { t: model.t.map(&mut Perturb), ..model };
+        // Every draw from the back-end's (process-wide) generator under the lock.
+        let model = {
+            let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            device.seed(4);
+            let m = PixelDaModel {
+                g: nets().restorer.init(&device),
+                t: Translator::new(3, 8, &device),
+                d: PatchDiscriminator::new(3, 8, &device),
+            };
+            PixelDaModel { t: m.t.map(&mut Perturb), ..m }
+        };
+
         let held = Held::PixelDa(model);
         let grads_of = |adversarial: f64, content: f64| {
             let sp = TrainSpec {
