@@ -25,6 +25,8 @@ fn per_image(reports: &Path) -> Vec<String> {
         .filter(|p| p.join("provenance.json").is_file())
         .max()
         .expect("a finished run");
+    // The report job writes the same page a local run does.
+    assert!(std::fs::read_to_string(dir.join("report.html")).unwrap().contains(r#"id="summary""#));
     let text = std::fs::read_to_string(dir.join("per_image.csv")).unwrap();
     let mut lines: Vec<String> = text.lines().skip(1).map(|l| l.split_once(',').unwrap().1.to_string()).collect();
     lines.sort();

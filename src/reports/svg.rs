@@ -36,6 +36,9 @@ pub struct Series {
     pub dash: usize,
 }
 
+/// Dots drawn per group of a strip or scatter plot, at most (every k-th beyond).
+const MAX_DOTS: usize = 600;
+
 const DASHES: [&str; 4] = ["", "6 3", "2 2", "8 3 2 3"];
 
 /// A chart's frame: size and margins, and the data → pixel maps.
@@ -289,7 +292,9 @@ pub fn strip_plot(id: &str, title: &str, groups: &[Strip], y_label: &str) -> Str
     for (k, g) in groups.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
         let _ = write!(s, r#"<g class="series" data-name="{}">"#, esc(&g.name));
-        for (i, (label, v)) in g.values.iter().enumerate() {
+        // At most ~MAX_DOTS dots a group (a SIDD-size test set has thousands); the mean uses all.
+        let every = g.values.len().div_ceil(MAX_DOTS).max(1);
+        for (i, (label, v)) in g.values.iter().enumerate().step_by(every) {
             if !v.is_finite() {
                 continue;
             }
@@ -358,7 +363,8 @@ pub fn scatter(
     for (k, (name, pts)) in groups.iter().enumerate() {
         let color = PALETTE[(k + 1) % PALETTE.len()];
         let _ = write!(s, r#"<g class="series" data-name="{}">"#, esc(name));
-        for (label, x, y) in pts.iter().filter(|p| p.1.is_finite() && p.2.is_finite()) {
+        let every = pts.len().div_ceil(MAX_DOTS).max(1);
+        for (label, x, y) in pts.iter().step_by(every).filter(|p| p.1.is_finite() && p.2.is_finite()) {
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.6"><title>{} · {}: {} → {}</title></circle>"#,
