@@ -2,7 +2,7 @@
 //! final weights): what was written is verified before it is used, so a flipped or truncated
 //! byte is detected instead of trained or scored on.
 //!
-//! A *sealed directory* holds [`MANIFEST`]: every regular file in it (recursively) with its
+//! A *sealed directory* holds `MANIFEST` (`manifest.sha256`): every regular file in it (recursively) with its
 //! size and SHA-256, written last, inside the temporary directory that is then renamed into
 //! place — so a directory either verifies or is not used. A *sealed file* has a sidecar
 //! `<name>.sha256` written after it. Shards embed their hash in their own header

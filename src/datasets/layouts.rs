@@ -138,7 +138,7 @@ pub(crate) const MAX_DEPTH: usize = 32;
 /// Entries a clean-folder walk visits before it stops (a root of `/` must not walk the disk).
 pub(crate) const MAX_ENTRIES: usize = 2_000_000;
 
-/// Every image under `root` (recursive, at most [`MAX_DEPTH`] deep and [`MAX_ENTRIES`]
+/// Every image under `root` (recursive, at most `MAX_DEPTH` deep and `MAX_ENTRIES`
 /// entries), for folders of clean images (DIV2K, Flickr2K, WED, BSD400, ...). Ids are paths
 /// relative to the root. Symbolic links are followed only with `follow_links` (a link to a
 /// file inside the root is always fine; `disk::scan` reports the rest).
