@@ -768,6 +768,18 @@ fn dann_runs_as_a_recipe() {
     assert!(pix.get("params_diffusion").is_none() && pix.get("params_classifier").is_none(), "{pix}");
     let disc = floats(curves.get("disc_loss"));
     assert!(methods.iter().zip(&disc).all(|(m, d)| (m == "pixel_da") == d.is_finite()), "{methods:?} {disc:?}");
+    // What the translator does, as a figure and on the page — also when the stage is reused.
+    let figure = run.join("figures/translations-pixel_da-seed0.png");
+    assert!(run_pipeline::image::Image::load(&figure).is_ok(), "{}", figure.display());
+    assert!(std::fs::read_to_string(run.join("report.html")).unwrap().contains("PixelDA translations"));
+    let again = smoke(&reports, &["--set", "methods=[source_only, dann, neighbor2neighbor, pixel_da]"]);
+    assert!(again.status.success() && text(&again.stderr).contains("reusing the finished stage"));
+    let rerun = run_dirs(&reports).pop().unwrap();
+    assert_ne!(rerun, run);
+    assert_eq!(
+        std::fs::read(rerun.join("figures/translations-pixel_da-seed0.png")).unwrap(),
+        std::fs::read(&figure).unwrap()
+    );
     // Its settings are checked like every other key.
     let out = common::run(&["describe", "pipelines/denoise.yaml", "--set", "train.pixel_da.content_pool=0"]);
     assert_eq!(out.status.code(), Some(2));

@@ -89,6 +89,8 @@ pub struct Cached {
 pub const MODEL: &str = "model.bpk";
 pub const EMA: &str = "ema.bpk";
 const META: &str = "stage.json";
+/// PixelDA stages: what the translator makes of synthetic inputs (a PNG grid).
+pub(crate) const TRANSLATIONS: &str = "translations.png";
 
 pub struct StageCache {
     pub root: PathBuf,
@@ -174,8 +176,15 @@ impl StageCache {
             .map_err(|e| Failure::internal(format!("{}: unreadable cached stage: {e}", path.display())))
     }
 
-    /// Store a finished stage: its weight files are copied in, everything lands at once.
-    pub(crate) fn store(&self, cached: &Cached, model: &Path, ema: Option<&Path>) -> Result<PathBuf> {
+    /// Store a finished stage: its weight files (and `extras`, as named) are copied in,
+    /// everything lands at once.
+    pub(crate) fn store(
+        &self,
+        cached: &Cached,
+        model: &Path,
+        ema: Option<&Path>,
+        extras: &[(&str, &Path)],
+    ) -> Result<PathBuf> {
         let dir = self.root.join(cached.key.id());
         if dir.is_dir() {
             if crate::integrity::verify_dir(&dir).is_ok() {
@@ -192,6 +201,9 @@ impl StageCache {
             std::fs::copy(model, tmp.join(MODEL))?;
             if let Some(ema) = ema {
                 std::fs::copy(ema, tmp.join(EMA))?;
+            }
+            for (name, file) in extras {
+                std::fs::copy(file, tmp.join(name))?;
             }
             std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json"))?;
             crate::integrity::seal_dir(&tmp)
@@ -283,7 +295,7 @@ mod tests {
             facts: json!({"steps_per_s": 2.5}),
             cost: "c1".into(),
         };
-        let dir = cache.store(&cached, &model, None).unwrap();
+        let dir = cache.store(&cached, &model, None, &[]).unwrap();
         assert_eq!(cache.decide(&key, false), Decision::Reuse(dir.clone()));
         assert_eq!(std::fs::read(dir.join(MODEL)).unwrap(), b"weights");
         assert_eq!(cache.load(&dir).unwrap().stage, "train:x:seed0");
@@ -302,7 +314,7 @@ mod tests {
             Decision::Run(why) => assert!(why.contains("failed verification") && why.contains("model.bpk"), "{why}"),
             d => panic!("a corrupted entry was reused: {d:?}"),
         }
-        assert_eq!(cache.store(&cached, &model, None).unwrap(), dir);
+        assert_eq!(cache.store(&cached, &model, None, &[]).unwrap(), dir);
         assert_eq!(cache.decide(&key, false), Decision::Reuse(dir.clone()));
         assert_eq!(std::fs::read(dir.join(MODEL)).unwrap(), b"weights");
         std::fs::remove_dir_all(&root).unwrap();

@@ -37,6 +37,8 @@ pub struct RunPage<'a> {
     pub crops: Vec<CropGrid>,
     /// Grid PNGs of older runs without per-crop files: (test set, PNG).
     pub crop_pngs: Vec<(String, Vec<u8>)>,
+    /// PixelDA's translation examples: (recipe and seed, PNG grid).
+    pub translations: Vec<(String, Vec<u8>)>,
     pub provenance: Option<String>,
 }
 
@@ -541,6 +543,18 @@ pub fn run_page(p: &RunPage) -> String {
     if !p.crops.is_empty() || !p.crop_pngs.is_empty() {
         b.push_str("<h2 id=\"crops\">Example crops</h2>");
         b.push_str(&crops_html(&p.crops, &p.crop_pngs));
+    }
+    if !p.translations.is_empty() {
+        b.push_str(r#"<h2 id="translations">PixelDA translations</h2><p class="note">The translator on synthetic training inputs (64² centre crops, 2×): what it changes (×4 around grey) beside target inputs. A good translation changes the degradation, not the scene.</p>"#);
+        for (name, png) in &p.translations {
+            let _ = write!(
+                b,
+                r#"<h3>{}</h3><img alt="{} translations" src="data:image/png;base64,{}">"#,
+                esc(name),
+                esc(name),
+                base64(png)
+            );
+        }
     }
     if let Some(prov) = &p.provenance {
         let _ = write!(

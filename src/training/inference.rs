@@ -1,4 +1,5 @@
-//! Inference: restoring whole images of any size with a trained restorer.
+//! Inference: restoring whole images of any size with a trained restorer, and what PixelDA's
+//! translator makes of an image.
 
 use super::*;
 
@@ -23,4 +24,14 @@ pub fn restore_image(g: &Restorer, img: &Image, stride: usize, device: &Device) 
     let out = g.restore(to_tensor(std::slice::from_ref(&padded), device));
     let restored = from_tensor(out).pop().expect("one image");
     restored.crop(0, 0, img.width, img.height)
+}
+
+/// PixelDA's translator applied to one image, with per-pixel noise drawn from `seed` (the same
+/// seed, the same translation).
+pub fn translate_image(t: &crate::networks::pixel_da::Translator, img: &Image, seed: u64, device: &Device) -> Image {
+    let mut rng = Rng::new(seed);
+    let z: Vec<f32> = (0..img.width * img.height).map(|_| rng.normal() as f32).collect();
+    let z = Tensor::<4>::from_data(TensorData::new(z, [1, 1, img.height, img.width]), device);
+    let out = t.forward(to_tensor(std::slice::from_ref(img), device), z);
+    from_tensor(out).pop().expect("one image")
 }

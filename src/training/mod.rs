@@ -33,7 +33,7 @@ use crate::rng::Rng;
 use crate::task::Task;
 use batch::{from_tensor, sample_batch, to_tensor};
 pub use config::{Conditions, Method, TrainSpec};
-pub use inference::restore_image;
+pub use inference::{restore_image, translate_image};
 use losses::{alpha_ramp, charbonnier, hinge, slot_swap};
 pub use noise_da::*;
 

@@ -333,6 +333,20 @@ pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summari
             }
         }
     }
+    let mut translations = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&figures) {
+        let mut files: Vec<std::path::PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            let name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if let Some(label) = name.strip_prefix("translations-").and_then(|n| n.strip_suffix(".png"))
+                && Image::load(&f).is_ok()
+                && let Ok(bytes) = std::fs::read(&f)
+            {
+                translations.push((label.to_string(), bytes));
+            }
+        }
+    }
     let page = reports::html::RunPage {
         title: format!("{} · {run_id}", spec.name),
         header,
@@ -345,6 +359,7 @@ pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summari
         per_image: &s.per_image,
         crops,
         crop_pngs,
+        translations,
         provenance: prov.as_ref().map(|p| serde_json::to_string_pretty(p).expect("json")),
     };
     write_atomic(&run_dir.join("report.html"), reports::html::run_page(&page).as_bytes())?;

@@ -15,6 +15,7 @@ use super::evaluate::{Examples, Scores};
 use super::progress::Progress;
 use crate::datasets::PairedSet;
 use crate::error::{ExitCode, Failure, Result};
+use crate::image::Image;
 use crate::networks::Restorer;
 use crate::pipeline::diagnostics;
 use crate::pipeline::plan::Stage;
@@ -63,6 +64,58 @@ impl Run<'_> {
         (dir.join(format!("{name}-seed{seed}.bpk")), dir.join(format!("{name}-seed{seed}-ema.bpk")))
     }
 
+    /// Where this run shows what PixelDA's translator of recipe `name` × `seed` does.
+    fn translations_file(&self, name: &str, seed: u64) -> PathBuf {
+        self.open.run_dir.join("figures").join(format!("translations-{name}-seed{seed}.png"))
+    }
+
+    /// PixelDA's translator on the first synthetic training inputs (64² centre crops), beside
+    /// the change it makes (×4, grey = none) and target inputs for comparison: does it learn
+    /// the target's degradation, or rewrite the scene?
+    fn write_translations(
+        &self,
+        t: &crate::networks::pixel_da::Translator,
+        name: &str,
+        seed: u64,
+        data: &Data,
+    ) -> Result<PathBuf> {
+        let side = 64;
+        let crop = |im: &Image| {
+            let s = side.min(im.width).min(im.height);
+            im.crop((im.width - s) / 2, (im.height - s) / 2, s, s)
+        };
+        let targets: Vec<&Image> = data.target.iter().flat_map(|t| t.items.iter().map(|i| &i.degraded)).collect();
+        let rows: Vec<Vec<Image>> = (0..data.source.items.len().min(4))
+            .map(|i| {
+                let x = crop(&data.source.items[i].degraded);
+                let y = training::translate_image(
+                    t,
+                    &x,
+                    crate::rng::derive_seed(seed, "translations", &[i as u64]),
+                    self.device(),
+                );
+                let mut change = y.clone();
+                for (c, (a, b)) in change.data.iter_mut().zip(y.data.iter().zip(&x.data)) {
+                    *c = 0.5 + 4.0 * (a - b);
+                }
+                let mut row = vec![x, y, change];
+                if let Some(target) = targets.get(i) {
+                    row.push(crop(target));
+                }
+                row
+            })
+            .collect();
+        let mut labels: Vec<String> = ["synthetic input", "translated", "change x4"].map(String::from).to_vec();
+        if !targets.is_empty() {
+            labels.push("target input".into());
+        }
+        let path = self.translations_file(name, seed);
+        std::fs::create_dir_all(path.parent().expect("figures"))?;
+        reports::figures::crops_png(&rows, &labels, side, 2, &path)
+            .map_err(|e| Failure::internal(format!("{}: {e}", path.display())))?;
+        Ok(path)
+    }
+
     /// A cached training stage: its weights become this run's checkpoints, its curve and facts
     /// this run's.
     fn reuse_training(
@@ -89,6 +142,13 @@ impl Run<'_> {
         save_checkpoint(&restorer, &ckpt_file)?;
         if dir.join(stages::EMA).is_file() {
             save_checkpoint(&load(&dir.join(stages::EMA))?, &ema_file)?;
+        }
+        // PixelDA's translation examples (the entry is verified as a whole before reuse).
+        let translations = dir.join(stages::TRANSLATIONS);
+        if translations.is_file() {
+            let to = self.translations_file(recipe.name, seed);
+            std::fs::create_dir_all(to.parent().expect("figures"))?;
+            crate::util::write_atomic(&to, &std::fs::read(&translations)?)?;
         }
         let mut facts = cached.facts.clone();
         facts["reused_stage"] = json!(dir.display().to_string());
@@ -206,7 +266,17 @@ impl Run<'_> {
             facts: facts.clone(),
             cost: stages::cost_key(method.name(), recipe.train, recipe.networks),
         };
-        self.stage_cache.store(&cached, &ckpt_file, trained.restorer_ema.as_ref().map(|_| ema_file.as_path()))?;
+        let translations = match &trained.translator {
+            Some(t) => Some(self.write_translations(t, name, seed, data)?),
+            None => None,
+        };
+        let extras: Vec<(&str, &Path)> = translations.iter().map(|p| (stages::TRANSLATIONS, p.as_path())).collect();
+        self.stage_cache.store(
+            &cached,
+            &ckpt_file,
+            trained.restorer_ema.as_ref().map(|_| ema_file.as_path()),
+            &extras,
+        )?;
         out.facts.push(facts);
         Ok(trained.restorer)
     }
