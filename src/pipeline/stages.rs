@@ -232,9 +232,13 @@ impl StageCache {
 
 /// The cost key of a training stage (see [`Cached::cost`]).
 pub(crate) fn cost_key(method: &str, train: &crate::pipeline::spec::TrainSpec, networks: &impl Serialize) -> String {
-    let v = json!({"method": method, "networks": networks, "batch": train.batch, "patch": train.patch,
+    let mut v = json!({"method": method, "networks": networks, "batch": train.batch, "patch": train.patch,
         "target": train.noise_da.target_count(train.batch), "devices": train.devices, "precision": train.precision,
         "conditions": train.noise_da.conditions, "diffusion": train.noise_da.diffusion_loss});
+    if method == "pixel_da" {
+        // Its translator's and discriminator's width set its cost too.
+        v["pixel_da_width"] = json!(train.pixel_da.width);
+    }
     sha256_hex(v.to_string().as_bytes())[..16].to_string()
 }
 
