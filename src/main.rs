@@ -387,6 +387,7 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat, stage: Option<&str>) -> 
         println!("\n{}", outcome.summary);
     }
     println!("report: {}", outcome.run_dir.display());
+    println!("page:   {}", outcome.run_dir.join("report.html").display());
     Ok(())
 }
 
@@ -396,10 +397,11 @@ fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Resul
         println!("{}\n\n{md}", dir.display());
     }
     println!(
-        "benchmark across {} run(s):\n\n{}\nbenchmark: {}",
+        "benchmark across {} run(s):\n\n{}\nbenchmark: {}\npage:      {}",
         r.runs.len(),
         r.benchmark_markdown,
-        r.benchmark_file.display()
+        r.benchmark_file.display(),
+        r.benchmark_file.with_extension("html").display()
     );
     Ok(())
 }
