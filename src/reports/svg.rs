@@ -72,6 +72,15 @@ impl Frame {
     }
 }
 
+/// A data point with its hover text (escaped here).
+fn dot(s: &mut String, (cx, cy): (f64, f64), color: &str, title: &str) {
+    let _ = write!(
+        s,
+        r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{color}" fill-opacity="0.6"><title>{}</title></circle>"#,
+        esc(title)
+    );
+}
+
 /// About `n` round tick values covering [lo, hi].
 pub(crate) fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
@@ -237,16 +246,8 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
         // Hover markers, at most ~150 per series.
         let every = pts.len().div_ceil(150).max(1);
         for (x, y) in pts.iter().step_by(every) {
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.6"><title>{} · {} {}: {}</title></circle>"#,
-                f.sx(*x),
-                f.sy(*y),
-                esc(&se.name),
-                esc(x_label),
-                fmt_num(*x),
-                fmt_num(*y)
-            );
+            let title = format!("{} · {} {}: {}", se.name, x_label, fmt_num(*x), fmt_num(*y));
+            dot(&mut s, (f.sx(*x), f.sy(*y)), color, &title);
         }
         s.push_str("</g>");
         let (lx, ly) = (f.left + 200.0 * (k % 3) as f64, h - 18.0 * (legend_rows - k / 3) as f64 + 4.0);
@@ -300,14 +301,7 @@ pub fn strip_plot(id: &str, title: &str, groups: &[Strip], y_label: &str) -> Str
             }
             // Deterministic jitter (golden-ratio sequence), ±0.3 of a slot.
             let jitter = ((i as f64 * 0.618_033_988_75).fract() - 0.5) * 0.6;
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.55"><title>{}: {}</title></circle>"#,
-                f.sx(k as f64 + jitter),
-                f.sy(*v),
-                esc(label),
-                fmt_num(*v)
-            );
+            dot(&mut s, (f.sx(k as f64 + jitter), f.sy(*v)), color, &format!("{label}: {}", fmt_num(*v)));
         }
         let finite: Vec<f64> = g.values.iter().map(|v| v.1).filter(|v| v.is_finite()).collect();
         if !finite.is_empty() {
@@ -365,16 +359,8 @@ pub fn scatter(
         let _ = write!(s, r#"<g class="series" data-name="{}">"#, esc(name));
         let every = pts.len().div_ceil(MAX_DOTS).max(1);
         for (label, x, y) in pts.iter().step_by(every).filter(|p| p.1.is_finite() && p.2.is_finite()) {
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.6"><title>{} · {}: {} → {}</title></circle>"#,
-                f.sx(*x),
-                f.sy(*y),
-                esc(name),
-                esc(label),
-                fmt_num(*x),
-                fmt_num(*y)
-            );
+            let title = format!("{name} · {label}: {} → {}", fmt_num(*x), fmt_num(*y));
+            dot(&mut s, (f.sx(*x), f.sy(*y)), color, &title);
         }
         s.push_str("</g>");
         let (lx, ly) = (f.left + 140.0 * (k % 3) as f64, h - 18.0 * (legend_rows - k / 3) as f64 + 4.0);
