@@ -17,8 +17,11 @@ use super::{Column, INPUT, Table};
 pub struct CropGrid {
     pub test_set: String,
     pub labels: Vec<String>,
-    pub rows: Vec<(String, Vec<(Vec<u8>, Option<f64>)>)>,
+    pub rows: Vec<CropRow>,
 }
+
+/// One image's crops: its id, then each column's PNG and PSNR.
+pub type CropRow = (String, Vec<(Vec<u8>, Option<f64>)>);
 
 /// Everything a run's page shows.
 pub struct RunPage<'a> {
@@ -387,7 +390,7 @@ fn per_image_html(per_image: &Table, order: &[String]) -> String {
             .collect();
         let input: BTreeMap<&str, f64> =
             rows.iter().filter(|&&i| method[i] == INPUT).map(|&i| (image[i].as_str(), psnr[i])).collect();
-        let groups: Vec<(String, Vec<(String, f64, f64)>)> = methods
+        let groups: Vec<svg::ScatterGroup> = methods
             .iter()
             .filter(|m| *m != INPUT)
             .map(|m| {

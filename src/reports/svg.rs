@@ -322,15 +322,12 @@ pub fn strip_plot(id: &str, title: &str, groups: &[Strip], y_label: &str) -> Str
     s
 }
 
+/// A named group of labelled (x, y) points.
+pub type ScatterGroup = (String, Vec<(String, f64, f64)>);
+
 /// Labelled (x, y) points per group, with the diagonal y = x (input vs restored PSNR: points
 /// above it improved).
-pub fn scatter(
-    id: &str,
-    title: &str,
-    groups: &[(String, Vec<(String, f64, f64)>)],
-    x_label: &str,
-    y_label: &str,
-) -> String {
+pub fn scatter(id: &str, title: &str, groups: &[ScatterGroup], x_label: &str, y_label: &str) -> String {
     let legend_rows = groups.len().div_ceil(3);
     let (w, h) = (480.0, 420.0 + 18.0 * legend_rows as f64);
     let mut s = format!(
