@@ -686,6 +686,9 @@ fn failed_quality_gate_exits_5_after_the_report() {
     }
     let md = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();
     assert!(md.contains("Quality gates") && md.contains("| pass") && md.contains("| FAIL"), "{md}");
+    // The page says so too: exit status and each gate.
+    let page = std::fs::read_to_string(runs[0].join("report.html")).unwrap();
+    assert!(page.contains("finished, exit 5 (1 gate(s) failed)") && page.contains(r#"<td class="fail">FAILED</td>"#));
     let listed = text(&run(&["runs", "--dir", reports.to_str().unwrap()]).stdout);
     assert!(listed.contains("| gate failed") && listed.contains("camera-sim-test: input"), "{listed}");
 
