@@ -66,6 +66,33 @@ pub(crate) fn seal_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join(MANIFEST), text)
 }
 
+/// Build the sealed directory that will become `target`: a fresh temporary sibling, filled by
+/// `fill`, then sealed. On any failure (a full disk…) the temporary directory is removed, so
+/// nothing partial is left; moving it into place is the caller's (replace or keep-theirs).
+/// `io` turns a file-system error on the temporary directory into the caller's error.
+pub(crate) fn build_sealed<E>(
+    target: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+    io: impl Fn(&Path, std::io::Error) -> E,
+) -> Result<std::path::PathBuf, E> {
+    let tmp = crate::util::temp_path(target);
+    let built = (|| {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        fill(&tmp)?;
+        seal_dir(&tmp).map_err(|e| io(&tmp, e))
+    })();
+    match built {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Mark a sealed directory as just used (its manifest's modification time), so that
 /// `cache gc --older-than` removes what was not used, not what was written long ago.
 pub(crate) fn touch_dir(dir: &Path) {

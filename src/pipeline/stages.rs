@@ -194,25 +194,26 @@ impl StageCache {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Failure::internal(format!("{}: cannot remove the corrupted entry: {e}", dir.display())))?;
         }
-        let tmp = crate::util::temp_path(&dir);
-        let io = |e: std::io::Error| Failure::internal(format!("{}: cannot write the stage cache: {e}", tmp.display()));
-        let filled = (|| {
-            std::fs::create_dir_all(&tmp)?;
-            std::fs::copy(model, tmp.join(MODEL))?;
-            if let Some(ema) = ema {
-                std::fs::copy(ema, tmp.join(EMA))?;
-            }
-            for (name, file) in extras {
-                std::fs::copy(file, tmp.join(name))?;
-            }
-            std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json"))?;
-            crate::integrity::seal_dir(&tmp)
-        })();
-        if let Err(e) = filled {
-            // A full disk (or any failure) leaves no partial entry behind.
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(io(e));
-        }
+        let io = |p: &Path, e: std::io::Error| {
+            Failure::internal(format!("{}: cannot write the stage cache: {e}", p.display()))
+        };
+        let tmp = crate::integrity::build_sealed(
+            &dir,
+            |tmp| {
+                (|| {
+                    std::fs::copy(model, tmp.join(MODEL))?;
+                    if let Some(ema) = ema {
+                        std::fs::copy(ema, tmp.join(EMA))?;
+                    }
+                    for (name, file) in extras {
+                        std::fs::copy(file, tmp.join(name))?;
+                    }
+                    std::fs::write(tmp.join(META), serde_json::to_string_pretty(cached).expect("json"))
+                })()
+                .map_err(|e| io(tmp, e))
+            },
+            io,
+        )?;
         match std::fs::rename(&tmp, &dir) {
             Ok(()) => {
                 if let Some(index) = self.index.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -225,7 +226,7 @@ impl StageCache {
                 let _ = std::fs::remove_dir_all(&tmp);
                 Ok(dir)
             }
-            Err(e) => Err(io(e)),
+            Err(e) => Err(io(&tmp, e)),
         }
     }
 }

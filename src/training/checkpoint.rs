@@ -103,20 +103,15 @@ pub(crate) fn read_state(ckpt: &Path) -> Result<State> {
 pub fn write(dir: &Path, name: &str, state: &State, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create checkpoint folder", e))?;
     let target = dir.join(name);
-    let tmp = crate::util::temp_path(&target);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, "cannot clear", e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, "cannot create", e))?;
-    let written = fill(&tmp).and_then(|()| {
-        let json = serde_json::to_string(state).expect("state serialises");
-        std::fs::write(tmp.join(STATE), json).map_err(|e| io(&tmp, "cannot write checkpoint state", e))?;
-        crate::integrity::seal_dir(&tmp).map_err(|e| io(&tmp, "cannot seal checkpoint", e))
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    let tmp = crate::integrity::build_sealed(
+        &target,
+        |tmp| {
+            fill(tmp)?;
+            let json = serde_json::to_string(state).expect("state serialises");
+            std::fs::write(tmp.join(STATE), json).map_err(|e| io(tmp, "cannot write checkpoint state", e))
+        },
+        |p, e| io(p, "cannot write the checkpoint", e),
+    )?;
     if target.exists() {
         let old = crate::util::temp_path(&dir.join(format!("{name}.old")));
         std::fs::rename(&target, &old).map_err(|e| io(&target, "cannot replace", e))?;

@@ -156,16 +156,7 @@ impl Run<'_> {
 
 /// Store an evaluation's rows in the score cache (whole or not at all, sealed with its hashes).
 fn store_scores(cached: &Path, all: &Table) -> Result<()> {
-    let tmp = crate::util::temp_path(cached);
-    let filled = std::fs::create_dir_all(&tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| all.write(&tmp.join("per_image")))
-        .and_then(|()| crate::integrity::seal_dir(&tmp).map_err(anyhow::Error::from));
-    if let Err(e) = filled {
-        // A full disk (or any failure) leaves no partial entry behind.
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.into());
-    }
+    let tmp = crate::integrity::build_sealed(cached, |tmp| all.write(&tmp.join("per_image")), |_, e| e.into())?;
     if cached.is_dir() && crate::integrity::verify_dir(cached).is_err() {
         // A corrupted entry: replaced by this one.
         std::fs::remove_dir_all(cached)?;
