@@ -57,15 +57,12 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
         }
         let written = super::run::write_summaries(dir, &spec)?;
         super::run::write_report_html(dir, &spec, &written)?;
-        if let Ok(c) = reports::Table::read_parquet(&dir.join("comparisons.parquet")) {
-            deltas.push((
-                format!("{} · {}", spec.name, dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
-                c,
-            ));
+        let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if let Some(c) = &written.comparisons {
+            deltas.push((format!("{} · {run_id}", spec.name), c.clone()));
         }
         printed.push((dir.clone(), written.markdown.clone()));
         let summary = written.summary;
-        let run_id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         if baseline.is_some() {
             let t = reports::compare::relabelled(&written.per_image, &run_id);
             for m in reports::compare::methods(&t) {

@@ -43,14 +43,7 @@ type Scores = BTreeMap<Option<u64>, BTreeMap<String, (f64, f64)>>;
 
 /// Per-image rows grouped by (test set, method), then seed and image.
 fn grouped(per_image: &Table) -> BTreeMap<(String, String), Scores> {
-    let strs = |n: &str| match per_image.get(n) {
-        Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect::<Vec<_>>(),
-        _ => vec![String::new(); per_image.rows()],
-    };
-    let floats = |n: &str| match per_image.get(n) {
-        Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
-        _ => vec![f64::NAN; per_image.rows()],
-    };
+    let (strs, floats) = (|n: &str| per_image.texts(n), |n: &str| per_image.floats(n));
     let seeds: Vec<Option<u64>> = match per_image.get("seed") {
         Some(Column::U64(v)) => v.clone(),
         _ => vec![None; per_image.rows()],

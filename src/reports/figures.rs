@@ -98,21 +98,19 @@ pub(crate) fn curves_svg(curves: &Table, path: &Path) -> anyhow::Result<()> {
     if !matches!((curves.get("method"), curves.get("seed"), curves.get("step")), (Some(_), Some(_), Some(_))) {
         anyhow::bail!("curves table without method/seed/step columns");
     }
-    let mut charts = vec![super::html::curve_chart(curves, "loss", "training loss (total)", "loss")];
+    let mut charts = vec![("loss".to_string(), "training loss (total)".to_string(), "loss")];
     for (name, _) in curves.columns.iter().filter(|(n, _)| n.starts_with("val_psnr:")) {
         let set = name.trim_start_matches("val_psnr:");
-        charts.push(super::html::curve_chart(curves, name, &format!("validation PSNR: {set}"), "PSNR (dB)"));
+        charts.push((name.clone(), format!("validation PSNR: {set}"), "PSNR (dB)"));
     }
-    let size = |svg: &str, key: &str| -> f64 {
-        let at = svg.find(&format!(" {key}=\"")).map(|i| i + key.len() + 3).unwrap_or(0);
-        svg[at..].split('"').next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
-    };
-    let width = charts.iter().map(|c| size(c, "width")).fold(0.0, f64::max);
-    let mut y = 0.0;
+    let (mut width, mut y) = (0f64, 0.0);
     let mut body = String::new();
-    for c in &charts {
-        body.push_str(&c.replacen("<svg ", &format!("<svg y=\"{y}\" "), 1));
-        y += size(c, "height");
+    for (column, title, y_label) in &charts {
+        let series = super::html::curve_series(curves, column);
+        let (w, h) = super::svg::line_chart_size(series.len());
+        let chart = super::svg::line_chart(column, title, &series, "step", y_label, false);
+        body.push_str(&chart.replacen("<svg ", &format!("<svg y=\"{y}\" "), 1));
+        (width, y) = (width.max(w), y + h);
     }
     let svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{y}\" viewBox=\"0 0 {width} {y}\" style=\"background:#fff\">{body}</svg>\n"

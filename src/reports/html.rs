@@ -116,23 +116,6 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn strs(t: &Table, name: &str) -> Vec<String> {
-    match t.get(name) {
-        Some(Column::Str(v)) => v.iter().map(|s| s.clone().unwrap_or_default()).collect(),
-        Some(Column::U64(v)) => v.iter().map(|s| s.map(|x| x.to_string()).unwrap_or_default()).collect(),
-        Some(Column::F64(v)) => v.iter().map(|s| s.map(|x| x.to_string()).unwrap_or_default()).collect(),
-        None => vec![String::new(); t.rows()],
-    }
-}
-
-fn nums(t: &Table, name: &str) -> Vec<f64> {
-    match t.get(name) {
-        Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
-        Some(Column::U64(v)) => v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect(),
-        _ => vec![f64::NAN; t.rows()],
-    }
-}
-
 /// A cell holding a number: shown with `digits`, sorted by its full value.
 fn num_cell(v: f64, digits: usize) -> String {
     if v.is_finite() { format!(r#"<td data-v="{v}">{v:.digits$}</td>"#) } else { "<td data-v=\"\">-</td>".into() }
@@ -152,10 +135,10 @@ fn text_cell(s: &str) -> String {
 
 /// The summary: one row per (test set, method), means with their bootstrap intervals.
 fn summary_html(t: &Table) -> String {
-    let (test, proto, method) = (strs(t, "test_set"), strs(t, "protocol"), strs(t, "method"));
-    let (p, plo, phi) = (nums(t, "psnr_mean"), nums(t, "psnr_lo95"), nums(t, "psnr_hi95"));
-    let (s, slo, shi) = (nums(t, "ssim_mean"), nums(t, "ssim_lo95"), nums(t, "ssim_hi95"));
-    let (images, seeds) = (nums(t, "images"), nums(t, "seeds"));
+    let (test, proto, method) = (t.texts("test_set"), t.texts("protocol"), t.texts("method"));
+    let (p, plo, phi) = (t.floats("psnr_mean"), t.floats("psnr_lo95"), t.floats("psnr_hi95"));
+    let (s, slo, shi) = (t.floats("ssim_mean"), t.floats("ssim_lo95"), t.floats("ssim_hi95"));
+    let (images, seeds) = (t.floats("images"), t.floats("seeds"));
     let mut h = String::from(
         r#"<table class="sortable" id="summary"><thead><tr><th>test set</th><th>protocol</th><th>method</th><th>PSNR (dB)</th><th>PSNR 95% CI</th><th>SSIM</th><th>SSIM 95% CI</th><th>images</th><th>seeds</th></tr></thead><tbody>"#,
     );
@@ -179,10 +162,10 @@ fn summary_html(t: &Table) -> String {
 }
 
 fn comparisons_html(t: &Table) -> String {
-    let (test, method, base) = (strs(t, "test_set"), strs(t, "method"), strs(t, "baseline"));
-    let (d, lo, hi) = (nums(t, "delta_psnr"), nums(t, "delta_psnr_lo95"), nums(t, "delta_psnr_hi95"));
-    let (ds, slo, shi) = (nums(t, "delta_ssim"), nums(t, "delta_ssim_lo95"), nums(t, "delta_ssim_hi95"));
-    let (wins, losses, seeds, images) = (nums(t, "wins"), nums(t, "losses"), nums(t, "seeds"), nums(t, "images"));
+    let (test, method, base) = (t.texts("test_set"), t.texts("method"), t.texts("baseline"));
+    let (d, lo, hi) = (t.floats("delta_psnr"), t.floats("delta_psnr_lo95"), t.floats("delta_psnr_hi95"));
+    let (ds, slo, shi) = (t.floats("delta_ssim"), t.floats("delta_ssim_lo95"), t.floats("delta_ssim_hi95"));
+    let (wins, losses, seeds, images) = (t.floats("wins"), t.floats("losses"), t.floats("seeds"), t.floats("images"));
     let mut h = String::from(
         r#"<table class="sortable" id="comparisons"><thead><tr><th>test set</th><th>method</th><th>vs</th><th>ΔPSNR (dB)</th><th>95% CI</th><th>ΔSSIM</th><th>95% CI</th><th>wins</th><th>losses</th><th>seeds</th><th>images</th></tr></thead><tbody>"#,
     );
@@ -260,9 +243,9 @@ pub(crate) fn markdown_html(md: &str) -> String {
 }
 
 /// Curve series per (recipe, seed) for one column of the curves table.
-fn curve_series(curves: &Table, column: &str) -> Vec<Series> {
+pub(crate) fn curve_series(curves: &Table, column: &str) -> Vec<Series> {
     let (method, seed, step, v) =
-        (strs(curves, "method"), strs(curves, "seed"), nums(curves, "step"), nums(curves, column));
+        (curves.texts("method"), curves.texts("seed"), curves.floats("step"), curves.floats(column));
     let mut by: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
     for i in 0..curves.rows() {
@@ -293,11 +276,6 @@ fn curve_series(curves: &Table, column: &str) -> Vec<Series> {
             Some(Series { name: format!("{} seed {}", k.0, k.1), points, color, dash })
         })
         .collect()
-}
-
-/// One column of the curves table as a line chart, a line per recipe and seed.
-pub(crate) fn curve_chart(curves: &Table, column: &str, title: &str, y_label: &str) -> String {
-    svg::line_chart(column, title, &curve_series(curves, column), "step", y_label, false)
 }
 
 /// The training curves: loss (with a log-scale switch), Charbonnier, validation PSNR per set,
@@ -357,11 +335,11 @@ pub(crate) fn curves_html(curves: &Table) -> String {
 /// Per test set: per-image PSNR per method (strip plot) and input vs restored PSNR (scatter).
 fn per_image_html(per_image: &Table, order: &[String]) -> String {
     let (test, method, image, seed, psnr) = (
-        strs(per_image, "test_set"),
-        strs(per_image, "method"),
-        strs(per_image, "image_id"),
-        strs(per_image, "seed"),
-        nums(per_image, "psnr"),
+        per_image.texts("test_set"),
+        per_image.texts("method"),
+        per_image.texts("image_id"),
+        per_image.texts("seed"),
+        per_image.floats("psnr"),
     );
     let mut tests: Vec<String> = Vec::new();
     for t in &test {
@@ -462,11 +440,11 @@ fn crops_html(grids: &[CropGrid], pngs: &[(String, Vec<u8>)]) -> String {
 /// Paired Δ against the baseline per test set, as interval plots.
 fn delta_plots(c: &Table) -> String {
     let (test, method, d, lo, hi) = (
-        strs(c, "test_set"),
-        strs(c, "method"),
-        nums(c, "delta_psnr"),
-        nums(c, "delta_psnr_lo95"),
-        nums(c, "delta_psnr_hi95"),
+        c.texts("test_set"),
+        c.texts("method"),
+        c.floats("delta_psnr"),
+        c.floats("delta_psnr_lo95"),
+        c.floats("delta_psnr_hi95"),
     );
     let mut tests: Vec<String> = Vec::new();
     for t in &test {
@@ -536,7 +514,7 @@ pub fn run_page(p: &RunPage) -> String {
         b.push_str(&curves_html(curves));
     }
     let mut order: Vec<String> = Vec::new();
-    for m in strs(p.summary, "method") {
+    for m in p.summary.texts("method") {
         if !order.contains(&m) {
             order.push(m);
         }

@@ -200,6 +200,11 @@ fn axes(f: &Frame, x_label: &str, y_label: &str, x_ticks: &[f64], x_names: Optio
 
 const STYLE: &str = "<style>.tick{font:11px sans-serif;fill:#444}.axis{font:12px sans-serif;fill:#222}.ttl{font:bold 13px sans-serif}.leg{font:12px sans-serif}</style>";
 
+/// The width and height of a [`line_chart`] of `series` lines (its legend: 3 a row).
+pub fn line_chart_size(series: usize) -> (f64, f64) {
+    (640.0, 300.0 + 18.0 * series.div_ceil(3) as f64)
+}
+
 /// A line chart: one `<g class="series">` per series (a path and hover markers), a legend.
 /// `id` names the chart (`data-chart`); `log_y` plots y on a log scale (non-positive values
 /// dropped).
@@ -208,7 +213,7 @@ pub fn line_chart(id: &str, title: &str, series: &[Series], x_label: &str, y_lab
     let xs = series.iter().flat_map(|s| s.points.iter().filter(|p| keep(p)).map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().filter(|p| keep(p)).map(|p| p.1));
     let legend_rows = series.len().div_ceil(3);
-    let (w, h) = (640.0, 300.0 + 18.0 * legend_rows as f64);
+    let (w, h) = line_chart_size(series.len());
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" data-chart="{}" data-scale="{}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"><title>{}</title>{STYLE}"#,
         esc(id),

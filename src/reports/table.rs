@@ -95,6 +95,24 @@ impl Table {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
+    /// Column `name` as text, one per row (numbers as in CSV; missing cells and a missing
+    /// column as "").
+    pub(crate) fn texts(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(c) => (0..c.len()).map(|i| c.cell(i)).collect(),
+            None => vec![String::new(); self.rows()],
+        }
+    }
+
+    /// Column `name` as numbers, one per row (missing cells, text and a missing column as NaN).
+    pub(crate) fn floats(&self, name: &str) -> Vec<f64> {
+        match self.get(name) {
+            Some(Column::F64(v)) => v.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+            Some(Column::U64(v)) => v.iter().map(|x| x.map_or(f64::NAN, |x| x as f64)).collect(),
+            _ => vec![f64::NAN; self.rows()],
+        }
+    }
+
     fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(self.columns.iter().map(|(n, c)| Field::new(n, c.data_type(), true)).collect::<Vec<_>>()))
     }

@@ -194,6 +194,8 @@ pub struct Summaries {
     pub per_image: Table,
     /// The paper's layout of this run (Markdown), when it has target test sets.
     pub paper_layout: Option<String>,
+    /// The `comparisons` table as written, when the run has a baseline.
+    pub comparisons: Option<Table>,
 }
 
 /// Summaries of a run from its per-image scores: `summary` (means, std, bootstrap intervals),
@@ -218,9 +220,12 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
         .collect();
     reports::recipes_table(&recipes).write(&run_dir.join("recipes"))?;
     let mut md = reports::summary_markdown(&summary);
+    let mut comparisons_table = None;
     if let Some(baseline) = spec.baseline() {
         let comparisons = reports::compare::compare(&per_image_table, baseline, &order);
-        reports::compare::comparisons_table(&comparisons).write(&run_dir.join("comparisons"))?;
+        let table = reports::compare::comparisons_table(&comparisons);
+        table.write(&run_dir.join("comparisons"))?;
+        comparisons_table = Some(table);
         if !comparisons.is_empty() {
             md.push_str(&format!(
                 "\nPaired differences against {baseline} on the same images (two-level bootstrap over seeds and images, {} resamples):\n\n",
@@ -271,7 +276,14 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
         )?;
     }
     write_atomic(&run_dir.join("summary.md"), md.as_bytes())?;
-    Ok(Summaries { markdown: md, gates: gate_results, summary, per_image: per_image_table, paper_layout })
+    Ok(Summaries {
+        markdown: md,
+        gates: gate_results,
+        summary,
+        per_image: per_image_table,
+        paper_layout,
+        comparisons: comparisons_table,
+    })
 }
 
 /// `report.html`: the run on one self-contained page, from what the run directory holds
@@ -316,7 +328,6 @@ pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summari
     }
     let read_table = |name: &str| Table::read_parquet(&run_dir.join(format!("{name}.parquet"))).ok();
     let curves = read_table("curves");
-    let comparisons = read_table("comparisons");
     let figures = run_dir.join("figures");
     let (mut crops, mut crop_pngs) = (Vec::new(), Vec::new());
     for t in &spec.tests {
@@ -352,7 +363,7 @@ pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summari
         header,
         gates: s.gates.iter().map(|g| (g.gate.clone(), g.passed, g.detail.clone())).collect(),
         summary: &s.summary,
-        comparisons: comparisons.as_ref(),
+        comparisons: s.comparisons.as_ref(),
         baseline: spec.baseline().map(str::to_string),
         paper_layout: s.paper_layout.clone(),
         curves: curves.as_ref(),
