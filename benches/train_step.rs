@@ -132,9 +132,9 @@ fn main() {
         res.spec.train.batch = 2;
         res.spec.train.patch = 128;
         res.spec.source.size = 128;
-        res.spec.source.count = 16;
+        res.spec.source.count = Some(16);
         res.spec.target.size = 128;
-        res.spec.target.count = 16;
+        res.spec.target.count = Some(16);
         res
     } else {
         pipeline::load(&pipeline_file, Some(&shape), &[]).expect("pipeline")
@@ -143,24 +143,24 @@ fn main() {
     let spec = &res.spec;
     let registry = Registry::load(&root.join("datasets.toml")).expect("registry");
     let cache = std::env::temp_dir().join("run-pipeline-bench-cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data };
+    let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data, plan_only: false };
     let source = loader
         .source_pairs(
             &spec.source.dataset,
-            Take { count: spec.source.count, size: spec.source.size },
+            Take { count: spec.source.count.unwrap_or(Take::ALL), size: spec.source.size },
             spec.source.degradation.as_ref(),
             spec.source.on_problem,
         )
         .expect("source");
     // As a run trains: the degradation redrawn per crop and step where the pipeline says so.
     let source = match spec.source.redraw() {
-        Some(d) => source.redrawn(d.clone()),
-        None => source,
+        Some(d) if source.redraw.is_none() => source.redrawn(d.clone()),
+        _ => source,
     };
     let target = loader
         .target_train(
             &spec.target.dataset,
-            Take { count: spec.target.count, size: spec.target.size },
+            Take { count: spec.target.count.unwrap_or(Take::ALL), size: spec.target.size },
             spec.target.on_problem,
         )
         .expect("target");

@@ -410,7 +410,7 @@ fn datasets_export(registry: Option<&Path>, name: &str, dir: &Path, count: Optio
     use run_pipeline::datasets::{Loader, OnProblem, Split, Take};
     let reg = Registry::load(&registry_path(registry, None))?;
     let cache = std::env::temp_dir().join(format!("run-pipeline-export-{}", std::process::id()));
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0 };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false };
     // Simulated sets are generated at 256² (their `size`); data on disk keeps its own sizes.
     let set =
         loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(usize::MAX), size: 256 }, OnProblem::Fail);
@@ -419,13 +419,16 @@ fn datasets_export(registry: Option<&Path>, name: &str, dir: &Path, count: Optio
     for sub in ["input", "target"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
     }
-    for item in &set.items {
-        // Ids may hold folders (`0052_.../001`): one flat file name per pair.
-        let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));
-        run_pipeline::util::write_atomic(&dir.join("input").join(&file), &item.degraded.png_bytes()?)?;
-        run_pipeline::util::write_atomic(&dir.join("target").join(&file), &item.clean.png_bytes()?)?;
+    // A set on disk is read a few pairs at a time.
+    for chunk in set.chunks(16) {
+        for item in chunk?.iter() {
+            // Ids may hold folders (`0052_.../001`): one flat file name per pair.
+            let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));
+            run_pipeline::util::write_atomic(&dir.join("input").join(&file), &item.degraded.png_bytes()?)?;
+            run_pipeline::util::write_atomic(&dir.join("target").join(&file), &item.clean.png_bytes()?)?;
+        }
     }
-    println!("wrote {} pairs of {name} to {}/{{input,target}}", set.items.len(), dir.display());
+    println!("wrote {} pairs of {name} to {}/{{input,target}}", set.len(), dir.display());
     Ok(())
 }
 

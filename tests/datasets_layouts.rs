@@ -342,11 +342,12 @@ fn sidd_validation_blocks_from_mat_files() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// A folder of clean images as a synthetic source: seeded crops, AWGN, cached shards that are
-/// invalidated when the folder changes.
+/// A folder of clean images as a synthetic source: tiled into the patch store (reused when
+/// unchanged, a new one when the folder changes), every patch of it used or `count` of them,
+/// the degradation drawn per crop.
 #[test]
 fn clean_folder_as_synthetic_source_with_cache_invalidation() {
-    use run_pipeline::datasets::{Loader, Take};
+    use run_pipeline::datasets::{CropPool, Loader, Take};
     use run_pipeline::degradations::DegradationSpec;
     let dir = tmpdir("cleansrc");
     let data = dir.join("div2k");
@@ -357,26 +358,36 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
         &format!("[datasets.div2k]\nkind = \"clean_folder\"\nroot = \"{}\"\nsplits = [\"train\"]\n", data.display()),
     );
     let cache = dir.join("cache");
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7 };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7, plan_only: false };
     let spec = DegradationSpec::Awgn { sigma: [10.0, 20.0] };
-    let take = Take { count: 5, size: 16 };
-    let a = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
-    assert!(!a.cached);
-    assert_eq!(a.items.len(), 5);
-    for it in &a.items {
-        assert_eq!((it.clean.width, it.clean.height), (16, 16));
-        assert!((10.0..20.0).contains(&it.params.sigma.unwrap()));
+    // Patches of 16 overlapping by 4: 40×30 → 3×3, 36×36 → 3×3.
+    let all = Take { count: Take::ALL, size: 16 };
+    let a = loader.synthetic_pairs("div2k", Split::Train, all, &spec, OnProblem::Fail).unwrap();
+    assert!(!a.cached && a.store.is_some());
+    assert_eq!(a.count(), 18);
+    assert_eq!(a.redraw, Some(spec.clone()), "a store of clean photos draws its degradation per crop");
+    for i in 0..a.count() {
+        assert_eq!(a.dims(i), (16, 16));
     }
-    let b = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
+    // The items are a few whole patches, degraded, for figures.
+    assert_eq!(a.items.len(), 4);
+    assert!((10.0..20.0).contains(&a.items[0].params.sigma.unwrap()));
+    let capped = loader.synthetic_pairs("div2k", Split::Train, Take { count: 5, ..all }, &spec, OnProblem::Fail).unwrap();
+    assert!(capped.cached, "the same store, capped");
+    assert_eq!(capped.count(), 5);
+    assert_ne!(capped.fingerprint, a.fingerprint);
+    let b = loader.synthetic_pairs("div2k", Split::Train, all, &spec, OnProblem::Fail).unwrap();
     assert!(b.cached);
-    assert_eq!(a.items[3].degraded, b.items[3].degraded);
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a.items[3].clean, b.items[3].clean);
     put(&data.join("0003.png"), &img(32, 32, 3));
-    let c = loader.synthetic_pairs("div2k", Split::Train, take, &spec, OnProblem::Fail).unwrap();
-    assert!(!c.cached, "a changed folder must not reuse the old shard");
+    let c = loader.synthetic_pairs("div2k", Split::Train, all, &spec, OnProblem::Fail).unwrap();
+    assert!(!c.cached, "a changed folder must not reuse the old store");
+    assert_eq!(c.count(), 27);
     // Degraded test pairs cannot serve as a clean source.
     let reg2 = registry(&dir, "[datasets.spa]\nkind = \"spa_data\"\nroot = \"/tmp\"\n");
-    let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7 };
-    let err = loader2.synthetic_pairs("spa", Split::Train, take, &spec, OnProblem::Fail).unwrap_err().to_string();
+    let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7, plan_only: false };
+    let err = loader2.synthetic_pairs("spa", Split::Train, all, &spec, OnProblem::Fail).unwrap_err().to_string();
     assert!(err.contains("needs clean images"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -435,7 +446,7 @@ fn target_training_pairs_for_the_upper_bound() {
         ),
     );
     let cache = root.join("cache");
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 3 };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 3, plan_only: false };
     let take = Take { count: 5, size: 16 };
     for name in ["cam", "sidd"] {
         let inputs = loader.target_train(name, take, OnProblem::Fail).unwrap();
@@ -487,10 +498,146 @@ fn paired_dataset_as_the_source() {
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["datasets"]["source"]["dataset"], "rain13k");
-    assert_eq!(prov["datasets"]["source"]["items"], 6, "6 crops of 32² from 4 pairs");
+    assert_eq!(prov["datasets"]["source"]["items"], 6, "6 of the 16 patches of 32² of 4 pairs (the cap)");
+    assert_eq!(prov["datasets"]["source"]["streamed"], true, "read from the patch store");
     let out = run("source={dataset: dead-leaves, count: 6, size: 32, degradation: null}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("holds clean images only"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Training and test data on disk, as a paper-scale run reads them: `plan` says which patch
+/// stores it will prepare and their disk use; the run trains from every patch of a folder of
+/// photos (fresh AWGN) and of a SIDD tree (noisy side only), scores a test set read a chunk
+/// at a time with the scores `run-pipeline score` gives the same files; a second run reuses
+/// the stores, and a corrupted chunk is found and rebuilt before use.
+#[test]
+fn training_and_test_data_on_disk_stream_from_patch_stores() {
+    let dir = tmpdir("stream");
+    for k in 0..3 {
+        put(&dir.join(format!("photos/{k:04}.png")), &img(80 + 8 * k, 70, k));
+    }
+    for (scene, s) in [("0001_001_S6_00100_00060_3200_L", 1), ("0002_002_GP_03200_00800_5500_N", 2)] {
+        put(&dir.join(format!("sidd/Data/{scene}/{}_GT_SRGB_010.PNG", &scene[..4])), &img(96, 80, s));
+        put(&dir.join(format!("sidd/Data/{scene}/{}_NOISY_SRGB_010.PNG", &scene[..4])), &img(96, 80, s + 10));
+    }
+    for k in 0..3 {
+        put(&dir.join(format!("spa/real_test_1000/rain/{k:03}.png")), &img(40, 36, k + 20));
+        put(&dir.join(format!("spa/real_test_1000/gt/{k:03}gt.png")), &img(40, 36, k + 30));
+    }
+    let reg = dir.join("datasets.toml");
+    std::fs::write(
+        &reg,
+        format!(
+            "[datasets.photos]\nkind = \"clean_folder\"\nroot = \"{d}/photos\"\n\n\
+             [datasets.sidd]\nkind = \"sidd\"\nlayout = \"medium\"\nroot = \"{d}/sidd\"\n\n\
+             [datasets.spa]\nkind = \"spa_data\"\nroot = \"{d}/spa\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let reports = dir.join("reports");
+    let (reg_s, rep) = (reg.display().to_string(), format!("report.dir={}", reports.display()));
+    let args = |cmd: Option<&'static str>| {
+        let mut a: Vec<String> = cmd.into_iter().map(String::from).collect();
+        a.extend(
+            [
+                "pipelines/denoise.yaml",
+                "--profile",
+                "smoke",
+                "--registry",
+                &reg_s,
+                "--set",
+                &rep,
+                "--set",
+                "source={dataset: photos, count: null, size: 48, degradation: {awgn: {sigma: [0, 50]}}}",
+                "--set",
+                "target={dataset: sidd, count: null, size: 48}",
+                "--set",
+                "tests=[{name: spa, dataset: spa, count: 3, size: 32, protocol: y-matlab}]",
+                "--set",
+                "validation=null",
+                "--set",
+                "diagnostics={}",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let go = |a: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+            .args(&a)
+            .current_dir(common::repo_root())
+            .env("CI", "true")
+            .output()
+            .unwrap()
+    };
+    // 48² patches overlapping by 12 (stride 36, the last one flush with the edge): widths
+    // 80 / 88 / 96 → 2 / 3 / 3 columns, heights 70 / 80 → 2 rows.
+    let out = go(args(Some("plan")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("prepare:photos: run") && stdout.contains("3 images → 16 patches of 48² (overlap 12)"), "{stdout}");
+    assert!(stdout.contains("prepare:sidd: run") && stdout.contains("2 images → 12 patches"), "{stdout}");
+    assert!(stdout.contains("held whole") && stdout.contains("streamed from patch stores"), "{stdout}");
+
+    let out = go(args(None));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("preparing the patch store"), "{stderr}");
+    let run_dir = std::fs::read_dir(reports.join("denoise")).unwrap().next().unwrap().unwrap().path();
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("provenance.json")).unwrap()).unwrap();
+    let ds = &prov["datasets"];
+    assert_eq!((ds["source"]["items"].as_u64(), ds["source"]["streamed"].as_bool()), (Some(16), Some(true)), "{ds}");
+    assert_eq!((ds["target"]["items"].as_u64(), ds["target"]["streamed"].as_bool()), (Some(12), Some(true)), "{ds}");
+    assert_eq!((ds["test:spa"]["items"].as_u64(), ds["test:spa"]["streamed"].as_bool()), (Some(3), Some(true)), "{ds}");
+    // The test set read a chunk at a time scores as `run-pipeline score` scores the same files.
+    let per_image = std::fs::read_to_string(run_dir.join("per_image.csv")).unwrap();
+    let score = go(
+        ["score", &format!("{}/spa/real_test_1000/rain", dir.display()), &format!("{}/spa/real_test_1000/gt", dir.display())]
+            .into_iter()
+            .chain(["--protocol", "y-matlab", "--by-order"])
+            .map(String::from)
+            .collect(),
+    );
+    let scored = String::from_utf8_lossy(&score.stdout).into_owned();
+    assert!(score.status.success(), "{scored}{}", String::from_utf8_lossy(&score.stderr));
+    let header: Vec<&str> = per_image.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let input_rows: Vec<Vec<&str>> =
+        per_image.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).filter(|r| r[col("method")] == "input").collect();
+    assert_eq!(input_rows.len(), 3);
+    for r in &input_rows {
+        let psnr: f64 = r[col("psnr")].parse().unwrap();
+        assert!(scored.contains(&format!("PSNR {psnr:>8.4} dB")), "input PSNR {psnr} of {} not in:\n{scored}", r[col("image_id")]);
+    }
+
+    // The stores: one per (dataset, planes), complete and verified.
+    let stores: Vec<PathBuf> = std::fs::read_dir(reports.join(".cache/patches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("index.json").is_file())
+        .collect();
+    assert_eq!(stores.len(), 2, "{stores:?}");
+    for s in &stores {
+        let key = s.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(run_pipeline::datasets::patches::open_verified(s, &key).is_some());
+    }
+    // A flipped byte in a chunk: the next run finds it before use and rebuilds it.
+    let chunk = stores[0].join("chunk-00000.bin");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[7] ^= 0x40;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let mut again = args(None);
+    again.push("--fresh".into());
+    let out = go(again);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("does not verify; rebuilding it"), "{stderr}");
+    assert!(stderr.contains("patch store verified"), "the other store is reused:\n{stderr}");
+    let key = stores[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(run_pipeline::datasets::patches::open_verified(&stores[0], &key).is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }

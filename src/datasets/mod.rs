@@ -8,6 +8,7 @@ pub(crate) mod dead_leaves;
 pub mod disk;
 pub mod layouts;
 pub mod matv5;
+pub mod patches;
 pub(crate) mod registry;
 pub(crate) mod shard;
 pub mod sidd;
@@ -81,6 +82,21 @@ pub struct PairedSet {
     /// For a synthetic training source: the degradation drawn afresh for every crop at every
     /// step (the release's on-the-fly AWGN), replacing the stored `degraded` images in training.
     pub redraw: Option<DegradationSpec>,
+    /// Training pairs streamed from a patch store on disk instead of held in `items` (which
+    /// then holds a few of its patches, for figures and diagnostics). A store of clean images
+    /// only (a clean folder) always has `redraw`.
+    pub store: Option<patches::StoreView>,
+    /// A test set on disk: its pairs are decoded a chunk at a time when scored
+    /// ([`PairedSet::chunks`]), never all at once; `items` holds its first few pairs.
+    pub files: Option<std::sync::Arc<TestFiles>>,
+}
+
+/// The files of a test set read when scored.
+#[derive(Clone, Debug)]
+pub struct TestFiles {
+    pub items: Vec<layouts::FileItem>,
+    /// The restorers get the references themselves (`input: reference`).
+    pub reference_input: bool,
 }
 
 impl PairedSet {
@@ -99,14 +115,153 @@ pub struct TargetTrainSet {
     pub fingerprint: String,
     pub cached: bool,
     pub problems: Vec<String>,
+    /// Target inputs streamed from a patch store (see [`PairedSet::store`]).
+    pub store: Option<patches::StoreView>,
+}
+
+/// What training crops are drawn from: the images of a set held in memory, or the patches of
+/// its store. Crops are windows of one image, so drawing them needs only the sizes.
+pub trait CropPool: Sync {
+    /// Images (or patches) to draw from.
+    fn count(&self) -> usize;
+    /// Size of image `i`.
+    fn dims(&self, i: usize) -> (usize, usize);
+    /// Name of image `i` for messages.
+    fn id(&self, i: usize) -> String;
+}
+
+impl PairedSet {
+    /// The `w × h` window at (x, y) of training image `i`: (degraded, clean). The degraded
+    /// side is `None` when `degraded` is false (it will be redrawn) or not stored.
+    pub fn read_pair(
+        &self,
+        i: usize,
+        (x, y, w, h): (usize, usize, usize, usize),
+        degraded: bool,
+    ) -> std::io::Result<(Option<Image>, Image)> {
+        match &self.store {
+            Some(v) => {
+                let mut planes = v.read(i, x, y, w, h)?;
+                let clean = planes.pop().ok_or_else(|| std::io::Error::other("a patch without planes"))?;
+                Ok((planes.pop().filter(|_| degraded), clean))
+            }
+            None => {
+                let it = &self.items[i];
+                Ok((degraded.then(|| it.degraded.crop(x, y, w, h)), it.clean.crop(x, y, w, h)))
+            }
+        }
+    }
+}
+
+impl PairedSet {
+    /// Number of pairs (of a test set: all of them, whether held or read when scored).
+    pub fn len(&self) -> usize {
+        self.files.as_ref().map_or(self.items.len(), |f| f.items.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pairs in order, `n` at a time: borrowed when held, decoded (in parallel) from
+    /// their files otherwise, so a set is scored with memory for `n` pairs whatever its size.
+    pub fn chunks(&self, n: usize) -> Box<dyn Iterator<Item = Result<std::borrow::Cow<'_, [PairedItem]>>> + '_> {
+        let n = n.max(1);
+        match &self.files {
+            None => Box::new(self.items.chunks(n).map(|c| Ok(std::borrow::Cow::Borrowed(c)))),
+            Some(files) => Box::new(files.items.chunks(n).map(move |c| {
+                decode_pairs(&self.dataset, c, files.reference_input).map(std::borrow::Cow::Owned)
+            })),
+        }
+    }
+
+    /// Metadata of every pair (for the report's columns), without decoding.
+    pub fn metas(&self) -> Vec<&[(String, String)]> {
+        match &self.files {
+            None => self.items.iter().map(|i| i.params.meta.as_slice()).collect(),
+            Some(f) => f.items.iter().map(|i| i.meta.as_slice()).collect(),
+        }
+    }
+}
+
+/// Decode test pairs from their files; a problem now (checked up front, so the files changed)
+/// is an error naming the file. `reference_input`: the restorer gets the reference itself.
+fn decode_pairs(dataset: &str, files: &[layouts::FileItem], reference_input: bool) -> Result<Vec<PairedItem>> {
+    let dec = disk::decode(layouts::Scan { items: files.to_vec(), problems: vec![] }, usize::MAX, true);
+    disk::check(dataset, &dec.problems, OnProblem::Fail)?;
+    dec.items
+        .into_iter()
+        .map(|(it, degraded, clean)| {
+            let clean = clean.ok_or_else(|| Failure::data(format!("{}: no ground truth", it.degraded.display())))?;
+            let degraded = if reference_input { clean.clone() } else { degraded };
+            Ok(PairedItem { id: it.id, degraded, clean, params: DegradationParams { meta: it.meta, ..Default::default() } })
+        })
+        .collect()
+}
+
+impl CropPool for PairedSet {
+    fn count(&self) -> usize {
+        self.store.as_ref().map_or(self.items.len(), |v| v.len())
+    }
+    fn dims(&self, i: usize) -> (usize, usize) {
+        match &self.store {
+            Some(v) => v.dims(i),
+            None => (self.items[i].clean.width, self.items[i].clean.height),
+        }
+    }
+    fn id(&self, i: usize) -> String {
+        self.store.as_ref().map_or_else(|| self.items[i].id.clone(), |v| v.id(i))
+    }
+}
+
+impl TargetTrainSet {
+    /// The `w × h` window at (x, y) of target image `i`.
+    pub fn read(&self, i: usize, (x, y, w, h): (usize, usize, usize, usize)) -> std::io::Result<Image> {
+        match &self.store {
+            Some(v) => v.read(i, x, y, w, h)?.into_iter().next().ok_or_else(|| std::io::Error::other("empty patch")),
+            None => Ok(self.items[i].degraded.crop(x, y, w, h)),
+        }
+    }
+}
+
+impl CropPool for TargetTrainSet {
+    fn count(&self) -> usize {
+        self.store.as_ref().map_or(self.items.len(), |v| v.len())
+    }
+    fn dims(&self, i: usize) -> (usize, usize) {
+        match &self.store {
+            Some(v) => v.dims(i),
+            None => (self.items[i].degraded.width, self.items[i].degraded.height),
+        }
+    }
+    fn id(&self, i: usize) -> String {
+        self.store.as_ref().map_or_else(|| self.items[i].id.clone(), |v| v.id(i))
+    }
 }
 
 /// How many images of what size to take from a dataset split.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Take {
+    /// Images to generate (embedded datasets), or a cap on the patches a dataset on disk gives
+    /// training ([`Take::ALL`]: every one).
     pub count: usize,
-    /// Side of the square images generated by embedded datasets.
+    /// Side of the square images generated by embedded datasets; for training data on disk,
+    /// the side of the patches its images are tiled into.
     pub size: usize,
+}
+
+impl Take {
+    /// No cap: the whole dataset (datasets on disk only).
+    pub const ALL: usize = usize::MAX;
+}
+
+/// Pairs of a test set on disk decoded up front, for figures and the D probe.
+const SAMPLE: usize = 8;
+
+/// The tiling of training data on disk for a [`Take`]: patches of `size`, a quarter of them
+/// overlapping (the release: 512, overlap 128).
+pub fn tiling(take: Take) -> patches::Tiling {
+    patches::Tiling::release(take.size)
 }
 
 /// Context shared by the loaders.
@@ -115,6 +270,33 @@ pub struct Loader<'a> {
     pub cache_dir: &'a Path,
     /// Seed of all data generation (independent of the training seeds).
     pub seed: u64,
+    /// Only say what the data is (fingerprints, stores to prepare): no patch store is built
+    /// or opened (`plan`), so store-backed sets come back empty.
+    pub plan_only: bool,
+}
+
+/// A training set's patch store as [`Loader::stored`] found it.
+struct Stored {
+    /// `None` under `plan_only`.
+    view: Option<patches::StoreView>,
+    fingerprint: String,
+    problems: Vec<String>,
+    /// Found prepared (and verified) rather than prepared now.
+    reused: bool,
+}
+
+/// What a training set on disk needs from its patch store, for `plan`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorePlan {
+    pub dataset: String,
+    pub dir: std::path::PathBuf,
+    /// Finished and present (still verified before use).
+    pub ready: bool,
+    pub images: usize,
+    pub tiling: patches::Tiling,
+    /// Estimated from the image headers (8-bit).
+    pub bytes: u64,
+    pub patches: usize,
 }
 
 impl Loader<'_> {
@@ -125,6 +307,7 @@ impl Loader<'_> {
     /// Procedural content of an embedded dataset split: dead leaves in the style its kind
     /// photographs (see [`content_config`]), on a stream of its own.
     fn content_images(&self, name: &str, kind: DatasetKind, split: Split, take: Take) -> Vec<(String, Image)> {
+        // Validated by `check_take`: generated data has a count.
         let cfg = content_config(kind, take.size);
         // Distinct streams per dataset and split so no image is shared between them.
         let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
@@ -201,6 +384,133 @@ impl Loader<'_> {
         }
     }
 
+    /// Generated data needs a count; data on disk may take all of itself.
+    fn check_take(&self, name: &str, take: Take) -> Result<()> {
+        if take.count == Take::ALL && self.entry(name)?.kind.is_embedded() {
+            return Err(Failure::config(format!(
+                "dataset \"{name}\" is generated: say how many images (count)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The patch store of a disk dataset's scan (`planes` of every image, tiled as
+    /// [`tiling`] says), prepared or continued and verified, as training sees it (capped at
+    /// `take.count`), with its fingerprint. Under `plan_only`, only the fingerprint and the
+    /// plan. Scan and store problems go through `on_problem`.
+    fn stored(
+        &self,
+        name: &str,
+        scan: layouts::Scan,
+        take: Take,
+        planes: patches::Planes,
+        on_problem: OnProblem,
+        too_small: bool,
+    ) -> Result<Stored> {
+        let t = tiling(take);
+        let key = patches::store_key(&disk::fingerprint(&scan), t, planes);
+        let mut scan = scan;
+        if too_small && !self.plan_only {
+            // Photos smaller than a patch are problems (a clean folder's stray thumbnails);
+            // paired sets use a small image whole, as one patch.
+            let sizes = patches::header_sizes(&scan.items);
+            let mut kept = Vec::with_capacity(scan.items.len());
+            for (it, size) in std::mem::take(&mut scan.items).into_iter().zip(sizes) {
+                match size {
+                    Ok((w, h)) if w < take.size || h < take.size => scan.problem(
+                        it.degraded.clone(),
+                        format!("{w}×{h} is smaller than the {s}×{s} crop taken from it", s = take.size),
+                    ),
+                    _ => kept.push(it),
+                }
+            }
+            scan.items = kept;
+        }
+        let cap = (take.count != Take::ALL).then_some(take.count);
+        let fingerprint = match cap {
+            Some(c) => format!("patches-{key}-cap{c}"),
+            None => format!("patches-{key}"),
+        };
+        disk::check(name, &scan.problems, on_problem)?;
+        let mut problems: Vec<String> = scan.problems.iter().map(|p| p.to_string()).collect();
+        if self.plan_only {
+            return Ok(Stored { view: None, fingerprint, problems, reused: false });
+        }
+        let dir = patches::store_dir(self.cache_dir, &key);
+        let t0 = std::time::Instant::now();
+        let opened = patches::open_verified(&dir, &key);
+        let reused = opened.is_some();
+        let store = match opened {
+            Some(store) => {
+                tracing::info!(dataset = name, store = %dir.display(), patches = store.len(),
+                    verify_s = format!("{:.1}", t0.elapsed().as_secs_f64()), "patch store verified");
+                store
+            }
+            None => {
+                tracing::info!(dataset = name, store = %dir.display(), images = scan.items.len(),
+                    side = t.side, overlap = t.overlap, "preparing the patch store");
+                let def = json!({"dataset": name, "root": self.registry.root(name)?.display().to_string()});
+                let (store, rep) = patches::prepare(&dir, &key, def, &scan.items, t, planes)
+                    .map_err(|e| Failure::data(format!("dataset \"{name}\": patch store: {e:#}")))?;
+                tracing::info!(dataset = name, patches = rep.patches, bytes = rep.bytes, built = rep.built,
+                    resumed = rep.reused, rebuilt = rep.rebuilt, seconds = format!("{:.1}", rep.seconds),
+                    "patch store ready");
+                store
+            }
+        };
+        disk::check(name, &store.problems, on_problem)?;
+        problems.extend(store.problems.iter().map(|p| p.to_string()));
+        if store.is_empty() {
+            return Err(Failure::data(format!(
+                "dataset \"{name}\": no usable train images under {}",
+                self.registry.root(name)?.display()
+            )));
+        }
+        let view = Some(patches::StoreView::new(std::sync::Arc::new(store), cap));
+        Ok(Stored { view, fingerprint, problems, reused })
+    }
+
+    /// What preparing the stores of a training set on disk would take (`plan`): `None` for
+    /// generated data and sets read whole.
+    pub fn store_plan(&self, name: &str, take: Take, planes: patches::Planes) -> Result<Option<StorePlan>> {
+        let entry = self.entry(name)?;
+        if entry.kind.is_embedded() || matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) {
+            return Ok(None);
+        }
+        let scan = disk::scan(self.registry, name, Split::Train)?;
+        let t = tiling(take);
+        let key = patches::store_key(&disk::fingerprint(&scan), t, planes);
+        let dir = patches::store_dir(self.cache_dir, &key);
+        let (mut bytes, mut n) = (0u64, 0usize);
+        for (w, h) in patches::header_sizes(&scan.items).into_iter().flatten() {
+            bytes += patches::stored_bytes(w, h, t, planes);
+            n += t.count(w, h);
+        }
+        Ok(Some(StorePlan {
+            dataset: name.to_string(),
+            ready: dir.join("index.json").is_file(),
+            dir,
+            images: scan.items.len(),
+            tiling: t,
+            bytes,
+            patches: n,
+        }))
+    }
+
+    /// A few whole patches of a store-backed set, as items (figures and diagnostics look at
+    /// images; training reads the store).
+    fn sample_items(view: &patches::StoreView, n: usize) -> Result<Vec<(String, Vec<Image>)>> {
+        (0..view.len().min(n))
+            .map(|i| {
+                let (w, h) = view.dims(i);
+                let planes = view
+                    .read(i, 0, 0, w, h)
+                    .map_err(|e| Failure::data(format!("{}: {e}", view.store.dir().display())))?;
+                Ok((view.id(i), planes))
+            })
+            .collect()
+    }
+
     /// Synthetic source pairs: clean images of `name` degraded by `spec`.
     pub fn synthetic_pairs(
         &self,
@@ -211,6 +521,39 @@ impl Loader<'_> {
         on_problem: OnProblem,
     ) -> Result<PairedSet> {
         let entry = self.entry(name)?;
+        self.check_take(name, take)?;
+        if entry.kind == DatasetKind::CleanFolder && split == Split::Train {
+            // Training from a folder of photos: every image tiled into the patch store, the
+            // degradation drawn afresh per crop (nothing degraded is stored).
+            let scan = disk::scan(self.registry, name, split)?;
+            let Stored { view: store, fingerprint, problems, reused } =
+                self.stored(name, scan, take, patches::Planes::Degraded, on_problem, true)?;
+            let seed = crate::rng::derive_seed(self.seed, &format!("{name}/train/degrade"), &[]);
+            let items = match &store {
+                Some(v) => Self::sample_items(v, 4)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (id, mut planes))| {
+                        let clean = planes.remove(0);
+                        let (degraded, params) = spec.apply(&clean, seed, i as u64);
+                        PairedItem { id, degraded, clean, params }
+                    })
+                    .collect(),
+                None => vec![],
+            };
+            return Ok(PairedSet {
+                dataset: name.to_string(),
+                split,
+                items,
+                fingerprint,
+                cached: reused,
+                problems,
+                redraw: None,
+                store,
+                files: None,
+            }
+            .redrawn(spec.clone()));
+        }
         // Files on disk can change under an unchanged definition: their fingerprint is part of it.
         let files = if entry.kind == DatasetKind::CleanFolder {
             disk::fingerprint(&disk::scan(self.registry, name, split)?)
@@ -249,6 +592,8 @@ impl Loader<'_> {
             items: entries.into_iter().map(paired).collect(),
             problems: vec![],
             redraw: None,
+            store: None,
+            files: None,
         })
     }
 
@@ -292,33 +637,50 @@ impl Loader<'_> {
                 Ok(PairedSet { dataset: name.into(), ..set })
             }
             _ => {
-                let scan = disk::scan(self.registry, name, split.on_disk())?;
+                let mut scan = disk::scan(self.registry, name, split.on_disk())?;
                 let fingerprint = disk::fingerprint(&scan);
-                let mut dec = disk::decode(scan, take.count, true);
-                let mut items = Vec::new();
-                for (it, degraded, clean) in dec.items {
-                    match clean {
-                        Some(clean) => items.push(PairedItem {
-                            id: it.id,
-                            degraded,
-                            clean,
-                            params: DegradationParams { meta: it.meta, ..Default::default() },
-                        }),
-                        None => dec.problems.push(layouts::Problem {
-                            path: it.degraded,
-                            message: "no ground truth for a test item".into(),
-                        }),
+                scan.items.truncate(take.count);
+                // Checked up front from the headers (no pixel is decoded): every item has its
+                // ground truth, of its own size. The pixels are read when scored.
+                let mut problems = std::mem::take(&mut scan.problems);
+                let sides: Vec<&layouts::FileItem> = scan.items.iter().collect();
+                let sizes: Vec<_> = sides
+                    .par_iter()
+                    .map(|it| {
+                        let d = image::image_dimensions(&it.degraded).map_err(|e| e.to_string());
+                        let c = it.clean.as_ref().map(|c| image::image_dimensions(c).map_err(|e| e.to_string()));
+                        (d, c)
+                    })
+                    .collect();
+                let mut files = Vec::with_capacity(scan.items.len());
+                for (it, (d, c)) in scan.items.iter().zip(sizes) {
+                    let problem = match (d, c) {
+                        (Err(e), _) => Some((it.degraded.clone(), format!("unreadable image: {e}"))),
+                        (_, None) => Some((it.degraded.clone(), "no ground truth for a test item".to_string())),
+                        (_, Some(Err(e))) => Some((it.clean.clone().unwrap_or_default(), format!("unreadable image: {e}"))),
+                        (Ok(a), Some(Ok(b))) if a != b => Some((
+                            it.degraded.clone(),
+                            format!("size {}×{} differs from its ground truth's {}×{}", a.0, a.1, b.0, b.1),
+                        )),
+                        _ => None,
+                    };
+                    match problem {
+                        Some((path, message)) => problems.push(layouts::Problem { path, message }),
+                        None => files.push(it.clone()),
                     }
                 }
-                disk::check(name, &dec.problems, on_problem)?;
+                disk::check(name, &problems, on_problem)?;
+                let items = decode_pairs(name, &files[..files.len().min(SAMPLE)], false)?;
                 Ok(PairedSet {
                     dataset: name.into(),
                     split,
                     items,
                     fingerprint,
                     cached: false,
-                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                    problems: problems.iter().map(|p| p.to_string()).collect(),
                     redraw: None,
+                    store: None,
+                    files: Some(std::sync::Arc::new(TestFiles { items: files, reference_input: false })),
                 })
             }
         }
@@ -339,6 +701,7 @@ impl Loader<'_> {
                     fingerprint: fp,
                     cached,
                     problems: vec![],
+                    store: None,
                 })
             }
             DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
@@ -355,24 +718,21 @@ impl Loader<'_> {
                     .collect();
                 let items = target_crops(&images, take, self.seed, name);
                 let fingerprint = disk::files_fingerprint([root.join(format!("{stem}.mat")).as_path()]);
-                Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![] })
+                Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![], store: None })
             }
             _ => {
+                // Ground truth is never decoded, nor stored, for target training data.
                 let scan = disk::scan(self.registry, name, Split::Train)?;
-                let fingerprint = disk::fingerprint(&scan);
-                // Ground truth is never decoded for target training data.
-                let dec = disk::decode(scan, usize::MAX, false);
-                disk::check(name, &dec.problems, on_problem)?;
-                let images: Vec<(String, Image, Vec<(String, String)>)> =
-                    dec.items.into_iter().map(|(it, d, _)| (it.id, d, it.meta)).collect();
-                let items = target_crops(&images, take, self.seed, name);
-                Ok(TargetTrainSet {
-                    dataset: name.into(),
-                    items,
-                    fingerprint,
-                    cached: false,
-                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
-                })
+                let Stored { view: store, fingerprint, problems, reused } =
+                    self.stored(name, scan, take, patches::Planes::Degraded, on_problem, false)?;
+                let items = match &store {
+                    Some(v) => Self::sample_items(v, 4)?
+                        .into_iter()
+                        .map(|(id, mut planes)| DegradedItem { id, degraded: planes.remove(0), params: Default::default() })
+                        .collect(),
+                    None => vec![],
+                };
+                Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: reused, problems, store })
             }
         }
     }
@@ -397,41 +757,28 @@ impl Loader<'_> {
             }
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Train)?;
-                let fingerprint = disk::fingerprint(&scan);
-                let mut dec = disk::decode(scan, usize::MAX, true);
-                let (mut degraded, mut clean) = (Vec::new(), Vec::new());
-                for (it, d, c) in dec.items {
-                    match c {
-                        Some(c) => {
-                            degraded.push((it.id.clone(), d, it.meta.clone()));
-                            clean.push((it.id, c, it.meta));
-                        }
-                        None => dec.problems.push(layouts::Problem {
-                            path: it.degraded,
-                            message: "no ground truth for a training pair".into(),
-                        }),
-                    }
-                }
-                disk::check(name, &dec.problems, on_problem)?;
-                // Same name and seed: the crops of both sides fall at the same places.
-                let items = crops(&degraded, take, self.seed, name)
-                    .into_iter()
-                    .zip(crops(&clean, take, self.seed, name))
-                    .map(|((id, d, meta), (_, c, _))| PairedItem {
-                        id,
-                        degraded: d,
-                        clean: c,
-                        params: DegradationParams { meta, ..Default::default() },
-                    })
-                    .collect();
+                let Stored { view: store, fingerprint, problems, reused } =
+                    self.stored(name, scan, take, patches::Planes::Pair, on_problem, false)?;
+                let items = match &store {
+                    Some(v) => Self::sample_items(v, 4)?
+                        .into_iter()
+                        .filter_map(|(id, mut planes)| {
+                            let (clean, degraded) = (planes.pop()?, planes.pop()?);
+                            Some(PairedItem { id, degraded, clean, params: Default::default() })
+                        })
+                        .collect(),
+                    None => vec![],
+                };
                 Ok(PairedSet {
                     dataset: name.into(),
                     split: Split::Train,
                     items,
                     fingerprint,
-                    cached: false,
-                    problems: dec.problems.iter().map(|p| p.to_string()).collect(),
+                    cached: reused,
+                    problems,
                     redraw: None,
+                    store,
+                    files: None,
                 })
             }
         }
@@ -455,6 +802,8 @@ impl Loader<'_> {
             cached,
             problems: vec![],
             redraw: None,
+            store: None,
+            files: None,
         })
     }
 
@@ -469,6 +818,7 @@ impl Loader<'_> {
         take: Take,
         oracle_gt: bool,
     ) -> Result<(Vec<ShardEntry>, bool, String)> {
+        self.check_take(name, take)?;
         let sim = simulator(name, entry)
             .map_err(|m| Failure::config(format!("{}: dataset \"{name}\": {m}", self.registry.path.display())))?;
         // The simulator's full configuration, not only its preset's name, keys the shard.
@@ -594,7 +944,7 @@ mod tests {
         )
         .unwrap();
         let cache = std::env::temp_dir().join(format!("rp-simclean-{}", std::process::id()));
-        let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9 };
+        let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9, plan_only: false };
         let take = Take { count: 4, size: 48 };
         let clean = loader.clean_images("cam-clean", Split::Train, take, OnProblem::Fail).unwrap();
         let seed = crate::rng::derive_seed(9, "cam-clean/train/look", &[]);

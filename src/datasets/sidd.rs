@@ -133,6 +133,8 @@ pub fn validation(root: &Path, count: usize) -> Result<PairedSet> {
         cached: false,
         problems: vec![],
         redraw: None,
+        store: None,
+        files: None,
     })
 }
 

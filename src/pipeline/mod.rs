@@ -240,7 +240,7 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
         }
     }
     for (key, count) in [("source.count", s.source.count), ("target.count", s.target.count)] {
-        if count == 0 {
+        if count == Some(0) {
             return Err(fail(key, "must be at least 1".into()));
         }
     }
@@ -437,6 +437,9 @@ mod tests {
         assert_eq!(paper.spec.networks.diffusion.attn_heads, 16);
         assert_eq!(paper.spec.train.lr, 1e-4);
         assert_eq!(paper.spec.target.dataset, "sidd-medium");
+        // The whole training sets, tiled as the release (512², overlap 128).
+        assert_eq!((paper.spec.source.count, paper.spec.source.size), (None, 512));
+        assert_eq!((paper.spec.target.count, paper.spec.target.size), (None, 512));
     }
 
     #[test]
@@ -566,6 +569,7 @@ mod tests {
             let path = dir.join(format!("{task}.yaml"));
             let paper = load(&path, Some("paper"), &[]).unwrap();
             assert!(paper.spec.source.degradation.is_none(), "{task}");
+            assert_eq!((paper.spec.source.count, paper.spec.target.count), (None, None), "{task}: all of it");
             assert!(load(&path, Some("demo"), &[]).unwrap().spec.source.degradation.is_some(), "{task}");
         }
     }

@@ -55,13 +55,13 @@ pub fn describe(spec: &PipelineSpec) -> String {
             let detail = match s {
                 Stage::Data => format!(
                     "source {}×{}² ({}), target {}×{}² from {}, {} test set(s)",
-                    spec.source.count,
+                    count(spec.source.count),
                     spec.source.size,
                     spec.source
                         .degradation
                         .as_ref()
                         .map_or_else(|| format!("pairs of {}", spec.source.dataset), |d| d.to_string()),
-                    spec.target.count,
+                    count(spec.target.count),
                     spec.target.size,
                     spec.target.dataset,
                     spec.tests.len()
@@ -92,6 +92,11 @@ pub fn describe(spec: &PipelineSpec) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A count for people: a number, or `all` (every patch of a dataset on disk).
+pub(crate) fn count(c: Option<usize>) -> String {
+    c.map_or_else(|| "all".into(), |n| n.to_string())
 }
 
 /// What a recipe changes relative to the pipeline's `train` and `networks`, as `key=value`.
@@ -127,21 +132,81 @@ fn diff_json<T: serde::Serialize>(base: &T, variant: &T) -> Vec<String> {
         .collect()
 }
 
-/// Bytes of image data a run holds in memory, from the configured counts and sizes: source
-/// pairs, target images (and pairs for the upper bound), test and validation pairs, as f32
-/// RGB. A lower bound for on-disk data whose images are larger than `size`; enough to catch a
-/// mistyped count before a run aborts half-way for want of memory.
-pub fn data_bytes(spec: &PipelineSpec) -> u128 {
+/// Pairs of a test set on disk in memory at once when scored: a chunk (32) and the first
+/// few kept for figures (8).
+const EVAL_CHUNK_PAIRS: usize = 40;
+
+/// Whether a training set of `dataset` streams from a patch store (datasets on disk read
+/// through their layouts) rather than being held in memory (generated data, SIDD's blocks).
+pub fn streamed(registry: &crate::datasets::Registry, dataset: &str) -> bool {
+    registry.get(dataset).is_ok_and(|e| {
+        !e.kind.is_embedded() && !matches!(e.layout.as_deref(), Some("validation" | "benchmark"))
+    })
+}
+
+/// Memory a run's data needs, before anything is read: sets held in memory (generated
+/// training data, test and validation sets) as f32 RGB pairs, and, for training data streamed
+/// from a patch store, the batches in flight (`train.loader`: prefetched + being made + being
+/// trained on) — which does not grow with the dataset. A lower bound for test sets on disk
+/// whose images are larger than `size`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DataMemory {
+    pub held: u128,
+    pub streamed: u128,
+}
+
+impl DataMemory {
+    pub fn total(&self) -> u128 {
+        self.held + self.streamed
+    }
+}
+
+pub fn data_memory(spec: &PipelineSpec, registry: &crate::datasets::Registry) -> DataMemory {
     let pairs = |count: usize, size: usize| 2 * count as u128 * (size as u128).pow(2) * 3 * 4;
-    let mut total = pairs(spec.source.count, spec.source.size);
+    let mut m = DataMemory::default();
+    // The largest batch any recipe draws: (synthetic + target) crops, each a pair at most.
+    let in_flight = spec
+        .recipes()
+        .iter()
+        .map(|r| {
+            let t = r.train;
+            let crops = (t.batch + t.noise_da.target_count(t.batch)) as u128;
+            let batches = (t.loader.prefetch + t.loader.workers + 1) as u128;
+            batches * crops * pairs(1, t.patch)
+        })
+        .max()
+        .unwrap_or(0);
+    let mut training = vec![(&spec.source.dataset, spec.source.count, spec.source.size, 1.0)];
     if spec.uses_target() {
-        total += pairs(spec.target.count, spec.target.size) / 2;
+        training.push((&spec.target.dataset, spec.target.count, spec.target.size, 0.5));
     }
     if spec.uses_target_pairs() {
-        total += pairs(spec.target.count, spec.target.size);
+        training.push((&spec.target.dataset, spec.target.count, spec.target.size, 1.0));
     }
+    let mut any_streamed = false;
+    for (dataset, count, size, share) in training {
+        if streamed(registry, dataset) {
+            any_streamed = true;
+            // A few whole patches kept for figures and diagnostics.
+            m.streamed += pairs(4, size);
+        } else {
+            m.held += (pairs(count.unwrap_or(0), size) as f64 * share) as u128;
+        }
+    }
+    if any_streamed {
+        m.streamed += in_flight;
+    }
+    // Test sets on disk are read a chunk at a time when scored (with their outputs), and
+    // their first few pairs kept for the figures; the rest are held whole.
     let sets = spec.tests.iter().chain(spec.validation.iter().flat_map(|v| v.sets.iter()));
-    total + sets.map(|t| pairs(t.count, t.size)).sum::<u128>()
+    for t in sets {
+        if t.degradation.is_none() && streamed(registry, &t.dataset) {
+            m.streamed += pairs(t.count.min(EVAL_CHUNK_PAIRS), t.size) * 3 / 2;
+        } else {
+            m.held += pairs(t.count, t.size);
+        }
+    }
+    m
 }
 
 /// Memory this machine has available now (Linux `MemAvailable`), if it can tell.

@@ -101,9 +101,12 @@ pub use crate::backend::Backend;
 pub struct SourceSpec {
     /// Registry name of the clean dataset.
     pub dataset: String,
-    pub count: usize,
-    /// Side of generated images (embedded datasets), or of the crops taken from a paired
-    /// dataset on disk.
+    /// Images to generate (embedded datasets; required), or a cap on the training patches of
+    /// a dataset on disk (default: all of them, as the release trains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Side of generated images (embedded datasets), or of the patches a dataset on disk is
+    /// tiled into for training (the release: 512, overlap a quarter of it).
     pub size: usize,
     /// How clean images become training pairs. Without it the dataset must hold pairs
     /// already (Rain13K, GoPro: the paper's derain and deblur sources), which are cropped.
@@ -130,9 +133,11 @@ impl SourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub dataset: String,
-    /// Number of training crops (real data) or images (embedded data).
-    pub count: usize,
-    /// Crop side (real data) or image side (embedded data).
+    /// Images (embedded data; required), or a cap on the training patches (data on disk;
+    /// default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Image side (embedded data), or patch side (data on disk, tiled like the source).
     pub size: usize,
     /// Missing partners, unreadable files...: `fail` (default) or `skip` and report.
     #[serde(default)]

@@ -258,6 +258,8 @@ pub(crate) fn train_config(
         obj.remove("checkpoint");
         // Every draw is made per sample before a step is split: shards change no result.
         obj.remove("shards");
+        // Batches are functions of their step: how they are read ahead changes nothing.
+        obj.remove("loader");
         if method != crate::pipeline::spec::Method::NoiseDa {
             obj.remove("noise_da");
         }

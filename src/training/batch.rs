@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::datasets::{PairedSet, TargetTrainSet};
+use crate::datasets::{CropPool, PairedSet, TargetTrainSet};
 use crate::image::Image;
 use crate::rng::Rng;
 
@@ -34,10 +34,15 @@ pub(crate) fn dihedral(img: &Image, k: u8) -> Image {
     out
 }
 
-pub(crate) fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, usize) {
-    let x = rng.below((img.width - patch + 1) as u64) as usize;
-    let y = rng.below((img.height - patch + 1) as u64) as usize;
+/// Top-left corner of a random `patch`² crop of a `w × h` image.
+pub(crate) fn crop_at((w, h): (usize, usize), patch: usize, rng: &mut Rng) -> (usize, usize) {
+    let x = rng.below((w - patch + 1) as u64) as usize;
+    let y = rng.below((h - patch + 1) as u64) as usize;
     (x, y)
+}
+
+pub(crate) fn random_crop(img: &Image, patch: usize, rng: &mut Rng) -> (usize, usize) {
+    crop_at((img.width, img.height), patch, rng)
 }
 
 /// HWC images to one NCHW tensor.
@@ -72,6 +77,7 @@ pub(crate) fn from_tensor(t: Tensor<4>) -> Vec<Image> {
         .collect()
 }
 
+#[derive(Debug)]
 pub struct Batch {
     pub source_degraded: Vec<Image>,
     pub source_clean: Vec<Image>,
@@ -95,7 +101,10 @@ impl Batch {
 }
 
 /// The batch of step `step`, a pure function of (seed, step) — the source's redrawn
-/// degradation included, so a resumed run draws the same noise and thread counts do not matter.
+/// degradation included, so a resumed run draws the same noise, and neither thread counts nor
+/// the prefetch depth matter. Which image, where and which transform are drawn from the sizes
+/// alone ([`CropPool`]); then each crop is read, from memory or from a patch store, so a set
+/// held in memory and the same images in a store give the same batch.
 pub(crate) fn sample_batch(
     source: &PairedSet,
     target: Option<&TargetTrainSet>,
@@ -104,20 +113,27 @@ pub(crate) fn sample_batch(
     patch: usize,
     seed: u64,
     step: u64,
-) -> Batch {
+) -> std::io::Result<Batch> {
     let mut rng = Rng::derive(seed, "batch", &[step]);
     let mut out = Batch { source_degraded: Vec::new(), source_clean: Vec::new(), target: Vec::new() };
     // A redrawn degradation has a stream per step, its crops indexed by their position, so the
     // crops and transforms below are the same whether or not the degradation is redrawn.
     let redraw_seed = crate::rng::derive_seed(seed, "redraw", &[step]);
     for i in 0..batch {
-        let item = &source.items[rng.below(source.items.len() as u64) as usize];
-        let (x, y) = random_crop(&item.clean, patch, &mut rng);
+        let item = rng.below(source.count() as u64) as usize;
+        let (x, y) = crop_at(source.dims(item), patch, &mut rng);
         let k = rng.below(8) as u8;
-        let clean = dihedral(&item.clean.crop(x, y, patch, patch), k);
-        let degraded = match &source.redraw {
-            Some(spec) => spec.apply(&clean, redraw_seed, i as u64).0,
-            None => dihedral(&item.degraded.crop(x, y, patch, patch), k),
+        let (stored, clean) = source.read_pair(item, (x, y, patch, patch), source.redraw.is_none())?;
+        let clean = dihedral(&clean, k);
+        let degraded = match (&source.redraw, stored) {
+            (Some(spec), _) => spec.apply(&clean, redraw_seed, i as u64).0,
+            (None, Some(d)) => dihedral(&d, k),
+            (None, None) => {
+                return Err(std::io::Error::other(format!(
+                    "dataset \"{}\": clean images only, and no degradation to draw",
+                    source.dataset
+                )));
+            }
         };
         out.source_degraded.push(degraded);
         out.source_clean.push(clean);
@@ -125,13 +141,13 @@ pub(crate) fn sample_batch(
     if let Some(t) = target {
         // Drawn after the synthetic pairs: changing `target_batch` keeps the synthetic crops.
         for _ in 0..target_batch {
-            let item = &t.items[rng.below(t.items.len() as u64) as usize];
-            let (x, y) = random_crop(&item.degraded, patch, &mut rng);
+            let item = rng.below(t.count() as u64) as usize;
+            let (x, y) = crop_at(t.dims(item), patch, &mut rng);
             let k = rng.below(8) as u8;
-            out.target.push(dihedral(&item.degraded.crop(x, y, patch, patch), k));
+            out.target.push(dihedral(&t.read(item, (x, y, patch, patch))?, k));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Neighbor2Neighbor's ordered pairs of edge-adjacent pixels in a 2×2 cell (cell pixels
@@ -245,6 +261,8 @@ mod tests {
             cached: false,
             problems: vec![],
             redraw: None,
+            store: None,
+            files: None,
         }
         .redrawn(DegradationSpec::Awgn { sigma: [25.0, 25.0] });
         assert!(source.fingerprint.ends_with("+redraw"));
@@ -253,7 +271,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| sample_batch(&source, None, 2, 0, 8, 3, step).source_degraded)
+                .install(|| sample_batch(&source, None, 2, 0, 8, 3, step).unwrap().source_degraded)
         };
         let (a, b) = (noisy(0, 1), noisy(1, 1));
         assert_ne!(a[0], b[0], "the same image gets new noise at the next step");
@@ -263,7 +281,89 @@ mod tests {
         assert_eq!(a, noisy(0, 4), "and for any thread count");
         // Without redraw, the stored pair is used.
         let fixed = PairedSet { redraw: None, ..source.clone() };
-        assert_eq!(sample_batch(&fixed, None, 1, 0, 8, 3, 0).source_degraded[0], stored);
+        assert_eq!(sample_batch(&fixed, None, 1, 0, 8, 3, 0).unwrap().source_degraded[0], stored);
+    }
+
+    /// A set held in memory and the same images in a patch store draw the same batches: the
+    /// same images, windows and transforms, the same pixels, pairs aligned — with and without
+    /// a redrawn degradation.
+    #[test]
+    fn a_patch_store_draws_the_same_crops_as_the_images_in_memory() {
+        use crate::datasets::layouts::FileItem;
+        use crate::datasets::patches::{Planes, StoreView, Tiling, prepare};
+        use crate::datasets::{DegradedItem, PairedItem, PairedSet, Split, TargetTrainSet};
+        use crate::degradations::DegradationSpec;
+        let dir = std::env::temp_dir().join(format!("rp-batch-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rng = Rng::new(4);
+        let mut files = vec![];
+        for (i, (w, h)) in [(40u32, 33u32), (64, 64), (21, 50)].into_iter().enumerate() {
+            let mut pair = vec![];
+            for side in ["noisy", "gt"] {
+                let p = dir.join(format!("{side}{i}.png"));
+                image::RgbImage::from_fn(w, h, |_, _| image::Rgb([0, 0, 0].map(|_: u8| rng.below(256) as u8)))
+                    .save(&p)
+                    .unwrap();
+                pair.push(p);
+            }
+            files.push(FileItem { id: format!("p{i}"), clean: Some(pair.pop().unwrap()), degraded: pair.pop().unwrap(), meta: vec![] });
+        }
+        // Patches as large as the images: one patch per image, in the same order.
+        let tiling = Tiling { side: 64, overlap: 16 };
+        let (pairs, _) = prepare(&dir.join("pairs"), "a", serde_json::json!({}), &files, tiling, Planes::Pair).unwrap();
+        let (inputs, _) =
+            prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded).unwrap();
+        let load = |p: &std::path::Path| Image::load(p).unwrap();
+        let memory = PairedSet {
+            dataset: "d".into(),
+            split: Split::Train,
+            items: files
+                .iter()
+                .map(|f| PairedItem {
+                    id: f.id.clone(),
+                    degraded: load(&f.degraded),
+                    clean: load(f.clean.as_ref().unwrap()),
+                    params: Default::default(),
+                })
+                .collect(),
+            fingerprint: "f".into(),
+            cached: false,
+            problems: vec![],
+            redraw: None,
+            store: None,
+            files: None,
+        };
+        let streamed =
+            PairedSet { items: vec![], store: Some(StoreView::new(std::sync::Arc::new(pairs), None)), ..memory.clone() };
+        let target_memory = TargetTrainSet {
+            dataset: "t".into(),
+            items: memory
+                .items
+                .iter()
+                .map(|it| DegradedItem { id: it.id.clone(), degraded: it.degraded.clone(), params: Default::default() })
+                .collect(),
+            fingerprint: "g".into(),
+            cached: false,
+            problems: vec![],
+            store: None,
+        };
+        let target_streamed =
+            TargetTrainSet { items: vec![], store: Some(StoreView::new(std::sync::Arc::new(inputs), None)), ..target_memory.clone() };
+        let awgn = DegradationSpec::Awgn { sigma: [10.0, 30.0] };
+        for (a, b) in [(memory.clone(), streamed.clone()), (memory.clone().redrawn(awgn.clone()), streamed.redrawn(awgn))] {
+            for step in 0..6 {
+                let x = sample_batch(&a, Some(&target_memory), 4, 3, 20, 9, step).unwrap();
+                let y = sample_batch(&b, Some(&target_streamed), 4, 3, 20, 9, step).unwrap();
+                assert_eq!(x.source_degraded, y.source_degraded, "step {step}");
+                assert_eq!(x.source_clean, y.source_clean, "step {step}");
+                assert_eq!(x.target, y.target, "step {step}");
+            }
+        }
+        // A store of clean images only cannot give degraded crops unless they are redrawn.
+        let clean_only = PairedSet { store: target_streamed.store.clone(), ..memory };
+        assert!(sample_batch(&clean_only, None, 2, 0, 20, 9, 0).unwrap_err().to_string().contains("clean images only"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

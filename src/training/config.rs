@@ -107,6 +107,32 @@ pub struct TrainSpec {
     /// The `pixel_da` method's settings.
     #[serde(default, skip_serializing_if = "PixelDaSpec::is_default")]
     pub pixel_da: PixelDaSpec,
+    /// How batches are read ahead of the step (changes no result: every batch is a function
+    /// of its step alone).
+    #[serde(default, skip_serializing_if = "LoaderSpec::is_default")]
+    pub loader: LoaderSpec,
+}
+
+/// `train.loader`: batches are made on `workers` threads (0: on the training thread, when
+/// the step needs them), at most `prefetch` steps ahead of the step being trained — memory
+/// for `prefetch` batches, whatever the dataset's size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderSpec {
+    pub workers: usize,
+    pub prefetch: usize,
+}
+
+impl Default for LoaderSpec {
+    fn default() -> Self {
+        LoaderSpec { workers: 2, prefetch: 4 }
+    }
+}
+
+impl LoaderSpec {
+    fn is_default(&self) -> bool {
+        *self == LoaderSpec::default()
+    }
 }
 
 /// `train.pixel_da`: the translator's losses and the two networks' widths. Per step, with

@@ -82,7 +82,7 @@ pub struct ProbeInputs<'a> {
 /// The D probe (see the module doc) with trained `g` and `d` (inference weights). `None` when
 /// D never sees the real condition (`conditions: synthetic`) or there is no target image.
 pub(crate) fn probe_d(g: &Restorer, d: &DiffusionUNet, inp: &ProbeInputs, device: &Device) -> Option<DProbe> {
-    if inp.conditions == Conditions::Synthetic || inp.target.is_empty() || inp.source.items.is_empty() {
+    if inp.conditions == Conditions::Synthetic || inp.target.is_empty() || crate::datasets::CropPool::count(inp.source) == 0 {
         return None;
     }
     let schedule = NoiseSchedule::paper();
@@ -90,7 +90,7 @@ pub(crate) fn probe_d(g: &Restorer, d: &DiffusionUNet, inp: &ProbeInputs, device
     let mut sums = [0.0f64; 3];
     for b in 0..inp.batches {
         let mut rng = Rng::derive(inp.seed, "d-probe", &[b as u64]);
-        let syn = sample_batch(inp.source, None, n, 0, inp.patch, inp.seed, b as u64);
+        let syn = sample_batch(inp.source, None, n, 0, inp.patch, inp.seed, b as u64).ok()?;
         let (noisy, reference) = paired_crops(inp.target, n, inp.patch, &mut rng);
         if noisy[0].width != syn.source_clean[0].width {
             return None; // target images smaller than the training patch
@@ -167,7 +167,13 @@ pub(crate) fn premise_check(inp: &PremiseInputs, device: &Device) -> Vec<Premise
     for step in 0..inp.steps {
         ad.seed(crate::rng::derive_seed(inp.seed, "premise-step", &[step as u64]));
         let mut rng = Rng::derive(inp.seed, "premise", &[step as u64]);
-        let b = sample_batch(inp.train, None, n, 0, inp.patch, inp.seed, step as u64);
+        let b = match sample_batch(inp.train, None, n, 0, inp.patch, inp.seed, step as u64) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "premise check: cannot read its training crops; skipped");
+                return vec![];
+            }
+        };
         let y = to_tensor(&b.source_clean, &ad);
         let shape = y.dims();
         let sig: Vec<f32> = (0..n).map(|_| (rng.range(0.0, sigma_max) / 255.0) as f32).collect();
@@ -245,6 +251,8 @@ mod tests {
             cached: false,
             problems: vec![],
             redraw: None,
+            store: None,
+            files: None,
         }
     }
 

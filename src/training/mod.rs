@@ -13,6 +13,7 @@ pub(crate) mod ema;
 mod inference;
 pub(crate) mod losses;
 mod noise_da;
+mod prefetch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::datasets::{PairedItem, PairedSet, TargetTrainSet};
+use crate::datasets::{CropPool, PairedSet, TargetTrainSet};
 use crate::error::{ExitCode, Failure, Result};
 use crate::image::Image;
 use crate::networks::NetworksSpec;
@@ -155,7 +156,7 @@ pub struct Trained {
 pub struct ValidationSet<'a> {
     pub name: &'a str,
     pub protocol: ProtocolKind,
-    pub items: &'a [PairedItem],
+    pub set: &'a PairedSet,
 }
 
 pub struct TrainInputs<'a> {
@@ -597,16 +598,20 @@ fn run_step(shards: &[Shard], ctx: &StepCtx, draws: Option<&StepDraws>) -> (Curv
 fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device) -> Vec<f64> {
     let g = g.clone().valid();
     sets.iter()
-        .map(|set| {
-            let sum: f64 = set
-                .items
-                .iter()
-                .map(|item| {
-                    let out = restore_image(&g, &item.degraded, stride, device);
-                    crate::protocols::score(set.protocol, &out, &item.clean).map(|s| s.psnr).unwrap_or(f64::NAN)
-                })
-                .sum();
-            sum / set.items.len().max(1) as f64
+        .map(|v| {
+            // A set on disk is read a chunk at a time; one that cannot be read scores NaN.
+            let mut sum = 0.0;
+            for chunk in v.set.chunks(32) {
+                let Ok(chunk) = chunk else { return f64::NAN };
+                sum += chunk
+                    .iter()
+                    .map(|item| {
+                        let out = restore_image(&g, &item.degraded, stride, device);
+                        crate::protocols::score(v.protocol, &out, &item.clean).map(|s| s.psnr).unwrap_or(f64::NAN)
+                    })
+                    .sum::<f64>();
+            }
+            sum / v.set.len().max(1) as f64
         })
         .collect()
 }
@@ -653,33 +658,63 @@ fn shards_per_device(
 /// front, naming the dataset and image, instead of failing inside a step.
 fn check_inputs(method: Method, inp: &TrainInputs) -> Result<()> {
     let patch = inp.spec.patch;
-    let fits = |w: usize, h: usize| w >= patch && h >= patch;
+    let fits = |(w, h): (usize, usize)| w >= patch && h >= patch;
     let src = inp.source;
-    if src.items.is_empty() {
+    if src.count() == 0 {
         return Err(Failure::data(format!("dataset \"{}\": no training pairs to learn from", src.dataset)));
     }
-    if let Some(it) = src.items.iter().find(|it| !fits(it.clean.width, it.clean.height)) {
+    if let Some(i) = (0..src.count()).find(|&i| !fits(src.dims(i))) {
+        let ((w, h), id) = (src.dims(i), src.id(i));
         return Err(Failure::data(format!(
-            "dataset \"{}\": image {} is {}×{}, smaller than the {patch}×{patch} training patch (train.patch); \
+            "dataset \"{}\": image {id} is {w}×{h}, smaller than the {patch}×{patch} training patch (train.patch); \
              use larger images or source.size ≥ {patch}",
-            src.dataset, it.id, it.clean.width, it.clean.height
+            src.dataset
         )));
     }
     if method == Method::NoiseDa
         && let Some(t) = inp.target
     {
-        if t.items.is_empty() {
+        if t.count() == 0 {
             return Err(Failure::data(format!("dataset \"{}\": no target images to adapt to", t.dataset)));
         }
-        if let Some(it) = t.items.iter().find(|it| !fits(it.degraded.width, it.degraded.height)) {
+        if let Some(i) = (0..t.count()).find(|&i| !fits(t.dims(i))) {
+            let ((w, h), id) = (t.dims(i), t.id(i));
             return Err(Failure::data(format!(
-                "dataset \"{}\": image {} is {}×{}, smaller than the {patch}×{patch} training patch (train.patch); \
+                "dataset \"{}\": image {id} is {w}×{h}, smaller than the {patch}×{patch} training patch (train.patch); \
                  use target.size ≥ {patch}",
-                t.dataset, it.id, it.degraded.width, it.degraded.height
+                t.dataset
             )));
         }
     }
     Ok(())
+}
+
+/// The batches training reads at `steps` (as `spec.loader` makes them: read ahead on its
+/// workers), handed to `f` in step order as (step, synthetic degraded, synthetic clean, target
+/// inputs) — for benchmarks of the data path and for inspection. `target_batch` target crops
+/// a step (0: none).
+pub fn for_each_batch(
+    source: &PairedSet,
+    target: Option<&TargetTrainSet>,
+    spec: &TrainSpec,
+    target_batch: usize,
+    seed: u64,
+    steps: std::ops::Range<u64>,
+    mut f: impl FnMut(u64, &[Image], &[Image], &[Image]),
+) -> Result<()> {
+    let make = |step: u64| {
+        sample_batch(source, target, spec.batch, target_batch, spec.patch, seed, step).map_err(|e| e.to_string())
+    };
+    let first = steps.start;
+    prefetch::with_prefetch(steps, spec.loader.workers, spec.loader.prefetch, make, |next| {
+        let mut step = first;
+        while let Some(b) = next() {
+            let b = b.map_err(|e| Failure::data(format!("training data (step {}): {e}", step + 1)))?;
+            f(step, &b.source_degraded, &b.source_clean, &b.target);
+            step += 1;
+        }
+        Ok(())
+    })
 }
 
 pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo)) -> Result<Trained> {
@@ -828,147 +863,156 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
             best_val_psnr: best.as_ref().map_or(f64::NAN, |b| b.1),
         };
 
-    for step in start..spec.steps {
-        if inp.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        // Every random draw of the step (dropout included) derives from (seed, step), so a run
-        // continued from a checkpoint draws exactly what the uninterrupted one would have.
-        device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
-        for (k, d) in replicas.iter().enumerate().skip(1) {
-            d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
-        }
-        let target = if matches!(held, Held::Joint(_) | Held::Dann(_) | Held::PixelDa(_))
-            || method == Method::Neighbor2Neighbor
-        {
-            inp.target
-        } else {
-            None
-        };
-        let b = sample_batch(
-            inp.source,
-            target,
-            spec.batch,
-            spec.noise_da.target_count(spec.batch),
-            spec.patch,
-            data_seed,
-            step as u64,
-        );
-        let ctx = StepCtx {
-            spec,
-            schedule: &schedule,
-            signed: inp.task.diffusion_signed(),
-            // During D's warm-up G feels nothing; the ramp starts after it.
-            alpha: match (&held, step.checked_sub(spec.noise_da.d_warmup)) {
-                (Held::Dann(_), _) => spec.dann.lambda_at(step, spec.steps),
-                (_, Some(after)) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
-                (_, None) => 0.0,
-            },
-            warmup: step < spec.noise_da.d_warmup,
-            // Shard losses are means over their shard: 1/n each makes the summed gradient the
-            // gradient of the whole batch's mean.
-            scale: spec.precision.loss_scale() / n_shards as f64,
-            diagnose: (step + 1) % spec.log_every.max(1) == 0,
-            pixel_da: matches!(held, Held::PixelDa(_))
-                .then(|| crate::rng::derive_seed(data_seed, "pixel_da", &[step as u64])),
-            ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
-                (spec.ne2ne.gamma_at(step, spec.steps), crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]))
-            }),
-        };
-        // Every draw of the step, for the whole batch, before it is split.
-        let pairs = b.source_degraded.len().max(b.target.len());
-        let draws = matches!(held, Held::Joint(_)).then(|| {
-            let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
-            StepDraws::draw(&mut rng, pairs, [spec.patch, spec.patch], &ctx.noise_da())
-        });
-        let mut point = if n_shards == 1 {
-            let shard = Shard { held: &held, device: &device, batch: b, pairs: 0..pairs };
-            let (p, mut grads) = run_step(std::slice::from_ref(&shard), &ctx, draws.as_ref());
-            held = held.step(&mut optim, spec.lr, grads.pop().expect("one shard"));
-            CurvePoint { step: step + 1, ..p }
-        } else {
-            // Shard k on replica k / per_device: the first shard on the held module, the others on
-            // forks (the same parameter ids, their own autodiff graphs); the gradients summed
-            // onto the master weights by the optimiser.
-            let forks: Vec<(Held, &Device)> = (1..n_shards)
-                .map(|k| {
-                    let d = &replicas[k / per_device];
-                    (held.fork(d), d)
-                })
-                .collect();
-            let m = pairs / n_shards;
-            let shards: Vec<Shard> = std::iter::once((&held, &device))
-                .chain(forks.iter().map(|(h, d)| (h, *d)))
-                .enumerate()
-                .map(|(k, (h, d))| Shard { held: h, device: d, batch: b.shard(k, n_shards), pairs: k * m..(k + 1) * m })
-                .collect();
-            let (p, grads) = run_step(&shards, &ctx, draws.as_ref());
-            let devices: Vec<Device> = shards.iter().map(|s| s.device.clone()).collect();
-            drop(shards);
-            drop(forks);
-            let grads = grads.into_iter().zip(devices).collect();
-            held = held.step_multi(&mut optim, spec.lr, burn::optim::MultiGradientsParams { grads });
-            CurvePoint { step: step + 1, ..p }
-        };
-
-        if !point.loss.is_finite() {
-            // Nothing is saved from here on: the newest checkpoint is the last good state.
-            let kept = match inp.checkpoints {
-                Some(dir) => match checkpoint::latest(dir)? {
-                    Some(p) => format!("; the last good checkpoint is {}", p.display()),
-                    None => "; no checkpoint was written before it".into(),
-                },
-                None => String::new(),
+    // Target inputs only for the methods that read them.
+    let target = if matches!(held, Held::Joint(_) | Held::Dann(_) | Held::PixelDa(_))
+        || method == Method::Neighbor2Neighbor
+    {
+        inp.target
+    } else {
+        None
+    };
+    let (batch, target_batch) = (spec.batch, spec.noise_da.target_count(spec.batch));
+    let make = |step: u64| {
+        sample_batch(inp.source, target, batch, target_batch, spec.patch, data_seed, step).map_err(|e| e.to_string())
+    };
+    let steps = start as u64..spec.steps as u64;
+    let held = prefetch::with_prefetch(steps, spec.loader.workers, spec.loader.prefetch, make, |next| -> Result<Held> {
+        let mut held = held;
+        for step in start..spec.steps {
+            if inp.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            // Every random draw of the step (dropout included) derives from (seed, step), so a run
+            // continued from a checkpoint draws exactly what the uninterrupted one would have.
+            device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
+            for (k, d) in replicas.iter().enumerate().skip(1) {
+                d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
+            }
+            let b = match next() {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    return Err(Failure::data(format!("training data (step {}): {e}", step + 1)));
+                }
+                None => break,
             };
-            return Err(Failure::new(
-                ExitCode::Diverged,
-                format!(
-                    "{} diverged at step {} (loss {}); lower train.lr or check the data{kept}",
-                    method.name(),
-                    step + 1,
-                    point.loss
-                ),
-            ));
-        }
-        if let Some(e) = ema.as_mut() {
-            e.update(held.g());
-        }
-        point.elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
-        steps_done = step + 1;
-        let last = steps_done == spec.steps;
-        let validate_now =
-            inp.validate_every > 0 && !inp.validation.is_empty() && (steps_done % inp.validate_every == 0 || last);
-        if validate_now {
-            point.val_psnr = validate(held.g(), inp.validation, stride, &inp.device);
-        }
-        window.push(point.clone());
-        if steps_done % spec.log_every.max(1) == 0 || last || validate_now {
-            curve.push(mean_point(&window));
-            window.clear();
-        }
-        if validate_now {
-            let v = point.val_psnr[0];
-            if v.is_finite() && best.as_ref().is_none_or(|b| v > b.1) {
-                best = Some((PathBuf::new(), v));
-                if let Some(p) = save(&held, &optim, &ema, "best", &state(steps_done, &curve, &window, &best))? {
-                    best = Some((p, v));
+            let ctx = StepCtx {
+                spec,
+                schedule: &schedule,
+                signed: inp.task.diffusion_signed(),
+                // During D's warm-up G feels nothing; the ramp starts after it.
+                alpha: match (&held, step.checked_sub(spec.noise_da.d_warmup)) {
+                    (Held::Dann(_), _) => spec.dann.lambda_at(step, spec.steps),
+                    (_, Some(after)) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
+                    (_, None) => 0.0,
+                },
+                warmup: step < spec.noise_da.d_warmup,
+                // Shard losses are means over their shard: 1/n each makes the summed gradient the
+                // gradient of the whole batch's mean.
+                scale: spec.precision.loss_scale() / n_shards as f64,
+                diagnose: (step + 1) % spec.log_every.max(1) == 0,
+                pixel_da: matches!(held, Held::PixelDa(_))
+                    .then(|| crate::rng::derive_seed(data_seed, "pixel_da", &[step as u64])),
+                ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
+                    (spec.ne2ne.gamma_at(step, spec.steps), crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]))
+                }),
+            };
+            // Every draw of the step, for the whole batch, before it is split.
+            let pairs = b.source_degraded.len().max(b.target.len());
+            let draws = matches!(held, Held::Joint(_)).then(|| {
+                let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
+                StepDraws::draw(&mut rng, pairs, [spec.patch, spec.patch], &ctx.noise_da())
+            });
+            let mut point = if n_shards == 1 {
+                let shard = Shard { held: &held, device: &device, batch: b, pairs: 0..pairs };
+                let (p, mut grads) = run_step(std::slice::from_ref(&shard), &ctx, draws.as_ref());
+                held = held.step(&mut optim, spec.lr, grads.pop().expect("one shard"));
+                CurvePoint { step: step + 1, ..p }
+            } else {
+                // Shard k on replica k / per_device: the first shard on the held module, the others on
+                // forks (the same parameter ids, their own autodiff graphs); the gradients summed
+                // onto the master weights by the optimiser.
+                let forks: Vec<(Held, &Device)> = (1..n_shards)
+                    .map(|k| {
+                        let d = &replicas[k / per_device];
+                        (held.fork(d), d)
+                    })
+                    .collect();
+                let m = pairs / n_shards;
+                let shards: Vec<Shard> = std::iter::once((&held, &device))
+                    .chain(forks.iter().map(|(h, d)| (h, *d)))
+                    .enumerate()
+                    .map(|(k, (h, d))| Shard { held: h, device: d, batch: b.shard(k, n_shards), pairs: k * m..(k + 1) * m })
+                    .collect();
+                let (p, grads) = run_step(&shards, &ctx, draws.as_ref());
+                let devices: Vec<Device> = shards.iter().map(|s| s.device.clone()).collect();
+                drop(shards);
+                drop(forks);
+                let grads = grads.into_iter().zip(devices).collect();
+                held = held.step_multi(&mut optim, spec.lr, burn::optim::MultiGradientsParams { grads });
+                CurvePoint { step: step + 1, ..p }
+            };
+
+            if !point.loss.is_finite() {
+                // Nothing is saved from here on: the newest checkpoint is the last good state.
+                let kept = match inp.checkpoints {
+                    Some(dir) => match checkpoint::latest(dir)? {
+                        Some(p) => format!("; the last good checkpoint is {}", p.display()),
+                        None => "; no checkpoint was written before it".into(),
+                    },
+                    None => String::new(),
+                };
+                return Err(Failure::new(
+                    ExitCode::Diverged,
+                    format!(
+                        "{} diverged at step {} (loss {}); lower train.lr or check the data{kept}",
+                        method.name(),
+                        step + 1,
+                        point.loss
+                    ),
+                ));
+            }
+            if let Some(e) = ema.as_mut() {
+                e.update(held.g());
+            }
+            point.elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
+            steps_done = step + 1;
+            let last = steps_done == spec.steps;
+            let validate_now =
+                inp.validate_every > 0 && !inp.validation.is_empty() && (steps_done % inp.validate_every == 0 || last);
+            if validate_now {
+                point.val_psnr = validate(held.g(), inp.validation, stride, &inp.device);
+            }
+            window.push(point.clone());
+            if steps_done % spec.log_every.max(1) == 0 || last || validate_now {
+                curve.push(mean_point(&window));
+                window.clear();
+            }
+            if validate_now {
+                let v = point.val_psnr[0];
+                if v.is_finite() && best.as_ref().is_none_or(|b| v > b.1) {
+                    best = Some((PathBuf::new(), v));
+                    if let Some(p) = save(&held, &optim, &ema, "best", &state(steps_done, &curve, &window, &best))? {
+                        best = Some((p, v));
+                    }
                 }
             }
+            let every = spec.checkpoint.every;
+            if last || (every > 0 && steps_done % every == 0) {
+                let before = last_checkpoint.take();
+                last_checkpoint = save(
+                    &held,
+                    &optim,
+                    &ema,
+                    &checkpoint::step_name(steps_done),
+                    &state(steps_done, &curve, &window, &best),
+                )?
+                .or(before);
+                saved_at = steps_done;
+            }
+            on_step(StepInfo { step: steps_done, steps: spec.steps, latest: &point });
         }
-        let every = spec.checkpoint.every;
-        if last || (every > 0 && steps_done % every == 0) {
-            last_checkpoint = save(
-                &held,
-                &optim,
-                &ema,
-                &checkpoint::step_name(steps_done),
-                &state(steps_done, &curve, &window, &best),
-            )?
-            .or(last_checkpoint);
-            saved_at = steps_done;
-        }
-        on_step(StepInfo { step: steps_done, steps: spec.steps, latest: &point });
-    }
+        Ok(held)
+    })?;
     // Stopped early (interrupt): keep what was done.
     if steps_done > saved_at {
         last_checkpoint =
@@ -1035,6 +1079,7 @@ fn mean_point(w: &[CurvePoint]) -> CurvePoint {
 mod tests {
     use super::config::NoiseDaSpec;
     use super::*;
+    use crate::datasets::PairedItem;
     use crate::networks::{DiffusionConfig, RestorerConfig};
 
     fn spec(residual_swap: bool) -> TrainSpec {
@@ -1066,6 +1111,7 @@ mod tests {
             dann: Default::default(),
             pixel_da: Default::default(),
             ne2ne: Default::default(),
+            loader: Default::default(),
         }
     }
 
@@ -1188,6 +1234,8 @@ mod tests {
             cached: false,
             problems: vec![],
             redraw: None,
+            store: None,
+            files: None,
         };
         let target = TargetTrainSet {
             dataset: "tiny-target".into(),
@@ -1201,6 +1249,7 @@ mod tests {
             fingerprint: "g".into(),
             cached: false,
             problems: vec![],
+            store: None,
         };
         (source, target)
     }
@@ -1495,6 +1544,23 @@ mod tests {
         }
     }
 
+    /// Batches read ahead on worker threads train exactly as batches made when the step
+    /// needs them, whatever the number of workers and the prefetch depth.
+    #[test]
+    fn training_does_not_depend_on_the_loader() {
+        use config::LoaderSpec;
+        let data = tiny_data(false);
+        let run = |workers: usize, prefetch: usize| {
+            let spec = TrainSpec { loader: LoaderSpec { workers, prefetch }, ..run_spec(6) };
+            let t = go(Method::NoiseDa, &spec, &data, None, None).unwrap();
+            (weights(&t.restorer), weights(t.diffusion.as_ref().expect("Noise-DA trains D")))
+        };
+        let inline = run(0, 1);
+        for (workers, prefetch) in [(1, 1), (2, 4), (3, 2)] {
+            assert!(run(workers, prefetch) == inline, "{workers} workers, prefetch {prefetch} train differently");
+        }
+    }
+
     /// Neighbor2Neighbor learns from the target's noisy images alone: another source set
     /// gives the very same weights, G changes, the reconstruction and regulariser terms are
     /// logged and γ ramps linearly from 0.
@@ -1641,7 +1707,7 @@ mod tests {
                 ne2ne: None,
                 pixel_da: Some(9),
             };
-            let batch = sample_batch(&data.0, Some(&data.1), 2, 2, 8, 7, 3);
+            let batch = sample_batch(&data.0, Some(&data.1), 2, 2, 8, 7, 3).unwrap();
             let shard = Shard { held: &held, device: &device, batch, pairs: 0..2 };
             let (point, grads) = run_step(std::slice::from_ref(&shard), &ctx, None);
             let Held::PixelDa(m) = &held else { unreachable!() };
@@ -1750,7 +1816,7 @@ mod tests {
         let held = Held::Joint(model);
         for delta in [0.1, -10.0] {
             let sp = TrainSpec { batch: 4, noise_da: NoiseDaSpec { delta, ..spec(true).noise_da }, ..spec(true) };
-            let b = sample_batch(&data.0, Some(&data.1), 4, 4, sp.patch, 7, 3);
+            let b = sample_batch(&data.0, Some(&data.1), 4, 4, sp.patch, 7, 3).unwrap();
             let grads_of = |n: usize| {
                 let ctx = StepCtx {
                     spec: &sp,

@@ -6,7 +6,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::Run;
-use crate::datasets::{Loader, PairedSet, Registry, Split, Take, TargetTrainSet};
+use crate::datasets::{CropPool, Loader, PairedSet, Registry, Split, Take, TargetTrainSet};
 use crate::error::Result;
 use crate::pipeline::plan::Stage;
 use crate::pipeline::spec::{PipelineSpec, Protocol, TestInput, TestSpec};
@@ -15,11 +15,11 @@ impl Run<'_> {
     /// Load (or generate) every data set the pipeline reads.
     pub(super) fn load_data(&mut self) -> Result<Data> {
         let cache_dir = self.report_root.join(".cache");
-        let loader = Loader { registry: &self.registry, cache_dir: &cache_dir, seed: self.spec.seeds.data };
+        let loader = Loader { registry: &self.registry, cache_dir: &cache_dir, seed: self.spec.seeds.data, plan_only: false };
         let data = load_data(self.spec, &loader)?;
         info!(
-            source = data.source.items.len(),
-            target = data.target.as_ref().map(|t| t.items.len()).unwrap_or(0),
+            source = data.source.count(),
+            target = data.target.as_ref().map(|t| t.count()).unwrap_or(0),
             cached = data.source.cached,
             "data ready"
         );
@@ -57,26 +57,27 @@ impl Data {
         fingerprints.insert(
             "source".into(),
             json!({"dataset": source.dataset, "shard": source.fingerprint, "cached": source.cached,
-            "items": source.items.len(), "skipped": source.problems}),
+            "items": source.count(), "streamed": source.store.is_some(), "skipped": source.problems}),
         );
         if let Some(t) = target_pairs {
             fingerprints.insert(
                 "target_pairs (upper bound only)".into(),
-                json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached, "items": t.items.len()}),
+                json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached, "items": t.count(),
+                    "streamed": t.store.is_some()}),
             );
         }
         if let Some(t) = target {
             fingerprints.insert(
                 "target".into(),
                 json!({"dataset": t.dataset, "shard": t.fingerprint, "cached": t.cached,
-                "items": t.items.len(), "skipped": t.problems}),
+                "items": t.count(), "streamed": t.store.is_some(), "skipped": t.problems}),
             );
         }
         for (role, t) in tests.iter().map(|t| ("test", t)).chain(val_sets.iter().map(|t| ("validation", t))) {
             fingerprints.insert(
                 format!("{role}:{}", t.name),
                 json!({"dataset": t.set.dataset, "shard": t.set.fingerprint, "cached": t.set.cached,
-                "items": t.set.items.len(), "skipped": t.set.problems}),
+                "items": t.set.len(), "streamed": t.set.files.is_some(), "skipped": t.set.problems}),
             );
         }
         fingerprints
@@ -91,15 +92,16 @@ impl Data {
 pub(super) fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
     let source = loader.source_pairs(
         &spec.source.dataset,
-        Take { count: spec.source.count, size: spec.source.size },
+        Take { count: spec.source.count.unwrap_or(Take::ALL), size: spec.source.size },
         spec.source.degradation.as_ref(),
         spec.source.on_problem,
     )?;
+    // (A source streamed from a store of clean photos is redrawn already.)
     let source = match spec.source.redraw() {
-        Some(deg) => source.redrawn(deg.clone()),
-        None => source,
+        Some(deg) if source.redraw.is_none() => source.redrawn(deg.clone()),
+        _ => source,
     };
-    let (t, target_take) = (&spec.target, Take { count: spec.target.count, size: spec.target.size });
+    let (t, target_take) = (&spec.target, Take { count: spec.target.count.unwrap_or(Take::ALL), size: spec.target.size });
     let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
     let target_pairs = spec
         .uses_target_pairs()
@@ -114,6 +116,9 @@ pub(super) fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
         let reference_input = t.input == TestInput::Reference;
         if reference_input {
             set.items.iter_mut().for_each(|it| it.degraded = it.clean.clone());
+            if let Some(files) = &mut set.files {
+                std::sync::Arc::make_mut(files).reference_input = true;
+            }
             set.fingerprint = format!("{}+reference-input", set.fingerprint);
         }
         Ok(TestSet { name: t.name.clone(), protocol: t.protocol, set, reference_input })
@@ -146,8 +151,8 @@ pub(super) fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> 
 pub(super) fn meta_keys(tests: &[TestSet]) -> Vec<String> {
     let mut keys = std::collections::BTreeSet::new();
     for t in tests {
-        for item in &t.set.items {
-            keys.extend(item.params.meta.iter().map(|(k, _)| k.clone()));
+        for meta in t.set.metas() {
+            keys.extend(meta.iter().map(|(k, _)| k.clone()));
         }
     }
     keys.into_iter().collect()

@@ -5,7 +5,8 @@ use super::evaluate::eval_cache;
 use super::open::forced_stages;
 use super::train::stage_keys;
 use super::{Resolved, RunOptions};
-use crate::datasets::{Loader, Registry};
+use crate::datasets::patches::Planes;
+use crate::datasets::{Loader, Registry, Take};
 use crate::error::Result;
 use crate::pipeline::plan::Stage;
 use crate::pipeline::spec::PipelineSpec;
@@ -21,25 +22,54 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     preflight(spec, &registry)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true };
     let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
     let data = load_data(spec, &loader)?;
     let stage_cache = StageCache::new(&report_root);
     let meta_keys = meta_keys(&data.tests);
-    super::check_memory(spec, opts.skip_memory_check)?;
+    super::check_memory(spec, &registry, opts.skip_memory_check)?;
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
     let have = crate::pipeline::plan::available_memory()
         .map(|b| format!(" of {} available", crate::pipeline::plan::human_bytes(b)))
         .unwrap_or_default();
+    let mem = crate::pipeline::plan::data_memory(spec, &registry);
+    let human = crate::pipeline::plan::human_bytes;
     out.push_str(&format!(
-        "  memory: data ≈ {}{have}\n",
-        crate::pipeline::plan::human_bytes(crate::pipeline::plan::data_bytes(spec))
+        "  memory: data ≈ {}{have} ({} held whole, {} of batches streamed from patch stores)\n",
+        human(mem.total()),
+        human(mem.held),
+        human(mem.streamed)
     ));
-    let cached = |c: bool| if c { "reuse cached shards" } else { "generate (then cached)" };
+    // Training data on disk: the patch stores it is read from, and what preparing them takes.
+    for (take, planes) in store_sets(spec) {
+        let (name, take) = take;
+        if let Some(p) = loader.store_plan(name, take, planes)? {
+            let what = if p.ready { "reuse (verified before use)" } else { "run (then cached; an interrupted one continues)" };
+            out.push_str(&format!(
+                "  prepare:{name}: {what}: {} images → {} patches of {}² (overlap {}), {:?}, ≈ {} on disk at {}\n",
+                p.images,
+                p.patches,
+                p.tiling.side,
+                p.tiling.overlap,
+                planes,
+                human(p.bytes as u128),
+                p.dir.display()
+            ));
+        }
+    }
+    let cached = |dataset: &str, c: bool| {
+        if crate::pipeline::plan::streamed(&registry, dataset) {
+            "streamed from its patch store"
+        } else if c {
+            "reuse cached shards"
+        } else {
+            "generate (then cached)"
+        }
+    };
     out.push_str(&format!(
         "  data: source {}; target {}\n",
-        cached(data.source.cached),
-        data.target.as_ref().map_or("unused", |t| cached(t.cached))
+        cached(&data.source.dataset, data.source.cached),
+        data.target.as_ref().map_or("unused", |t| cached(&t.dataset, t.cached))
     ));
     out.push_str("  score:input: run (cheap)\n");
     let (mut to_run, mut reused, mut est_s) = (0, 0, 0.0);
@@ -90,4 +120,21 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
         est_s
     ));
     Ok(out)
+}
+
+/// The training sets a run reads from patch stores when on disk, with their planes.
+fn store_sets(spec: &PipelineSpec) -> Vec<((&str, Take), Planes)> {
+    let take = |count: Option<usize>, size| Take { count: count.unwrap_or(Take::ALL), size };
+    let mut out = vec![(
+        (spec.source.dataset.as_str(), take(spec.source.count, spec.source.size)),
+        if spec.source.degradation.is_some() { Planes::Degraded } else { Planes::Pair },
+    )];
+    let t = (spec.target.dataset.as_str(), take(spec.target.count, spec.target.size));
+    if spec.uses_target() {
+        out.push((t, Planes::Degraded));
+    }
+    if spec.uses_target_pairs() {
+        out.push((t, Planes::Pair));
+    }
+    out
 }

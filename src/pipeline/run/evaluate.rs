@@ -79,7 +79,9 @@ impl Run<'_> {
             meta_keys: super::data::meta_keys(&data.tests),
         };
         for t in data.tests.iter().filter(|t| !t.reference_input) {
-            scores.append_rows(&score_set(&self.open.run_id, INPUT, None, t, &t.set.items, None)?)?;
+            for chunk in t.set.chunks(EVAL_CHUNK) {
+                scores.append_rows(&score_set(&self.open.run_id, INPUT, None, t, &chunk?, None)?)?;
+            }
         }
         self.timings.finish(Stage::ScoreInput);
         Ok(scores)
@@ -135,10 +137,12 @@ impl Run<'_> {
                 scores.append(&table)?;
                 continue;
             }
-            // Chunks keep memory bounded on large test sets (980 RealBlur frames); rows
-            // stream to the table as they are scored.
+            // Chunks keep memory bounded on large test sets (980 RealBlur frames): a set on
+            // disk is decoded a chunk at a time; rows stream to the table as they are scored.
             let mut all = Table::default();
-            for (k, chunk) in t.set.items.chunks(EVAL_CHUNK).enumerate() {
+            for (k, chunk) in t.set.chunks(EVAL_CHUNK).enumerate() {
+                let chunk = chunk?;
+                let chunk = &chunk[..];
                 let outputs: Vec<Image> =
                     chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, device)).collect();
                 if k == 0 && Some(seed) == first_seed {

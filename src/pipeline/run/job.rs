@@ -54,10 +54,10 @@ fn plan_stages(res: &Resolved, opts: &RunOptions) -> Result<(Vec<PlannedStage>, 
     let spec = &res.spec;
     let registry = Registry::load(&opts.registry)?;
     preflight(spec, &registry)?;
-    check_memory(spec, opts.skip_memory_check)?;
+    check_memory(spec, &registry, opts.skip_memory_check)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data };
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: false };
     let data = load_data(spec, &loader)?;
     let cache = StageCache::new(&report_root);
     let out = stage_keys(spec, &data)

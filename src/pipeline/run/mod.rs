@@ -72,19 +72,23 @@ pub struct RunOptions {
 
 /// Refuse (exit 2, before anything is written) a run whose data alone would not fit in the
 /// memory this machine has available, unless told otherwise.
-fn check_memory(spec: &PipelineSpec, skip: bool) -> Result<()> {
-    let need = super::plan::data_bytes(spec);
+fn check_memory(spec: &PipelineSpec, registry: &Registry, skip: bool) -> Result<()> {
+    let need = super::plan::data_memory(spec, registry);
     let Some(have) = super::plan::available_memory() else { return Ok(()) };
-    if need > have && !skip {
+    if need.total() > have && !skip {
+        let plan = super::plan::count;
         return Err(crate::error::Failure::config(format!(
-            "the data of this configuration needs ≈ {} in memory (source {}×{}², target {}×{}², test and \
-             validation sets), more than the {} available here; lower the counts or sizes, or pass \
+            "the data of this configuration needs ≈ {} in memory ({} for sets held whole: source {}×{}², target \
+             {}×{}² when generated, test and validation sets; {} for batches streamed from patch stores), more \
+             than the {} available here; lower the counts or sizes (or train.loader.prefetch), or pass \
              --skip-memory-check",
-            super::plan::human_bytes(need),
-            spec.source.count,
+            super::plan::human_bytes(need.total()),
+            super::plan::human_bytes(need.held),
+            plan(spec.source.count),
             spec.source.size,
-            spec.target.count,
+            plan(spec.target.count),
             spec.target.size,
+            super::plan::human_bytes(need.streamed),
             super::plan::human_bytes(have)
         )));
     }
@@ -149,7 +153,7 @@ impl<'a> Run<'a> {
         let t0 = Instant::now();
         let registry = Registry::load(&opts.registry)?;
         data::preflight(spec, &registry)?;
-        check_memory(spec, opts.skip_memory_check)?;
+        check_memory(spec, &registry, opts.skip_memory_check)?;
         let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
         let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
         let (devices, backend_name) = crate::backend::devices(spec.backend, max_devices)?;

@@ -182,8 +182,13 @@ impl Run<'_> {
             })?;
         }
         let (source, target, target_pairs) = (&data.source, data.target.as_ref(), data.target_pairs.as_ref());
+        // How batches are read ahead changes nothing: a run may continue with other loader settings.
+        let mut train_json = json!(recipe.train);
+        if let Some(t) = train_json.as_object_mut() {
+            t.remove("loader");
+        }
         let fingerprint = sha256_hex(
-            json!({"method": method.name(), "train": recipe.train, "networks": recipe.networks, "task": spec.task,
+            json!({"method": method.name(), "train": train_json, "networks": recipe.networks, "task": spec.task,
                 "seed": seed, "source": source.fingerprint, "target": target.map(|t| &t.fingerprint),
                 "target_pairs": target_pairs.map(|t| &t.fingerprint)})
             .to_string()
@@ -192,7 +197,7 @@ impl Run<'_> {
         let validation: Vec<training::ValidationSet> = data
             .val_sets
             .iter()
-            .map(|t| training::ValidationSet { name: &t.name, protocol: t.protocol, items: &t.set.items })
+            .map(|t| training::ValidationSet { name: &t.name, protocol: t.protocol, set: &t.set })
             .collect();
         let inputs = TrainInputs {
             checkpoints: Some(&ckpt_dir),
