@@ -47,7 +47,7 @@ fn prepare_twice(reg: &Registry, cache: &std::path::Path, name: &str, planes: pa
     }
     for pass in ["prepare", "again"] {
         let (store, rep) =
-            patches::prepare(&dir, &key, serde_json::json!({"dataset": name}), &scan.items, tiling, planes)
+            patches::prepare(&dir, &key, serde_json::json!({"dataset": name}), &scan.items, tiling, planes, &|| false)
                 .expect("prepare");
         println!(
             "{name} {pass:<8} {:>5} images  {:>7} patches  store {:>8.1} MB  {:>7.1} s  built {} resumed {} rebuilt {}  \
@@ -83,7 +83,7 @@ fn main() {
     prepare_twice(&reg, &cache, "sidd", patches::Planes::Degraded);
     prepare_twice(&reg, &cache, "dfwb", patches::Planes::Degraded);
 
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 2025, plan_only: false };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 2025, plan_only: false, stop: None };
     let take = Take { count: Take::ALL, size: 512 };
     let awgn = DegradationSpec::Awgn { sigma: [0.0, 75.0] };
     let source = loader.synthetic_pairs("dfwb", Split::Train, take, &awgn, OnProblem::Fail).expect("source");
@@ -138,7 +138,7 @@ fn train_until(demo: &pipeline::Resolved, stop: &AtomicBool) -> usize {
     let spec = &demo.spec;
     let reg = Registry::load(&repo_root().join("datasets.toml")).expect("registry");
     let cache = std::env::temp_dir().join("rp-bench-stream-demo");
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: spec.seeds.data, plan_only: false };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: spec.seeds.data, plan_only: false, stop: None };
     let take = |c: Option<usize>, size| Take { count: c.unwrap_or(Take::ALL), size };
     let source = loader
         .source_pairs(&spec.source.dataset, take(spec.source.count, spec.source.size), spec.source.degradation.as_ref(), spec.source.on_problem)

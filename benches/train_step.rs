@@ -143,7 +143,7 @@ fn main() {
     let spec = &res.spec;
     let registry = Registry::load(&root.join("datasets.toml")).expect("registry");
     let cache = std::env::temp_dir().join("run-pipeline-bench-cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data, plan_only: false };
+    let loader = Loader { registry: &registry, cache_dir: &cache, seed: spec.seeds.data, plan_only: false, stop: None };
     let source = loader
         .source_pairs(
             &spec.source.dataset,

@@ -410,7 +410,7 @@ fn datasets_export(registry: Option<&Path>, name: &str, dir: &Path, count: Optio
     use run_pipeline::datasets::{Loader, OnProblem, Split, Take};
     let reg = Registry::load(&registry_path(registry, None))?;
     let cache = std::env::temp_dir().join(format!("run-pipeline-export-{}", std::process::id()));
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false, stop: None };
     // Simulated sets are generated at 256² (their `size`); data on disk keeps its own sizes.
     let set =
         loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(usize::MAX), size: 256 }, OnProblem::Fail);

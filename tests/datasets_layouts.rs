@@ -358,7 +358,7 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
         &format!("[datasets.div2k]\nkind = \"clean_folder\"\nroot = \"{}\"\nsplits = [\"train\"]\n", data.display()),
     );
     let cache = dir.join("cache");
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7, plan_only: false };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 7, plan_only: false, stop: None };
     let spec = DegradationSpec::Awgn { sigma: [10.0, 20.0] };
     // Patches of 16 overlapping by 4: 40×30 → 3×3, 36×36 → 3×3.
     let all = Take { count: Take::ALL, size: 16 };
@@ -386,7 +386,7 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
     assert_eq!(c.count(), 27);
     // Degraded test pairs cannot serve as a clean source.
     let reg2 = registry(&dir, "[datasets.spa]\nkind = \"spa_data\"\nroot = \"/tmp\"\n");
-    let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7, plan_only: false };
+    let loader2 = Loader { registry: &reg2, cache_dir: &cache, seed: 7, plan_only: false, stop: None };
     let err = loader2.synthetic_pairs("spa", Split::Train, all, &spec, OnProblem::Fail).unwrap_err().to_string();
     assert!(err.contains("needs clean images"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -446,7 +446,7 @@ fn target_training_pairs_for_the_upper_bound() {
         ),
     );
     let cache = root.join("cache");
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 3, plan_only: false };
+    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 3, plan_only: false, stop: None };
     let take = Take { count: 5, size: 16 };
     for name in ["cam", "sidd"] {
         let inputs = loader.target_train(name, take, OnProblem::Fail).unwrap();
@@ -630,6 +630,11 @@ fn training_and_test_data_on_disk_stream_from_patch_stores() {
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[7] ^= 0x40;
     std::fs::write(&chunk, &bytes).unwrap();
+    // `cache verify` reports it (a patch store is a cache entry like shards and stages).
+    let out = go(["cache", "verify", "--dir", &reports.display().to_string()].map(String::from).to_vec());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("patches:") && stdout.contains("chunk 0: content hash mismatch"), "{stdout}");
     let mut again = args(None);
     again.push("--fresh".into());
     let out = go(again);
@@ -639,5 +644,7 @@ fn training_and_test_data_on_disk_stream_from_patch_stores() {
     assert!(stderr.contains("patch store verified"), "the other store is reused:\n{stderr}");
     let key = stores[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(run_pipeline::datasets::patches::open_verified(&stores[0], &key).is_some());
+    let out = go(["cache", "verify", "--dir", &reports.display().to_string()].map(String::from).to_vec());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -273,6 +273,9 @@ pub struct Loader<'a> {
     /// Only say what the data is (fingerprints, stores to prepare): no patch store is built
     /// or opened (`plan`), so store-backed sets come back empty.
     pub plan_only: bool,
+    /// Set on Ctrl-C / SIGTERM: preparing a patch store stops between images (what is done
+    /// is kept; the same command continues).
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// A training set's patch store as [`Loader::stored`] found it.
@@ -450,8 +453,17 @@ impl Loader<'_> {
                 tracing::info!(dataset = name, store = %dir.display(), images = scan.items.len(),
                     side = t.side, overlap = t.overlap, "preparing the patch store");
                 let def = json!({"dataset": name, "root": self.registry.root(name)?.display().to_string()});
-                let (store, rep) = patches::prepare(&dir, &key, def, &scan.items, t, planes)
-                    .map_err(|e| Failure::data(format!("dataset \"{name}\": patch store: {e:#}")))?;
+                let stopped = || self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+                let (store, rep) = patches::prepare(&dir, &key, def, &scan.items, t, planes, &stopped).map_err(|e| {
+                    if stopped() {
+                        Failure::new(
+                            crate::error::ExitCode::Interrupted,
+                            format!("interrupted while preparing the patch store of \"{name}\"; its finished chunks are kept and the same command continues"),
+                        )
+                    } else {
+                        Failure::data(format!("dataset \"{name}\": patch store: {e:#}"))
+                    }
+                })?;
                 tracing::info!(dataset = name, patches = rep.patches, bytes = rep.bytes, built = rep.built,
                     resumed = rep.reused, rebuilt = rep.rebuilt, seconds = format!("{:.1}", rep.seconds),
                     "patch store ready");
@@ -944,7 +956,7 @@ mod tests {
         )
         .unwrap();
         let cache = std::env::temp_dir().join(format!("rp-simclean-{}", std::process::id()));
-        let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9, plan_only: false };
+        let loader = Loader { registry: &reg, cache_dir: &cache, seed: 9, plan_only: false, stop: None };
         let take = Take { count: 4, size: 48 };
         let clean = loader.clean_images("cam-clean", Split::Train, take, OnProblem::Fail).unwrap();
         let seed = crate::rng::derive_seed(9, "cam-clean/train/look", &[]);

@@ -205,6 +205,22 @@ pub fn prepare(
     items: &[FileItem],
     tiling: Tiling,
     planes: Planes,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<(PatchStore, PrepareReport)> {
+    prepare_chunked(dir, key, definition, items, tiling, planes, stop, CHUNK_BYTES)
+}
+
+/// [`prepare`] with chunks of about `chunk_bytes`.
+#[allow(clippy::too_many_arguments)]
+fn prepare_chunked(
+    dir: &Path,
+    key: &str,
+    definition: serde_json::Value,
+    items: &[FileItem],
+    tiling: Tiling,
+    planes: Planes,
+    stop: &(dyn Fn() -> bool + Sync),
+    chunk_bytes: u64,
 ) -> anyhow::Result<(PatchStore, PrepareReport)> {
     let t0 = std::time::Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
@@ -218,7 +234,7 @@ pub fn prepare(
         match s {
             Ok((w, h)) => {
                 let b = stored_bytes(*w, *h, tiling, planes);
-                if acc.saturating_add(b) > CHUNK_BYTES {
+                if acc.saturating_add(b) > chunk_bytes {
                     groups.push(vec![]);
                     acc = 0;
                 }
@@ -240,7 +256,7 @@ pub fn prepare(
         .enumerate()
         .map(|(k, images)| {
             let recorded = previous.as_ref().and_then(|ix| ix.chunks.get(k)).filter(|c| &c.images == images);
-            build_chunk(dir, key, k, images, items, tiling, planes, recorded)
+            build_chunk(dir, key, k, images, items, tiling, planes, recorded, stop)
         })
         .collect();
     let mut report = PrepareReport { images: items.len(), ..Default::default() };
@@ -290,6 +306,7 @@ fn build_chunk(
     tiling: Tiling,
     planes: Planes,
     recorded: Option<&ChunkRecord>,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<(ChunkRecord, Outcome, u64)> {
     let (bin, side) = chunk_paths(dir, k);
     let sidecar: Option<ChunkRecord> = recorded.cloned().or_else(|| {
@@ -305,6 +322,9 @@ fn build_chunk(
             Err(e) => tracing::warn!(chunk = %bin.display(), error = %e, "patch chunk does not verify; rebuilding it"),
         }
     }
+    if stop() {
+        anyhow::bail!("stopped");
+    }
     let tmp = temp_path(&bin);
     let file = std::fs::File::create(&tmp).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", tmp.display()))?;
     let mut out = HashingWriter { w: std::io::BufWriter::with_capacity(1 << 20, file), h: Sha256::new(), n: 0 };
@@ -313,6 +333,9 @@ fn build_chunk(
     let mut read = 0u64;
     let result = (|| -> anyhow::Result<()> {
         for &i in images {
+            if stop() {
+                anyhow::bail!("stopped");
+            }
             let it = &items[i as usize];
             let mut paths = vec![&it.degraded];
             if planes == Planes::Pair {
@@ -579,7 +602,38 @@ pub fn open_verified(dir: &Path, key: &str) -> Option<PatchStore> {
     if !ok {
         return None;
     }
+    // Used now: `cache gc --older-than-days` ages a store from its last use.
+    if let Ok(f) = std::fs::File::options().append(true).open(dir.join("index.json")) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
     PatchStore::from_index(dir, index).ok()
+}
+
+/// Check a store in `dir` against its recorded hashes (`run-pipeline cache verify`): every
+/// chunk the index (or, for a preparation not finished yet, a chunk's own record) lists. An
+/// unfinished store is not an error: the next run continues it.
+pub fn verify_store(dir: &Path) -> Result<(), String> {
+    let records: Vec<(usize, ChunkRecord)> = match std::fs::read(dir.join("index.json")) {
+        Ok(bytes) => {
+            let index: Index =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: unreadable index: {e}", dir.display()))?;
+            index.chunks.into_iter().enumerate().collect()
+        }
+        Err(_) => (0..)
+            .map_while(|k| {
+                let (bin, side) = chunk_paths(dir, k);
+                (bin.exists() || side.exists()).then_some((k, side))
+            })
+            .filter_map(|(k, side)| {
+                std::fs::read(side).ok().and_then(|b| serde_json::from_slice(&b).ok()).map(|r| (k, r))
+            })
+            .collect(),
+    };
+    let bad: Vec<String> = records
+        .par_iter()
+        .filter_map(|(k, r)| verify_chunk(&chunk_paths(dir, *k).0, r).err().map(|e| format!("chunk {k}: {e}")))
+        .collect();
+    if bad.is_empty() { Ok(()) } else { Err(format!("{}: {}", dir.display(), bad.join("; "))) }
 }
 
 /// A store as training sees it: the patches it may use (all, or `cap` spread evenly over the
@@ -678,7 +732,7 @@ mod tests {
         let items = tree(&dir.join("data"), &[(700, 530), (300, 200)]);
         let tiling = Tiling { side: 256, overlap: 64 };
         let key = store_key("fp", tiling, Planes::Pair);
-        let (store, rep) = prepare(&dir.join("store"), &key, serde_json::json!({}), &items, tiling, Planes::Pair).unwrap();
+        let (store, rep) = prepare(&dir.join("store"), &key, serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
         assert_eq!(rep.built, 1);
         assert_eq!(store.len(), tiling.count(700, 530) + tiling.count(300, 200));
         let full: Vec<(Image, Image)> = items
@@ -709,13 +763,13 @@ mod tests {
         let tiling = Tiling { side: 128, overlap: 32 };
         let key = store_key("fp", tiling, Planes::Degraded);
         let sdir = dir.join("store");
-        let (a, _) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded).unwrap();
+        let (a, _) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         let first: Vec<Vec<Image>> = (0..a.len()).map(|i| a.read_whole(i).unwrap()).collect();
         assert!(open_verified(&sdir, &key).is_some());
         // Interrupted before the index was written: the chunk's sidecar says it is done.
         std::fs::remove_file(sdir.join("index.json")).unwrap();
         assert!(open_verified(&sdir, &key).is_none());
-        let (_, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded).unwrap();
+        let (_, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         assert_eq!((rep.built, rep.reused, rep.rebuilt), (0, 1, 0));
         // One flipped byte: detected, rebuilt, same content.
         let bin = sdir.join("chunk-00000.bin");
@@ -723,13 +777,40 @@ mod tests {
         bytes[1000] ^= 0x10;
         std::fs::write(&bin, &bytes).unwrap();
         assert!(open_verified(&sdir, &key).is_none(), "a corrupted chunk is not used");
-        let (b, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded).unwrap();
+        let (b, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         assert_eq!((rep.built, rep.reused, rep.rebuilt), (0, 0, 1));
         assert_eq!(first, (0..b.len()).map(|i| b.read_whole(i).unwrap()).collect::<Vec<_>>());
         assert!(open_verified(&sdir, &key).is_some());
         // A chunk cut short is caught too.
         std::fs::write(&bin, &bytes[..bytes.len() / 2]).unwrap();
         assert!(open_verified(&sdir, &key).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An interrupted preparation (stopped between images) keeps its finished chunks; the
+    /// next one builds only the rest, and the store equals an uninterrupted one.
+    #[test]
+    fn an_interrupted_preparation_continues_where_it_stopped() {
+        let dir = tmp("interrupt");
+        let items = tree(&dir.join("data"), &[(200, 150), (180, 160), (150, 150), (170, 140)]);
+        let tiling = Tiling { side: 64, overlap: 16 };
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // One image per chunk; the stop comes after two images were stored (chunks build in
+        // parallel, so it may come a little later: at least one chunk stays undone).
+        let stop = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 4;
+        let sdir = dir.join("s");
+        let (whole, _) = prepare_chunked(&dir.join("w"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1).unwrap();
+        assert!(prepare_chunked(&sdir, "k", serde_json::json!({}), &items, tiling, Planes::Pair, &stop, 1).is_err());
+        assert!(!sdir.join("index.json").exists(), "no index for an unfinished store");
+        assert!(verify_store(&sdir).is_ok(), "what was finished verifies");
+        let (store, rep) = prepare_chunked(&sdir, "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1).unwrap();
+        assert_eq!(rep.built + rep.reused, 4);
+        assert!(rep.reused >= 1 && rep.built >= 1, "{rep:?}");
+        assert_eq!(store.len(), whole.len());
+        for i in 0..store.len() {
+            assert_eq!(store.read_whole(i).unwrap(), whole.read_whole(i).unwrap());
+        }
+        assert!(!std::fs::read_dir(&sdir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -750,7 +831,7 @@ mod tests {
         ];
         let tiling = Tiling { side: 64, overlap: 16 };
         let (store, _) =
-            prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Degraded).unwrap();
+            prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         let a = &store.read_whole(0).unwrap()[0];
         assert_eq!(a.get(3, 2, 0), 3001.0 / 65535.0);
         assert_eq!(a.get(3, 2, 1), 4003.0 / 65535.0);
@@ -765,7 +846,7 @@ mod tests {
         let dir = tmp("cap");
         let items = tree(&dir.join("data"), &[(200, 100), (200, 100)]);
         let tiling = Tiling { side: 64, overlap: 0 };
-        let (store, _) = prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Pair).unwrap();
+        let (store, _) = prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
         let store = Arc::new(store);
         let n = store.len();
         let v = StoreView::new(store.clone(), Some(4));

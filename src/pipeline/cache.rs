@@ -1,6 +1,7 @@
 //! `run-pipeline cache verify` and `cache gc`: check and prune what runs keep under a reports
 //! folder — cached training stages and scores (`.cache/stages/`), data shards
-//! (`.cache/shards/`), and each run's weights and checkpoints — against their content hashes.
+//! (`.cache/shards/`), patch stores (`.cache/patches/`), and each run's weights and
+//! checkpoints — against their content hashes.
 //! Run directories themselves are never removed.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use crate::error::{Failure, Result};
 #[derive(Debug)]
 pub struct Entry {
     pub path: PathBuf,
-    /// `stage`, `scores`, `premise`, `shard`, `weights` or `checkpoint`.
+    /// `stage`, `scores`, `premise`, `shard`, `patches`, `weights` or `checkpoint`.
     pub kind: &'static str,
     pub bytes: u64,
     pub age: Duration,
@@ -36,8 +37,15 @@ fn size_of(path: &Path) -> u64 {
 
 /// Time since last use: a sealed directory's manifest is touched when it is reused.
 fn age_of(path: &Path) -> Duration {
-    let manifest = path.join(crate::integrity::MANIFEST);
-    let path = if manifest.is_file() { manifest.as_path() } else { path };
+    // A patch store's index is touched when the store is used.
+    let (manifest, index) = (path.join(crate::integrity::MANIFEST), path.join("index.json"));
+    let path = if manifest.is_file() {
+        manifest.as_path()
+    } else if index.is_file() {
+        index.as_path()
+    } else {
+        path
+    };
     std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default()
 }
 
@@ -74,6 +82,10 @@ pub fn scan(reports: &Path) -> Vec<Entry> {
     for p in children(&cache.join("shards")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "shard")) {
         let problem = crate::datasets::shard::verify_shard(&p).err();
         push(p, "shard", true, problem);
+    }
+    for p in children(&cache.join("patches")).into_iter().filter(|p| p.is_dir() && !hidden(p)) {
+        let problem = crate::datasets::patches::verify_store(&p).err();
+        push(p, "patches", true, problem);
     }
     for pipeline in children(reports).into_iter().filter(|p| p.is_dir() && !hidden(p)) {
         for run in children(&pipeline).into_iter().filter(|p| p.join("resolved.json").is_file()) {
@@ -161,6 +173,7 @@ pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result
     let mut out = String::new();
     let mut freed = 0u64;
     let mut dirs = vec![reports.to_path_buf(), reports.join(".cache/stages"), reports.join(".cache/shards")];
+    dirs.extend(children(&reports.join(".cache/patches")).into_iter().filter(|p| p.is_dir()));
     for pipeline in children(reports).into_iter().filter(|p| p.is_dir() && !hidden(p)) {
         dirs.push(pipeline.clone());
         for run in children(&pipeline).into_iter().filter(|p| p.is_dir() && !hidden(p)) {

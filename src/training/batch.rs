@@ -311,9 +311,9 @@ mod tests {
         }
         // Patches as large as the images: one patch per image, in the same order.
         let tiling = Tiling { side: 64, overlap: 16 };
-        let (pairs, _) = prepare(&dir.join("pairs"), "a", serde_json::json!({}), &files, tiling, Planes::Pair).unwrap();
+        let (pairs, _) = prepare(&dir.join("pairs"), "a", serde_json::json!({}), &files, tiling, Planes::Pair, &|| false).unwrap();
         let (inputs, _) =
-            prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded).unwrap();
+            prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded, &|| false).unwrap();
         let load = |p: &std::path::Path| Image::load(p).unwrap();
         let memory = PairedSet {
             dataset: "d".into(),

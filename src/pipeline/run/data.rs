@@ -15,7 +15,7 @@ impl Run<'_> {
     /// Load (or generate) every data set the pipeline reads.
     pub(super) fn load_data(&mut self) -> Result<Data> {
         let cache_dir = self.report_root.join(".cache");
-        let loader = Loader { registry: &self.registry, cache_dir: &cache_dir, seed: self.spec.seeds.data, plan_only: false };
+        let loader = Loader { registry: &self.registry, cache_dir: &cache_dir, seed: self.spec.seeds.data, plan_only: false, stop: Some(self.opts.stop.as_ref()) };
         let data = load_data(self.spec, &loader)?;
         info!(
             source = data.source.count(),

@@ -22,7 +22,7 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     preflight(spec, &registry)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true };
+    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true, stop: None };
     let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
     let data = load_data(spec, &loader)?;
     let stage_cache = StageCache::new(&report_root);
