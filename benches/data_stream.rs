@@ -65,15 +65,22 @@ fn prepare_twice(reg: &Registry, cache: &std::path::Path, name: &str, planes: pa
     }
     let t0 = Instant::now();
     let ok = patches::open_verified(&dir, &key).is_some();
-    println!("{name} verify   {:.1} s (every chunk hashed before use): {}", t0.elapsed().as_secs_f64(), if ok { "ok" } else { "FAILED" });
+    println!(
+        "{name} verify   {:.1} s (every chunk hashed before use): {}",
+        t0.elapsed().as_secs_f64(),
+        if ok { "ok" } else { "FAILED" }
+    );
 }
 
 fn main() {
     let (Ok(sidd), Ok(clean)) = (std::env::var("BENCH_SIDD"), std::env::var("BENCH_CLEAN")) else {
-        println!("data_stream: set BENCH_SIDD and BENCH_CLEAN to trees made by scripts/make_trees.py (see the top of benches/data_stream.rs)");
+        println!(
+            "data_stream: set BENCH_SIDD and BENCH_CLEAN to trees made by scripts/make_trees.py (see the top of benches/data_stream.rs)"
+        );
         return;
     };
-    let cache = PathBuf::from(env_or("BENCH_CACHE", &std::env::temp_dir().join("rp-bench-stream").display().to_string()));
+    let cache =
+        PathBuf::from(env_or("BENCH_CACHE", &std::env::temp_dir().join("rp-bench-stream").display().to_string()));
     let text = format!(
         "[datasets.sidd]\nkind = \"sidd\"\nlayout = \"medium\"\nroot = \"{sidd}\"\n\n\
          [datasets.dfwb]\nkind = \"clean_folder\"\nroot = \"{clean}\"\n"
@@ -141,7 +148,12 @@ fn train_until(demo: &pipeline::Resolved, stop: &AtomicBool) -> usize {
     let loader = Loader { registry: &reg, cache_dir: &cache, seed: spec.seeds.data, plan_only: false, stop: None };
     let take = |c: Option<usize>, size| Take { count: c.unwrap_or(Take::ALL), size };
     let source = loader
-        .source_pairs(&spec.source.dataset, take(spec.source.count, spec.source.size), spec.source.degradation.as_ref(), spec.source.on_problem)
+        .source_pairs(
+            &spec.source.dataset,
+            take(spec.source.count, spec.source.size),
+            spec.source.degradation.as_ref(),
+            spec.source.on_problem,
+        )
         .expect("demo source");
     let mut train = spec.train.clone();
     train.steps = 1_000_000;

@@ -68,7 +68,9 @@ def link_tree(src, dst, k):
 
 
 def registry(path, entries):
+    """The repository's registry (its embedded datasets) plus `entries`."""
     with open(path, "w") as f:
+        f.write(open(os.path.join(REPO, "datasets.toml")).read() + "\n")
         for name, kind, layout, root in entries:
             f.write(f'[datasets.{name}]\nkind = "{kind}"\n')
             if layout:
@@ -79,6 +81,7 @@ def registry(path, entries):
 def train(a):
     exe = binary()
     work = a.work or tempfile.mkdtemp(prefix="rp-mem-")
+    os.makedirs(work, exist_ok=True)
     for k in [int(s) for s in a.scales.split(",")]:
         sidd, clean = os.path.join(work, f"sidd-{k}x"), os.path.join(work, f"clean-{k}x")
         link_tree(a.sidd, sidd, k)
@@ -108,6 +111,7 @@ def train(a):
 def score(a):
     exe = binary()
     work = a.work or tempfile.mkdtemp(prefix="rp-mem-")
+    os.makedirs(work, exist_ok=True)
     reg = os.path.join(work, "datasets-rb.toml")
     registry(reg, [("rb", "realblur", "j", a.realblur)])
     for n in [int(s) for s in a.counts.split(",")]:

@@ -372,7 +372,8 @@ fn clean_folder_as_synthetic_source_with_cache_invalidation() {
     // The items are a few whole patches, degraded, for figures.
     assert_eq!(a.items.len(), 4);
     assert!((10.0..20.0).contains(&a.items[0].params.sigma.unwrap()));
-    let capped = loader.synthetic_pairs("div2k", Split::Train, Take { count: 5, ..all }, &spec, OnProblem::Fail).unwrap();
+    let capped =
+        loader.synthetic_pairs("div2k", Split::Train, Take { count: 5, ..all }, &spec, OnProblem::Fail).unwrap();
     assert!(capped.cached, "the same store, capped");
     assert_eq!(capped.count(), 5);
     assert_ne!(capped.fingerprint, a.fingerprint);
@@ -578,7 +579,10 @@ fn training_and_test_data_on_disk_stream_from_patch_stores() {
     let out = go(args(Some("plan")));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("prepare:photos: run") && stdout.contains("3 images → 16 patches of 48² (overlap 12)"), "{stdout}");
+    assert!(
+        stdout.contains("prepare:photos: run") && stdout.contains("3 images → 16 patches of 48² (overlap 12)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("prepare:sidd: run") && stdout.contains("2 images → 12 patches"), "{stdout}");
     assert!(stdout.contains("held whole") && stdout.contains("streamed from patch stores"), "{stdout}");
 
@@ -595,23 +599,33 @@ fn training_and_test_data_on_disk_stream_from_patch_stores() {
     assert_eq!((ds["test:spa"]["items"].as_u64(), ds["test:spa"]["streamed"].as_bool()), (Some(3), Some(true)), "{ds}");
     // The test set read a chunk at a time scores as `run-pipeline score` scores the same files.
     let per_image = std::fs::read_to_string(run_dir.join("per_image.csv")).unwrap();
-    let score = go(
-        ["score", &format!("{}/spa/real_test_1000/rain", dir.display()), &format!("{}/spa/real_test_1000/gt", dir.display())]
-            .into_iter()
-            .chain(["--protocol", "y-matlab", "--by-order"])
-            .map(String::from)
-            .collect(),
-    );
+    let score = go([
+        "score",
+        &format!("{}/spa/real_test_1000/rain", dir.display()),
+        &format!("{}/spa/real_test_1000/gt", dir.display()),
+    ]
+    .into_iter()
+    .chain(["--protocol", "y-matlab", "--by-order"])
+    .map(String::from)
+    .collect());
     let scored = String::from_utf8_lossy(&score.stdout).into_owned();
     assert!(score.status.success(), "{scored}{}", String::from_utf8_lossy(&score.stderr));
     let header: Vec<&str> = per_image.lines().next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
-    let input_rows: Vec<Vec<&str>> =
-        per_image.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).filter(|r| r[col("method")] == "input").collect();
+    let input_rows: Vec<Vec<&str>> = per_image
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| r[col("method")] == "input")
+        .collect();
     assert_eq!(input_rows.len(), 3);
     for r in &input_rows {
         let psnr: f64 = r[col("psnr")].parse().unwrap();
-        assert!(scored.contains(&format!("PSNR {psnr:>8.4} dB")), "input PSNR {psnr} of {} not in:\n{scored}", r[col("image_id")]);
+        assert!(
+            scored.contains(&format!("PSNR {psnr:>8.4} dB")),
+            "input PSNR {psnr} of {} not in:\n{scored}",
+            r[col("image_id")]
+        );
     }
 
     // The stores: one per (dataset, planes), complete and verified.

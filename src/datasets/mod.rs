@@ -169,9 +169,12 @@ impl PairedSet {
         let n = n.max(1);
         match &self.files {
             None => Box::new(self.items.chunks(n).map(|c| Ok(std::borrow::Cow::Borrowed(c)))),
-            Some(files) => Box::new(files.items.chunks(n).map(move |c| {
-                decode_pairs(&self.dataset, c, files.reference_input).map(std::borrow::Cow::Owned)
-            })),
+            Some(files) => Box::new(
+                files
+                    .items
+                    .chunks(n)
+                    .map(move |c| decode_pairs(&self.dataset, c, files.reference_input).map(std::borrow::Cow::Owned)),
+            ),
         }
     }
 
@@ -194,7 +197,12 @@ fn decode_pairs(dataset: &str, files: &[layouts::FileItem], reference_input: boo
         .map(|(it, degraded, clean)| {
             let clean = clean.ok_or_else(|| Failure::data(format!("{}: no ground truth", it.degraded.display())))?;
             let degraded = if reference_input { clean.clone() } else { degraded };
-            Ok(PairedItem { id: it.id, degraded, clean, params: DegradationParams { meta: it.meta, ..Default::default() } })
+            Ok(PairedItem {
+                id: it.id,
+                degraded,
+                clean,
+                params: DegradationParams { meta: it.meta, ..Default::default() },
+            })
         })
         .collect()
 }
@@ -255,8 +263,12 @@ impl Take {
     pub const ALL: usize = usize::MAX;
 }
 
-/// Pairs of a test set on disk decoded up front, for figures and the D probe.
-const SAMPLE: usize = 8;
+/// Pairs of a test set on disk decoded up front, for the crop figures and the D probe.
+pub const SAMPLE: usize = 4;
+
+/// Pairs of a test set restored and scored at once: a set on disk is decoded this many at a
+/// time (with their outputs, what scoring it holds; 8 full-size RealBlur frames ≈ 100 MB).
+pub const EVAL_CHUNK: usize = 8;
 
 /// The tiling of training data on disk for a [`Take`]: patches of `size`, a quarter of them
 /// overlapping (the release: 512, overlap 128).
@@ -390,9 +402,7 @@ impl Loader<'_> {
     /// Generated data needs a count; data on disk may take all of itself.
     fn check_take(&self, name: &str, take: Take) -> Result<()> {
         if take.count == Take::ALL && self.entry(name)?.kind.is_embedded() {
-            return Err(Failure::config(format!(
-                "dataset \"{name}\" is generated: say how many images (count)"
-            )));
+            return Err(Failure::config(format!("dataset \"{name}\" is generated: say how many images (count)")));
         }
         Ok(())
     }
@@ -464,9 +474,16 @@ impl Loader<'_> {
                         Failure::data(format!("dataset \"{name}\": patch store: {e:#}"))
                     }
                 })?;
-                tracing::info!(dataset = name, patches = rep.patches, bytes = rep.bytes, built = rep.built,
-                    resumed = rep.reused, rebuilt = rep.rebuilt, seconds = format!("{:.1}", rep.seconds),
-                    "patch store ready");
+                tracing::info!(
+                    dataset = name,
+                    patches = rep.patches,
+                    bytes = rep.bytes,
+                    built = rep.built,
+                    resumed = rep.reused,
+                    rebuilt = rep.rebuilt,
+                    seconds = format!("{:.1}", rep.seconds),
+                    "patch store ready"
+                );
                 store
             }
         };
@@ -669,7 +686,9 @@ impl Loader<'_> {
                     let problem = match (d, c) {
                         (Err(e), _) => Some((it.degraded.clone(), format!("unreadable image: {e}"))),
                         (_, None) => Some((it.degraded.clone(), "no ground truth for a test item".to_string())),
-                        (_, Some(Err(e))) => Some((it.clean.clone().unwrap_or_default(), format!("unreadable image: {e}"))),
+                        (_, Some(Err(e))) => {
+                            Some((it.clean.clone().unwrap_or_default(), format!("unreadable image: {e}")))
+                        }
                         (Ok(a), Some(Ok(b))) if a != b => Some((
                             it.degraded.clone(),
                             format!("size {}×{} differs from its ground truth's {}×{}", a.0, a.1, b.0, b.1),
@@ -730,7 +749,14 @@ impl Loader<'_> {
                     .collect();
                 let items = target_crops(&images, take, self.seed, name);
                 let fingerprint = disk::files_fingerprint([root.join(format!("{stem}.mat")).as_path()]);
-                Ok(TargetTrainSet { dataset: name.into(), items, fingerprint, cached: false, problems: vec![], store: None })
+                Ok(TargetTrainSet {
+                    dataset: name.into(),
+                    items,
+                    fingerprint,
+                    cached: false,
+                    problems: vec![],
+                    store: None,
+                })
             }
             _ => {
                 // Ground truth is never decoded, nor stored, for target training data.
@@ -740,7 +766,11 @@ impl Loader<'_> {
                 let items = match &store {
                     Some(v) => Self::sample_items(v, 4)?
                         .into_iter()
-                        .map(|(id, mut planes)| DegradedItem { id, degraded: planes.remove(0), params: Default::default() })
+                        .map(|(id, mut planes)| DegradedItem {
+                            id,
+                            degraded: planes.remove(0),
+                            params: Default::default(),
+                        })
                         .collect(),
                     None => vec![],
                 };

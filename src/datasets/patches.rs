@@ -472,7 +472,15 @@ fn decode(path: &Path) -> Result<Decoded, String> {
 
 impl Decoded {
     /// The `pw × ph` window at (x, y), as `bytes`-wide samples.
-    fn write_window(&self, out: &mut impl Write, x: usize, y: usize, pw: usize, ph: usize, bytes: usize) -> std::io::Result<()> {
+    fn write_window(
+        &self,
+        out: &mut impl Write,
+        x: usize,
+        y: usize,
+        pw: usize,
+        ph: usize,
+        bytes: usize,
+    ) -> std::io::Result<()> {
         let mut row = Vec::with_capacity(pw * 3 * bytes);
         for r in y..y + ph {
             row.clear();
@@ -732,7 +740,8 @@ mod tests {
         let items = tree(&dir.join("data"), &[(700, 530), (300, 200)]);
         let tiling = Tiling { side: 256, overlap: 64 };
         let key = store_key("fp", tiling, Planes::Pair);
-        let (store, rep) = prepare(&dir.join("store"), &key, serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
+        let (store, rep) =
+            prepare(&dir.join("store"), &key, serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
         assert_eq!(rep.built, 1);
         assert_eq!(store.len(), tiling.count(700, 530) + tiling.count(300, 200));
         let full: Vec<(Image, Image)> = items
@@ -769,7 +778,8 @@ mod tests {
         // Interrupted before the index was written: the chunk's sidecar says it is done.
         std::fs::remove_file(sdir.join("index.json")).unwrap();
         assert!(open_verified(&sdir, &key).is_none());
-        let (_, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
+        let (_, rep) =
+            prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         assert_eq!((rep.built, rep.reused, rep.rebuilt), (0, 1, 0));
         // One flipped byte: detected, rebuilt, same content.
         let bin = sdir.join("chunk-00000.bin");
@@ -777,7 +787,8 @@ mod tests {
         bytes[1000] ^= 0x10;
         std::fs::write(&bin, &bytes).unwrap();
         assert!(open_verified(&sdir, &key).is_none(), "a corrupted chunk is not used");
-        let (b, rep) = prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
+        let (b, rep) =
+            prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
         assert_eq!((rep.built, rep.reused, rep.rebuilt), (0, 0, 1));
         assert_eq!(first, (0..b.len()).map(|i| b.read_whole(i).unwrap()).collect::<Vec<_>>());
         assert!(open_verified(&sdir, &key).is_some());
@@ -799,11 +810,14 @@ mod tests {
         // parallel, so it may come a little later: at least one chunk stays undone).
         let stop = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 4;
         let sdir = dir.join("s");
-        let (whole, _) = prepare_chunked(&dir.join("w"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1).unwrap();
+        let (whole, _) =
+            prepare_chunked(&dir.join("w"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1)
+                .unwrap();
         assert!(prepare_chunked(&sdir, "k", serde_json::json!({}), &items, tiling, Planes::Pair, &stop, 1).is_err());
         assert!(!sdir.join("index.json").exists(), "no index for an unfinished store");
         assert!(verify_store(&sdir).is_ok(), "what was finished verifies");
-        let (store, rep) = prepare_chunked(&sdir, "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1).unwrap();
+        let (store, rep) =
+            prepare_chunked(&sdir, "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false, 1).unwrap();
         assert_eq!(rep.built + rep.reused, 4);
         assert!(rep.reused >= 1 && rep.built >= 1, "{rep:?}");
         assert_eq!(store.len(), whole.len());
@@ -846,7 +860,8 @@ mod tests {
         let dir = tmp("cap");
         let items = tree(&dir.join("data"), &[(200, 100), (200, 100)]);
         let tiling = Tiling { side: 64, overlap: 0 };
-        let (store, _) = prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
+        let (store, _) =
+            prepare(&dir.join("s"), "k", serde_json::json!({}), &items, tiling, Planes::Pair, &|| false).unwrap();
         let store = Arc::new(store);
         let n = store.len();
         let v = StoreView::new(store.clone(), Some(4));

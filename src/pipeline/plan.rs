@@ -132,16 +132,16 @@ fn diff_json<T: serde::Serialize>(base: &T, variant: &T) -> Vec<String> {
         .collect()
 }
 
-/// Pairs of a test set on disk in memory at once when scored: a chunk (32) and the first
-/// few kept for figures (8).
-const EVAL_CHUNK_PAIRS: usize = 40;
+/// Pairs of a test set on disk in memory at once when scored: a chunk and the first few
+/// kept for figures.
+const EVAL_CHUNK_PAIRS: usize = crate::datasets::EVAL_CHUNK + crate::datasets::SAMPLE;
 
 /// Whether a training set of `dataset` streams from a patch store (datasets on disk read
 /// through their layouts) rather than being held in memory (generated data, SIDD's blocks).
 pub fn streamed(registry: &crate::datasets::Registry, dataset: &str) -> bool {
-    registry.get(dataset).is_ok_and(|e| {
-        !e.kind.is_embedded() && !matches!(e.layout.as_deref(), Some("validation" | "benchmark"))
-    })
+    registry
+        .get(dataset)
+        .is_ok_and(|e| !e.kind.is_embedded() && !matches!(e.layout.as_deref(), Some("validation" | "benchmark")))
 }
 
 /// Memory a run's data needs, before anything is read: sets held in memory (generated

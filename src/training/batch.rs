@@ -307,13 +307,20 @@ mod tests {
                     .unwrap();
                 pair.push(p);
             }
-            files.push(FileItem { id: format!("p{i}"), clean: Some(pair.pop().unwrap()), degraded: pair.pop().unwrap(), meta: vec![] });
+            files.push(FileItem {
+                id: format!("p{i}"),
+                clean: Some(pair.pop().unwrap()),
+                degraded: pair.pop().unwrap(),
+                meta: vec![],
+            });
         }
         // Patches as large as the images: one patch per image, in the same order.
         let tiling = Tiling { side: 64, overlap: 16 };
-        let (pairs, _) = prepare(&dir.join("pairs"), "a", serde_json::json!({}), &files, tiling, Planes::Pair, &|| false).unwrap();
+        let (pairs, _) =
+            prepare(&dir.join("pairs"), "a", serde_json::json!({}), &files, tiling, Planes::Pair, &|| false).unwrap();
         let (inputs, _) =
-            prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded, &|| false).unwrap();
+            prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded, &|| false)
+                .unwrap();
         let load = |p: &std::path::Path| Image::load(p).unwrap();
         let memory = PairedSet {
             dataset: "d".into(),
@@ -334,8 +341,11 @@ mod tests {
             store: None,
             files: None,
         };
-        let streamed =
-            PairedSet { items: vec![], store: Some(StoreView::new(std::sync::Arc::new(pairs), None)), ..memory.clone() };
+        let streamed = PairedSet {
+            items: vec![],
+            store: Some(StoreView::new(std::sync::Arc::new(pairs), None)),
+            ..memory.clone()
+        };
         let target_memory = TargetTrainSet {
             dataset: "t".into(),
             items: memory
@@ -348,10 +358,15 @@ mod tests {
             problems: vec![],
             store: None,
         };
-        let target_streamed =
-            TargetTrainSet { items: vec![], store: Some(StoreView::new(std::sync::Arc::new(inputs), None)), ..target_memory.clone() };
+        let target_streamed = TargetTrainSet {
+            items: vec![],
+            store: Some(StoreView::new(std::sync::Arc::new(inputs), None)),
+            ..target_memory.clone()
+        };
         let awgn = DegradationSpec::Awgn { sigma: [10.0, 30.0] };
-        for (a, b) in [(memory.clone(), streamed.clone()), (memory.clone().redrawn(awgn.clone()), streamed.redrawn(awgn))] {
+        for (a, b) in
+            [(memory.clone(), streamed.clone()), (memory.clone().redrawn(awgn.clone()), streamed.redrawn(awgn))]
+        {
             for step in 0..6 {
                 let x = sample_batch(&a, Some(&target_memory), 4, 3, 20, 9, step).unwrap();
                 let y = sample_batch(&b, Some(&target_streamed), 4, 3, 20, 9, step).unwrap();

@@ -82,7 +82,10 @@ pub struct ProbeInputs<'a> {
 /// The D probe (see the module doc) with trained `g` and `d` (inference weights). `None` when
 /// D never sees the real condition (`conditions: synthetic`) or there is no target image.
 pub(crate) fn probe_d(g: &Restorer, d: &DiffusionUNet, inp: &ProbeInputs, device: &Device) -> Option<DProbe> {
-    if inp.conditions == Conditions::Synthetic || inp.target.is_empty() || crate::datasets::CropPool::count(inp.source) == 0 {
+    if inp.conditions == Conditions::Synthetic
+        || inp.target.is_empty()
+        || crate::datasets::CropPool::count(inp.source) == 0
+    {
         return None;
     }
     let schedule = NoiseSchedule::paper();

@@ -601,7 +601,7 @@ fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device
         .map(|v| {
             // A set on disk is read a chunk at a time; one that cannot be read scores NaN.
             let mut sum = 0.0;
-            for chunk in v.set.chunks(32) {
+            for chunk in v.set.chunks(crate::datasets::EVAL_CHUNK) {
                 let Ok(chunk) = chunk else { return f64::NAN };
                 sum += chunk
                     .iter()
@@ -864,155 +864,165 @@ pub fn train(method: Method, inp: &TrainInputs, on_step: &mut dyn FnMut(StepInfo
         };
 
     // Target inputs only for the methods that read them.
-    let target = if matches!(held, Held::Joint(_) | Held::Dann(_) | Held::PixelDa(_))
-        || method == Method::Neighbor2Neighbor
-    {
-        inp.target
-    } else {
-        None
-    };
+    let target =
+        if matches!(held, Held::Joint(_) | Held::Dann(_) | Held::PixelDa(_)) || method == Method::Neighbor2Neighbor {
+            inp.target
+        } else {
+            None
+        };
     let (batch, target_batch) = (spec.batch, spec.noise_da.target_count(spec.batch));
     let make = |step: u64| {
         sample_batch(inp.source, target, batch, target_batch, spec.patch, data_seed, step).map_err(|e| e.to_string())
     };
     let steps = start as u64..spec.steps as u64;
-    let held = prefetch::with_prefetch(steps, spec.loader.workers, spec.loader.prefetch, make, |next| -> Result<Held> {
-        let mut held = held;
-        for step in start..spec.steps {
-            if inp.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            // Every random draw of the step (dropout included) derives from (seed, step), so a run
-            // continued from a checkpoint draws exactly what the uninterrupted one would have.
-            device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
-            for (k, d) in replicas.iter().enumerate().skip(1) {
-                d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
-            }
-            let b = match next() {
-                Some(Ok(b)) => b,
-                Some(Err(e)) => {
-                    return Err(Failure::data(format!("training data (step {}): {e}", step + 1)));
+    let held =
+        prefetch::with_prefetch(steps, spec.loader.workers, spec.loader.prefetch, make, |next| -> Result<Held> {
+            let mut held = held;
+            for step in start..spec.steps {
+                if inp.stop.load(Ordering::SeqCst) {
+                    break;
                 }
-                None => break,
-            };
-            let ctx = StepCtx {
-                spec,
-                schedule: &schedule,
-                signed: inp.task.diffusion_signed(),
-                // During D's warm-up G feels nothing; the ramp starts after it.
-                alpha: match (&held, step.checked_sub(spec.noise_da.d_warmup)) {
-                    (Held::Dann(_), _) => spec.dann.lambda_at(step, spec.steps),
-                    (_, Some(after)) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
-                    (_, None) => 0.0,
-                },
-                warmup: step < spec.noise_da.d_warmup,
-                // Shard losses are means over their shard: 1/n each makes the summed gradient the
-                // gradient of the whole batch's mean.
-                scale: spec.precision.loss_scale() / n_shards as f64,
-                diagnose: (step + 1) % spec.log_every.max(1) == 0,
-                pixel_da: matches!(held, Held::PixelDa(_))
-                    .then(|| crate::rng::derive_seed(data_seed, "pixel_da", &[step as u64])),
-                ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
-                    (spec.ne2ne.gamma_at(step, spec.steps), crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]))
-                }),
-            };
-            // Every draw of the step, for the whole batch, before it is split.
-            let pairs = b.source_degraded.len().max(b.target.len());
-            let draws = matches!(held, Held::Joint(_)).then(|| {
-                let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
-                StepDraws::draw(&mut rng, pairs, [spec.patch, spec.patch], &ctx.noise_da())
-            });
-            let mut point = if n_shards == 1 {
-                let shard = Shard { held: &held, device: &device, batch: b, pairs: 0..pairs };
-                let (p, mut grads) = run_step(std::slice::from_ref(&shard), &ctx, draws.as_ref());
-                held = held.step(&mut optim, spec.lr, grads.pop().expect("one shard"));
-                CurvePoint { step: step + 1, ..p }
-            } else {
-                // Shard k on replica k / per_device: the first shard on the held module, the others on
-                // forks (the same parameter ids, their own autodiff graphs); the gradients summed
-                // onto the master weights by the optimiser.
-                let forks: Vec<(Held, &Device)> = (1..n_shards)
-                    .map(|k| {
-                        let d = &replicas[k / per_device];
-                        (held.fork(d), d)
-                    })
-                    .collect();
-                let m = pairs / n_shards;
-                let shards: Vec<Shard> = std::iter::once((&held, &device))
-                    .chain(forks.iter().map(|(h, d)| (h, *d)))
-                    .enumerate()
-                    .map(|(k, (h, d))| Shard { held: h, device: d, batch: b.shard(k, n_shards), pairs: k * m..(k + 1) * m })
-                    .collect();
-                let (p, grads) = run_step(&shards, &ctx, draws.as_ref());
-                let devices: Vec<Device> = shards.iter().map(|s| s.device.clone()).collect();
-                drop(shards);
-                drop(forks);
-                let grads = grads.into_iter().zip(devices).collect();
-                held = held.step_multi(&mut optim, spec.lr, burn::optim::MultiGradientsParams { grads });
-                CurvePoint { step: step + 1, ..p }
-            };
-
-            if !point.loss.is_finite() {
-                // Nothing is saved from here on: the newest checkpoint is the last good state.
-                let kept = match inp.checkpoints {
-                    Some(dir) => match checkpoint::latest(dir)? {
-                        Some(p) => format!("; the last good checkpoint is {}", p.display()),
-                        None => "; no checkpoint was written before it".into(),
-                    },
-                    None => String::new(),
+                // Every random draw of the step (dropout included) derives from (seed, step), so a run
+                // continued from a checkpoint draws exactly what the uninterrupted one would have.
+                device.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64]));
+                for (k, d) in replicas.iter().enumerate().skip(1) {
+                    d.seed(crate::rng::derive_seed(inp.seed, "step", &[step as u64, k as u64]));
+                }
+                let b = match next() {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        return Err(Failure::data(format!("training data (step {}): {e}", step + 1)));
+                    }
+                    None => break,
                 };
-                return Err(Failure::new(
-                    ExitCode::Diverged,
-                    format!(
-                        "{} diverged at step {} (loss {}); lower train.lr or check the data{kept}",
-                        method.name(),
-                        step + 1,
-                        point.loss
-                    ),
-                ));
-            }
-            if let Some(e) = ema.as_mut() {
-                e.update(held.g());
-            }
-            point.elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
-            steps_done = step + 1;
-            let last = steps_done == spec.steps;
-            let validate_now =
-                inp.validate_every > 0 && !inp.validation.is_empty() && (steps_done % inp.validate_every == 0 || last);
-            if validate_now {
-                point.val_psnr = validate(held.g(), inp.validation, stride, &inp.device);
-            }
-            window.push(point.clone());
-            if steps_done % spec.log_every.max(1) == 0 || last || validate_now {
-                curve.push(mean_point(&window));
-                window.clear();
-            }
-            if validate_now {
-                let v = point.val_psnr[0];
-                if v.is_finite() && best.as_ref().is_none_or(|b| v > b.1) {
-                    best = Some((PathBuf::new(), v));
-                    if let Some(p) = save(&held, &optim, &ema, "best", &state(steps_done, &curve, &window, &best))? {
-                        best = Some((p, v));
+                let ctx = StepCtx {
+                    spec,
+                    schedule: &schedule,
+                    signed: inp.task.diffusion_signed(),
+                    // During D's warm-up G feels nothing; the ramp starts after it.
+                    alpha: match (&held, step.checked_sub(spec.noise_da.d_warmup)) {
+                        (Held::Dann(_), _) => spec.dann.lambda_at(step, spec.steps),
+                        (_, Some(after)) => alpha_ramp(after, spec.noise_da.ramp_steps, spec.noise_da.w),
+                        (_, None) => 0.0,
+                    },
+                    warmup: step < spec.noise_da.d_warmup,
+                    // Shard losses are means over their shard: 1/n each makes the summed gradient the
+                    // gradient of the whole batch's mean.
+                    scale: spec.precision.loss_scale() / n_shards as f64,
+                    diagnose: (step + 1) % spec.log_every.max(1) == 0,
+                    pixel_da: matches!(held, Held::PixelDa(_))
+                        .then(|| crate::rng::derive_seed(data_seed, "pixel_da", &[step as u64])),
+                    ne2ne: (method == Method::Neighbor2Neighbor).then(|| {
+                        (
+                            spec.ne2ne.gamma_at(step, spec.steps),
+                            crate::rng::derive_seed(data_seed, "ne2ne", &[step as u64]),
+                        )
+                    }),
+                };
+                // Every draw of the step, for the whole batch, before it is split.
+                let pairs = b.source_degraded.len().max(b.target.len());
+                let draws = matches!(held, Held::Joint(_)).then(|| {
+                    let mut rng = Rng::derive(data_seed, "diffusion", &[step as u64]);
+                    StepDraws::draw(&mut rng, pairs, [spec.patch, spec.patch], &ctx.noise_da())
+                });
+                let mut point = if n_shards == 1 {
+                    let shard = Shard { held: &held, device: &device, batch: b, pairs: 0..pairs };
+                    let (p, mut grads) = run_step(std::slice::from_ref(&shard), &ctx, draws.as_ref());
+                    held = held.step(&mut optim, spec.lr, grads.pop().expect("one shard"));
+                    CurvePoint { step: step + 1, ..p }
+                } else {
+                    // Shard k on replica k / per_device: the first shard on the held module, the others on
+                    // forks (the same parameter ids, their own autodiff graphs); the gradients summed
+                    // onto the master weights by the optimiser.
+                    let forks: Vec<(Held, &Device)> = (1..n_shards)
+                        .map(|k| {
+                            let d = &replicas[k / per_device];
+                            (held.fork(d), d)
+                        })
+                        .collect();
+                    let m = pairs / n_shards;
+                    let shards: Vec<Shard> = std::iter::once((&held, &device))
+                        .chain(forks.iter().map(|(h, d)| (h, *d)))
+                        .enumerate()
+                        .map(|(k, (h, d))| Shard {
+                            held: h,
+                            device: d,
+                            batch: b.shard(k, n_shards),
+                            pairs: k * m..(k + 1) * m,
+                        })
+                        .collect();
+                    let (p, grads) = run_step(&shards, &ctx, draws.as_ref());
+                    let devices: Vec<Device> = shards.iter().map(|s| s.device.clone()).collect();
+                    drop(shards);
+                    drop(forks);
+                    let grads = grads.into_iter().zip(devices).collect();
+                    held = held.step_multi(&mut optim, spec.lr, burn::optim::MultiGradientsParams { grads });
+                    CurvePoint { step: step + 1, ..p }
+                };
+
+                if !point.loss.is_finite() {
+                    // Nothing is saved from here on: the newest checkpoint is the last good state.
+                    let kept = match inp.checkpoints {
+                        Some(dir) => match checkpoint::latest(dir)? {
+                            Some(p) => format!("; the last good checkpoint is {}", p.display()),
+                            None => "; no checkpoint was written before it".into(),
+                        },
+                        None => String::new(),
+                    };
+                    return Err(Failure::new(
+                        ExitCode::Diverged,
+                        format!(
+                            "{} diverged at step {} (loss {}); lower train.lr or check the data{kept}",
+                            method.name(),
+                            step + 1,
+                            point.loss
+                        ),
+                    ));
+                }
+                if let Some(e) = ema.as_mut() {
+                    e.update(held.g());
+                }
+                point.elapsed_s = elapsed_before + t0.elapsed().as_secs_f64();
+                steps_done = step + 1;
+                let last = steps_done == spec.steps;
+                let validate_now = inp.validate_every > 0
+                    && !inp.validation.is_empty()
+                    && (steps_done % inp.validate_every == 0 || last);
+                if validate_now {
+                    point.val_psnr = validate(held.g(), inp.validation, stride, &inp.device);
+                }
+                window.push(point.clone());
+                if steps_done % spec.log_every.max(1) == 0 || last || validate_now {
+                    curve.push(mean_point(&window));
+                    window.clear();
+                }
+                if validate_now {
+                    let v = point.val_psnr[0];
+                    if v.is_finite() && best.as_ref().is_none_or(|b| v > b.1) {
+                        best = Some((PathBuf::new(), v));
+                        if let Some(p) = save(&held, &optim, &ema, "best", &state(steps_done, &curve, &window, &best))?
+                        {
+                            best = Some((p, v));
+                        }
                     }
                 }
+                let every = spec.checkpoint.every;
+                if last || (every > 0 && steps_done % every == 0) {
+                    let before = last_checkpoint.take();
+                    last_checkpoint = save(
+                        &held,
+                        &optim,
+                        &ema,
+                        &checkpoint::step_name(steps_done),
+                        &state(steps_done, &curve, &window, &best),
+                    )?
+                    .or(before);
+                    saved_at = steps_done;
+                }
+                on_step(StepInfo { step: steps_done, steps: spec.steps, latest: &point });
             }
-            let every = spec.checkpoint.every;
-            if last || (every > 0 && steps_done % every == 0) {
-                let before = last_checkpoint.take();
-                last_checkpoint = save(
-                    &held,
-                    &optim,
-                    &ema,
-                    &checkpoint::step_name(steps_done),
-                    &state(steps_done, &curve, &window, &best),
-                )?
-                .or(before);
-                saved_at = steps_done;
-            }
-            on_step(StepInfo { step: steps_done, steps: spec.steps, latest: &point });
-        }
-        Ok(held)
-    })?;
+            Ok(held)
+        })?;
     // Stopped early (interrupt): keep what was done.
     if steps_done > saved_at {
         last_checkpoint =

@@ -15,7 +15,13 @@ impl Run<'_> {
     /// Load (or generate) every data set the pipeline reads.
     pub(super) fn load_data(&mut self) -> Result<Data> {
         let cache_dir = self.report_root.join(".cache");
-        let loader = Loader { registry: &self.registry, cache_dir: &cache_dir, seed: self.spec.seeds.data, plan_only: false, stop: Some(self.opts.stop.as_ref()) };
+        let loader = Loader {
+            registry: &self.registry,
+            cache_dir: &cache_dir,
+            seed: self.spec.seeds.data,
+            plan_only: false,
+            stop: Some(self.opts.stop.as_ref()),
+        };
         let data = load_data(self.spec, &loader)?;
         info!(
             source = data.source.count(),
@@ -101,7 +107,8 @@ pub(super) fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
         Some(deg) if source.redraw.is_none() => source.redrawn(deg.clone()),
         _ => source,
     };
-    let (t, target_take) = (&spec.target, Take { count: spec.target.count.unwrap_or(Take::ALL), size: spec.target.size });
+    let (t, target_take) =
+        (&spec.target, Take { count: spec.target.count.unwrap_or(Take::ALL), size: spec.target.size });
     let target = spec.uses_target().then(|| loader.target_train(&t.dataset, target_take, t.on_problem)).transpose()?;
     let target_pairs = spec
         .uses_target_pairs()

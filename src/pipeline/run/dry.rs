@@ -22,7 +22,8 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     preflight(spec, &registry)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true, stop: None };
+    let loader =
+        Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true, stop: None };
     let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
     let data = load_data(spec, &loader)?;
     let stage_cache = StageCache::new(&report_root);
@@ -44,7 +45,8 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     for (take, planes) in store_sets(spec) {
         let (name, take) = take;
         if let Some(p) = loader.store_plan(name, take, planes)? {
-            let what = if p.ready { "reuse (verified before use)" } else { "run (then cached; an interrupted one continues)" };
+            let what =
+                if p.ready { "reuse (verified before use)" } else { "run (then cached; an interrupted one continues)" };
             out.push_str(&format!(
                 "  prepare:{name}: {what}: {} images → {} patches of {}² (overlap {}), {:?}, ≈ {} on disk at {}\n",
                 p.images,

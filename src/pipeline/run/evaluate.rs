@@ -22,8 +22,7 @@ use crate::reports::{self, INPUT, ImageScore, Table, TableWriter};
 use crate::training;
 use crate::util::sha256_hex;
 
-/// Test images restored and scored per batch.
-const EVAL_CHUNK: usize = 32;
+use crate::datasets::EVAL_CHUNK;
 /// Test images per set shown in the example-crops figure.
 pub(super) const EXAMPLES: usize = 4;
 

@@ -57,7 +57,8 @@ fn plan_stages(res: &Resolved, opts: &RunOptions) -> Result<(Vec<PlannedStage>, 
     check_memory(spec, &registry, opts.skip_memory_check)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
-    let loader = Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: false, stop: None };
+    let loader =
+        Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: false, stop: None };
     let data = load_data(spec, &loader)?;
     let cache = StageCache::new(&report_root);
     let out = stage_keys(spec, &data)
