@@ -100,6 +100,21 @@ pub struct TestFiles {
 }
 
 impl PairedSet {
+    /// Pairs held in memory, nothing skipped, not from a cache.
+    pub fn held(dataset: &str, split: Split, items: Vec<PairedItem>, fingerprint: &str) -> PairedSet {
+        PairedSet {
+            dataset: dataset.into(),
+            split,
+            items,
+            fingerprint: fingerprint.into(),
+            cached: false,
+            problems: vec![],
+            redraw: None,
+            store: None,
+            files: None,
+        }
+    }
+
     /// This source with its degradation drawn afresh per crop and step (see [`Self::redraw`]);
     /// the fingerprint says so, as it changes what training sees.
     pub fn redrawn(self, spec: DegradationSpec) -> PairedSet {
@@ -122,12 +137,31 @@ pub struct TargetTrainSet {
 /// What training crops are drawn from: the images of a set held in memory, or the patches of
 /// its store. Crops are windows of one image, so drawing them needs only the sizes.
 pub trait CropPool: Sync {
+    /// The patch store the set streams from, if it does.
+    fn store(&self) -> Option<&patches::StoreView>;
+    /// Images held in memory (all of them when there is no store).
+    fn held(&self) -> usize;
+    /// Id and training-side image (clean for pairs, degraded for target inputs) of held image `i`.
+    fn held_image(&self, i: usize) -> (&str, &Image);
+
     /// Images (or patches) to draw from.
-    fn count(&self) -> usize;
+    fn count(&self) -> usize {
+        self.store().map_or(self.held(), |v| v.len())
+    }
     /// Size of image `i`.
-    fn dims(&self, i: usize) -> (usize, usize);
+    fn dims(&self, i: usize) -> (usize, usize) {
+        match self.store() {
+            Some(v) => v.dims(i),
+            None => {
+                let im = self.held_image(i).1;
+                (im.width, im.height)
+            }
+        }
+    }
     /// Name of image `i` for messages.
-    fn id(&self, i: usize) -> String;
+    fn id(&self, i: usize) -> String {
+        self.store().map_or_else(|| self.held_image(i).0.to_string(), |v| v.id(i))
+    }
 }
 
 impl PairedSet {
@@ -208,17 +242,14 @@ fn decode_pairs(dataset: &str, files: &[layouts::FileItem], reference_input: boo
 }
 
 impl CropPool for PairedSet {
-    fn count(&self) -> usize {
-        self.store.as_ref().map_or(self.items.len(), |v| v.len())
+    fn store(&self) -> Option<&patches::StoreView> {
+        self.store.as_ref()
     }
-    fn dims(&self, i: usize) -> (usize, usize) {
-        match &self.store {
-            Some(v) => v.dims(i),
-            None => (self.items[i].clean.width, self.items[i].clean.height),
-        }
+    fn held(&self) -> usize {
+        self.items.len()
     }
-    fn id(&self, i: usize) -> String {
-        self.store.as_ref().map_or_else(|| self.items[i].id.clone(), |v| v.id(i))
+    fn held_image(&self, i: usize) -> (&str, &Image) {
+        (&self.items[i].id, &self.items[i].clean)
     }
 }
 
@@ -233,17 +264,14 @@ impl TargetTrainSet {
 }
 
 impl CropPool for TargetTrainSet {
-    fn count(&self) -> usize {
-        self.store.as_ref().map_or(self.items.len(), |v| v.len())
+    fn store(&self) -> Option<&patches::StoreView> {
+        self.store.as_ref()
     }
-    fn dims(&self, i: usize) -> (usize, usize) {
-        match &self.store {
-            Some(v) => v.dims(i),
-            None => (self.items[i].degraded.width, self.items[i].degraded.height),
-        }
+    fn held(&self) -> usize {
+        self.items.len()
     }
-    fn id(&self, i: usize) -> String {
-        self.store.as_ref().map_or_else(|| self.items[i].id.clone(), |v| v.id(i))
+    fn held_image(&self, i: usize) -> (&str, &Image) {
+        (&self.items[i].id, &self.items[i].degraded)
     }
 }
 

@@ -248,22 +248,17 @@ mod tests {
         // One flat image (so the dihedral transform cannot hide a difference), cropped whole.
         let clean = Image::from_vec(8, 8, vec![0.5; 8 * 8 * 3]);
         let stored = Image::from_vec(8, 8, vec![0.9; 8 * 8 * 3]);
-        let source = PairedSet {
-            dataset: "flat".into(),
-            split: Split::Train,
-            items: vec![PairedItem {
+        let source = PairedSet::held(
+            "flat",
+            Split::Train,
+            vec![PairedItem {
                 id: "a".into(),
                 degraded: stored.clone(),
                 clean: clean.clone(),
                 params: Default::default(),
             }],
-            fingerprint: "f".into(),
-            cached: false,
-            problems: vec![],
-            redraw: None,
-            store: None,
-            files: None,
-        }
+            "f",
+        )
         .redrawn(DegradationSpec::Awgn { sigma: [25.0, 25.0] });
         assert!(source.fingerprint.ends_with("+redraw"));
         let noisy = |step: u64, threads: usize| {
@@ -322,10 +317,10 @@ mod tests {
             prepare(&dir.join("inputs"), "b", serde_json::json!({}), &files, tiling, Planes::Degraded, &|| false)
                 .unwrap();
         let load = |p: &std::path::Path| Image::load(p).unwrap();
-        let memory = PairedSet {
-            dataset: "d".into(),
-            split: Split::Train,
-            items: files
+        let memory = PairedSet::held(
+            "d",
+            Split::Train,
+            files
                 .iter()
                 .map(|f| PairedItem {
                     id: f.id.clone(),
@@ -334,13 +329,8 @@ mod tests {
                     params: Default::default(),
                 })
                 .collect(),
-            fingerprint: "f".into(),
-            cached: false,
-            problems: vec![],
-            redraw: None,
-            store: None,
-            files: None,
-        };
+            "f",
+        );
         let streamed = PairedSet {
             items: vec![],
             store: Some(StoreView::new(std::sync::Arc::new(pairs), None)),

@@ -246,17 +246,7 @@ mod tests {
                 PairedItem { id: format!("i{i}"), degraded, clean, params: Default::default() }
             })
             .collect();
-        PairedSet {
-            dataset: "t".into(),
-            split: Split::Train,
-            items,
-            fingerprint: "f".into(),
-            cached: false,
-            problems: vec![],
-            redraw: None,
-            store: None,
-            files: None,
-        }
+        PairedSet::held("t", Split::Train, items, "f")
     }
 
     /// The premise holds for a D trained on our step's loss: conditioned on a noisier

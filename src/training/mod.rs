@@ -1236,17 +1236,7 @@ mod tests {
                 PairedItem { id: format!("s{i}"), degraded, clean, params: Default::default() }
             })
             .collect();
-        let source = PairedSet {
-            dataset: "tiny".into(),
-            split: crate::datasets::Split::Train,
-            items,
-            fingerprint: "f".into(),
-            cached: false,
-            problems: vec![],
-            redraw: None,
-            store: None,
-            files: None,
-        };
+        let source = PairedSet::held("tiny", crate::datasets::Split::Train, items, "f");
         let target = TargetTrainSet {
             dataset: "tiny-target".into(),
             items: (0..3)
