@@ -5,7 +5,7 @@
   python3 scripts/bench_memory.py score --realblur /data/realblur --counts 50,200
 
 train: for each scale K, a tree with K times the images of --sidd and --clean (hard links
-       under new names, in the same layouts), then a Noise-DA run of --steps steps on every
+       under new names, in the same layouts), then a DANN run (reads both sets every step; no attention, whose memory would hide the data path's) of --steps steps on every
        patch of both (512² patches, 128² crops, batch 8 + 8, small networks; the patch
        stores are prepared first, their time reported by the run's log); prints peak RSS.
 score: a pipeline scoring the first N RealBlur-J test pairs at full size (1 training step,
@@ -93,7 +93,7 @@ def train(a):
                 "--set", f"report.dir={reports}",
                 "--set", "source={dataset: dfwb-big, count: null, size: 512, degradation: {awgn: {sigma: [0, 75]}}}",
                 "--set", "target={dataset: sidd-big, count: null, size: 512}",
-                "--set", "methods=[noise_da]",
+                "--set", "methods=[dann]",
                 "--set", f"train.steps={a.steps}", "--set", "train.batch=8", "--set", "train.patch=128",
                 "--set", "validation=null", "--set", "diagnostics={}"]
         code, rss, wall, err = peak_rss(args, env={**os.environ, "CI": "true"})

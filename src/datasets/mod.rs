@@ -1047,6 +1047,12 @@ mod tests {
         );
         let pairs = pairs.unwrap();
         assert!(pairs.items.iter().zip(&clean).all(|(p, (_, c))| p.clean == *c));
+        // Generated data needs a count ("all of it" is for data on disk).
+        let all = Take { count: Take::ALL, size: 48 };
+        let err = loader.target_train("cam", all, OnProblem::Fail).unwrap_err().to_string();
+        assert!(err.contains("dataset \"cam\" is generated: say how many images (count)"), "{err}");
+        let awgn = DegradationSpec::Awgn { sigma: [5.0, 5.0] };
+        assert!(loader.synthetic_pairs("cam-clean", Split::Train, all, &awgn, OnProblem::Fail).is_err());
         let _ = std::fs::remove_dir_all(&cache);
     }
 }

@@ -326,6 +326,12 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
                 return Err(fail(k, format!("images of {size}² cannot give {}² training crops ({at}.patch)", t.patch)));
             }
         }
+        if t.loader.prefetch == 0 || t.loader.prefetch > 1024 {
+            return Err(fail(&key("loader.prefetch"), format!("must be 1 to 1024 batches, got {}", t.loader.prefetch)));
+        }
+        if t.loader.workers > 256 {
+            return Err(fail(&key("loader.workers"), format!("must be 0 to 256 threads, got {}", t.loader.workers)));
+        }
         if t.precision != spec::Precision::F32 && s.networks.restorer.arch == crate::networks::RestorerArch::Dncnn {
             return Err(fail(
                 &key("precision"),
@@ -545,6 +551,14 @@ mod tests {
         assert!(err.contains("methods[1]: noise_da is listed twice"), "{err}");
         let err = load(&shipped(), None, &["methods=[noise_dda]".into()]).unwrap_err().to_string();
         assert!(err.contains("did you mean \"noise_da\"?"), "{err}");
+        let err = load(&shipped(), None, &["train.loader={workers: 2, prefetch: 0}".into()]).unwrap_err().to_string();
+        assert!(err.contains("train.loader.prefetch: must be 1 to 1024 batches, got 0"), "{err}");
+        let err = load(&shipped(), None, &["train.loader.wrokers=2".into()]).unwrap_err().to_string();
+        assert!(err.contains("did you mean \"workers\"?"), "{err}");
+        // A count of zero is an error; no count is every patch of a dataset on disk.
+        let err = load(&shipped(), None, &["target.count=0".into()]).unwrap_err().to_string();
+        assert!(err.contains("target.count: must be at least 1"), "{err}");
+        assert_eq!(load(&shipped(), None, &["target.count=null".into()]).unwrap().spec.target.count, None);
     }
 
     /// Every pipeline in pipelines/ resolves in every one of its profiles.
