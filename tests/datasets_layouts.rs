@@ -326,8 +326,25 @@ fn sidd_validation_blocks_from_mat_files() {
     write_mat(&root.join("ValidationGtBlocksSrgb.mat"), &[("ValidationGtBlocksSrgb", &dims, MatData::U8(gt))], true)
         .unwrap();
     let set = run_pipeline::datasets::sidd::validation(&root, 1280).unwrap();
-    assert_eq!(set.items.len(), 6);
-    let it = &set.items[4]; // (image 1, block 1)
+    assert_eq!(set.len(), 6);
+    // Made into images a chunk at a time from the arrays kept as stored; the same images the
+    // whole array's conversion gives.
+    let all: Vec<_> = set.chunks(4).flat_map(|c| c.unwrap().into_owned()).collect();
+    assert_eq!(all.len(), 6);
+    let arr = run_pipeline::datasets::matv5::read_variable(
+        &root.join("ValidationNoisyBlocksSrgb.mat"),
+        "ValidationNoisyBlocksSrgb",
+    )
+    .unwrap();
+    let eager = run_pipeline::datasets::sidd::blocks(&arr).unwrap();
+    for (lazy, (ix, img)) in all.iter().zip(&eager) {
+        assert_eq!((&lazy.id, &lazy.degraded), (&run_pipeline::datasets::sidd::block_id(*ix), img));
+    }
+    assert_eq!(set.items.len(), 4, "the first pairs are kept for figures");
+    for (a, b) in set.items.iter().zip(&all) {
+        assert_eq!((&a.id, &a.degraded, &a.clean), (&b.id, &b.degraded, &b.clean));
+    }
+    let it = &all[4]; // (image 1, block 1)
     assert_eq!(it.id, run_pipeline::datasets::sidd::block_id((1, 1)));
     assert_eq!((it.degraded.width, it.degraded.height), (16, 16));
     // Element (i, b, y, x, c) sits at i + 2·(b + 3·(y + 16·(x + 16·c))).
@@ -335,7 +352,7 @@ fn sidd_validation_blocks_from_mat_files() {
     let k = i + 2 * (b + 3 * (y + 16 * (x + 16 * c)));
     assert_eq!(it.degraded.get(x, y, c), value(k, 0) as f32 / 255.0);
     assert_eq!(it.clean.get(x, y, c), value(k, 3) as f32 / 255.0);
-    assert_eq!(run_pipeline::datasets::sidd::validation(&root, 4).unwrap().items.len(), 4);
+    assert_eq!(run_pipeline::datasets::sidd::validation(&root, 4).unwrap().len(), 4);
     std::fs::remove_file(root.join("ValidationGtBlocksSrgb.mat")).unwrap();
     let err = run_pipeline::datasets::sidd::validation(&root, 4).unwrap_err().to_string();
     assert!(err.contains("ValidationGtBlocksSrgb.mat"), "{err}");

@@ -183,6 +183,10 @@ fn mat_files_never_panic() {
         if let Ok(arrays) = matv5::read_mat_bytes(bytes, "fuzz.mat") {
             for a in &arrays {
                 let _ = run_pipeline::datasets::sidd::blocks(a);
+                // One block at a time (how a test set reads them), in range and out of it.
+                for ix in [(0, 0), (1, 2), (usize::MAX, 0)] {
+                    let _ = run_pipeline::datasets::sidd::block(a, ix);
+                }
             }
         }
         let _ = matv5::read_variable_bytes(bytes, "fuzz.mat", "sidd_like_blocks");

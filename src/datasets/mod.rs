@@ -91,12 +91,21 @@ pub struct PairedSet {
     pub files: Option<std::sync::Arc<TestFiles>>,
 }
 
-/// The files of a test set read when scored.
+/// Where a test set's pairs are read from when scored.
 #[derive(Clone, Debug)]
 pub struct TestFiles {
-    pub items: Vec<layouts::FileItem>,
+    pub source: TestSource,
     /// The restorers get the references themselves (`input: reference`).
     pub reference_input: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum TestSource {
+    /// Pairs of image files (a layout's test split).
+    Files(Vec<layouts::FileItem>),
+    /// SIDD's blocks: the two MATLAB arrays as stored (8-bit), made into images a chunk at a
+    /// time — a quarter of the memory of the set as f32 images.
+    Blocks { noisy: matv5::MatArray, gt: matv5::MatArray, blocks: Vec<(usize, usize)> },
 }
 
 impl PairedSet {
@@ -190,33 +199,50 @@ impl PairedSet {
 impl PairedSet {
     /// Number of pairs (of a test set: all of them, whether held or read when scored).
     pub fn len(&self) -> usize {
-        self.files.as_ref().map_or(self.items.len(), |f| f.items.len())
+        match self.files.as_deref().map(|f| &f.source) {
+            None => self.items.len(),
+            Some(TestSource::Files(f)) => f.len(),
+            Some(TestSource::Blocks { blocks, .. }) => blocks.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The pairs in order, `n` at a time: borrowed when held, decoded (in parallel) from
-    /// their files otherwise, so a set is scored with memory for `n` pairs whatever its size.
+    /// The pairs in order, `n` at a time: borrowed when held, made from their files (decoded in
+    /// parallel) or blocks otherwise, so a set is scored with memory for `n` pairs whatever its
+    /// size.
     pub fn chunks(&self, n: usize) -> Box<dyn Iterator<Item = Result<std::borrow::Cow<'_, [PairedItem]>>> + '_> {
+        use std::borrow::Cow;
         let n = n.max(1);
-        match &self.files {
-            None => Box::new(self.items.chunks(n).map(|c| Ok(std::borrow::Cow::Borrowed(c)))),
-            Some(files) => Box::new(
-                files
-                    .items
-                    .chunks(n)
-                    .map(move |c| decode_pairs(&self.dataset, c, files.reference_input).map(std::borrow::Cow::Owned)),
-            ),
+        let Some(files) = self.files.as_deref() else {
+            return Box::new(self.items.chunks(n).map(|c| Ok(Cow::Borrowed(c))));
+        };
+        let reference = files.reference_input;
+        match &files.source {
+            TestSource::Files(f) => {
+                Box::new(f.chunks(n).map(move |c| decode_pairs(&self.dataset, c, reference).map(Cow::Owned)))
+            }
+            TestSource::Blocks { noisy, gt, blocks } => Box::new(blocks.chunks(n).map(move |c| {
+                c.iter()
+                    .map(|&ix| {
+                        let pair = sidd::block_pair(noisy, gt, ix);
+                        pair.map(|it| if reference { PairedItem { degraded: it.clean.clone(), ..it } } else { it })
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Cow::Owned)
+            })),
         }
     }
 
-    /// Metadata of every pair (for the report's columns), without decoding.
-    pub fn metas(&self) -> Vec<&[(String, String)]> {
-        match &self.files {
-            None => self.items.iter().map(|i| i.params.meta.as_slice()).collect(),
-            Some(f) => f.items.iter().map(|i| i.meta.as_slice()).collect(),
+    /// The metadata keys of its pairs (the report's `meta_*` columns), without decoding.
+    pub fn meta_keys(&self) -> std::collections::BTreeSet<String> {
+        let keys = |m: &[(String, String)]| m.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        match self.files.as_deref().map(|f| &f.source) {
+            None => self.items.iter().flat_map(|i| keys(&i.params.meta)).collect(),
+            Some(TestSource::Files(f)) => f.iter().flat_map(|i| keys(&i.meta)).collect(),
+            Some(TestSource::Blocks { .. }) => sidd::BLOCK_META.iter().map(|k| k.to_string()).collect(),
         }
     }
 }
@@ -739,7 +765,10 @@ impl Loader<'_> {
                     problems: problems.iter().map(|p| p.to_string()).collect(),
                     redraw: None,
                     store: None,
-                    files: Some(std::sync::Arc::new(TestFiles { items: files, reference_input: false })),
+                    files: Some(std::sync::Arc::new(TestFiles {
+                        source: TestSource::Files(files),
+                        reference_input: false,
+                    })),
                 })
             }
         }

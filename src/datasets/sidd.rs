@@ -97,34 +97,33 @@ pub(crate) fn read_blocks(root: &Path, stem: &str) -> Result<Vec<((usize, usize)
 }
 
 /// SIDD validation: 40 images × 32 blocks of 256² in `ValidationNoisyBlocksSrgb.mat` and
-/// `ValidationGtBlocksSrgb.mat` (MATLAB v5, read natively); the first `count` blocks.
+/// `ValidationGtBlocksSrgb.mat` (MATLAB v5, read natively); the first `count` blocks. The two
+/// arrays are kept as stored (8-bit, ≈ 250 MB each) and made into images a chunk at a time
+/// when scored ([`PairedSet::chunks`]); the first few pairs are made now, for figures.
 pub fn validation(root: &Path, count: usize) -> Result<PairedSet> {
-    let noisy = read_blocks(root, "ValidationNoisyBlocksSrgb")?;
-    let gt = read_blocks(root, "ValidationGtBlocksSrgb")?;
-    if noisy.len() != gt.len() {
+    let read = |stem: &str| -> Result<matv5::MatArray> {
+        let path = root.join(format!("{stem}.mat"));
+        let arr = matv5::read_variable(&path, stem).map_err(|e| Failure::data(format!("{e:#}")))?;
+        block_shape(&arr).map_err(|e| Failure::data(format!("{}: {e:#}", path.display())))?;
+        Ok(arr)
+    };
+    let (noisy, gt) = (read("ValidationNoisyBlocksSrgb")?, read("ValidationGtBlocksSrgb")?);
+    if noisy.dims != gt.dims {
         return Err(Failure::data(format!(
-            "{}: {} noisy blocks but {} ground-truth blocks",
+            "{}: noisy blocks of shape {:?} but ground-truth blocks of shape {:?}",
             root.display(),
-            noisy.len(),
-            gt.len()
+            noisy.dims,
+            gt.dims
         )));
     }
     let mats = ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"].map(|f| root.join(f));
     let fingerprint = disk::files_fingerprint(mats.iter().map(PathBuf::as_path));
-    let items = noisy
-        .into_iter()
-        .zip(gt)
-        .take(count)
-        .map(|((ix, degraded), (_, clean))| PairedItem {
-            id: block_id(ix),
-            degraded,
-            clean,
-            params: DegradationParams {
-                meta: vec![("image".into(), ix.0.to_string()), ("block".into(), ix.1.to_string())],
-                ..Default::default()
-            },
-        })
-        .collect();
+    let (ni, nb) = (noisy.dims[0], noisy.dims[1]);
+    let blocks: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nb).map(move |b| (i, b))).take(count).collect();
+    let items = blocks[..blocks.len().min(super::SAMPLE)]
+        .iter()
+        .map(|&ix| block_pair(&noisy, &gt, ix))
+        .collect::<Result<Vec<_>>>()?;
     Ok(PairedSet {
         dataset: "sidd-validation".into(),
         split: Split::Test,
@@ -134,17 +133,33 @@ pub fn validation(root: &Path, count: usize) -> Result<PairedSet> {
         problems: vec![],
         redraw: None,
         store: None,
-        files: None,
+        files: Some(std::sync::Arc::new(super::TestFiles {
+            source: super::TestSource::Blocks { noisy, gt, blocks },
+            reference_input: false,
+        })),
     })
 }
 
-/// SIDD blocks: a `uint8` array of shape (images, blocks, H, W, 3) (MATLAB order, as in
-/// `ValidationNoisyBlocksSrgb.mat`) → `images * blocks` [`Image`]s of `W × H`, in (image, block)
-/// order, each paired with its 0-based `(image_idx, block_idx)`. Pixel `(x, y, c)` of block
-/// `(i, b)` is element `(i, b, y, x, c)` / 255, exactly as [`Image::from_rgb8`] converts.
-///
-/// The result holds 4 bytes per stored byte (≈ 1 GB for a full SIDD file).
-pub fn blocks(arr: &matv5::MatArray) -> anyhow::Result<Vec<((usize, usize), Image)>> {
+/// The metadata columns of a SIDD block.
+pub(crate) const BLOCK_META: [&str; 2] = ["image", "block"];
+
+/// Block `ix` of the noisy and ground-truth arrays (checked by [`block_shape`]) as a test pair.
+pub(crate) fn block_pair(noisy: &matv5::MatArray, gt: &matv5::MatArray, ix: (usize, usize)) -> Result<PairedItem> {
+    let get = |a: &matv5::MatArray| block(a, ix).map_err(|e| Failure::data(format!("{e:#}")));
+    Ok(PairedItem {
+        id: block_id(ix),
+        degraded: get(noisy)?,
+        clean: get(gt)?,
+        params: DegradationParams {
+            meta: vec![(BLOCK_META[0].into(), ix.0.to_string()), (BLOCK_META[1].into(), ix.1.to_string())],
+            ..Default::default()
+        },
+    })
+}
+
+/// The values and shape (images, blocks, height, width) of a SIDD blocks array, checked:
+/// `uint8`, (images, blocks, H, W, 3), as many values as the shape says.
+fn block_shape(arr: &matv5::MatArray) -> anyhow::Result<(&[u8], usize, usize, usize, usize)> {
     let src = arr.as_u8().ok_or_else(|| {
         anyhow!("variable '{}': SIDD blocks must be a uint8 array, found {}", arr.name, arr.class.name())
     })?;
@@ -154,8 +169,35 @@ pub fn blocks(arr: &matv5::MatArray) -> anyhow::Result<Vec<((usize, usize), Imag
         arr.name,
         arr.dims
     );
-    let (ni, nb, h, w) = (arr.dims[0], arr.dims[1], arr.dims[2], arr.dims[3]);
     ensure!(src.len() == arr.numel(), "variable '{}': {} values for dims {:?}", arr.name, src.len(), arr.dims);
+    Ok((src, arr.dims[0], arr.dims[1], arr.dims[2], arr.dims[3]))
+}
+
+/// Block `(i, b)` of a SIDD blocks array: pixel `(x, y, c)` is element `(i, b, y, x, c)` / 255
+/// (column-major), as [`blocks`] converts the whole array.
+pub fn block(arr: &matv5::MatArray, (i, b): (usize, usize)) -> anyhow::Result<Image> {
+    let (src, ni, nb, h, w) = block_shape(arr)?;
+    ensure!(i < ni && b < nb, "variable '{}': no block ({i}, {b}) in shape {:?}", arr.name, arr.dims);
+    let (s, k) = (ni * nb, i + ni * b);
+    let mut data = vec![0f32; h * w * 3];
+    for c in 0..3 {
+        for x in 0..w {
+            for y in 0..h {
+                data[(y * w + x) * 3 + c] = src[s * (y + h * (x + w * c)) + k] as f32 / 255.0;
+            }
+        }
+    }
+    Ok(Image::from_vec(w, h, data))
+}
+
+/// SIDD blocks: a `uint8` array of shape (images, blocks, H, W, 3) (MATLAB order, as in
+/// `ValidationNoisyBlocksSrgb.mat`) → `images * blocks` [`Image`]s of `W × H`, in (image, block)
+/// order, each paired with its 0-based `(image_idx, block_idx)`. Pixel `(x, y, c)` of block
+/// `(i, b)` is element `(i, b, y, x, c)` / 255, exactly as [`Image::from_rgb8`] converts.
+///
+/// The result holds 4 bytes per stored byte (≈ 1 GB for a full SIDD file).
+pub fn blocks(arr: &matv5::MatArray) -> anyhow::Result<Vec<((usize, usize), Image)>> {
+    let (src, ni, nb, h, w) = block_shape(arr)?;
     let s = ni * nb; // stride between consecutive pixels of one block
     let npix = h * w * 3;
     if s == 0 {

@@ -197,12 +197,18 @@ pub fn data_memory(spec: &PipelineSpec, registry: &crate::datasets::Registry) ->
         m.streamed += in_flight;
     }
     // Test sets on disk are read a chunk at a time when scored (with their outputs), and
-    // their first few pairs kept for the figures; the rest are held whole.
+    // their first few pairs kept for the figures (SIDD's blocks: from their 8-bit arrays,
+    // held); generated ones are held whole.
     let sets = spec.tests.iter().chain(spec.validation.iter().flat_map(|v| v.sets.iter()));
     for t in sets {
-        if t.degradation.is_none() && streamed(registry, &t.dataset) {
+        let on_disk = t.degradation.is_none() && registry.get(&t.dataset).is_ok_and(|e| !e.kind.is_embedded());
+        if on_disk {
             m.streamed += pairs(t.count.min(EVAL_CHUNK_PAIRS), t.size) * 3 / 2;
-        } else {
+        }
+        if on_disk && !streamed(registry, &t.dataset) {
+            // SIDD's blocks: both arrays held as stored, 8-bit.
+            m.held += pairs(t.count, t.size) / 4;
+        } else if !on_disk {
             m.held += pairs(t.count, t.size);
         }
     }

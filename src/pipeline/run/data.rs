@@ -158,9 +158,7 @@ pub(super) fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> 
 pub(super) fn meta_keys(tests: &[TestSet]) -> Vec<String> {
     let mut keys = std::collections::BTreeSet::new();
     for t in tests {
-        for meta in t.set.metas() {
-            keys.extend(meta.iter().map(|(k, _)| k.clone()));
-        }
+        keys.extend(t.set.meta_keys());
     }
     keys.into_iter().collect()
 }
