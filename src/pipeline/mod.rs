@@ -295,82 +295,16 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
             return Err(fail(&format!("variants.{m}.networks.restorer"), msg));
         }
     }
+    // Each `train` section checks its own keys (the training layer owns them); the crops
+    // against the data's sizes are checked here.
+    let ctx =
+        spec::TrainContext { stride, batch_norm: s.networks.restorer.arch == crate::networks::RestorerArch::Dncnn };
     for (at, t) in sections {
-        let key = |k: &str| format!("{at}.{k}");
-        if t.steps == 0 {
-            return Err(fail(&key("steps"), "must be at least 1".into()));
-        }
-        if t.batch == 0 {
-            return Err(fail(&key("batch"), "must be at least 1".into()));
-        }
-        if t.devices == 0 || t.batch % t.devices != 0 {
-            return Err(fail(
-                &key("devices"),
-                format!("the batch ({}) must split into {} equal shards, one per device", t.batch, t.devices),
-            ));
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(fail(&key("lr"), format!("must be a positive number, got {}", t.lr)));
-        }
-        if t.patch == 0 || t.patch % stride != 0 {
-            return Err(fail(
-                &key("patch"),
-                format!(
-                    "must be a positive multiple of {stride} (the networks' down-sampling stride), got {}",
-                    t.patch
-                ),
-            ));
-        }
+        t.check(ctx).map_err(|(k, m)| fail(&format!("{at}.{k}"), m))?;
         for (k, size) in [("source.size", s.source.size), ("target.size", s.target.size)] {
             if size < t.patch {
                 return Err(fail(k, format!("images of {size}² cannot give {}² training crops ({at}.patch)", t.patch)));
             }
-        }
-        if t.loader.prefetch == 0 || t.loader.prefetch > 1024 {
-            return Err(fail(&key("loader.prefetch"), format!("must be 1 to 1024 batches, got {}", t.loader.prefetch)));
-        }
-        if t.loader.workers > 256 {
-            return Err(fail(&key("loader.workers"), format!("must be 0 to 256 threads, got {}", t.loader.workers)));
-        }
-        if t.precision != spec::Precision::F32 && s.networks.restorer.arch == crate::networks::RestorerArch::Dncnn {
-            return Err(fail(
-                &key("precision"),
-                "mixed precision is not available for DnCNN (its BatchNorm running statistics stay f32)".into(),
-            ));
-        }
-        let nd = &t.noise_da;
-        if let Some(tb) = nd.target_batch
-            && (tb == 0 || tb % t.devices != 0)
-        {
-            return Err(fail(
-                &key("noise_da.target_batch"),
-                format!("must be a positive multiple of the devices ({}), got {tb}", t.devices),
-            ));
-        }
-        if !(1 <= nd.t_range[0] && nd.t_range[0] <= nd.t_range[1] && nd.t_range[1] <= 1000) {
-            return Err(fail(&key("noise_da.t_range"), format!("needs 1 <= lo <= hi <= 1000, got {:?}", nd.t_range)));
-        }
-        let weights = [
-            ("dann.lambda", t.dann.lambda),
-            ("pixel_da.adversarial", t.pixel_da.adversarial),
-            ("pixel_da.content", t.pixel_da.content),
-            ("ne2ne.gamma", t.ne2ne.gamma),
-        ];
-        for (k, v) in weights {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(fail(&key(k), format!("must be a non-negative number, got {v}")));
-            }
-        }
-        for (k, v) in [("dann.hidden", t.dann.hidden), ("pixel_da.width", t.pixel_da.width)] {
-            if v == 0 {
-                return Err(fail(&key(k), "must be at least 1".into()));
-            }
-        }
-        if t.pixel_da.content_pool == 0 || t.pixel_da.content_pool > t.patch {
-            return Err(fail(
-                &key("pixel_da.content_pool"),
-                format!("must be between 1 and train.patch ({}), got {}", t.patch, t.pixel_da.content_pool),
-            ));
         }
     }
     if s.tests.is_empty() {

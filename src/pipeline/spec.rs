@@ -9,7 +9,9 @@ use crate::datasets::OnProblem;
 use crate::degradations::DegradationSpec;
 pub use crate::networks::NetworksSpec;
 pub use crate::task::Task;
-pub use crate::training::config::{CheckpointSpec, Conditions, Method, NoiseDaSpec, Precision, Shards, TrainSpec};
+pub use crate::training::config::{
+    CheckpointSpec, Conditions, Method, NoiseDaSpec, Precision, Shards, TrainContext, TrainSpec,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -133,6 +133,86 @@ impl LoaderSpec {
     fn is_default(&self) -> bool {
         *self == LoaderSpec::default()
     }
+
+    fn check(&self) -> Check {
+        if self.prefetch == 0 || self.prefetch > 1024 {
+            return Err(("prefetch".into(), format!("must be 1 to 1024 batches, got {}", self.prefetch)));
+        }
+        if self.workers > 256 {
+            return Err(("workers".into(), format!("must be 0 to 256 threads, got {}", self.workers)));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration check's verdict: `Err((key, message))`, the key relative to the checked
+/// section (the pipeline layer turns it into `file:line:col: section.key: message`).
+pub type Check = Result<(), (String, String)>;
+
+/// Prefix a failed check's key with its section.
+fn within(section: &str, c: Check) -> Check {
+    c.map_err(|(k, m)| (format!("{section}.{k}"), m))
+}
+
+/// A weight of a loss term: finite and not negative.
+fn weight(key: &str, v: f64) -> Check {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err((key.into(), format!("must be a non-negative number, got {v}")))
+    }
+}
+
+/// A count or width of at least one.
+fn at_least_one(key: &str, v: usize) -> Check {
+    if v >= 1 { Ok(()) } else { Err((key.into(), "must be at least 1".into())) }
+}
+
+/// What the checks of a `train` section need from the networks it trains.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainContext {
+    /// The networks' down-sampling stride: crops must be multiples of it.
+    pub stride: usize,
+    /// The restorer has BatchNorm (its running statistics stay f32).
+    pub batch_norm: bool,
+}
+
+impl TrainSpec {
+    /// Every key of this `train` section on its own (cross-section rules — crops against the
+    /// data's sizes, warm starts against the recipe order — are the pipeline's).
+    pub fn check(&self, ctx: TrainContext) -> Check {
+        at_least_one("steps", self.steps)?;
+        at_least_one("batch", self.batch)?;
+        if self.devices == 0 || self.batch % self.devices != 0 {
+            return Err((
+                "devices".into(),
+                format!("the batch ({}) must split into {} equal shards, one per device", self.batch, self.devices),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(("lr".into(), format!("must be a positive number, got {}", self.lr)));
+        }
+        if self.patch == 0 || self.patch % ctx.stride != 0 {
+            return Err((
+                "patch".into(),
+                format!(
+                    "must be a positive multiple of {} (the networks' down-sampling stride), got {}",
+                    ctx.stride, self.patch
+                ),
+            ));
+        }
+        within("loader", self.loader.check())?;
+        if self.precision != Precision::F32 && ctx.batch_norm {
+            return Err((
+                "precision".into(),
+                "mixed precision is not available for DnCNN (its BatchNorm running statistics stay f32)".into(),
+            ));
+        }
+        within("noise_da", self.noise_da.check(self.devices))?;
+        within("dann", self.dann.check())?;
+        within("pixel_da", self.pixel_da.check(self.patch))?;
+        within("ne2ne", self.ne2ne.check())
+    }
 }
 
 /// `train.pixel_da`: the translator's losses and the two networks' widths. Per step, with
@@ -161,6 +241,19 @@ impl Default for PixelDaSpec {
 }
 
 impl PixelDaSpec {
+    fn check(&self, patch: usize) -> Check {
+        weight("adversarial", self.adversarial)?;
+        weight("content", self.content)?;
+        at_least_one("width", self.width)?;
+        if self.content_pool == 0 || self.content_pool > patch {
+            return Err((
+                "content_pool".into(),
+                format!("must be between 1 and train.patch ({patch}), got {}", self.content_pool),
+            ));
+        }
+        Ok(())
+    }
+
     fn is_default(&self) -> bool {
         *self == PixelDaSpec::default()
     }
@@ -181,6 +274,10 @@ impl Default for Ne2NeSpec {
 }
 
 impl Ne2NeSpec {
+    fn check(&self) -> Check {
+        weight("gamma", self.gamma)
+    }
+
     fn is_default(&self) -> bool {
         *self == Ne2NeSpec::default()
     }
@@ -212,6 +309,11 @@ impl Default for DannSpec {
 }
 
 impl DannSpec {
+    fn check(&self) -> Check {
+        weight("lambda", self.lambda)?;
+        at_least_one("hidden", self.hidden)
+    }
+
     fn is_default(&self) -> bool {
         *self == DannSpec::default()
     }
@@ -386,6 +488,22 @@ fn is_zero(v: &usize) -> bool {
 }
 
 impl NoiseDaSpec {
+    fn check(&self, devices: usize) -> Check {
+        if let Some(tb) = self.target_batch
+            && (tb == 0 || tb % devices != 0)
+        {
+            return Err((
+                "target_batch".into(),
+                format!("must be a positive multiple of the devices ({devices}), got {tb}"),
+            ));
+        }
+        let [lo, hi] = self.t_range;
+        if !(1 <= lo && lo <= hi && hi <= 1000) {
+            return Err(("t_range".into(), format!("needs 1 <= lo <= hi <= 1000, got {:?}", self.t_range)));
+        }
+        Ok(())
+    }
+
     /// Target images drawn per step for a synthetic batch of `batch`.
     pub(crate) fn target_count(&self, batch: usize) -> usize {
         self.target_batch.unwrap_or(batch)
@@ -410,4 +528,58 @@ impl Conditions {
 
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `train` section checks its own keys, each failure naming its key within the section
+    /// (the pipeline adds the section and the file position).
+    #[test]
+    fn train_sections_check_their_own_keys() {
+        let base: TrainSpec = serde_json::from_value(serde_json::json!({
+            "steps": 10, "batch": 4, "patch": 32, "lr": 1e-3,
+            "noise_da": {"w": 0.2, "ramp_steps": 10, "delta": 0.1, "t_range": [1, 1000],
+                         "channel_shuffle": true, "residual_swap": true}
+        }))
+        .unwrap();
+        let ctx = TrainContext { stride: 4, batch_norm: false };
+        assert_eq!(base.check(ctx), Ok(()));
+        let key = |t: TrainSpec, ctx: TrainContext| t.check(ctx).unwrap_err().0;
+        assert_eq!(key(TrainSpec { steps: 0, ..base.clone() }, ctx), "steps");
+        assert_eq!(key(TrainSpec { devices: 3, ..base.clone() }, ctx), "devices");
+        assert_eq!(key(TrainSpec { lr: f64::NAN, ..base.clone() }, ctx), "lr");
+        assert_eq!(key(TrainSpec { patch: 30, ..base.clone() }, ctx), "patch");
+        assert_eq!(key(base.clone(), TrainContext { stride: 64, batch_norm: false }), "patch");
+        assert_eq!(
+            key(TrainSpec { precision: Precision::Bf16, ..base.clone() }, TrainContext { batch_norm: true, ..ctx }),
+            "precision"
+        );
+        assert_eq!(
+            key(TrainSpec { loader: LoaderSpec { workers: 2, prefetch: 0 }, ..base.clone() }, ctx),
+            "loader.prefetch"
+        );
+        let nd = |f: fn(&mut NoiseDaSpec)| {
+            let mut t = base.clone();
+            f(&mut t.noise_da);
+            t
+        };
+        assert_eq!(key(nd(|n| n.t_range = [5, 2]), ctx), "noise_da.t_range");
+        assert_eq!(key(nd(|n| n.target_batch = Some(0)), ctx), "noise_da.target_batch");
+        assert_eq!(
+            key(TrainSpec { dann: DannSpec { lambda: -1.0, ..Default::default() }, ..base.clone() }, ctx),
+            "dann.lambda"
+        );
+        assert_eq!(
+            key(TrainSpec { dann: DannSpec { hidden: 0, ..Default::default() }, ..base.clone() }, ctx),
+            "dann.hidden"
+        );
+        let pool = PixelDaSpec { content_pool: 64, ..Default::default() };
+        assert_eq!(key(TrainSpec { pixel_da: pool, ..base.clone() }, ctx), "pixel_da.content_pool");
+        assert_eq!(
+            key(TrainSpec { ne2ne: Ne2NeSpec { gamma: f64::INFINITY, ..Default::default() }, ..base }, ctx),
+            "ne2ne.gamma"
+        );
+    }
 }
