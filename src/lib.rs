@@ -17,8 +17,10 @@
 //! 7. [`reports`] — tables, summaries, comparisons, figures
 //! 8. [`score_cmd`] — `run-pipeline score`
 //! 9. [`pipeline`] — the YAML specification composing every layer's config, plans and runs
+//! 10. [`commands`] — the sub-commands that are not a run (`datasets list/check/export`)
 
 pub mod backend;
+pub mod commands;
 pub mod datasets;
 pub mod degradations;
 pub mod error;
@@ -57,6 +59,7 @@ mod tests {
         ("reports", 7),
         ("score_cmd", 8),
         ("pipeline", 9),
+        ("commands", 10),
     ];
 
     fn layer(module: &str) -> Option<usize> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use run_pipeline::datasets::Registry;
+use run_pipeline::commands::{datasets, registry_path};
 use run_pipeline::error::{ExitCode, Failure, Result};
 use run_pipeline::pipeline::run::{LogMode, Resume, RunOptions};
 use run_pipeline::pipeline::{self, plan};
@@ -307,23 +307,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn registry_path(explicit: Option<&Path>, pipeline: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    let here = PathBuf::from("datasets.toml");
-    if here.exists() {
-        return here;
-    }
-    // pipelines/x.yaml → ../datasets.toml (the repository layout).
-    pipeline
-        .and_then(|p| p.parent())
-        .and_then(|d| d.parent())
-        .map(|root| root.join("datasets.toml"))
-        .filter(|p| p.exists())
-        .unwrap_or(here)
-}
-
 fn resolve(args: &PipelineArgs) -> Result<pipeline::Resolved> {
     let path = args
         .pipeline
@@ -406,49 +389,6 @@ fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Resul
     Ok(())
 }
 
-fn datasets_export(registry: Option<&Path>, name: &str, dir: &Path, count: Option<usize>) -> Result<()> {
-    use run_pipeline::datasets::{Loader, OnProblem, Split, Take};
-    let reg = Registry::load(&registry_path(registry, None))?;
-    let cache = std::env::temp_dir().join(format!("run-pipeline-export-{}", std::process::id()));
-    let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false, stop: None };
-    // Simulated sets are generated at 256² (their `size`); data on disk keeps its own sizes.
-    let set =
-        loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(usize::MAX), size: 256 }, OnProblem::Fail);
-    let _ = std::fs::remove_dir_all(&cache);
-    let set = set?;
-    for sub in ["input", "target"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
-    }
-    // A set on disk is read a few pairs at a time.
-    for chunk in set.chunks(16) {
-        for item in chunk?.iter() {
-            // Ids may hold folders (`0052_.../001`): one flat file name per pair.
-            let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));
-            run_pipeline::util::write_atomic(&dir.join("input").join(&file), &item.degraded.png_bytes()?)?;
-            run_pipeline::util::write_atomic(&dir.join("target").join(&file), &item.clean.png_bytes()?)?;
-        }
-    }
-    println!("wrote {} pairs of {name} to {}/{{input,target}}", set.len(), dir.display());
-    Ok(())
-}
-
-fn datasets_list(registry: Option<&Path>) -> Result<()> {
-    let reg = Registry::load(&registry_path(registry, None))?;
-    println!("{:<18} {:<12} {:<9} {}", "name", "kind", "status", "root / notes");
-    for (name, e) in &reg.datasets {
-        let (status, where_) = if e.kind.is_embedded() {
-            ("embedded", e.notes.clone().unwrap_or_default())
-        } else {
-            match reg.root(name) {
-                Ok(root) => ("present", root.display().to_string()),
-                Err(_) => ("missing", e.root.clone().unwrap_or_default()),
-            }
-        };
-        println!("{name:<18} {:<12} {status:<9} {where_}", format!("{:?}", e.kind).to_lowercase());
-    }
-    Ok(())
-}
-
 fn score(
     restored: &Path,
     reference: &Path,
@@ -508,56 +448,6 @@ fn export(output: &Path, weights: &WeightsArgs, names: &str, prefix: &str) -> Re
     let (g, cfg) = weights.load(&burn::tensor::Device::flex())?;
     let n = pipeline::restore::export(&g, &cfg, output, naming, prefix)?;
     println!("wrote {} ({n} tensors, {}, {names} names)", output.display(), cfg.describe());
-    Ok(())
-}
-
-fn datasets_check(registry: Option<&Path>, name: &str, min_size: usize) -> Result<()> {
-    use run_pipeline::datasets::{Split, disk};
-    let reg = Registry::load(&registry_path(registry, None))?;
-    let entry = reg.get(name)?;
-    if entry.kind.is_embedded() {
-        println!("{name}: embedded ({:?}), generated on demand; nothing to check on disk", entry.kind);
-        return Ok(());
-    }
-    println!("{name}: {:?} at {}", entry.kind, reg.root(name)?.display());
-    let mut total_problems = 0;
-    for split in [Split::Train, Split::Test] {
-        if !entry.splits.iter().any(|s| s == split.as_str()) {
-            continue;
-        }
-        let scan = disk::scan(&reg, name, split)?;
-        let fingerprint = disk::fingerprint(&scan);
-        let mut dec = disk::decode(scan, usize::MAX, true);
-        // The same problems a run would meet: images smaller than its crops, nothing to use.
-        for (it, d, _) in &dec.items {
-            if d.width < min_size || d.height < min_size {
-                dec.problems.push(run_pipeline::datasets::layouts::Problem {
-                    path: it.degraded.clone(),
-                    message: format!("{}×{} is smaller than --min-size {min_size}", d.width, d.height),
-                });
-            }
-        }
-        if dec.items.is_empty() {
-            dec.problems.push(run_pipeline::datasets::layouts::Problem {
-                path: reg.root(name)?,
-                message: format!("no usable {} images", split.as_str()),
-            });
-        }
-        let pairs = dec.items.iter().filter(|(_, _, c)| c.is_some()).count();
-        println!(
-            "  {:<5} {} items ({pairs} with ground truth), {} problem(s), fingerprint {fingerprint}",
-            split.as_str(),
-            dec.items.len(),
-            dec.problems.len()
-        );
-        for p in &dec.problems {
-            println!("    {p}");
-        }
-        total_problems += dec.problems.len();
-    }
-    if total_problems > 0 {
-        return Err(Failure::data(format!("dataset \"{name}\": {total_problems} problem(s) found")));
-    }
     Ok(())
 }
 
@@ -630,12 +520,15 @@ fn main() -> ProcessExit {
             }
             Ok(())
         }
-        Some(Command::Datasets { command: DatasetsCommand::List, registry }) => datasets_list(registry.as_deref()),
-        Some(Command::Datasets { command: DatasetsCommand::Export { name, dir, count }, registry }) => {
-            datasets_export(registry.as_deref(), name, dir, *count)
-        }
-        Some(Command::Datasets { command: DatasetsCommand::Check { name, min_size }, registry }) => {
-            datasets_check(registry.as_deref(), name, *min_size)
+        Some(Command::Datasets { command, registry }) => {
+            let registry = registry_path(registry.as_deref(), None);
+            match command {
+                DatasetsCommand::List => datasets::list(&registry).map(|out| print!("{out}")),
+                DatasetsCommand::Export { name, dir, count } => {
+                    datasets::export(&registry, name, dir, *count).map(|out| println!("{out}"))
+                }
+                DatasetsCommand::Check { name, min_size } => datasets::check(&registry, name, *min_size),
+            }
         }
     };
     match result {
