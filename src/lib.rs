@@ -15,9 +15,8 @@
 //! 5. [`datasets`], [`networks`], [`backend`] — data, the networks (and their kernels), devices
 //! 6. [`training`] — source-only / Noise-DA training, owning its config (`training::config`)
 //! 7. [`reports`] — tables, summaries, comparisons, figures
-//! 8. [`score_cmd`] — `run-pipeline score`
-//! 9. [`pipeline`] — the YAML specification composing every layer's config, plans and runs
-//! 10. [`commands`] — the sub-commands that are not a run (`datasets list/check/export`)
+//! 8. [`pipeline`] — the YAML specification composing every layer's config, plans and runs
+//! 9. [`commands`] — the sub-commands that are not a run (`score`, `datasets list/check/export`)
 
 pub mod backend;
 pub mod commands;
@@ -33,7 +32,6 @@ pub mod pipeline;
 pub mod protocols;
 pub mod reports;
 pub mod rng;
-pub mod score_cmd;
 pub mod task;
 pub mod training;
 pub mod util;
@@ -57,9 +55,8 @@ mod tests {
         ("backend", 5),
         ("training", 6),
         ("reports", 7),
-        ("score_cmd", 8),
-        ("pipeline", 9),
-        ("commands", 10),
+        ("pipeline", 8),
+        ("commands", 9),
     ];
 
     fn layer(module: &str) -> Option<usize> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use run_pipeline::commands::score as score_cmd;
 use run_pipeline::commands::{datasets, registry_path};
 use run_pipeline::error::{ExitCode, Failure, Result};
 use run_pipeline::pipeline::run::{LogMode, Resume, RunOptions};
 use run_pipeline::pipeline::{self, plan};
-use run_pipeline::score_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
