@@ -175,23 +175,7 @@ pub fn check(name: &str, problems: &[Problem], policy: OnProblem) -> Result<()> 
 
 /// Fingerprint of a scanned dataset: its file list with sizes and modification times.
 pub fn fingerprint(scan: &Scan) -> String {
-    files_fingerprint(
+    layouts::files_fingerprint(
         scan.items.iter().flat_map(|it| std::iter::once(it.degraded.as_path()).chain(it.clean.as_deref())),
     )
-}
-
-/// Fingerprint of a set of files: their paths, sizes and modification times.
-pub(crate) fn files_fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
-    let mut text = String::new();
-    for p in paths {
-        let md = std::fs::metadata(p).ok();
-        let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
-        let mtime = md
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        text.push_str(&format!("{}\t{len}\t{mtime}\n", p.display()));
-    }
-    crate::util::sha256_hex(text.as_bytes())[..20].to_string()
 }

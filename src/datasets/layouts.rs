@@ -327,6 +327,22 @@ pub fn gopro(root: &Path, split: &str) -> Scan {
     scan.dedupe()
 }
 
+/// Fingerprint of a set of files: their paths, sizes and modification times.
+pub(crate) fn files_fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
+    let mut text = String::new();
+    for p in paths {
+        let md = std::fs::metadata(p).ok();
+        let len = md.as_ref().map(|m| m.len()).unwrap_or(0);
+        let mtime = md
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        text.push_str(&format!("{}\t{len}\t{mtime}\n", p.display()));
+    }
+    crate::util::sha256_hex(text.as_bytes())[..20].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -805,7 +805,7 @@ impl Loader<'_> {
                     .map(|(ix, im)| (sidd::block_id(ix), im, vec![]))
                     .collect();
                 let items = target_crops(&images, take, self.seed, name);
-                let fingerprint = disk::files_fingerprint([root.join(format!("{stem}.mat")).as_path()]);
+                let fingerprint = layouts::files_fingerprint([root.join(format!("{stem}.mat")).as_path()]);
                 Ok(TargetTrainSet {
                     dataset: name.into(),
                     items,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure};
 
-use super::layouts::{FileItem, Scan, images_in, stem, subdirs};
-use super::{DegradationParams, PairedItem, PairedSet, Split, disk, matv5};
+use super::layouts::{self, FileItem, Scan, images_in, stem, subdirs};
+use super::{DegradationParams, PairedItem, PairedSet, Split, matv5};
 use crate::error::{Failure, Result};
 use crate::image::Image;
 
@@ -117,7 +117,7 @@ pub fn validation(root: &Path, count: usize) -> Result<PairedSet> {
         )));
     }
     let mats = ["ValidationNoisyBlocksSrgb.mat", "ValidationGtBlocksSrgb.mat"].map(|f| root.join(f));
-    let fingerprint = disk::files_fingerprint(mats.iter().map(PathBuf::as_path));
+    let fingerprint = layouts::files_fingerprint(mats.iter().map(PathBuf::as_path));
     let (ni, nb) = (noisy.dims[0], noisy.dims[1]);
     let blocks: Vec<(usize, usize)> = (0..ni).flat_map(|i| (0..nb).map(move |b| (i, b))).take(count).collect();
     let items = blocks[..blocks.len().min(super::SAMPLE)]

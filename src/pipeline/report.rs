@@ -14,18 +14,6 @@ pub struct ReportOutcome {
     pub benchmark_file: PathBuf,
 }
 
-/// The recipes of a pipeline as the paper's layout needs them.
-pub(crate) fn benchmark_recipes(spec: &PipelineSpec) -> Vec<benchmark::RecipeInfo> {
-    spec.recipes()
-        .iter()
-        .map(|r| benchmark::RecipeInfo {
-            name: r.name.to_string(),
-            algorithm: r.method.name().to_string(),
-            paper: r.paper.as_ref().map(|p| (p.psnr, p.ssim, p.source.clone())),
-        })
-        .collect()
-}
-
 /// Re-summarise each run directory and write `benchmark.{md,csv,parquet}` (and, with a
 /// baseline `RUN_ID/METHOD` or `METHOD` of the first run, `comparisons.*`) under `out`
 /// (default: `benchmark/` beside the first run's pipeline folder).
@@ -80,7 +68,7 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
             task: spec.task,
             target_tests,
             summary,
-            recipes: benchmark_recipes(&spec),
+            recipes: spec.benchmark_recipes(),
         });
     }
     let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");

@@ -223,6 +223,18 @@ pub struct Recipe<'a> {
 }
 
 impl PipelineSpec {
+    /// The recipes as the paper's layout needs them (name, algorithm, the paper's number).
+    pub(crate) fn benchmark_recipes(&self) -> Vec<crate::reports::benchmark::RecipeInfo> {
+        self.recipes()
+            .iter()
+            .map(|r| crate::reports::benchmark::RecipeInfo {
+                name: r.name.to_string(),
+                algorithm: r.method.name().to_string(),
+                paper: r.paper.as_ref().map(|p| (p.psnr, p.ssim, p.source.clone())),
+            })
+            .collect()
+    }
+
     /// The recipes `methods` names, in order (names are checked when the pipeline loads).
     pub fn recipes(&self) -> Vec<Recipe<'_>> {
         self.methods.iter().map(|n| self.recipe(n).expect("validated method name")).collect()

@@ -257,7 +257,7 @@ pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Sum
             task: spec.task,
             target_tests,
             summary: summary.clone(),
-            recipes: crate::pipeline::report::benchmark_recipes(spec),
+            recipes: spec.benchmark_recipes(),
         };
         let layout = reports::benchmark::benchmark_markdown(&reports::benchmark::benchmark_table(&[this]));
         md.push_str("\nIn the paper's layout:\n\n");
