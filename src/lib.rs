@@ -124,4 +124,151 @@ mod tests {
         assert!(checked > 100, "the scan found only {checked} crate paths");
         assert!(violations.is_empty(), "upward or same-layer imports:\n{}", violations.join("\n"));
     }
+
+    /// Every file under `src/` as (module path, non-test code).
+    fn source_modules() -> Vec<(Vec<String>, String)> {
+        let src = crate::util::repo_root().join("src");
+        let mut out = Vec::new();
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let rel = p.strip_prefix(&src).unwrap().with_extension("");
+                    let mut m: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+                    if m.last().is_some_and(|l| l == "mod" || l == "lib" || l == "main") {
+                        m.pop();
+                    }
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    // Test modules may reach anywhere (fixtures from other modules).
+                    let code = text
+                        .match_indices("#[cfg(test)]\n")
+                        .find(|(at, m)| {
+                            let next = text[at + m.len()..].lines().next().unwrap_or("");
+                            next.split('{').next().unwrap_or("").trim_end().ends_with("mod tests")
+                        })
+                        .map_or(text.as_str(), |(at, _)| &text[..at])
+                        .to_string();
+                    out.push((m, code));
+                }
+            }
+        }
+        out
+    }
+
+    /// No import circle between files: no file reaches itself through the module paths its
+    /// non-test code names (`crate::…`, `super::…`, grouped `use` lists), apart from a file
+    /// naming a module that encloses it (a child using its parent's items is how a module tree
+    /// shares its types). Circles between siblings (once `datasets/disk.rs` ↔ `sidd.rs`) or
+    /// through other folders (once `pipeline/report.rs` → `run/` → `run/outputs.rs` → `report.rs`)
+    /// fail it.
+    #[test]
+    fn no_import_circle_between_files() {
+        let modules = source_modules();
+        let known: std::collections::BTreeSet<Vec<String>> = modules.iter().map(|(m, _)| m.clone()).collect();
+        let is_file = |m: &[String]| known.contains(m);
+        // Each `crate::…` / `super::…` path a file names, resolved from the crate root, grouped
+        // `use` lists (one level of braces) expanded.
+        let paths = |own: &[String], code: &str| -> Vec<Vec<String>> {
+            let code: String = code.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+            let bytes = code.as_bytes();
+            let ident = |s: &str| -> Vec<String> {
+                s.split("::")
+                    .map(|p| {
+                        p.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>()
+                    })
+                    .take_while(|p| !p.is_empty())
+                    .collect()
+            };
+            let mut found = Vec::new();
+            for (i, _) in code.match_indices("crate::").chain(code.match_indices("super::")) {
+                if i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':') {
+                    continue;
+                }
+                let (mut base, mut rest) = match code[i..].strip_prefix("crate::") {
+                    Some(r) => (vec![], r),
+                    None => (own.to_vec(), &code[i..]),
+                };
+                // `super` is the enclosing module, for `x.rs` and `x/mod.rs` alike.
+                while let Some(r) = rest.strip_prefix("super::") {
+                    base.pop();
+                    rest = r;
+                }
+                let stop = rest
+                    .find(|c: char| matches!(c, ';' | '\n' | '(' | ')' | ',' | ' ' | '<' | '>'))
+                    .unwrap_or(rest.len());
+                let (head, group) = match rest.find('{') {
+                    Some(b) if b < stop => {
+                        let end = rest[b..].find('}').map_or(rest.len(), |e| b + e);
+                        (&rest[..b], &rest[b + 1..end])
+                    }
+                    _ => (&rest[..stop], ""),
+                };
+                let mut head_path = base;
+                head_path.extend(ident(head));
+                if group.is_empty() {
+                    found.push(head_path);
+                } else {
+                    for g in group.split(',') {
+                        let mut p = head_path.clone();
+                        p.extend(ident(g));
+                        found.push(p);
+                    }
+                }
+            }
+            found
+        };
+        let mut edges: std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> =
+            Default::default();
+        for (m, code) in &modules {
+            for p in paths(m, code) {
+                // The longest prefix that is a file of its own.
+                let target = (1..=p.len()).rev().map(|n| p[..n].to_vec()).find(|q| is_file(q));
+                if let Some(t) = target
+                    && t != *m
+                    && !m.starts_with(&t)
+                {
+                    edges.entry(m.clone()).or_default().insert(t);
+                }
+            }
+        }
+        assert!(edges.values().map(|v| v.len()).sum::<usize>() > 100, "the scan found too few edges: {edges:?}");
+        // Depth-first search for a cycle.
+        fn visit(
+            n: &Vec<String>,
+            edges: &std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>>,
+            state: &mut std::collections::BTreeMap<Vec<String>, u8>,
+            stack: &mut Vec<Vec<String>>,
+        ) -> Option<Vec<Vec<String>>> {
+            match state.get(n) {
+                Some(1) => {
+                    let at = stack.iter().position(|x| x == n).unwrap();
+                    let mut cycle = stack[at..].to_vec();
+                    cycle.push(n.clone());
+                    return Some(cycle);
+                }
+                Some(2) => return None,
+                _ => {}
+            }
+            state.insert(n.clone(), 1);
+            stack.push(n.clone());
+            for t in edges.get(n).into_iter().flatten() {
+                if let Some(c) = visit(t, edges, state, stack) {
+                    return Some(c);
+                }
+            }
+            stack.pop();
+            state.insert(n.clone(), 2);
+            None
+        }
+        let mut state = Default::default();
+        for n in edges.keys() {
+            if let Some(c) = visit(n, &edges, &mut state, &mut vec![]) {
+                let names: Vec<String> = c.iter().map(|m| m.join("::")).collect();
+                panic!("import circle between files: {}", names.join(" → "));
+            }
+        }
+    }
 }
