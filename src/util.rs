@@ -122,6 +122,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Every configuration check's verdict (one convention for every layer): `Err((key,
+/// message))`, the key relative to the checked section (empty: the section itself); the
+/// pipeline turns it into `file:line:col: section.key: message`.
+pub type Check = Result<(), (String, String)>;
+
+/// Prefix a failed check's key with its section.
+pub(crate) fn within(section: &str, c: Check) -> Check {
+    c.map_err(|(k, m)| (if k.is_empty() { section.to_string() } else { format!("{section}.{k}") }, m))
+}
+
+/// A failed check at `key`.
+pub(crate) fn fail_at(key: &str, message: impl Into<String>) -> Check {
+    Err((key.to_string(), message.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,22 +37,33 @@ pub struct DiffusionConfig {
 }
 
 impl DiffusionConfig {
-    /// What is wrong with this configuration, if anything (the pipeline reports it at the key).
-    pub fn check(&self) -> Option<String> {
-        if self.base == 0 || self.mults.is_empty() || self.mults.contains(&0) || self.res_blocks == 0 {
-            return Some("base, mults and res_blocks must be positive".into());
+    /// This configuration, checked (keys within `networks.diffusion`).
+    pub fn check(&self) -> crate::util::Check {
+        use crate::util::fail_at;
+        let positive = "base, mults and res_blocks must be positive";
+        if self.base == 0 {
+            return fail_at("base", positive);
+        }
+        if self.mults.is_empty() || self.mults.contains(&0) {
+            return fail_at("mults", positive);
+        }
+        if self.res_blocks == 0 {
+            return fail_at("res_blocks", positive);
         }
         let ch = self.base * self.mults.last().copied().unwrap_or(1);
         if self.attn_heads == 0 || ch % self.attn_heads != 0 {
-            return Some(format!(
-                "attn_heads must divide the attention block's {ch} channels (base × the last mult), got {}",
-                self.attn_heads
-            ));
+            return fail_at(
+                "attn_heads",
+                format!(
+                    "attn_heads must divide the attention block's {ch} channels (base × the last mult), got {}",
+                    self.attn_heads
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Some(format!("dropout must be in [0, 1), got {}", self.dropout));
+            return fail_at("dropout", format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        None
+        Ok(())
     }
 
     pub fn stride(&self) -> usize {

@@ -292,7 +292,7 @@ mod tests {
     fn dncnn_family() {
         let _rng = crate::util::rng_lock();
         let cfg = RestorerConfig { arch: RestorerArch::Dncnn, ..Default::default() };
-        assert_eq!(cfg.check(), None);
+        assert_eq!(cfg.check(), Ok(()));
         let dev = Device::flex();
         let g = cfg.init(&dev);
         let want = (3 * 64 * 9 + 64) + 15 * (64 * 64 * 9 + 64 + 4 * 64) + (64 * 3 * 9 + 3);
@@ -302,8 +302,10 @@ mod tests {
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 3 * 13 * 9], [2, 3, 13, 9]), &dev);
         assert_eq!(g.restore(x).dims(), [2, 3, 13, 9]);
         let bad = RestorerConfig { arch: RestorerArch::Dncnn, widths: vec![8], ..Default::default() };
-        assert!(bad.check().unwrap().contains("UNet setting"));
-        assert!(RestorerConfig::default().check().unwrap().contains("needs `widths`"));
+        let (key, msg) = bad.check().unwrap_err();
+        assert!(key == "widths" && msg.contains("UNet setting"), "{key}: {msg}");
+        let (key, msg) = RestorerConfig::default().check().unwrap_err();
+        assert!(key == "widths" && msg.contains("needs `widths`"), "{key}: {msg}");
     }
 
     /// Our differentiable up-sampling equals burn's `interpolate` forward (flex has both).

@@ -74,22 +74,26 @@ impl RestorerConfig {
         (self.depth.unwrap_or(17), self.width.unwrap_or(64))
     }
 
-    /// What is wrong with the settings for the chosen family, if anything.
-    pub fn check(&self) -> Option<String> {
+    /// The settings for the chosen family, checked (keys within `networks.restorer`).
+    pub fn check(&self) -> crate::util::Check {
+        use crate::util::fail_at;
         match self.arch {
             RestorerArch::Unet if self.widths.is_empty() || self.widths.contains(&0) => {
-                Some("the unet needs `widths`: at least one level, all > 0".into())
+                fail_at("widths", "the unet needs `widths`: at least one level, all > 0")
             }
-            RestorerArch::Unet if self.depth.is_some() || self.width.is_some() => {
-                Some("`depth` and `width` are DnCNN settings; the unet takes `widths`".into())
-            }
-            RestorerArch::Dncnn if !self.widths.is_empty() || !self.upsample.is_standard() => {
-                Some("`widths` and `upsample` are UNet settings; DnCNN takes `depth` and `width`".into())
-            }
-            RestorerArch::Dncnn if self.dncnn_shape().0 < 2 || self.dncnn_shape().1 == 0 => {
-                Some("DnCNN needs depth >= 2 and width > 0".into())
-            }
-            _ => None,
+            RestorerArch::Unet if self.depth.is_some() || self.width.is_some() => fail_at(
+                if self.depth.is_some() { "depth" } else { "width" },
+                "`depth` and `width` are DnCNN settings; the unet takes `widths`",
+            ),
+            RestorerArch::Dncnn if !self.widths.is_empty() || !self.upsample.is_standard() => fail_at(
+                if self.widths.is_empty() { "upsample" } else { "widths" },
+                "`widths` and `upsample` are UNet settings; DnCNN takes `depth` and `width`",
+            ),
+            RestorerArch::Dncnn if self.dncnn_shape().0 < 2 || self.dncnn_shape().1 == 0 => fail_at(
+                if self.dncnn_shape().0 < 2 { "depth" } else { "width" },
+                "DnCNN needs depth >= 2 and width > 0",
+            ),
+            _ => Ok(()),
         }
     }
 

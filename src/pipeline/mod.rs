@@ -165,7 +165,18 @@ fn resolve_variants(root: &mut Node) {
 /// Checks that need more than one key, reported at the position of the key at fault.
 fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     let fail = |key: &str, msg: String| -> Failure {
-        let at = root.lookup(key).map(Node::location).unwrap_or_else(|| "pipeline".into());
+        // The key's position, else its nearest enclosing key's (a default that is wrong
+        // together with a key the file sets).
+        let mut at = None;
+        let mut k = key;
+        while at.is_none() {
+            at = root.lookup(k).map(Node::location);
+            match k.rfind('.') {
+                Some(dot) => k = &k[..dot],
+                None => break,
+            }
+        }
+        let at = at.unwrap_or_else(|| "pipeline".into());
         Failure::config(format!("{at}: {key}: {msg}"))
     };
     // Names become file and directory names: never a path out of the report folder.
@@ -228,16 +239,13 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     if s.seeds.train.is_empty() {
         return Err(fail("seeds.train", "list at least one training seed".into()));
     }
-    if let Some(msg) = s.networks.restorer.check() {
-        return Err(fail("networks.restorer", msg));
-    }
+    let checked = |section: &str, c: crate::util::Check| crate::util::within(section, c).map_err(|(k, m)| fail(&k, m));
+    checked("networks.restorer", s.networks.restorer.check())?;
     let mut diffusions = vec![("networks.diffusion".to_string(), &s.networks.diffusion)];
     diffusions
         .extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.networks.diffusion"), &v.networks.diffusion)));
     for (key, d) in diffusions {
-        if let Some(msg) = d.check() {
-            return Err(fail(&key, msg));
-        }
+        checked(&key, d.check())?;
     }
     for (key, count) in [("source.count", s.source.count), ("target.count", s.target.count)] {
         if count == Some(0) {
@@ -289,10 +297,8 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
                 ));
             }
         }
-        if let Some(v) = s.variants.get(m)
-            && let Some(msg) = v.networks.restorer.check()
-        {
-            return Err(fail(&format!("variants.{m}.networks.restorer"), msg));
+        if let Some(v) = s.variants.get(m) {
+            checked(&format!("variants.{m}.networks.restorer"), v.networks.restorer.check())?;
         }
     }
     // Each `train` section checks its own keys (the training layer owns them); the crops
@@ -487,6 +493,12 @@ mod tests {
         assert!(err.contains("did you mean \"noise_da\"?"), "{err}");
         let err = load(&shipped(), None, &["train.loader={workers: 2, prefetch: 0}".into()]).unwrap_err().to_string();
         assert!(err.contains("train.loader.prefetch: must be 1 to 1024 batches, got 0"), "{err}");
+        // Network checks name the key within their section, positioned where the file sets it.
+        let err = load(&shipped(), None, &["networks.diffusion.attn_heads=3".into()]).unwrap_err().to_string();
+        assert!(err.contains("networks.diffusion.attn_heads: attn_heads must divide"), "{err}");
+        let err =
+            load(&shipped(), None, &["networks.restorer={arch: dncnn, depth: 1}".into()]).unwrap_err().to_string();
+        assert!(err.contains("networks.restorer.depth: DnCNN needs depth >= 2"), "{err}");
         let err = load(&shipped(), None, &["train.loader.wrokers=2".into()]).unwrap_err().to_string();
         assert!(err.contains("did you mean \"workers\"?"), "{err}");
         // A count of zero is an error; no count is every patch of a dataset on disk.

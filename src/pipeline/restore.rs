@@ -56,10 +56,7 @@ pub fn parse_arch(s: &str) -> std::result::Result<RestorerConfig, String> {
         "dncnn" => return Err(format!("--arch {s}: dncnn takes DEPTH,WIDTH")),
         f => return Err(format!("--arch {s}: unknown family \"{f}\" (unet, unet-release, dncnn)")),
     };
-    match cfg.check() {
-        Some(m) => Err(format!("--arch {s}: {m}")),
-        None => Ok(cfg),
-    }
+    cfg.check().map(|()| cfg).map_err(|(_, m)| format!("--arch {s}: {m}"))
 }
 
 /// The restorer of a run's recipe, from its `resolved.json`.

@@ -145,14 +145,8 @@ impl LoaderSpec {
     }
 }
 
-/// A configuration check's verdict: `Err((key, message))`, the key relative to the checked
-/// section (the pipeline layer turns it into `file:line:col: section.key: message`).
-pub type Check = Result<(), (String, String)>;
-
-/// Prefix a failed check's key with its section.
-fn within(section: &str, c: Check) -> Check {
-    c.map_err(|(k, m)| (format!("{section}.{k}"), m))
-}
+pub use crate::util::Check;
+use crate::util::within;
 
 /// A weight of a loss term: finite and not negative.
 fn weight(key: &str, v: f64) -> Check {
