@@ -68,23 +68,9 @@ mod tests {
     /// module under `src/` must have a layer.
     #[test]
     fn no_module_imports_its_own_or_a_higher_layer() {
-        let src = crate::util::repo_root().join("src");
-        let mut files = Vec::new();
-        let mut stack = vec![src.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    files.push(p);
-                }
-            }
-        }
         let mut violations = Vec::new();
         let mut checked = 0;
-        for f in files {
-            let rel = f.strip_prefix(&src).unwrap();
+        for (rel, code) in source_files() {
             let top =
                 rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
             if top == "lib" || top == "main" {
@@ -92,9 +78,6 @@ mod tests {
             }
             let own =
                 layer(&top).unwrap_or_else(|| panic!("src/{}: module `{top}` has no layer in LAYERS", rel.display()));
-            let text = std::fs::read_to_string(&f).unwrap();
-            // Test modules may reach anywhere (fixtures from other layers).
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
             for (n, line) in code.lines().enumerate() {
                 let line = line.split("//").next().unwrap();
                 for (i, _) in line.match_indices("crate::") {
@@ -125,8 +108,9 @@ mod tests {
         assert!(violations.is_empty(), "upward or same-layer imports:\n{}", violations.join("\n"));
     }
 
-    /// Every file under `src/` as (module path, non-test code).
-    fn source_modules() -> Vec<(Vec<String>, String)> {
+    /// Every `.rs` file under `src/` as (path relative to it, its code without its test
+    /// module: test modules may reach anywhere, e.g. fixtures from other layers).
+    fn source_files() -> Vec<(std::path::PathBuf, String)> {
         let src = crate::util::repo_root().join("src");
         let mut out = Vec::new();
         let mut stack = vec![src.clone()];
@@ -136,13 +120,8 @@ mod tests {
                 if p.is_dir() {
                     stack.push(p);
                 } else if p.extension().is_some_and(|x| x == "rs") {
-                    let rel = p.strip_prefix(&src).unwrap().with_extension("");
-                    let mut m: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-                    if m.last().is_some_and(|l| l == "mod" || l == "lib" || l == "main") {
-                        m.pop();
-                    }
                     let text = std::fs::read_to_string(&p).unwrap();
-                    // Test modules may reach anywhere (fixtures from other modules).
+                    // `#[cfg(test)]` then `mod tests`, whatever its visibility.
                     let code = text
                         .match_indices("#[cfg(test)]\n")
                         .find(|(at, m)| {
@@ -151,11 +130,26 @@ mod tests {
                         })
                         .map_or(text.as_str(), |(at, _)| &text[..at])
                         .to_string();
-                    out.push((m, code));
+                    out.push((p.strip_prefix(&src).unwrap().to_path_buf(), code));
                 }
             }
         }
         out
+    }
+
+    /// Every file under `src/` as (module path, non-test code).
+    fn source_modules() -> Vec<(Vec<String>, String)> {
+        source_files()
+            .into_iter()
+            .map(|(rel, code)| {
+                let mut m: Vec<String> =
+                    rel.with_extension("").iter().map(|c| c.to_string_lossy().into_owned()).collect();
+                if m.last().is_some_and(|l| l == "mod" || l == "lib" || l == "main") {
+                    m.pop();
+                }
+                (m, code)
+            })
+            .collect()
     }
 
     /// No import circle between files: no file reaches itself through the module paths its

@@ -90,13 +90,13 @@ pub fn export(registry: &Path, name: &str, dir: &Path, count: Option<usize>) -> 
     let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false, stop: None };
     // Simulated sets are generated at 256² (their `size`); data on disk keeps its own sizes.
     let set =
-        loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(usize::MAX), size: 256 }, OnProblem::Fail);
+        loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(Take::ALL), size: 256 }, OnProblem::Fail);
     let _ = std::fs::remove_dir_all(&cache);
     let set = set?;
     for sub in ["input", "target"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
     }
-    for chunk in set.chunks(16) {
+    for chunk in set.chunks(crate::datasets::EVAL_CHUNK) {
         for item in chunk?.iter() {
             // Ids may hold folders (`0052_.../001`): one flat file name per pair.
             let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));

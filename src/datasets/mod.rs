@@ -557,7 +557,7 @@ impl Loader<'_> {
     /// generated data and sets read whole.
     pub fn store_plan(&self, name: &str, take: Take, planes: patches::Planes) -> Result<Option<StorePlan>> {
         let entry = self.entry(name)?;
-        if entry.kind.is_embedded() || matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) {
+        if !entry.streams_training() {
             return Ok(None);
         }
         let scan = disk::scan(self.registry, name, Split::Train)?;
@@ -792,7 +792,7 @@ impl Loader<'_> {
                     store: None,
                 })
             }
-            DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
+            DatasetKind::Sidd if entry.mat_blocks() => {
                 // Noisy blocks only, e.g. SIDD's benchmark set (whose ground truth is withheld).
                 let root = self.registry.root(name)?;
                 let stem = if entry.layout.as_deref() == Some("benchmark") {
@@ -848,12 +848,10 @@ impl Loader<'_> {
     fn train_pairs(&self, name: &str, entry: &DatasetEntry, take: Take, on_problem: OnProblem) -> Result<PairedSet> {
         match entry.kind {
             k if k.is_simulated() => self.simulated_pairs(name, entry, Split::Train, take, true),
-            DatasetKind::Sidd if matches!(entry.layout.as_deref(), Some("validation" | "benchmark")) => {
-                Err(Failure::config(format!(
-                    "{}: dataset \"{name}\": its training use is noisy blocks only (no ground truth); training pairs need a dataset that has them (e.g. SIDD Medium)",
-                    self.registry.path.display()
-                )))
-            }
+            DatasetKind::Sidd if entry.mat_blocks() => Err(Failure::config(format!(
+                "{}: dataset \"{name}\": its training use is noisy blocks only (no ground truth); training pairs need a dataset that has them (e.g. SIDD Medium)",
+                self.registry.path.display()
+            ))),
             _ => {
                 let scan = disk::scan(self.registry, name, Split::Train)?;
                 let Stored { view: store, fingerprint, problems, reused } =

@@ -86,6 +86,19 @@ pub struct DatasetEntry {
     pub notes: Option<String>,
 }
 
+impl DatasetEntry {
+    /// Whether its training data is tiled into a patch store and streamed: data on disk read
+    /// through a layout — not generated data, nor SIDD's MATLAB blocks (read whole).
+    pub(crate) fn streams_training(&self) -> bool {
+        !self.kind.is_embedded() && !self.mat_blocks()
+    }
+
+    /// SIDD's validation or benchmark blocks in MATLAB files.
+    pub(crate) fn mat_blocks(&self) -> bool {
+        self.kind == DatasetKind::Sidd && matches!(self.layout.as_deref(), Some("validation" | "benchmark"))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {

@@ -139,9 +139,7 @@ const EVAL_CHUNK_PAIRS: usize = crate::datasets::EVAL_CHUNK + crate::datasets::S
 /// Whether a training set of `dataset` streams from a patch store (datasets on disk read
 /// through their layouts) rather than being held in memory (generated data, SIDD's blocks).
 pub fn streamed(registry: &crate::datasets::Registry, dataset: &str) -> bool {
-    registry
-        .get(dataset)
-        .is_ok_and(|e| !e.kind.is_embedded() && !matches!(e.layout.as_deref(), Some("validation" | "benchmark")))
+    registry.get(dataset).is_ok_and(|e| e.streams_training())
 }
 
 /// Memory a run's data needs, before anything is read: sets held in memory (generated
