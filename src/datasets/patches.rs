@@ -250,7 +250,8 @@ fn prepare_chunked(
     let previous: Option<Index> = std::fs::read(&index_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
-        .filter(|ix| ix.key == key && ix.format == FORMAT && ix.ids == ids);
+        .filter(|ix| ix.key == key && ix.format == FORMAT && ix.ids == ids)
+        .filter(|ix| ix.chunks.iter().all(|c| c.consistent(ix.ids.len(), ix.tiling, ix.planes).is_ok()));
     let outcomes: Vec<anyhow::Result<(ChunkRecord, Outcome, u64)>> = groups
         .par_iter()
         .enumerate()
@@ -315,6 +316,8 @@ fn build_chunk(
             .and_then(|b| serde_json::from_slice::<ChunkRecord>(&b).ok())
             .filter(|c| c.key == key && c.images == images)
     });
+    // A record that does not describe a readable chunk is rebuilt like a corrupted chunk.
+    let sidecar = sidecar.filter(|r| r.consistent(items.len(), tiling, planes).is_ok());
     let had_record = sidecar.is_some();
     if let Some(rec) = sidecar {
         match verify_chunk(&bin, &rec) {
@@ -417,6 +420,28 @@ fn build_chunk(
     Ok((rec, if had_record { Outcome::Rebuilt } else { Outcome::Built }, read))
 }
 
+impl ChunkRecord {
+    /// Its patches as a reader will trust them: back to back from offset 0 to `bytes`, each of
+    /// a known depth, inside the tiling's side, of a known image (`ids` of the store) — a
+    /// record read back from disk is checked before any offset or index in it is used.
+    fn consistent(&self, ids: usize, tiling: Tiling, planes: Planes) -> Result<(), String> {
+        let mut end = 0u64;
+        let side = tiling.side as u32;
+        for (j, p) in self.patches.iter().enumerate() {
+            let fits = (1..=side).contains(&p.w) && (1..=side).contains(&p.h);
+            let known = (p.image as usize) < ids && p.gray.len() <= planes.count();
+            if p.offset != end || !(p.bytes == 1 || p.bytes == 2) || !fits || !known {
+                return Err(format!("patch {j} is inconsistent with its record"));
+            }
+            end = p.offset + p.plane_bytes() * planes.count() as u64;
+        }
+        if end != self.bytes {
+            return Err("its patches do not add up to its size".into());
+        }
+        Ok(())
+    }
+}
+
 fn verify_chunk(bin: &Path, rec: &ChunkRecord) -> Result<(), String> {
     let len = std::fs::metadata(bin).map_err(|e| format!("cannot read: {e}"))?.len();
     if len != rec.bytes {
@@ -505,19 +530,9 @@ impl PatchStore {
         for (k, c) in index.chunks.iter().enumerate() {
             let (bin, _) = chunk_paths(dir, k);
             files.push(std::fs::File::open(&bin).map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", bin.display()))?);
-            let mut end = 0u64;
-            for (j, p) in c.patches.iter().enumerate() {
-                // A record that points outside its chunk is not trusted (it was hashed, but check).
-                let size = p.plane_bytes() * index.planes.count() as u64;
-                if p.offset != end || !(p.bytes == 1 || p.bytes == 2) || p.w == 0 || p.h == 0 {
-                    anyhow::bail!("{}: patch {j} of chunk {k} is inconsistent with its record", dir.display());
-                }
-                end = p.offset + size;
-                order.push((k as u32, j as u32));
-            }
-            if end != c.bytes {
-                anyhow::bail!("{}: chunk {k}'s patches do not add up to its size", dir.display());
-            }
+            c.consistent(index.ids.len(), index.tiling, index.planes)
+                .map_err(|e| anyhow::anyhow!("{}: chunk {k}: {e}", dir.display()))?;
+            order.extend((0..c.patches.len()).map(|j| (k as u32, j as u32)));
             problems.extend(c.problems.iter().map(|(p, m)| Problem { path: p.clone(), message: m.clone() }));
         }
         Ok(PatchStore { dir: dir.to_path_buf(), index, order, files, problems })
@@ -795,6 +810,25 @@ mod tests {
         // A chunk cut short is caught too.
         std::fs::write(&bin, &bytes[..bytes.len() / 2]).unwrap();
         assert!(open_verified(&sdir, &key).is_none());
+        prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
+        // A record pointing at an image the store does not have (its chunk hashes fine): not
+        // used, no panic; preparing again rebuilds the chunk and the store reads as before.
+        let index = sdir.join("index.json");
+        let text = std::fs::read_to_string(&index).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["chunks"][0]["patches"][0]["image"] = 999.into();
+        std::fs::write(&index, v.to_string()).unwrap();
+        let side = sdir.join("chunk-00000.json");
+        let mut r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&side).unwrap()).unwrap();
+        r["patches"][0]["image"] = 999.into();
+        std::fs::write(&side, r.to_string()).unwrap();
+        assert!(open_verified(&sdir, &key).is_none());
+        assert!(verify_store(&sdir).is_ok(), "the chunk's bytes are intact");
+        let (c, rep) =
+            prepare(&sdir, &key, serde_json::json!({}), &items, tiling, Planes::Degraded, &|| false).unwrap();
+        assert_eq!((rep.built, rep.reused), (1, 0));
+        assert_eq!(first, (0..c.len()).map(|i| c.read_whole(i).unwrap()).collect::<Vec<_>>());
+        assert!(open_verified(&sdir, &key).is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
