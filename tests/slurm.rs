@@ -181,7 +181,19 @@ fn a_cancelled_job_is_reported_and_a_rerun_completes_what_is_missing() {
     let long = ["--set", "train.steps=300", "--set", "train.checkpoint.every=50"];
     let child = submit_waiting(&slurm, &long);
     let id = running(&slurm, "train:noise_da:seed0");
+    // Source-only's evaluation runs beside Noise-DA's training; the cancel comes once it has
+    // finished, so what the rerun must submit is fixed (on a busy 2-core machine it can still
+    // be running 1.5 s into the training, and the submitter then cancels it too).
+    let eval = jobs(&slurm).into_iter().find(|(_, s)| s == "evaluate:source_only:seed0").expect("evaluate job").0;
+    for _ in 0..1200 {
+        if scontrol_state(&eval) == "COMPLETED" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(scontrol_state(&eval), "COMPLETED", "source-only's evaluation within 2 min");
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(scontrol_state(&id), "RUNNING", "Noise-DA still training when cancelled");
     Command::new("scancel").arg(&id).status().unwrap();
     let o = child.wait_with_output().unwrap();
     let err = text(&o.stderr);
