@@ -77,7 +77,7 @@ fn torch_reference(spec: &run_pipeline::pipeline::spec::PipelineSpec, steps: usi
     cmd.arg(repo_root().join("scripts/torch_step.py"))
         .args(["--device", "cpu", "--json", "--threads"])
         .arg(rayon::current_num_threads().to_string())
-        .args(["--widths", &join(&spec.networks.restorer.widths)])
+        .args(["--widths", &join(&unet_widths(&spec.networks.restorer)?)])
         .args(["--base", &d.base.to_string(), "--mults", &join(&d.mults)])
         .args(["--res-blocks", &d.res_blocks.to_string(), "--attn-heads", &d.attn_heads.to_string()])
         .args(["--dropout", &d.dropout.to_string()])
@@ -111,6 +111,17 @@ fn torch_reference(spec: &run_pipeline::pipeline::spec::PipelineSpec, steps: usi
 }
 
 /// The repository (read at run time: a bench binary reused from a shared target dir).
+/// The UNet's widths (`scripts/torch_step.py` builds the UNet only).
+fn unet_widths(cfg: &run_pipeline::networks::RestorerConfig) -> Option<Vec<usize>> {
+    match cfg {
+        run_pipeline::networks::RestorerConfig::Unet(u) => Some(u.widths.clone()),
+        other => {
+            println!("pytorch: skipped ({} has no PyTorch step script here)", other.describe());
+            None
+        }
+    }
+}
+
 fn repo_root() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)

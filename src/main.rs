@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use run_pipeline::commands::score as score_cmd;
 use run_pipeline::commands::{datasets, registry_path};
 use run_pipeline::error::{ExitCode, Failure, Result};
+use run_pipeline::pipeline;
 use run_pipeline::pipeline::run::{LogMode, Resume, RunOptions};
-use run_pipeline::pipeline::{self, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -470,29 +470,7 @@ fn main() -> ProcessExit {
             a.dry_run = true;
             run_pipeline(&a, cli.log_format, None)
         }
-        Some(Command::Describe(args)) => resolve(args).map(|r| {
-            println!("{} (profile {}; profiles: {})", r.path.display(), r.profile, r.profiles.join(", "));
-            println!("stages:\n{}", plan::describe(&r.spec));
-            let n = &r.spec.networks;
-            let p = r.spec.train.patch;
-            let (g, d) = run_pipeline::networks::param_counts(&n.restorer, &n.diffusion);
-            println!("networks (at the {p}² training patch):");
-            println!(
-                "  restorer   {}: {:.3} M parameters, {:.3} GMACs",
-                n.restorer.describe(),
-                g as f64 / 1e6,
-                n.restorer.macs(p, p) as f64 / 1e9
-            );
-            println!(
-                "  diffusion  base {} × {:?}, {} res blocks, {} heads: {:.3} M parameters, {:.3} GMACs",
-                n.diffusion.base,
-                n.diffusion.mults,
-                n.diffusion.res_blocks,
-                n.diffusion.attn_heads,
-                d as f64 / 1e6,
-                n.diffusion.macs(p, p) as f64 / 1e9
-            );
-        }),
+        Some(Command::Describe(args)) => resolve(args).map(|r| run_pipeline::commands::describe::describe(&r)),
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score(restored, reference, *protocol, *by_order, *format)
         }

@@ -5,15 +5,15 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use run_pipeline::networks::RestorerConfig;
 use run_pipeline::networks::interop::{Naming, load_restorer, read_state_dict};
-use run_pipeline::networks::{RestorerConfig, Upsample};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     common::repo_root().join("tests/fixtures/interop").join(name)
 }
 
 fn release_cfg() -> RestorerConfig {
-    RestorerConfig { upsample: Upsample::Release, ..RestorerConfig::unet(vec![8, 16, 32]) }
+    RestorerConfig::unet_release(vec![8, 16, 32])
 }
 
 /// Max |ours − PyTorch| over the fixture's input, for weights read from `weights`.
@@ -75,4 +75,44 @@ fn unreadable_weight_files_are_errors() {
         assert!(err.contains(name), "{err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Weight files made by hand (`scripts/hostile_weights.py`, no PyTorch needed): well-formed
+/// variants load — a dict under `params` (as NAFNet's and Restormer's checkpoints), two
+/// levels of dicts, the legacy pre-1.6 format — each with the same tensors; hostile ones are
+/// refused with an error naming the file, never an abort (a stack overflow from 200,000 nested
+/// lists, an allocation of 4 TiB, a shape whose element count overflows) or a wrong `Ok`.
+#[test]
+fn hostile_weight_files_are_refused_well_formed_variants_load() {
+    let dir = common::repo_root().join("tests/fixtures/weights");
+    let flat = read_state_dict(&dir.join("ok_params.pth")).unwrap();
+    let conv = &flat.tensors["params.RestorationNet.conv.weight"];
+    assert_eq!(conv.0, vec![4, 3, 3, 3]);
+    let nested = read_state_dict(&dir.join("ok_nested2.pth")).unwrap();
+    assert_eq!(&nested.tensors["model.net.RestorationNet.conv.weight"], conv);
+    let legacy = read_state_dict(&dir.join("f_legacy.pth")).unwrap();
+    assert_eq!(&legacy.tensors["RestorationNet.conv.weight"], conv);
+    // 1,000 nested lists beside a tensor are a valid (if odd) pickle.
+    assert!(read_state_dict(&dir.join("a_deep_lists_1000.pth")).is_ok());
+    for bad in [
+        "a_deep_lists_200000.pth",
+        "c_truncated_half.pth",
+        "e_storage_short.pth",
+        "e_view_offset_past.pth",
+        "e_view_stride_past.pth",
+        "g_8gib_expand.pth",
+        "g_huge_shape_stride0.pth",
+        "g_huge_shape_stride1.pth",
+        "g_numel_overflow.pth",
+        "s_hdr_huge.safetensors",
+        "s_offsets_past.safetensors",
+        "s_overlap.safetensors",
+        "s_shape_overflow.safetensors",
+    ] {
+        let err = read_state_dict(&dir.join(bad)).expect_err(bad);
+        assert!(err.contains(bad), "{bad}: {err}");
+        eprintln!("{bad}: {err}");
+    }
+    let err = read_state_dict(&dir).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
 }

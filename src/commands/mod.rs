@@ -2,6 +2,7 @@
 //! layers below; `main.rs` only parses the command line and dispatches here.
 
 pub mod datasets;
+pub mod describe;
 pub mod score;
 
 use std::path::{Path, PathBuf};

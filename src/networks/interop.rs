@@ -1,5 +1,6 @@
 //! Restorer weights in the PyTorch ecosystem's formats: safetensors (read and write) and
-//! PyTorch `.pth` state dicts (read; `pth.rs`), with the key names of the authors' release.
+//! PyTorch `.pth` state dicts (read, through burn-store), with the key names their authors
+//! publish (each architecture's `Arch::published_key`).
 //!
 //! The release's `RestorationNet` (UNet) names its parameters `down_path.{i}.block.{0,2}`,
 //! `up_path.{j}.conv_up`, `up_path.{j}.conv_block.block.{0,2}` and `last` (each `.weight`,
@@ -17,9 +18,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::restorer::{Restorer, RestorerArch, RestorerConfig};
-
-mod pth;
+use super::archs::{Restorer, RestorerConfig, Source};
 
 /// Named tensors as f32, in a file's order-independent form.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -27,81 +26,70 @@ pub struct StateDict {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-/// Read a state dict from `.safetensors` or a PyTorch `.pth`/`.pt` file (by content).
-pub fn read_state_dict(path: &Path) -> Result<StateDict, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let what = path.display().to_string();
-    if bytes.starts_with(b"PK\x03\x04") {
-        pth::read(&bytes).map_err(|e| format!("{what}: {e}"))
-    } else {
-        read_safetensors(&bytes).map_err(|e| format!("{what}: {e}"))
-    }
-}
+/// The most values a weights file may hold (4 GiB as f32; NAFNet at width 64, the largest
+/// published restorer here, has 0.12 G): checked from the shapes before any data is read, so
+/// a file claiming more is refused instead of exhausting memory.
+const MAX_VALUES: u64 = 1 << 30;
 
-/// Parse safetensors: an 8-byte little-endian header length, a JSON header naming each
-/// tensor's dtype, shape and byte range, then the data. F32, F64, F16 and BF16 are read.
-pub fn read_safetensors(bytes: &[u8]) -> Result<StateDict, String> {
-    let n = bytes.get(..8).ok_or("not a safetensors file (too short)")?;
-    let n = u64::from_le_bytes(n.try_into().expect("8 bytes")) as usize;
-    let header = bytes.get(8..8usize.saturating_add(n)).ok_or("not a safetensors file (header past the end)")?;
-    let data = &bytes[8 + n..];
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| format!("not a safetensors file (header: {e})"))?;
+/// Read a state dict from `.safetensors` or a PyTorch checkpoint (`torch.save`'s zip, or the
+/// legacy pre-1.6 format), told apart by content. Parsing is burn-store's (`burn_store`:
+/// pickle nesting bounded, only the entries a tensor uses inflated, views checked against
+/// their storage); nested dicts come back as dotted paths (`params.intro.weight`), which the
+/// loader's prefix search takes. Integer tensors (BatchNorm's `num_batches_tracked`) are
+/// skipped: no restorer parameter is one.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, String> {
+    use burn_store::{ModuleStore, PytorchStore, SafetensorsStore};
+    let what = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{what}: cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{what}: not a regular file"));
+    }
+    let named = path.extension().is_some_and(|e| e == "safetensors");
+    let tensors = if named || is_safetensors(path, meta.len()).map_err(|e| format!("{what}: cannot read: {e}"))? {
+        let bytes = std::fs::read(path).map_err(|e| format!("{what}: cannot read: {e}"))?;
+        let mut store = SafetensorsStore::from_bytes(Some(bytes)).map_indices_contiguous(false);
+        store
+            .get_all_tensors()
+            .map(|t| t.clone())
+            .map_err(|e| format!("{what}: not a readable safetensors file: {e}"))?
+    } else {
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+        store
+            .get_all_tensors()
+            .map(|t| t.clone())
+            .map_err(|e| format!("{what}: not a readable PyTorch checkpoint: {e}"))?
+    };
+    let mut total: u64 = 0;
+    for (name, t) in &tensors {
+        let n = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        total = n.and_then(|n| total.checked_add(n)).filter(|&t| t <= MAX_VALUES).ok_or_else(|| {
+            let shape: Vec<_> = t.shape.iter().collect();
+            format!(
+                "{what}: {name} (shape {shape:?}) takes the file past {MAX_VALUES} values: not a restorer's weights"
+            )
+        })?;
+    }
     let mut out = StateDict::default();
-    for (name, info) in header {
-        if name == "__metadata__" {
+    for (name, t) in tensors {
+        if !t.dtype.is_float() {
             continue;
         }
-        let dtype = info["dtype"].as_str().ok_or_else(|| format!("{name}: no dtype"))?;
-        let shape: Vec<usize> = info["shape"]
-            .as_array()
-            .ok_or_else(|| format!("{name}: no shape"))?
-            .iter()
-            .map(|v| v.as_u64().map(|d| d as usize).ok_or_else(|| format!("{name}: bad shape")))
-            .collect::<Result<_, _>>()?;
-        let offs = info["data_offsets"].as_array().ok_or_else(|| format!("{name}: no data_offsets"))?;
-        let (b, e) = match (offs.first().and_then(|v| v.as_u64()), offs.get(1).and_then(|v| v.as_u64())) {
-            (Some(b), Some(e)) if b <= e => (b as usize, e as usize),
-            _ => return Err(format!("{name}: bad data_offsets")),
-        };
-        let raw = data.get(b..e).ok_or_else(|| format!("{name}: data past the end of the file"))?;
-        let numel: usize = shape.iter().product();
-        let values = decode(raw, dtype).map_err(|m| format!("{name}: {m}"))?;
-        if values.len() != numel {
-            return Err(format!("{name}: {} values for shape {shape:?}", values.len()));
-        }
+        let data = burn_store::bridge::to_data(&t).map_err(|e| format!("{what}: {name}: {e}"))?;
+        let shape = data.shape().to_vec();
+        let values = data.try_into_vec_as::<f32>().map_err(|e| format!("{what}: {name}: {e:?}"))?;
         out.tensors.insert(name, (shape, values));
     }
     Ok(out)
 }
 
-/// Little-endian values of `dtype` as f32.
-pub(crate) fn decode(raw: &[u8], dtype: &str) -> Result<Vec<f32>, String> {
-    let chunks = |k: usize| {
-        if raw.len() % k != 0 {
-            return Err(format!("{} bytes is not a whole number of {dtype} values", raw.len()));
-        }
-        Ok(raw.chunks_exact(k))
-    };
-    Ok(match dtype {
-        "F32" => chunks(4)?.map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
-        "F64" => chunks(8)?.map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
-        "F16" => chunks(2)?.map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        "BF16" => chunks(2)?.map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-        other => return Err(format!("dtype {other} is not a float type we read")),
-    })
-}
-
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = (h >> 10) & 0x1f;
-    let frac = (h & 0x3ff) as f32;
-    sign * match exp {
-        0 => frac * 2f32.powi(-24),
-        31 if frac == 0.0 => f32::INFINITY,
-        31 => f32::NAN,
-        e => (1.0 + frac / 1024.0) * 2f32.powi(e as i32 - 15),
-    }
+/// A safetensors file starts with its header's length (8 bytes, little-endian) and the JSON
+/// header's `{`; everything else goes to the PyTorch reader.
+fn is_safetensors(path: &Path, len: u64) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let mut f = std::fs::File::open(path)?;
+    let n = f.read(&mut head)?;
+    Ok(n == 9 && head[8] == b'{' && u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) <= len - 8)
 }
 
 /// Write `sd` as safetensors (F32), with `metadata` in the header's `__metadata__`.
@@ -138,71 +126,9 @@ pub fn write_safetensors(path: &Path, sd: &StateDict, metadata: &[(&str, &str)])
 pub enum Naming {
     /// Our module paths (`enc.0.a.weight`, ...).
     Ours,
-    /// The authors' release (`down_path.0.block.0.weight`, ...).
+    /// The names its authors publish: the Noise-DA release's for the UNet and DnCNN
+    /// (`down_path.0.block.0.weight`, ...), NAFNet's and Restormer's own.
     Release,
-}
-
-/// Where one of our parameters comes from in a file.
-#[derive(Clone, Debug, PartialEq)]
-enum Source {
-    Key(String),
-    /// Not stored there (the release's DnCNN convolutions have no bias): zero.
-    Zero,
-}
-
-/// Our parameter path → the release's key. UNet (`RestorationNet`): `enc.1.b.weight` →
-/// `down_path.1.block.2.weight`, ... DnCNN (`dncnn` Sequential of `depth` convs, BatchNorm
-/// after each middle one, no conv biases): `first` → `dncnn.0`, `mid.k.conv` → `dncnn.{2+3k}`,
-/// `mid.k.bn.{gamma,beta,running_mean,running_var}` → `dncnn.{3+3k}.{weight,bias,...}`,
-/// `last` → `dncnn.{3·(depth−2)+2}`.
-fn release_source(cfg: &RestorerConfig, ours: &str) -> Option<Source> {
-    let p: Vec<&str> = ours.split('.').collect();
-    let conv = |x: &str| match x {
-        "a" => Some("0"),
-        "b" => Some("2"),
-        _ => None,
-    };
-    let key = |k: String| Some(Source::Key(k));
-    match cfg.arch {
-        RestorerArch::Unet => match p.as_slice() {
-            ["enc", i, ab, leaf] => key(format!("down_path.{i}.block.{}.{leaf}", conv(ab)?)),
-            ["up", j, leaf] => key(format!("up_path.{j}.conv_up.{leaf}")),
-            ["dec", j, ab, leaf] => key(format!("up_path.{j}.conv_block.block.{}.{leaf}", conv(ab)?)),
-            ["out", leaf] => key(format!("last.{leaf}")),
-            _ => None,
-        },
-        RestorerArch::Dncnn => {
-            let depth = cfg.depth.unwrap_or(17);
-            let conv_at = |i: usize, leaf: &str| match leaf {
-                "weight" => key(format!("dncnn.{i}.weight")),
-                "bias" => Some(Source::Zero),
-                _ => None,
-            };
-            match p.as_slice() {
-                ["first", leaf] => conv_at(0, leaf),
-                ["mid", k, "conv", leaf] => conv_at(2 + 3 * k.parse::<usize>().ok()?, leaf),
-                ["mid", k, "bn", leaf] => {
-                    let name = match *leaf {
-                        "gamma" => "weight",
-                        "beta" => "bias",
-                        "running_mean" | "running_var" => leaf,
-                        _ => return None,
-                    };
-                    key(format!("dncnn.{}.{name}", 3 + 3 * k.parse::<usize>().ok()?))
-                }
-                ["last", leaf] => conv_at(3 * (depth - 2) + 2, leaf),
-                _ => None,
-            }
-        }
-    }
-}
-
-/// Keys of a file that belong to the restorer family named (the rest is another network).
-fn release_family(key: &str) -> bool {
-    key.starts_with("down_path.")
-        || key.starts_with("up_path.")
-        || key.starts_with("last.")
-        || key.starts_with("dncnn.")
 }
 
 /// Every float parameter of `g` in visiting order: (our path, shape, values if `values`).
@@ -262,7 +188,7 @@ pub fn load_restorer(
     let ours = param_paths(&g);
     let source_of = |path: &str| match naming {
         Naming::Ours => Some(Source::Key(path.to_string())),
-        Naming::Release => release_source(cfg, path),
+        Naming::Release => cfg.arch().published_key(path),
     };
     let sources: Vec<Source> = ours
         .iter()
@@ -304,7 +230,7 @@ pub fn load_restorer(
             let rest = &k[prefix.len()..];
             match naming {
                 Naming::Ours => true,
-                Naming::Release => release_family(rest) && !rest.ends_with("num_batches_tracked"),
+                Naming::Release => cfg.arch().published_family(rest) && !rest.ends_with("num_batches_tracked"),
             }
         })
         .map(String::as_str)
@@ -343,7 +269,7 @@ pub fn state_dict(g: &Restorer, cfg: &RestorerConfig, naming: Naming, prefix: &s
     for (path, shape, v) in params(g, true) {
         let key = match naming {
             Naming::Ours => path,
-            Naming::Release => match release_source(cfg, &path) {
+            Naming::Release => match cfg.arch().published_key(&path) {
                 Some(Source::Key(k)) => k,
                 // The release stores no such parameter; ours must then be zero to mean the same.
                 Some(Source::Zero) if v.iter().all(|x| *x == 0.0) => continue,
@@ -361,11 +287,25 @@ pub fn state_dict(g: &Restorer, cfg: &RestorerConfig, naming: Naming, prefix: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::networks::archs::{DncnnConfig, NafnetConfig, RestormerConfig};
 
     fn cfgs() -> Vec<RestorerConfig> {
         vec![
-            RestorerConfig { upsample: super::super::Upsample::Release, ..RestorerConfig::unet(vec![4, 8, 16]) },
-            RestorerConfig { arch: RestorerArch::Dncnn, depth: Some(4), width: Some(6), ..Default::default() },
+            RestorerConfig::unet_release(vec![4, 8, 16]),
+            RestorerConfig::Dncnn(DncnnConfig { depth: Some(4), width: Some(6) }),
+            RestorerConfig::Nafnet(NafnetConfig {
+                width: 4,
+                enc_blocks: vec![1, 2],
+                middle_blocks: 1,
+                dec_blocks: vec![1, 1],
+            }),
+            RestorerConfig::Restormer(RestormerConfig {
+                dim: 4,
+                blocks: [1, 1, 1, 2],
+                refinement: 1,
+                heads: [1, 2, 2, 4],
+                ..Default::default()
+            }),
         ]
     }
 
@@ -378,7 +318,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         for cfg in cfgs() {
             let mut g = cfg.init(&dev);
-            if cfg.arch == RestorerArch::Dncnn {
+            if cfg.batch_norm() {
                 // The release's DnCNN convolutions have no bias: zero ours to mean the same.
                 let mut sd = state_dict(&g, &cfg, Naming::Ours, "").unwrap();
                 for (k, (_, v)) in sd.tensors.iter_mut() {
@@ -410,7 +350,7 @@ mod tests {
     #[test]
     fn wrong_weights_are_named() {
         let dev = Device::flex();
-        let cfg = RestorerConfig { upsample: super::super::Upsample::Release, ..RestorerConfig::unet(vec![4, 8]) };
+        let cfg = RestorerConfig::unet_release(vec![4, 8]);
         let g = cfg.init(&dev);
         let mut sd = state_dict(&g, &cfg, Naming::Release, "module.RestorationNet.").unwrap();
         sd.tensors.insert("module.denoise_fn.input_blocks.0.0.weight".into(), (vec![1], vec![0.0]));
@@ -425,8 +365,7 @@ mod tests {
         assert!(err.contains("missing: module.RestorationNet.last.bias"), "{err}");
         assert!(err.contains("unexpected: module.RestorationNet.down_path.2.block.0.weight"), "{err}");
         assert!(err.contains("shape mismatch: module.RestorationNet.up_path.0.conv_up.weight: [4, 8, 1, 9]"), "{err}");
-        let wider = RestorerConfig { upsample: super::super::Upsample::Release, ..RestorerConfig::unet(vec![8, 16]) };
+        let wider = RestorerConfig::unet_release(vec![8, 16]);
         assert!(load_restorer(&wider, &sd, Naming::Release, &dev).unwrap_err().contains("shape mismatch"));
-        assert!(read_safetensors(b"\x10\0\0\0\0\0\0\0{").is_err());
     }
 }

@@ -3,16 +3,16 @@
 //! Both are plain `#[derive(Module)]` structs without a backend type parameter (burn 0.22):
 //! the device, and so the back-end, is picked at run time by the caller.
 
+pub mod archs;
 pub mod diffusion;
 pub mod domain;
 pub(crate) mod init;
 pub mod interop;
 pub(crate) mod kernels;
 pub mod pixel_da;
-pub mod restorer;
 
+pub use archs::{Restorer, RestorerConfig, RestorerUNet, Upsample};
 pub use diffusion::{DiffusionConfig, DiffusionUNet, NoiseSchedule};
-pub use restorer::{Restorer, RestorerArch, RestorerConfig, RestorerUNet, Upsample};
 
 /// `t` in `dtype` (a no-op when it already is): tensors built from host data are f32, and
 /// must follow the network's precision under mixed-precision training.
@@ -125,6 +125,7 @@ pub(crate) fn upsample2x_nearest(x: burn::tensor::Tensor<4>) -> burn::tensor::Te
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworksSpec {
+    #[serde(deserialize_with = "archs::with_default_arch")]
     pub restorer: RestorerConfig,
     pub diffusion: DiffusionConfig,
 }
@@ -226,12 +227,24 @@ mod tests {
         };
         for cfg in [
             RestorerConfig::unet(vec![8, 16, 32]),
-            RestorerConfig { arch: RestorerArch::Dncnn, depth: Some(5), width: Some(16), ..Default::default() },
+            RestorerConfig::Dncnn(archs::DncnnConfig { depth: Some(5), width: Some(16) }),
+            RestorerConfig::Nafnet(archs::NafnetConfig {
+                width: 4,
+                enc_blocks: vec![1, 1],
+                middle_blocks: 1,
+                dec_blocks: vec![1, 1],
+            }),
+            RestorerConfig::Restormer(archs::RestormerConfig {
+                dim: 4,
+                blocks: [1, 1, 1, 1],
+                refinement: 1,
+                ..Default::default()
+            }),
         ] {
             let g = cfg.init(&dev);
             let x = t([2, 3, 16, 24]).require_grad();
             let r = t([2, 3, 16, 24]);
-            check(&format!("{:?}", cfg.arch), &|| {
+            check(cfg.family(), &|| {
                 let y = g.restore(x.clone());
                 let grads = (y.clone() * r.clone()).sum().backward();
                 (
@@ -291,7 +304,7 @@ mod tests {
     #[test]
     fn dncnn_family() {
         let _rng = crate::util::rng_lock();
-        let cfg = RestorerConfig { arch: RestorerArch::Dncnn, ..Default::default() };
+        let cfg = RestorerConfig::Dncnn(archs::DncnnConfig::default());
         assert_eq!(cfg.check(), Ok(()));
         let dev = Device::flex();
         let g = cfg.init(&dev);
@@ -301,9 +314,6 @@ mod tests {
         assert_eq!(cfg.stride(), 1, "no down-sampling: any image size");
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 3 * 13 * 9], [2, 3, 13, 9]), &dev);
         assert_eq!(g.restore(x).dims(), [2, 3, 13, 9]);
-        let bad = RestorerConfig { arch: RestorerArch::Dncnn, widths: vec![8], ..Default::default() };
-        let (key, msg) = bad.check().unwrap_err();
-        assert!(key == "widths" && msg.contains("UNet setting"), "{key}: {msg}");
         let (key, msg) = RestorerConfig::default().check().unwrap_err();
         assert!(key == "widths" && msg.contains("needs `widths`"), "{key}: {msg}");
     }

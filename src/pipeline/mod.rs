@@ -303,8 +303,7 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     }
     // Each `train` section checks its own keys (the training layer owns them); the crops
     // against the data's sizes are checked here.
-    let ctx =
-        spec::TrainContext { stride, batch_norm: s.networks.restorer.arch == crate::networks::RestorerArch::Dncnn };
+    let ctx = spec::TrainContext { stride, batch_norm: s.networks.restorer.batch_norm() };
     for (at, t) in sections {
         t.check(ctx).map_err(|(k, m)| fail(&format!("{at}.{k}"), m))?;
         for (k, size) in [("source.size", s.source.size), ("target.size", s.target.size)] {
@@ -379,7 +378,10 @@ mod tests {
         assert_eq!(smoke.spec.train.noise_da.ramp_steps, 4);
         assert_eq!(smoke.spec.tests.len(), 2);
         assert_eq!(smoke.spec.tests[0].size, 32);
-        assert_eq!(paper.spec.networks.restorer.widths, vec![64, 128, 256, 512]);
+        assert_eq!(
+            paper.spec.networks.restorer,
+            crate::networks::RestorerConfig::unet_release(vec![64, 128, 256, 512])
+        );
         assert_eq!(paper.spec.networks.diffusion.attn_heads, 16);
         assert_eq!(paper.spec.train.lr, 1e-4);
         assert_eq!(paper.spec.target.dataset, "sidd-medium");

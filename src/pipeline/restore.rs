@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::error::{Failure, Result};
 use crate::image::Image;
 use crate::networks::interop::{self, Naming};
-use crate::networks::{Restorer, RestorerArch, RestorerConfig, Upsample};
+use crate::networks::{Restorer, RestorerConfig};
 
 /// Where a restorer's weights come from.
 #[derive(Clone, Debug)]
@@ -37,27 +37,7 @@ pub enum Range {
     Signed,
 }
 
-/// `unet:16,32,64`, `unet-release:64,128,256,512` (the release's UNet-S) or `dncnn:17,64`.
-pub fn parse_arch(s: &str) -> std::result::Result<RestorerConfig, String> {
-    let (family, nums) = s.split_once(':').ok_or_else(|| format!("--arch {s}: expected FAMILY:N,N,..."))?;
-    let nums: Vec<usize> = nums
-        .split(',')
-        .map(|n| n.trim().parse::<usize>().map_err(|_| format!("--arch {s}: \"{n}\" is not a number")))
-        .collect::<std::result::Result<_, _>>()?;
-    let cfg = match family {
-        "unet" => RestorerConfig::unet(nums),
-        "unet-release" => RestorerConfig { upsample: Upsample::Release, ..RestorerConfig::unet(nums) },
-        "dncnn" if nums.len() == 2 => RestorerConfig {
-            arch: RestorerArch::Dncnn,
-            depth: Some(nums[0]),
-            width: Some(nums[1]),
-            ..Default::default()
-        },
-        "dncnn" => return Err(format!("--arch {s}: dncnn takes DEPTH,WIDTH")),
-        f => return Err(format!("--arch {s}: unknown family \"{f}\" (unet, unet-release, dncnn)")),
-    };
-    cfg.check().map(|()| cfg).map_err(|(_, m)| format!("--arch {s}: {m}"))
-}
+pub use crate::networks::archs::parse_arch;
 
 /// The restorer of a run's recipe, from its `resolved.json`.
 fn run_config(run_dir: &Path, method: &str) -> Result<RestorerConfig> {
@@ -357,9 +337,21 @@ mod tests {
     #[test]
     fn arch_strings() {
         assert_eq!(parse_arch("unet:8,16").unwrap(), RestorerConfig::unet(vec![8, 16]));
-        assert_eq!(parse_arch("unet-release:64,128,256,512").unwrap().upsample, Upsample::Release);
-        assert_eq!(parse_arch("dncnn:17,64").unwrap().depth, Some(17));
-        for bad in ["unet", "unet:8,x", "resnet:3", "dncnn:17", "unet:0"] {
+        assert_eq!(
+            parse_arch("unet-release:64,128,256,512").unwrap(),
+            RestorerConfig::unet_release(vec![64, 128, 256, 512])
+        );
+        assert_eq!(parse_arch("unet-s").unwrap(), parse_arch("unet-release:64,128,256,512").unwrap());
+        use crate::networks::archs::{DncnnConfig, NafnetConfig, RestormerConfig};
+        assert_eq!(
+            parse_arch("dncnn:17,64").unwrap(),
+            RestorerConfig::Dncnn(DncnnConfig { depth: Some(17), width: Some(64) })
+        );
+        assert_eq!(parse_arch("nafnet").unwrap(), RestorerConfig::Nafnet(NafnetConfig::default()));
+        assert_eq!(parse_arch("nafnet:64").unwrap(), parse_arch("nafnet-sidd-width64").unwrap());
+        assert_eq!(parse_arch("nafnet-gopro:32").unwrap(), RestorerConfig::Nafnet(NafnetConfig::gopro(32)));
+        assert_eq!(parse_arch("restormer:48").unwrap(), RestorerConfig::Restormer(RestormerConfig::default()));
+        for bad in ["unet", "unet:8,x", "resnet:3", "dncnn:17", "unet:0", "nafnet:0", "restormer:0", "nafnet:1,2"] {
             assert!(parse_arch(bad).is_err(), "{bad}");
         }
     }

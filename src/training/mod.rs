@@ -644,7 +644,7 @@ fn shards_per_device(
             Ok(n)
         }
         config::Shards::Auto => {
-            let batch_norm = nets.restorer.arch == crate::networks::restorer::RestorerArch::Dncnn;
+            let batch_norm = nets.restorer.batch_norm();
             let two = cpu && !batch_norm && rayon::current_num_threads() >= 2 && splits(2);
             Ok(if two { 2 } else { 1 })
         }

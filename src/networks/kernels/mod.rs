@@ -114,7 +114,7 @@ fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
 }
 
 /// `layer.forward(x)`, through [`KernelOps::conv_same`] where it applies (flex, f32, stride 1,
-/// "same" padding, one group, bias).
+/// "same" padding, one group).
 pub(crate) fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [k0, k1] = layer.kernel_size;
     let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
@@ -125,8 +125,13 @@ pub(crate) fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && layer.dilation == [1, 1]
         && layer.groups == 1
         && fast_path(&x);
-    if let (Some(bias), true) = (&layer.bias, covered) {
-        let (w, b) = (layer.weight.val(), bias.val());
+    if covered {
+        let w = layer.weight.val();
+        // A convolution without bias (Restormer's, NAFNet's up-convs) takes a zero bias.
+        let b = match &layer.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([w.dims()[0]], &w.device()),
+        };
         // The kernel reads f32 parameters too (a cast module with an f32 input falls back).
         if w.dtype() == DType::F32 && b.dtype() == DType::F32 {
             return Tensor::from_dispatch(<Dispatch as KernelOps>::conv_same(
