@@ -167,14 +167,15 @@ enum Command {
         #[arg(long, default_value = "flex")]
         backend: String,
     },
-    /// Export a restorer as safetensors for PyTorch, with the release's key names (load into its
-    /// RestorationNet with load_state_dict) or ours.
+    /// Export a restorer as safetensors for PyTorch, with the key names its authors publish
+    /// (the Noise-DA release's RestorationNet for the UNet and DnCNN, NAFNet's and Restormer's
+    /// own: load with load_state_dict) or ours.
     Export {
         /// The .safetensors file to write.
         output: PathBuf,
         #[command(flatten)]
         weights: WeightsArgs,
-        /// Key names: release (RestorationNet's) or ours.
+        /// Key names: release (the authors' published names) or ours.
         #[arg(long, default_value = "release")]
         names: String,
         /// Prefix for every key, e.g. `RestorationNet.` to load into the release's whole Network.
@@ -225,7 +226,9 @@ struct WeightsArgs {
     #[arg(long)]
     ema: bool,
     /// The network, where the weights do not say: unet:16,32,64 | unet-release:64,128,256,512
-    /// (the authors' UNet-S, the default for PyTorch files) | dncnn:17,64.
+    /// (the authors' UNet-S, the default for PyTorch files) | dncnn:17,64 | nafnet[:WIDTH] |
+    /// nafnet-gopro:WIDTH | restormer[:DIM] | a preset (nafnet-sidd-width64,
+    /// restormer-real-denoising, ...; `run-pipeline describe` lists them).
     #[arg(long)]
     arch: Option<String>,
 }
