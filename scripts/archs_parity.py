@@ -48,7 +48,6 @@ Needs PyTorch and NumPy (benchmarks and fixtures only; not part of CI).
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
@@ -326,33 +325,9 @@ def randomize(model):
                 p.copy_(torch.randn_like(p) * 0.1)
 
 
-# ------------------------------------------------------------------------------------ safetensors
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = t.detach().cpu().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        assert info["dtype"] == "F32", info["dtype"]
-        out[name] = torch.from_numpy(np.frombuffer(raw[8 + n + b:8 + n + e], dtype="<f4").copy()).reshape(info["shape"])
-    return out
+# The same small safetensors reader/writer as the release UNet's fixtures (this folder).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from release_parity import read_safetensors, write_safetensors  # noqa: E402
 
 
 # --------------------------------------------------------------------------------- the sub-commands

@@ -166,7 +166,7 @@ fn params(g: &Restorer, values: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 /// Every float parameter of `g` as (our path, shape).
-fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
     params(g, false).into_iter().map(|(p, s, _)| (p, s)).collect()
 }
 

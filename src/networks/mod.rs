@@ -136,6 +136,22 @@ pub(crate) fn group_count(channels: usize) -> usize {
     (1..=32.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1)
 }
 
+/// Every parameter's gradient, in the module's visiting order (empty where it has none).
+#[cfg(test)]
+pub(crate) fn param_grads<M: burn::module::Module>(m: &M, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+    use burn::tensor::Tensor;
+    struct Collect<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let g = param.val().grad(self.0).map(|g| g.into_data().try_to_vec::<f32>().unwrap());
+            self.1.push(g.unwrap_or_default());
+        }
+    }
+    let mut c = Collect(grads, Vec::new());
+    m.visit(&mut c);
+    c.1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,20 +187,6 @@ mod tests {
         assert!(d(&a.0, &b.0) < 1e-5 && d(&a.1, &b.1) < 1e-4, "{} {}", d(&a.0, &b.0), d(&a.1, &b.1));
     }
     use burn::tensor::{Device, Tensor, TensorData};
-
-    /// Every parameter's gradient, in the module's visiting order.
-    fn param_grads<M: burn::module::Module>(m: &M, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
-        struct Collect<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
-        impl burn::module::ModuleVisitor for Collect<'_> {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let g = param.val().grad(self.0).map(|g| g.into_data().try_to_vec::<f32>().unwrap());
-                self.1.push(g.unwrap_or_default());
-            }
-        }
-        let mut c = Collect(grads, Vec::new());
-        m.visit(&mut c);
-        c.1
-    }
 
     /// Whole networks with our kernels (flex) equal the same networks on burn's own ops: the
     /// restorer (UNet, DnCNN) and the diffusion UNet (with attention, up/down blocks and

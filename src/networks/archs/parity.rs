@@ -6,7 +6,6 @@
 
 use super::*;
 use crate::networks::interop::{Naming, load_restorer, read_state_dict, state_dict};
-use burn::module::{ModuleVisitor, Param};
 use burn::tensor::{Gradients, TensorData};
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -56,32 +55,9 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
 
 /// The gradient of the parameter our path `path` names.
 fn grad_of(g: &Restorer, grads: &Gradients, path: &str) -> Vec<f32> {
-    struct Find<'a> {
-        stack: Vec<String>,
-        path: &'a str,
-        grads: &'a Gradients,
-        out: Option<Vec<f32>>,
-    }
-    impl ModuleVisitor for Find<'_> {
-        fn enter_module(&mut self, name: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.stack.push(name.to_string());
-            }
-        }
-        fn exit_module(&mut self, _name: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.stack.pop();
-            }
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if self.stack.join(".") == self.path {
-                self.out = param.val().grad(self.grads).map(values);
-            }
-        }
-    }
-    let mut f = Find { stack: Vec::new(), path, grads, out: None };
-    g.visit(&mut f);
-    f.out.unwrap_or_else(|| panic!("no gradient for {path}"))
+    let paths = crate::networks::interop::param_paths(g);
+    let i = paths.iter().position(|(p, _)| p == path).unwrap_or_else(|| panic!("no parameter {path}"));
+    crate::networks::param_grads(g, grads).swap_remove(i)
 }
 
 fn check_arch(arch: &str, ours_for: &[(&str, &str)]) {
@@ -122,7 +98,9 @@ fn check_arch(arch: &str, ours_for: &[(&str, &str)]) {
             let d = rel(&grad_of(&g, &grads, ours), &io.tensors[&format!("grad.{published}")].1);
             assert!(d < 1e-3, "{file}: gradient of {published} differs by {d}");
         }
-        eprintln!("{file}: output within {d_out:.1e}, input gradient within {d_in:.1e} (relative to the largest value)");
+        eprintln!(
+            "{file}: output within {d_out:.1e}, input gradient within {d_in:.1e} (relative to the largest value)"
+        );
     }
 }
 
