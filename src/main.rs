@@ -1,12 +1,13 @@
 //! The `run-pipeline` command line.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use run_pipeline::commands::restore as restore_cmd;
 use run_pipeline::commands::score as score_cmd;
 use run_pipeline::commands::{datasets, registry_path};
 use run_pipeline::error::{ExitCode, Failure, Result};
@@ -234,20 +235,15 @@ struct WeightsArgs {
 }
 
 impl WeightsArgs {
-    fn load(
-        &self,
-        device: &burn::tensor::Device,
-    ) -> Result<(run_pipeline::networks::Restorer, run_pipeline::networks::RestorerConfig)> {
-        use pipeline::restore::{WeightsSource, load, parse_arch};
-        let source = match (&self.weights, &self.run) {
-            (Some(f), _) => WeightsSource::File(f.clone()),
-            (None, Some(dir)) => {
-                WeightsSource::Run { dir: dir.clone(), method: self.method.clone(), seed: self.seed, ema: self.ema }
-            }
-            (None, None) => return Err(Failure::config("say which restorer: --weights FILE or --run RUN_DIR")),
-        };
-        let arch = self.arch.as_deref().map(parse_arch).transpose().map_err(Failure::config)?;
-        load(&source, arch.as_ref(), device)
+    fn spec(&self) -> run_pipeline::commands::restore::Weights {
+        run_pipeline::commands::restore::Weights {
+            file: self.weights.clone(),
+            run: self.run.clone(),
+            method: self.method.clone(),
+            seed: self.seed,
+            ema: self.ema,
+            arch: self.arch.clone(),
+        }
     }
 }
 
@@ -377,83 +373,6 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat, stage: Option<&str>) -> 
     Ok(())
 }
 
-fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Result<()> {
-    let r = pipeline::report::report(runs, out, baseline)?;
-    for (dir, md) in &r.runs {
-        println!("{}\n\n{md}", dir.display());
-    }
-    println!(
-        "benchmark across {} run(s):\n\n{}\nbenchmark: {}\npage:      {}",
-        r.runs.len(),
-        r.benchmark_markdown,
-        r.benchmark_file.display(),
-        r.benchmark_file.with_extension("html").display()
-    );
-    Ok(())
-}
-
-fn score(
-    restored: &Path,
-    reference: &Path,
-    kind: run_pipeline::protocols::ProtocolKind,
-    by_order: bool,
-    format: score_cmd::Format,
-) -> Result<()> {
-    let pairs = score_cmd::pairs(restored, reference, by_order)?;
-    let rows = score_cmd::score_pairs(&pairs, kind)?;
-    print!("{}", score_cmd::render(&rows, format)?);
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn restore(
-    input: &Path,
-    output: &Path,
-    weights: &WeightsArgs,
-    range: pipeline::restore::Range,
-    tile: Option<usize>,
-    overlap: usize,
-    reference: Option<&Path>,
-    protocol: run_pipeline::protocols::ProtocolKind,
-    backend: &str,
-) -> Result<()> {
-    let backend: run_pipeline::backend::Backend = serde_json::from_value(serde_json::json!(backend))
-        .map_err(|_| Failure::config(format!("--backend {backend}: expected flex, wgpu, cuda, tch or auto")))?;
-    let (device, device_name) = run_pipeline::backend::device(backend)?;
-    let (g, cfg) = weights.load(&device)?;
-    tracing::info!(network = %cfg.describe(), params = pipeline::restore::param_count(&g), device = %device_name, "restorer loaded");
-    let how = pipeline::restore::Apply { range, tile, overlap };
-    let bars = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-    let done = pipeline::restore::restore_all(&g, &cfg, input, output, how, &device, bars)?;
-    println!("restored {} image(s) into {}", done.written.len(), output.display());
-    if let Some(reference) = reference {
-        let pairs: Vec<(PathBuf, PathBuf)> = score_cmd::pairs(output, reference, false)?;
-        let rows = score_cmd::score_pairs(&pairs, protocol)?;
-        print!("{}", score_cmd::render(&rows, score_cmd::Format::Table)?);
-        score_cmd::table(&rows).write(&output.join("scores"))?;
-    }
-    if !done.failed.is_empty() {
-        return Err(Failure::data(format!(
-            "{} file(s) could not be restored (the others were written):\n  {}",
-            done.failed.len(),
-            done.failed.join("\n  ")
-        )));
-    }
-    Ok(())
-}
-
-fn export(output: &Path, weights: &WeightsArgs, names: &str, prefix: &str) -> Result<()> {
-    let naming = match names {
-        "release" => run_pipeline::networks::interop::Naming::Release,
-        "ours" => run_pipeline::networks::interop::Naming::Ours,
-        other => return Err(Failure::config(format!("--names {other}: expected release or ours"))),
-    };
-    let (g, cfg) = weights.load(&burn::tensor::Device::flex())?;
-    let n = pipeline::restore::export(&g, &cfg, output, naming, prefix)?;
-    println!("wrote {} ({n} tensors, {}, {names} names)", output.display(), cfg.describe());
-    Ok(())
-}
-
 fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -475,13 +394,20 @@ fn main() -> ProcessExit {
         }
         Some(Command::Describe(args)) => resolve(args).map(|r| run_pipeline::commands::describe::describe(&r)),
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
-            score(restored, reference, *protocol, *by_order, *format)
+            score_cmd::score(restored, reference, *protocol, *by_order, *format)
         }
-        Some(Command::Report { runs, out, baseline }) => report(runs, out.as_deref(), baseline.as_deref()),
+        Some(Command::Report { runs, out, baseline }) => {
+            run_pipeline::commands::report(runs, out.as_deref(), baseline.as_deref())
+        }
         Some(Command::Restore { input, output, weights, range, tile, overlap, reference, protocol, backend }) => {
-            restore(input, output, weights, *range, *tile, *overlap, reference.as_deref(), *protocol, backend)
+            let how = pipeline::restore::Apply { range: *range, tile: *tile, overlap: *overlap };
+            let bars = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+            let w = weights.spec();
+            restore_cmd::restore(input, output, &w, how, reference.as_deref(), *protocol, backend, bars)
         }
-        Some(Command::Export { output, weights, names, prefix }) => export(output, weights, names, prefix),
+        Some(Command::Export { output, weights, names, prefix }) => {
+            restore_cmd::export(output, &weights.spec(), names, prefix)
+        }
         Some(Command::Cache { command: CacheCommand::Verify { fix }, dir }) => {
             pipeline::cache::verify(dir, *fix).map(|out| print!("{out}"))
         }

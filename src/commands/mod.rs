@@ -3,6 +3,7 @@
 
 pub mod datasets;
 pub mod describe;
+pub mod restore;
 pub mod score;
 
 use std::path::{Path, PathBuf};
@@ -24,4 +25,20 @@ pub fn registry_path(explicit: Option<&Path>, pipeline: Option<&Path>) -> PathBu
         .map(|root| root.join("datasets.toml"))
         .filter(|p| p.exists())
         .unwrap_or(here)
+}
+
+/// `run-pipeline report RUN...`: re-summarise runs and print the benchmark across them.
+pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> crate::error::Result<()> {
+    let r = crate::pipeline::report::report(runs, out, baseline)?;
+    for (dir, md) in &r.runs {
+        println!("{}\n\n{md}", dir.display());
+    }
+    println!(
+        "benchmark across {} run(s):\n\n{}\nbenchmark: {}\npage:      {}",
+        r.runs.len(),
+        r.benchmark_markdown,
+        r.benchmark_file.display(),
+        r.benchmark_file.with_extension("html").display()
+    );
+    Ok(())
 }

@@ -186,3 +186,17 @@ mod tests {
         assert_eq!(v["rows"][0]["psnr"], 31.5);
     }
 }
+
+/// `run-pipeline score`: pair, score and print.
+pub fn score(
+    restored: &Path,
+    reference: &Path,
+    kind: crate::protocols::ProtocolKind,
+    by_order: bool,
+    format: Format,
+) -> crate::error::Result<()> {
+    let pairs = pairs(restored, reference, by_order)?;
+    let rows = score_pairs(&pairs, kind)?;
+    print!("{}", render(&rows, format)?);
+    Ok(())
+}
