@@ -69,7 +69,15 @@ pub fn scan(registry: &Registry, name: &str, split: Split) -> Result<Scan> {
         }
         DatasetKind::Rain13k => layouts::input_target(&root, false),
         DatasetKind::CleanFolder => layouts::clean_folder(&root, entry.follow_links),
-        _ => return Err(unsupported()),
+        // SIDD's MATLAB-block layouts (validation, benchmark) are read as arrays, not files.
+        DatasetKind::Sidd => return Err(unsupported()),
+        // Generated in memory: nothing on disk to scan. Every kind is named here, so a new one
+        // is a compile error until it says how it is scanned.
+        DatasetKind::DeadLeaves
+        | DatasetKind::CameraSim
+        | DatasetKind::RainSim
+        | DatasetKind::BlurSim
+        | DatasetKind::SimClean => return Err(unsupported()),
     };
     Ok(if entry.follow_links { scan } else { within_root(scan, &root) })
 }
