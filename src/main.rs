@@ -329,7 +329,7 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat, stage: Option<&str>) -> 
         eprintln!("interrupt received: stopping at the next safe point (again to abort now)");
     })
     .map_err(|e| Failure::internal(format!("cannot install the signal handler: {e}")))?;
-    let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let interactive = interactive();
     let opts = RunOptions {
         registry: registry_path(args.registry.as_deref(), args.pipeline.as_deref()),
         resume: if args.resume {
@@ -373,6 +373,11 @@ fn run_pipeline(args: &PipelineArgs, format: LogFormat, stage: Option<&str>) -> 
     Ok(())
 }
 
+/// Progress bars only for a person at a terminal (not under CI or with stderr redirected).
+fn interactive() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
 fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -401,9 +406,8 @@ fn main() -> ProcessExit {
         }
         Some(Command::Restore { input, output, weights, range, tile, overlap, reference, protocol, backend }) => {
             let how = pipeline::restore::Apply { range: *range, tile: *tile, overlap: *overlap };
-            let bars = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
             let w = weights.spec();
-            restore_cmd::restore(input, output, &w, how, reference.as_deref(), *protocol, backend, bars)
+            restore_cmd::restore(input, output, &w, how, reference.as_deref(), *protocol, backend, interactive())
         }
         Some(Command::Export { output, weights, names, prefix }) => {
             restore_cmd::export(output, &weights.spec(), names, prefix)

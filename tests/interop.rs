@@ -115,4 +115,12 @@ fn hostile_weight_files_are_refused_well_formed_variants_load() {
     }
     let err = read_state_dict(&dir).unwrap_err();
     assert!(err.contains("not a regular file"), "{err}");
+    // A safetensors file is read whole: one larger than 2³⁰ f32 values and a header could take
+    // (a sparse file here) is refused from its size, before any byte is read.
+    let tmp = common::tmpdir("interop", "huge");
+    let huge = tmp.join("huge.safetensors");
+    std::fs::File::create(&huge).unwrap().set_len(5_000_000_000).unwrap();
+    let err = read_state_dict(&huge).unwrap_err();
+    assert!(err.contains("huge.safetensors") && err.contains("more than a safetensors file"), "{err}");
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -31,6 +31,10 @@ pub struct StateDict {
 /// a file claiming more is refused instead of exhausting memory.
 const MAX_VALUES: u64 = 1 << 30;
 
+/// The largest safetensors file read: MAX_VALUES f32 values and the format's largest header
+/// (100 MB, as the safetensors crate bounds it).
+const MAX_SAFETENSORS_BYTES: u64 = MAX_VALUES * 4 + 8 + 100_000_000;
+
 /// Read a state dict from `.safetensors` or a PyTorch checkpoint (`torch.save`'s zip, or the
 /// legacy pre-1.6 format), told apart by content. Parsing is burn-store's (`burn_store`:
 /// pickle nesting bounded, only the entries a tensor uses inflated, views checked against
@@ -46,6 +50,14 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, String> {
     }
     let named = path.extension().is_some_and(|e| e == "safetensors");
     let tensors = if named || is_safetensors(path, meta.len()).map_err(|e| format!("{what}: cannot read: {e}"))? {
+        // Read whole (not memory-mapped: a file cut while mapped would end the process), so
+        // its size is the memory it takes: no more than MAX_VALUES f32 values and a header.
+        if meta.len() > MAX_SAFETENSORS_BYTES {
+            return Err(format!(
+                "{what}: {} bytes, more than a safetensors file of {MAX_VALUES} f32 values takes: not a restorer's weights",
+                meta.len()
+            ));
+        }
         let bytes = std::fs::read(path).map_err(|e| format!("{what}: cannot read: {e}"))?;
         let mut store = SafetensorsStore::from_bytes(Some(bytes)).map_indices_contiguous(false);
         store

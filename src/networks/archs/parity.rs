@@ -12,14 +12,14 @@ fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archs").join(name)
 }
 
-/// The fixtures' configurations (`configs.json`).
-fn fixture_cfg(arch: &str) -> RestorerConfig {
+/// A fixture's configuration and its PyTorch parameter count (`configs.json`).
+fn fixture_cfg(arch: &str) -> (RestorerConfig, usize) {
     let text = std::fs::read_to_string(fixture("configs.json")).unwrap();
     let all: serde_json::Value = serde_json::from_str(&text).unwrap();
     let c = &all[arch];
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
     let list = |k: &str| c[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>();
-    match arch {
+    let cfg = match arch {
         "nafnet" => RestorerConfig::Nafnet(NafnetConfig {
             width: n("width"),
             enc_blocks: list("enc_blocks"),
@@ -34,7 +34,8 @@ fn fixture_cfg(arch: &str) -> RestorerConfig {
             ffn_expansion: c["ffn_expansion"].as_f64().unwrap(),
             layer_norm: LayerNormKind::BiasFree,
         }),
-    }
+    };
+    (cfg, n("params"))
 }
 
 fn tensor4(sd: &crate::networks::interop::StateDict, key: &str, device: &Device) -> Tensor<4> {
@@ -62,13 +63,9 @@ fn grad_of(g: &Restorer, grads: &Gradients, path: &str) -> Vec<f32> {
 
 fn check_arch(arch: &str, ours_for: &[(&str, &str)]) {
     let _rng = crate::util::rng_lock();
-    let cfg = fixture_cfg(arch);
+    let (cfg, want_params) = fixture_cfg(arch);
     let dev = Device::flex().autodiff();
     let io = read_state_dict(&fixture(&format!("{arch}_io.safetensors"))).unwrap();
-    let want_params = {
-        let text = std::fs::read_to_string(fixture("configs.json")).unwrap();
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()[arch]["params"].as_u64().unwrap() as usize
-    };
     for file in [format!("{arch}.pth"), format!("{arch}.safetensors")] {
         let sd = read_state_dict(&fixture(&file)).unwrap();
         // Loaded values are plain tensors; `train` makes them track gradients again.
