@@ -246,7 +246,7 @@ mod tests {
             let g = cfg.init(&dev);
             let x = t([2, 3, 16, 24]).require_grad();
             let r = t([2, 3, 16, 24]);
-            check(cfg.family(), &|| {
+            check(&cfg.describe(), &|| {
                 let y = g.restore(x.clone());
                 let grads = (y.clone() * r.clone()).sum().backward();
                 (

@@ -111,16 +111,6 @@ impl RestorerConfig {
         }
     }
 
-    /// The family's name as written in `arch:`.
-    pub fn family(&self) -> &'static str {
-        match self {
-            RestorerConfig::Unet(_) => "unet",
-            RestorerConfig::Dncnn(_) => "dncnn",
-            RestorerConfig::Nafnet(_) => "nafnet",
-            RestorerConfig::Restormer(_) => "restormer",
-        }
-    }
-
     pub fn check(&self) -> crate::util::Check {
         self.arch().check()
     }
