@@ -958,7 +958,14 @@ fn simulator(name: &str, entry: &DatasetEntry) -> std::result::Result<RealDomain
         DatasetKind::CameraSim => Family::Noise,
         DatasetKind::RainSim => Family::Rain,
         DatasetKind::BlurSim => Family::Blur,
-        kind => return Err(format!("dataset \"{name}\" of kind {kind:?} is not simulated")),
+        kind @ (DatasetKind::DeadLeaves
+        | DatasetKind::SimClean
+        | DatasetKind::Sidd
+        | DatasetKind::SpaData
+        | DatasetKind::Realblur
+        | DatasetKind::Gopro
+        | DatasetKind::Rain13k
+        | DatasetKind::CleanFolder) => return Err(format!("dataset \"{name}\" of kind {kind:?} is not simulated")),
     };
     RealDomain::new(family, entry.preset)
 }

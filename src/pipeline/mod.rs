@@ -282,21 +282,8 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
                 return Err(fail(&at, format!("\"{from}\" trains a different restorer")));
             }
         }
-        if r.method == spec::Method::Neighbor2Neighbor {
-            let at = if s.variants.contains_key(m) { format!("variants.{m}") } else { format!("methods[{i}]") };
-            if s.task != spec::Task::Denoise {
-                return Err(fail(&at, "neighbor2neighbor is a self-supervised denoiser: task denoise only".into()));
-            }
-            if (r.train.patch / 2) % r.networks.restorer.stride() != 0 || r.train.patch % 2 != 0 {
-                return Err(fail(
-                    &at,
-                    format!(
-                        "neighbor2neighbor trains on half-size sub-images: train.patch / 2 must be a multiple of {}",
-                        r.networks.restorer.stride()
-                    ),
-                ));
-            }
-        }
+        let at = if s.variants.contains_key(m) { format!("variants.{m}") } else { format!("methods[{i}]") };
+        r.method.check(s.task, &r.train, r.networks.restorer.stride()).map_err(|msg| fail(&at, msg))?;
         if let Some(v) = s.variants.get(m) {
             checked(&format!("variants.{m}.networks.restorer"), v.networks.restorer.check())?;
         }

@@ -269,10 +269,7 @@ impl PipelineSpec {
 
     /// Whether any recipe trains with the target images (so they must be loaded).
     pub(crate) fn uses_target(&self) -> bool {
-        self.recipes().iter().any(|r| {
-            (r.method == Method::NoiseDa && r.train.noise_da.diffusion_loss)
-                || matches!(r.method, Method::Dann | Method::Neighbor2Neighbor | Method::PixelDa)
-        })
+        self.recipes().iter().any(|r| r.method.reads_target(&r.train))
     }
 
     /// Whether a recipe needs the target's training pairs (the upper bound).

@@ -260,17 +260,12 @@ pub(crate) fn train_config(
         obj.remove("shards");
         // Batches are functions of their step: how they are read ahead changes nothing.
         obj.remove("loader");
-        if method != crate::pipeline::spec::Method::NoiseDa {
-            obj.remove("noise_da");
-        }
-        if method != crate::pipeline::spec::Method::Dann {
-            obj.remove("dann");
-        }
-        if method != crate::pipeline::spec::Method::PixelDa {
-            obj.remove("pixel_da");
-        }
-        if method != crate::pipeline::spec::Method::Neighbor2Neighbor {
-            obj.remove("ne2ne");
+        // Another method's section changes nothing this one trains.
+        let own = method.sections();
+        for other in crate::pipeline::spec::Method::ALL.iter().flat_map(|m| m.sections()) {
+            if !own.contains(other) {
+                obj.remove(*other);
+            }
         }
     }
     let networks = if method == crate::pipeline::spec::Method::NoiseDa {

@@ -1,7 +1,12 @@
 //! Inference: restoring whole images of any size with a trained restorer, and what PixelDA's
 //! translator makes of an image.
 
-use super::*;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::batch::{from_tensor, to_tensor};
+use crate::image::Image;
+use crate::networks::Restorer;
+use crate::rng::Rng;
 
 /// Restore a whole image of any size: pad (edge replicate) to a multiple of the network's
 /// stride, run x + G(x), crop back.
