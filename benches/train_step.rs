@@ -4,6 +4,8 @@
 //!   cargo bench --bench train_step                       # demo shape, 120 steps per method
 //!   cargo bench --bench train_step -- demo 600           # a long run: are steps 500–600 as fast as 50–100?
 //!   cargo bench --bench train_step -- paper128 30        # paper-size networks, 128² crops, batch 2
+//!   cargo bench --bench train_step -- nafnet 12          # NAFNet-SIDD-width32 (29.2 M) as G, 64² crops, batch 2
+//!   cargo bench --bench train_step -- restormer 12       # Restormer as published (26.1 M), same
 //!   cargo bench --bench train_step -- smoke 50           # any profile of pipelines/denoise.yaml
 //!   BENCH_BACKENDS=flex,wgpu cargo bench --features wgpu --bench train_step   # back-ends to compare
 //!   BENCH_SHARDS=1,2                                     # train.shards values to compare (default: auto)
@@ -77,7 +79,7 @@ fn torch_reference(spec: &run_pipeline::pipeline::spec::PipelineSpec, steps: usi
     cmd.arg(repo_root().join("scripts/torch_step.py"))
         .args(["--device", "cpu", "--json", "--threads"])
         .arg(rayon::current_num_threads().to_string())
-        .args(["--widths", &join(&unet_widths(&spec.networks.restorer)?)])
+        .args(restorer_args(&spec.networks.restorer))
         .args(["--base", &d.base.to_string(), "--mults", &join(&d.mults)])
         .args(["--res-blocks", &d.res_blocks.to_string(), "--attn-heads", &d.attn_heads.to_string()])
         .args(["--dropout", &d.dropout.to_string()])
@@ -110,18 +112,18 @@ fn torch_reference(spec: &run_pipeline::pipeline::spec::PipelineSpec, steps: usi
     }
 }
 
-/// The repository (read at run time: a bench binary reused from a shared target dir).
-/// The UNet's widths (`scripts/torch_step.py` builds the UNet only).
-fn unet_widths(cfg: &run_pipeline::networks::RestorerConfig) -> Option<Vec<usize>> {
+/// The restorer for `scripts/torch_step.py`: the UNet's widths, or a published architecture as
+/// our configuration's JSON (its PyTorch implementation is `scripts/archs_parity.py`'s).
+fn restorer_args(cfg: &run_pipeline::networks::RestorerConfig) -> Vec<String> {
     match cfg {
-        run_pipeline::networks::RestorerConfig::Unet(u) => Some(u.widths.clone()),
-        other => {
-            println!("pytorch: skipped ({} has no PyTorch step script here)", other.describe());
-            None
+        run_pipeline::networks::RestorerConfig::Unet(u) => {
+            vec!["--widths".into(), u.widths.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")]
         }
+        other => vec!["--arch".into(), serde_json::to_string(other).expect("a restorer serialises")],
     }
 }
 
+/// The repository (read at run time: a bench binary reused from a shared target dir).
 fn repo_root() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)
@@ -145,6 +147,18 @@ fn main() {
         res.spec.source.size = 128;
         res.spec.source.count = Some(16);
         res.spec.target.size = 128;
+        res.spec.target.count = Some(16);
+        res
+    } else if shape == "nafnet" || shape == "restormer" {
+        // A published restorer as G (its paper's configuration: NAFNet-SIDD-width32, Restormer's
+        // real-denoising one) with the demo's D, data and methods, at 64² with batch 2.
+        let arch = format!("networks.restorer={{arch: {shape}}}");
+        let mut res = pipeline::load(&pipeline_file, Some("demo"), &[arch]).expect("pipeline");
+        res.spec.train.batch = 2;
+        res.spec.train.patch = 64;
+        res.spec.source.size = 64;
+        res.spec.source.count = Some(16);
+        res.spec.target.size = 64;
         res.spec.target.count = Some(16);
         res
     } else {

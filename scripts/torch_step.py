@@ -23,6 +23,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import random
 import resource
 import sys
@@ -459,9 +460,40 @@ def maxrss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+class Published(nn.Module):
+    """A published restorer (NAFNet, Restormer: `scripts/archs_parity.py`, written from the
+    papers) whose forward already adds its input: restore = forward, residual = forward − x."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def restore(self, x):
+        return self.net(x)
+
+    def residual(self, x):
+        return self.net(x) - x
+
+
+def restorer(args):
+    """G as our `networks.restorer` configures it (`--arch` JSON), or the UNet of `--widths`."""
+    if not args.arch:
+        return RestorerUNet(args.widths)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import archs_parity as ap
+    cfg = json.loads(args.arch)
+    if cfg.get("arch") == "nafnet":
+        return Published(ap.NAFNet(cfg["width"], cfg["enc_blocks"], cfg["middle_blocks"], cfg["dec_blocks"]))
+    if cfg.get("arch") == "restormer":
+        ln = "WithBias" if cfg.get("layer_norm") == "with_bias" else "BiasFree"
+        return Published(ap.Restormer(cfg["dim"], cfg["blocks"], cfg["refinement"], cfg["heads"],
+                                      cfg["ffn_expansion"], ln))
+    raise SystemExit(f"--arch: no PyTorch restorer for {cfg.get('arch')!r} here (unet, nafnet, restormer)")
+
+
 def build_g(args, device):
     torch.manual_seed(args.seed)
-    return RestorerUNet(args.widths).to(device).train()
+    return restorer(args).to(device).train()
 
 
 def build_d(args, device):
@@ -543,6 +575,8 @@ def main():
     p.add_argument("--no-loss-readback", action="store_true",
                    help="do not read the loss back every step (the Rust loop does)")
     p.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=[64, 128, 256, 512])
+    p.add_argument("--arch", default="", help="the restorer as our networks.restorer JSON "
+                   "({\"arch\": \"nafnet\", ...} or restormer); default: the UNet of --widths")
     p.add_argument("--base", type=int, default=64)
     p.add_argument("--mults", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4, 8])
     p.add_argument("--res-blocks", type=int, default=2)
@@ -553,7 +587,8 @@ def main():
     device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    stride = max(1 << (len(args.widths) - 1), 1 << (len(args.mults) - 1))
+    g_stride = 1 << (len(args.widths) - 1) if not args.arch else 8
+    stride = max(g_stride, 1 << (len(args.mults) - 1))
     if args.patch % stride:
         p.error(f"--patch must be a multiple of {stride}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -572,13 +607,13 @@ def main():
             torch.backends.cudnn.allow_tf32 = args.tf32
 
     # Parameter counts (built on the CPU, like the Rust `param_counts`).
-    g_cpu = RestorerUNet(args.widths)
+    g_cpu = restorer(args)
     d_cpu = DiffusionUNet(args.base, args.mults, args.res_blocks, args.attn_heads, args.dropout)
     pg, pd = n_params(g_cpu), n_params(d_cpu)
     pd_formula = rust_d_param_count(args.base, args.mults, args.res_blocks, args.attn_heads)
-    g_macs = g_cpu.macs(args.patch, args.patch)
+    g_macs = g_cpu.macs(args.patch, args.patch) if not args.arch else float("nan")
     del g_cpu, d_cpu
-    paper = args.widths == [64, 128, 256, 512] and (args.base, args.mults, args.res_blocks) == (64, [1, 2, 4, 8], 2)
+    paper = not args.arch and args.widths == [64, 128, 256, 512] and (args.base, args.mults, args.res_blocks) == (64, [1, 2, 4, 8], 2)
     checks = {"d_matches_rust_formula": pd == pd_formula}
     if paper:
         checks["g_equals_rust"] = pg == RUST_PARAMS_G
@@ -605,7 +640,7 @@ def main():
         "params_g": pg,
         "params_d": pd,
         "params_d_rust_formula": pd_formula,
-        "g_gmacs_per_image": g_macs / 1e9,
+        "g_gmacs_per_image": None if args.arch else g_macs / 1e9,
         "checks": checks,
         "methods": results,
     }
@@ -617,7 +652,7 @@ def main():
               f"threads={info['cpu_threads']}, attention={info['attention']}")
         print(f"batch {args.batch} × {args.patch}², {args.warmup} warm-up + {args.steps} timed steps")
         print(f"G params: {pg:,}" + (f"  (Rust UNet-S: {RUST_PARAMS_G:,})" if paper else "")
-              + f"  ({g_macs / 1e9:.3f} GMACs/image at {args.patch}²)")
+              + ("" if args.arch else f"  ({g_macs / 1e9:.3f} GMACs/image at {args.patch}²)"))
         print(f"D params: {pd:,}  (diffusion.rs formula: {pd_formula:,}; round(D/1e5)/10 = {round(pd / 1e5) / 10})")
         print("checks: " + ", ".join(f"{k}={'ok' if v else 'FAIL'}" for k, v in checks.items()))
         for m, r in results.items():
