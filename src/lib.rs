@@ -8,7 +8,7 @@
 //! may reach further, e.g. degradations' tests draw images from `datasets::dead_leaves`):
 //!
 //! 0. [`util`], [`error`], [`rng`], [`task`] — helpers, failures, seeded streams, the task kind
-//! 1. [`image`], [`lock`], [`integrity`] — the image type; run locks; content hashes of what we read back
+//! 1. [`image`], [`lock`], [`integrity`], [`output`] — the image type; run locks; content hashes of what we read back; where a command may write
 //! 2. [`metrics`] — PSNR / SSIM
 //! 3. [`protocols`] — the field's scoring protocols
 //! 4. [`degradations`] — synthetic degradations
@@ -28,6 +28,7 @@ pub mod integrity;
 pub mod lock;
 pub mod metrics;
 pub mod networks;
+pub mod output;
 pub mod pipeline;
 pub mod protocols;
 pub mod reports;
@@ -47,6 +48,7 @@ mod tests {
         ("image", 1),
         ("lock", 1),
         ("integrity", 1),
+        ("output", 1),
         ("metrics", 2),
         ("protocols", 3),
         ("degradations", 4),

@@ -128,6 +128,10 @@ enum Command {
         /// RUN_ID/METHOD (or METHOD of the first run). Written as comparisons.{csv,parquet}.
         #[arg(long, value_name = "RUN/METHOD")]
         baseline: Option<String>,
+        /// Replace files already there that this tool did not write (never a folder, device
+        /// or a run's checkpoints).
+        #[arg(long)]
+        force: bool,
     },
     /// List the runs under a reports folder: id, pipeline, profile, status (finished, gate
     /// failed, running, unfinished) and the first test set's mean PSNR per method.
@@ -167,6 +171,10 @@ enum Command {
         /// Compute back-end (flex, wgpu, cuda, tch, auto).
         #[arg(long, default_value = "flex")]
         backend: String,
+        /// Replace files already there that this tool did not write (never a folder, device
+        /// or a run's checkpoints).
+        #[arg(long)]
+        force: bool,
     },
     /// Export a restorer as safetensors for PyTorch, with the key names its authors publish
     /// (the Noise-DA release's RestorationNet for the UNet and DnCNN, NAFNet's and Restormer's
@@ -182,6 +190,10 @@ enum Command {
         /// Prefix for every key, e.g. `RestorationNet.` to load into the release's whole Network.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Replace files already there that this tool did not write (never a folder, device
+        /// or a run's checkpoints).
+        #[arg(long)]
+        force: bool,
     },
     /// The Slurm jobs of the latest `--executor slurm` submission of each pipeline under a
     /// reports folder: stage, job id, state, exit code, log.
@@ -278,6 +290,10 @@ enum DatasetsCommand {
         /// How many pairs (default: all).
         #[arg(long)]
         count: Option<usize>,
+        /// Replace files already there that this tool did not write (never a folder, device
+        /// or a run's checkpoints).
+        #[arg(long)]
+        force: bool,
     },
     /// Scan and decode a dataset: counts per split, problems found, content fingerprint. A split
     /// with no usable image is a problem; so, with --min-size, is an image smaller than the crop a
@@ -401,16 +417,28 @@ fn main() -> ProcessExit {
         Some(Command::Score { restored, reference, protocol, by_order, format }) => {
             score_cmd::score(restored, reference, *protocol, *by_order, *format)
         }
-        Some(Command::Report { runs, out, baseline }) => {
-            run_pipeline::commands::report(runs, out.as_deref(), baseline.as_deref())
+        Some(Command::Report { runs, out, baseline, force }) => {
+            run_pipeline::commands::report(runs, out.as_deref(), baseline.as_deref(), *force)
         }
-        Some(Command::Restore { input, output, weights, range, tile, overlap, reference, protocol, backend }) => {
+        Some(Command::Restore {
+            input,
+            output,
+            weights,
+            range,
+            tile,
+            overlap,
+            reference,
+            protocol,
+            backend,
+            force,
+        }) => {
             let how = pipeline::restore::Apply { range: *range, tile: *tile, overlap: *overlap };
             let w = weights.spec();
-            restore_cmd::restore(input, output, &w, how, reference.as_deref(), *protocol, backend, interactive())
+            let out = restore_cmd::Output { dir: output, force: *force };
+            restore_cmd::restore(input, out, &w, how, reference.as_deref(), *protocol, backend, interactive())
         }
-        Some(Command::Export { output, weights, names, prefix }) => {
-            restore_cmd::export(output, &weights.spec(), names, prefix)
+        Some(Command::Export { output, weights, names, prefix, force }) => {
+            restore_cmd::export(output, *force, &weights.spec(), names, prefix)
         }
         Some(Command::Cache { command: CacheCommand::Verify { fix }, dir }) => {
             pipeline::cache::verify(dir, *fix).map(|out| print!("{out}"))
@@ -435,8 +463,8 @@ fn main() -> ProcessExit {
             let registry = registry_path(registry.as_deref(), None);
             match command {
                 DatasetsCommand::List => datasets::list(&registry).map(|out| print!("{out}")),
-                DatasetsCommand::Export { name, dir, count } => {
-                    datasets::export(&registry, name, dir, *count).map(|out| println!("{out}"))
+                DatasetsCommand::Export { name, dir, count, force } => {
+                    datasets::export(&registry, name, dir, *count, *force).map(|out| println!("{out}"))
                 }
                 DatasetsCommand::Check { name, min_size } => datasets::check(&registry, name, *min_size),
             }

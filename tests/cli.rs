@@ -284,6 +284,24 @@ fn smoke_profile_runs_every_stage_and_reuses_shards() {
     assert!(std::fs::read_to_string(across.join("benchmark.md")).unwrap().contains("across runs"));
     let out = run(&["report", runs[0].to_str().unwrap(), "--baseline", "nosuch", "--out", across.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // The benchmark folder: its own files are replaced by a later report, a file it did not
+    // write is not (exit 2, named) unless --force; a file as --out is refused.
+    let again = |extra: &[&str]| {
+        let mut a = vec!["report", runs[0].to_str().unwrap(), "--out", across.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    assert!(again(&[]).status.success());
+    std::fs::write(across.join("benchmark.html"), "my notes").unwrap();
+    let out = again(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("benchmark.html") && text(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(across.join("benchmark.html")).unwrap(), "my notes");
+    assert!(again(&["--force"]).status.success());
+    assert_ne!(std::fs::read_to_string(across.join("benchmark.html")).unwrap(), "my notes");
+    let out = run(&["report", runs[0].to_str().unwrap(), "--out", across.join("benchmark.md").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("must be a folder"), "{}", text(&out.stderr));
 
     // `report` re-summarises a finished run from its per-image scores: the same summary again.
     let md_before = std::fs::read_to_string(runs[0].join("summary.md")).unwrap();

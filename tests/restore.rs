@@ -68,22 +68,50 @@ fn restore_a_folder_of_photos_with_the_releases_weights() {
     assert!(tiled.join("scores.csv").is_file() && tiled.join("scores.parquet").is_file());
     let t = image::open(tiled.join("odd.png")).unwrap().to_rgb8();
     assert_eq!(t.dimensions(), (97, 131));
-    // An output folder inside the input folder: a second run does not restore the first's outputs.
-    let nested = inp.join("restored");
-    for _ in 0..2 {
+    // Input and output apart: an output folder inside the input folder, the input inside the
+    // output folder, or the input folder itself are refused before anything is written.
+    for (input, output) in
+        [(inp.clone(), inp.join("restored")), (out.join("nested"), out.clone()), (inp.clone(), inp.clone())]
+    {
         let mut a = args(&[]);
-        a[2] = nested.to_string_lossy().into_owned();
+        a[1] = input.to_string_lossy().into_owned();
+        a[2] = output.to_string_lossy().into_owned();
         let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-        assert!(text(&o.stdout).contains("restored 4 image(s)"), "{}", text(&o.stdout));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("choose folders apart"), "{}", text(&o.stderr));
     }
-    assert!(!nested.join("restored").exists());
-    std::fs::remove_dir_all(&nested).unwrap();
-    // Never into the input folder.
-    let mut a = args(&[]);
-    a[2] = inp.to_string_lossy().into_owned();
-    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!inp.join("restored").exists());
+    // A second restore into the same folder replaces what the first wrote; a file it did not
+    // write is refused (exit 2, nothing written) unless --force.
+    let again = run(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    std::fs::write(out.join("gray.png"), b"someone else's").unwrap();
+    let before = std::fs::read(out.join("odd.png")).unwrap();
+    std::fs::remove_file(out.join("odd.png")).unwrap();
+    let o = run(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("gray.png") && text(&o.stderr).contains("--force"), "{}", text(&o.stderr));
+    assert!(!out.join("odd.png").exists(), "checked before anything is written");
+    assert_eq!(std::fs::read(out.join("gray.png")).unwrap(), b"someone else's");
+    let o = run(&args(&["--force"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(out.join("odd.png")).unwrap(), before, "the same weights restore the same");
+    assert!(image::open(out.join("gray.png")).is_ok());
+    // Two inputs that would become the same PNG, and a folder with no image: errors, not silence.
+    let clash = dir.join("clash");
+    std::fs::create_dir_all(&clash).unwrap();
+    std::fs::copy(inp.join("odd.png"), clash.join("a.png")).unwrap();
+    std::fs::copy(inp.join("photo.jpg"), clash.join("a.jpg")).unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (input, code, msg) in [(&clash, 3, "would both be written as"), (&empty, 3, "no images to restore")] {
+        let mut a = args(&[]);
+        a[1] = input.to_string_lossy().into_owned();
+        a[2] = dir.join("elsewhere").to_string_lossy().into_owned();
+        let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(code), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(msg), "{}", text(&o.stderr));
+    }
     // Weights that do not fit the network named.
     let mut a = args(&[]);
     a[6] = "unet-release:8,16".into();
@@ -119,6 +147,26 @@ fn restore_with_a_runs_weights_and_export_them() {
     assert_eq!(a, b, "--run and the run's .bpk are the same restorer");
     let st = dir.join("g.safetensors").to_string_lossy().into_owned();
     let o = run(&["export", &st, "--run", &rd, "--method", "noise_da", "--names", "ours"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Export never replaces a file without --force, and never a device, a folder or a run's
+    // checkpoints (the run's own weights once were replaced this way).
+    let exported = std::fs::read(&st).unwrap();
+    let weights = std::fs::read(run_dir.join("checkpoints/noise_da-seed0.bpk")).unwrap();
+    for (target, msg) in [
+        (st.clone(), "--force"),
+        (bpk.clone(), "checkpoints"),
+        (run_dir.join("checkpoints/new.safetensors").to_string_lossy().into_owned(), "checkpoints"),
+        ("/dev/full".to_string(), "device"),
+        (dir.to_string_lossy().into_owned(), "folder"),
+    ] {
+        let all = ["export", target.as_str(), "--run", rd.as_str(), "--method", "noise_da", "--force"];
+        let o = run(&all[..if msg == "--force" { 6 } else { 7 }]);
+        assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(msg), "{target}: {}", text(&o.stderr));
+    }
+    assert_eq!(std::fs::read(&st).unwrap(), exported);
+    assert_eq!(std::fs::read(run_dir.join("checkpoints/noise_da-seed0.bpk")).unwrap(), weights);
+    let o = run(&["export", &st, "--run", &rd, "--method", "noise_da", "--names", "ours", "--force"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     // The smoke profile's restorer (its widths) from resolved.json.
     let resolved: serde_json::Value =

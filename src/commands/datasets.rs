@@ -84,7 +84,8 @@ pub fn check(registry: &Path, name: &str, min_size: usize) -> Result<()> {
 
 /// `datasets export`: a test set (the first `count` pairs) as `dir/{input,target}/<id>.png`,
 /// read and written a few pairs at a time.
-pub fn export(registry: &Path, name: &str, dir: &Path, count: Option<usize>) -> Result<String> {
+pub fn export(registry: &Path, name: &str, dir: &Path, count: Option<usize>, force: bool) -> Result<String> {
+    let mut out = crate::output::OutputDir::open(dir, force)?;
     let reg = Registry::load(registry)?;
     let cache = std::env::temp_dir().join(format!("run-pipeline-export-{}", std::process::id()));
     let loader = Loader { registry: &reg, cache_dir: &cache, seed: 0, plan_only: false, stop: None };
@@ -93,16 +94,25 @@ pub fn export(registry: &Path, name: &str, dir: &Path, count: Option<usize>) -> 
         loader.eval_pairs(name, Split::Test, Take { count: count.unwrap_or(Take::ALL), size: 256 }, OnProblem::Fail);
     let _ = std::fs::remove_dir_all(&cache);
     let set = set?;
-    for sub in ["input", "target"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
+    // Ids may hold folders (`0052_.../001`): one flat file name per pair; every destination
+    // checked before the first is written.
+    let file = |id: &str| format!("{}.png", id.replace(['/', '\\', '@', ','], "_"));
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..set.len() {
+        let f = file(&crate::datasets::CropPool::id(&set, i));
+        if !seen.insert(f.clone()) {
+            return Err(Failure::data(format!("dataset \"{name}\": two pairs would both be written as {f}")));
+        }
+        for sub in ["input", "target"] {
+            out.check(&Path::new(sub).join(&f))?;
+        }
     }
     for chunk in set.chunks(crate::datasets::EVAL_CHUNK) {
         for item in chunk?.iter() {
-            // Ids may hold folders (`0052_.../001`): one flat file name per pair.
-            let file = format!("{}.png", item.id.replace(['/', '\\', '@', ','], "_"));
-            crate::util::write_atomic(&dir.join("input").join(&file), &item.degraded.png_bytes()?)?;
-            crate::util::write_atomic(&dir.join("target").join(&file), &item.clean.png_bytes()?)?;
+            out.write(&Path::new("input").join(file(&item.id)), &item.degraded.png_bytes()?)?;
+            out.write(&Path::new("target").join(file(&item.id)), &item.clean.png_bytes()?)?;
         }
     }
+    out.finish()?;
     Ok(format!("wrote {} pairs of {name} to {}/{{input,target}}", set.len(), dir.display()))
 }

@@ -28,8 +28,8 @@ pub fn registry_path(explicit: Option<&Path>, pipeline: Option<&Path>) -> PathBu
 }
 
 /// `run-pipeline report RUN...`: re-summarise runs and print the benchmark across them.
-pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> crate::error::Result<()> {
-    let r = crate::pipeline::report::report(runs, out, baseline)?;
+pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>, force: bool) -> crate::error::Result<()> {
+    let r = crate::pipeline::report::report(runs, out, baseline, force)?;
     for (dir, md) in &r.runs {
         println!("{}\n\n{md}", dir.display());
     }

@@ -37,12 +37,18 @@ impl Weights {
     }
 }
 
+/// Where `restore` writes: a folder, and whether files this tool did not write may be replaced.
+pub struct Output<'a> {
+    pub dir: &'a Path,
+    pub force: bool,
+}
+
 /// Restore `input` (a photo or a folder) into `output`; with `reference`, score the results.
 /// Files that could not be restored are named at the end (exit 3), the others written.
 #[allow(clippy::too_many_arguments)]
 pub fn restore(
     input: &Path,
-    output: &Path,
+    output: Output,
     weights: &Weights,
     how: Apply,
     reference: Option<&Path>,
@@ -53,16 +59,29 @@ pub fn restore(
     let backend: crate::backend::Backend = serde_json::from_value(serde_json::json!(backend))
         .map_err(|_| Failure::config(format!("--backend {backend}: expected flex, wgpu, cuda, tch or auto")))?;
     let (device, device_name) = crate::backend::device(backend)?;
+    // Every destination is checked before the weights are even read.
+    let mut out = crate::output::OutputDir::open(output.dir, output.force)?;
+    let plan = restore::plan(input, &out)?;
+    if reference.is_some() {
+        for f in ["scores.csv", "scores.parquet"] {
+            out.check(Path::new(f))?;
+        }
+    }
     let (g, cfg) = weights.load(&device)?;
     tracing::info!(network = %cfg.describe(), params = restore::param_count(&g), device = %device_name, "restorer loaded");
-    let done = restore::restore_all(&g, &cfg, input, output, how, &device, bars)?;
+    let done = restore::restore_all(&g, &cfg, plan, &mut out, how, &device, bars)?;
+    let output = output.dir;
     println!("restored {} image(s) into {}", done.written.len(), output.display());
     if let Some(reference) = reference {
         let pairs: Vec<(PathBuf, PathBuf)> = score_cmd::pairs(output, reference, false)?;
         let rows = score_cmd::score_pairs(&pairs, protocol)?;
         print!("{}", score_cmd::render(&rows, score_cmd::Format::Table)?);
         score_cmd::table(&rows).write(&output.join("scores"))?;
+        for f in ["scores.csv", "scores.parquet"] {
+            out.record(Path::new(f))?;
+        }
     }
+    out.finish()?;
     if !done.failed.is_empty() {
         return Err(Failure::data(format!(
             "{} file(s) could not be restored (the others were written):\n  {}",
@@ -74,7 +93,8 @@ pub fn restore(
 }
 
 /// Write the restorer as safetensors with `names` (`release`: its authors' key names; `ours`).
-pub fn export(output: &Path, weights: &Weights, names: &str, prefix: &str) -> Result<()> {
+pub fn export(output: &Path, force: bool, weights: &Weights, names: &str, prefix: &str) -> Result<()> {
+    crate::output::check_new_file(output, force)?;
     let naming = match names {
         "release" => crate::networks::interop::Naming::Release,
         "ours" => crate::networks::interop::Naming::Ours,

@@ -17,7 +17,20 @@ pub struct ReportOutcome {
 /// Re-summarise each run directory and write `benchmark.{md,csv,parquet}` (and, with a
 /// baseline `RUN_ID/METHOD` or `METHOD` of the first run, `comparisons.*`) under `out`
 /// (default: `benchmark/` beside the first run's pipeline folder).
-pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> Result<ReportOutcome> {
+pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>, force: bool) -> Result<ReportOutcome> {
+    // Where the benchmark goes, checked before anything is written: files this tool wrote
+    // there are replaced, anything else only with --force.
+    let Some(first) = runs.first() else { return Err(Failure::config("name at least one run directory")) };
+    let default_out = first.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
+    let out = out.unwrap_or(&default_out);
+    let mut outdir = crate::output::OutputDir::open(out, force)?;
+    let mut files = vec!["benchmark.csv", "benchmark.parquet", "benchmark.md", "benchmark.html"];
+    if baseline.is_some() {
+        files.extend(["comparisons.csv", "comparisons.parquet"]);
+    }
+    for f in &files {
+        outdir.check(Path::new(f))?;
+    }
     let mut printed = Vec::new();
     let mut summaries = Vec::new();
     let mut across = reports::Table::default();
@@ -71,8 +84,6 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
             recipes: spec.benchmark_recipes(),
         });
     }
-    let default_out = runs[0].parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
-    let out = out.unwrap_or(&default_out);
     let table = benchmark::benchmark_table(&summaries);
     let layout = benchmark::benchmark_markdown(&table);
     let mut md = layout.clone();
@@ -106,8 +117,11 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>) -> R
     if let Some(c) = &comparisons {
         reports::compare::comparisons_table(c).write(&out.join("comparisons"))?;
     }
-    crate::util::write_atomic(&out.join("benchmark.md"), md.as_bytes())?;
+    outdir.write(Path::new("benchmark.md"), md.as_bytes())?;
     let html = reports::html::benchmark_page(&layout, &deltas, across_md.as_deref());
-    crate::util::write_atomic(&out.join("benchmark.html"), html.as_bytes())?;
+    outdir.write(Path::new("benchmark.html"), html.as_bytes())?;
+    for f in files.iter().filter(|f| f.ends_with("csv") || f.ends_with("parquet")) {
+        outdir.record(Path::new(f))?;
+    }
     Ok(ReportOutcome { runs: printed, benchmark_markdown: md, benchmark_file: out.join("benchmark.md") })
 }

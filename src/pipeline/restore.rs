@@ -7,6 +7,7 @@
 //! as RGB, written as the channel mean), RGBA keeps its alpha. A file that cannot be read or
 //! written is reported and the others are still restored (exit 3 at the end).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -199,18 +200,70 @@ fn inputs(input: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         .collect())
 }
 
+/// What `restore` will do: each image and the PNG it becomes (relative to the output folder),
+/// every destination checked.
+pub struct Plan {
+    items: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The images of `input` and their destinations in `out`: an error (nothing written) when the
+/// input and output overlap, when there is nothing to restore, when two inputs would become
+/// the same PNG (`a.jpg`, `a.png`) or a destination may not be written.
+pub fn plan(input: &Path, out: &crate::output::OutputDir) -> Result<Plan> {
+    let output = out.path();
+    if let Ok(a) = input.canonicalize() {
+        let b = crate::output::resolve(output);
+        let what = if a == b || (input.is_file() && a.parent() == Some(b.as_path())) {
+            Some("the output folder is the input's")
+        } else if a.starts_with(&b) {
+            Some("the input is inside the output folder")
+        } else if b.starts_with(&a) {
+            Some("the output folder is inside the input folder")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Failure::config(format!(
+                "{} → {}: {what}; choose folders apart so no photo is read back or overwritten",
+                input.display(),
+                output.display()
+            )));
+        }
+    }
+    let items = inputs(input)?;
+    if items.is_empty() {
+        return Err(Failure::data(format!("{}: no images to restore (PNG, JPEG, TIFF, BMP)", input.display())));
+    }
+    let mut seen: BTreeMap<PathBuf, &Path> = BTreeMap::new();
+    let mut planned = Vec::with_capacity(items.len());
+    for (path, rel) in &items {
+        let dest = rel.with_extension("png");
+        if let Some(other) = seen.insert(dest.clone(), path) {
+            return Err(Failure::data(format!(
+                "{} and {} would both be written as {}; restore them separately",
+                other.display(),
+                path.display(),
+                output.join(&dest).display()
+            )));
+        }
+        out.check(&dest)?;
+        planned.push((path.clone(), dest));
+    }
+    Ok(Plan { items: planned })
+}
+
 /// What `restore` did.
 pub struct Restored {
     pub written: Vec<PathBuf>,
     pub failed: Vec<String>,
 }
 
-/// Restore every image of `input` into `output` (PNG, same relative names).
+/// Restore every image of `plan` into `out` (PNG, same relative names).
 pub fn restore_all(
     g: &Restorer,
     cfg: &RestorerConfig,
-    input: &Path,
-    output: &Path,
+    plan: Plan,
+    out: &mut crate::output::OutputDir,
     how: Apply,
     device: &Device,
     bars: bool,
@@ -224,30 +277,16 @@ pub fn restore_all(
             how.overlap
         )));
     }
-    let mut items = inputs(input)?;
-    // An output folder inside the input folder: its PNGs (from an earlier run) are not inputs.
-    if let Ok(out) = output.canonicalize() {
-        items.retain(|(p, _)| p.canonicalize().map_or(true, |p| !p.starts_with(&out)));
-    }
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
-        && (a == b || (input.is_file() && a.parent() == Some(b.as_path())))
-    {
-        return Err(Failure::config(format!(
-            "{}: the output folder is the input's; choose another so no photo is overwritten",
-            output.display()
-        )));
-    }
-    std::fs::create_dir_all(output).map_err(|e| Failure::internal(format!("{}: {e}", output.display())))?;
+    let items = plan.items;
     let bar = bars.then(|| {
         let b = ProgressBar::new(items.len() as u64);
         b.set_style(ProgressStyle::with_template("restore [{bar:30}] {pos}/{len} {eta} {msg}").expect("template"));
         b
     });
     let mut done = Restored { written: Vec::new(), failed: Vec::new() };
-    for (i, (path, rel)) in items.iter().enumerate() {
-        let dest = output.join(rel).with_extension("png");
-        match restore_file(g, cfg, path, &dest, how, device) {
-            Ok(()) => done.written.push(dest),
+    for (i, (path, dest)) in items.iter().enumerate() {
+        match restore_file(g, cfg, path, how, device).and_then(|bytes| out.write(dest, &bytes).map_err(|e| e.message)) {
+            Ok(()) => done.written.push(out.path().join(dest)),
             Err(e) => {
                 tracing::warn!(file = %path.display(), "{e}");
                 done.failed.push(format!("{}: {e}", path.display()));
@@ -255,7 +294,7 @@ pub fn restore_all(
         }
         match &bar {
             Some(b) => b.inc(1),
-            None => tracing::info!(done = i + 1, of = items.len(), file = %rel.display(), "restored"),
+            None => tracing::info!(done = i + 1, of = items.len(), file = %dest.display(), "restored"),
         }
     }
     if let Some(b) = bar {
@@ -264,14 +303,14 @@ pub fn restore_all(
     Ok(done)
 }
 
+/// One image restored, as PNG bytes.
 fn restore_file(
     g: &Restorer,
     cfg: &RestorerConfig,
     path: &Path,
-    dest: &Path,
     how: Apply,
     device: &Device,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<u8>, String> {
     let decoded = image::open(path).map_err(|e| format!("unreadable image: {e}"))?;
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     if w == 0 || h == 0 {
@@ -309,10 +348,7 @@ fn restore_file(
     encoded
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| format!("cannot encode: {e}"))?;
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    crate::util::write_atomic(dest, &bytes).map_err(|e| format!("{e:#}"))
+    Ok(bytes)
 }
 
 /// `g` as safetensors for PyTorch: the release's key names (under `prefix`, e.g.
