@@ -269,3 +269,39 @@ pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c
         .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
         .map(|(c, _, _)| c)
 }
+
+/// Memory this process may still use, bytes: the least of what the machine has available
+/// (`MemAvailable`), what the address-space limit (`ulimit -v`, RLIMIT_AS) leaves beside what is
+/// already mapped, and what the cgroup's `memory.max` leaves beside its usage. `None` when none
+/// can be read (not Linux).
+pub fn memory_budget() -> Option<u64> {
+    let kib = |text: &str, field: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let mut budget = meminfo.as_deref().and_then(|m| kib(m, "MemAvailable:"));
+    let mut tighter = |v: Option<u64>| {
+        if let Some(v) = v {
+            budget = Some(budget.map_or(v, |b| b.min(v)));
+        }
+    };
+    // "Max address space   <soft>   <hard>   bytes".
+    let limits = std::fs::read_to_string("/proc/self/limits").ok();
+    let soft_as = limits.as_deref().and_then(|l| {
+        let line = l.lines().find(|x| x.starts_with("Max address space"))?;
+        line["Max address space".len()..].split_whitespace().next()?.parse::<u64>().ok()
+    });
+    if let Some(limit) = soft_as {
+        let status = std::fs::read_to_string("/proc/self/status").ok();
+        let mapped = status.as_deref().and_then(|s| kib(s, "VmSize:")).unwrap_or(0);
+        tighter(Some(limit.saturating_sub(mapped)));
+    }
+    let cg = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    if let (Some(max), Some(cur)) = (cg("memory.max"), cg("memory.current"))
+        && let (Ok(max), Ok(cur)) = (max.trim().parse::<u64>(), cur.trim().parse::<u64>())
+    {
+        tighter(Some(max.saturating_sub(cur)));
+    }
+    budget
+}

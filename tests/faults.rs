@@ -469,3 +469,33 @@ done
     assert!(reruns.iter().all(|l| l.contains("exit=0") && l.contains("temps=0")), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A photo whose whole-image restore would not fit the memory left is restored in tiles by
+/// default, planned from its header before any pixel is decoded: a 2000×1500 PNG (≈ 2 GiB
+/// whole with this network) under a 1 GiB address-space limit (`ulimit -v`) restores, exit 0,
+/// full size, where the whole-image path would abort. Without the limit it runs whole.
+#[test]
+fn a_photo_larger_than_memory_restores_in_tiles_under_an_address_space_limit() {
+    let dir = common::tmpdir("faults", "bigphoto");
+    let inp = dir.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    image::RgbImage::from_fn(2000, 1500, |x, y| image::Rgb([(x * 7 + y * 3) as u8, (x ^ y) as u8, (x + 2 * y) as u8]))
+        .save(inp.join("big.png"))
+        .unwrap();
+    let weights = common::repo_root().join("tests/fixtures/interop/release_unet.pth");
+    let out = dir.join("out");
+    let cmd = format!(
+        "ulimit -v 1048576 && exec '{}' restore '{}' '{}' --weights '{}' --arch unet-release:8,16,32",
+        env!("CARGO_BIN_EXE_run-pipeline"),
+        inp.display(),
+        out.display(),
+        weights.display()
+    );
+    let o = std::process::Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    let err = text_of(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("restoring in tiles") && err.contains("tile="), "{err}");
+    let restored = image::open(out.join("big.png")).unwrap();
+    assert_eq!((restored.width(), restored.height()), (2000, 1500));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -126,6 +126,44 @@ pub struct Apply {
     pub overlap: usize,
 }
 
+/// The tiles a restore of a `w × h` image needs to stay within `budget` bytes (tile side,
+/// overlap), or `None` when the whole image fits. Half the budget is planned for: the model
+/// counts resident memory, while the allocator's arenas and the threads' stacks also take
+/// address space. The overlap is a quarter of the tile, at most 128 px (UNet-S's receptive
+/// field is ≈ 100 px). Errors when not even the image's own planes fit.
+pub fn tiles_for_budget(
+    cfg: &RestorerConfig,
+    w: usize,
+    h: usize,
+    budget: u64,
+) -> std::result::Result<Option<(usize, usize)>, String> {
+    // The image's planes beside the network's, per pixel: the decoded file (up to 16-bit RGBA,
+    // 8 B), its 8-bit copies in and out (3 + 4 B), the input, its padded copy, the blended output
+    // and the blending weights (f32, 40 B), the encoded PNG (≤ 4 B).
+    let planes = (w * h) as u64 * 60;
+    let usable = budget / 4 * 3;
+    let need = cfg.inference_bytes(w, h) + planes;
+    if need <= usable {
+        return Ok(None);
+    }
+    let s = cfg.stride().max(1);
+    let smallest = (4 * s).max(64).div_ceil(s) * s;
+    let fits = |t: usize| cfg.inference_bytes(t, t) + planes <= usable;
+    if !fits(smallest) {
+        return Err(format!(
+            "{w}×{h}: restoring it needs at least {} (the image and a {smallest}² tile); {} available",
+            crate::pipeline::plan::human_bytes((cfg.inference_bytes(smallest, smallest) + planes) as u128 * 2),
+            crate::pipeline::plan::human_bytes(budget as u128)
+        ));
+    }
+    let mut t = smallest;
+    while t + s <= w.max(h) && fits(t + s) {
+        t += s;
+    }
+    let overlap = (t / 4).min(128);
+    Ok(Some((t, overlap)))
+}
+
 /// Restore one RGB image.
 pub fn restore(g: &Restorer, cfg: &RestorerConfig, img: &Image, how: Apply, device: &Device) -> Image {
     let stride = cfg.stride();
@@ -311,14 +349,38 @@ fn restore_file(
     how: Apply,
     device: &Device,
 ) -> std::result::Result<Vec<u8>, String> {
-    let decoded = image::open(path).map_err(|e| format!("unreadable image: {e}"))?;
-    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    // Sizes from the header: the memory plan is made before any pixel is decoded.
+    let (w, h) = image::image_dimensions(path).map_err(|e| format!("unreadable image: {e}"))?;
+    let (w, h) = (w as usize, h as usize);
     if w == 0 || h == 0 {
         return Err("empty image".into());
+    }
+    // Known before the work starts: whole if it fits the memory left, else in tiles.
+    let how = match (how.tile, crate::util::memory_budget()) {
+        (None, Some(budget)) => match tiles_for_budget(cfg, w, h, budget)? {
+            Some((tile, overlap)) => {
+                tracing::info!(
+                    file = %path.display(),
+                    tile,
+                    overlap,
+                    whole = %crate::pipeline::plan::human_bytes(cfg.inference_bytes(w, h) as u128),
+                    available = %crate::pipeline::plan::human_bytes(budget as u128),
+                    "restoring in tiles: the whole image would not fit"
+                );
+                Apply { tile: Some(tile), overlap, ..how }
+            }
+            None => how,
+        },
+        _ => how,
+    };
+    let decoded = image::open(path).map_err(|e| format!("unreadable image: {e}"))?;
+    if (decoded.width() as usize, decoded.height() as usize) != (w, h) {
+        return Err("its header and its pixels disagree on the size".into());
     }
     let alpha = decoded.color().has_alpha().then(|| decoded.to_rgba8());
     let gray = !decoded.color().has_color();
     let img = Image::from_rgb8(w, h, decoded.to_rgb8().as_raw());
+    drop(decoded);
     let out = restore(g, cfg, &img, how, device);
     let px = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let encoded: image::DynamicImage = match (alpha, gray) {
@@ -390,6 +452,24 @@ mod tests {
         for bad in ["unet", "unet:8,x", "resnet:3", "dncnn:17", "unet:0", "nafnet:0", "restormer:0", "nafnet:1,2"] {
             assert!(parse_arch(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The memory plan: whole when it fits, else the largest tile that fits (a multiple of the
+    /// stride, with the planes of the whole image beside it), an error when nothing fits.
+    #[test]
+    fn tiles_follow_the_memory_budget() {
+        let cfg = parse_arch("unet-s").unwrap();
+        let (w, h) = (6000, 4000);
+        assert_eq!(tiles_for_budget(&cfg, 512, 512, 64 << 30).unwrap(), None);
+        let budget = 8u64 << 30;
+        let (t, o) = tiles_for_budget(&cfg, w, h, budget).unwrap().expect("24 MP of UNet-S does not fit 8 GiB");
+        assert_eq!(t % cfg.stride(), 0);
+        assert!(o < t && o <= 128);
+        let planes = (w * h) as u64 * 60;
+        assert!(cfg.inference_bytes(t, t) + planes <= budget / 4 * 3);
+        assert!(cfg.inference_bytes(t + cfg.stride(), t + cfg.stride()) + planes > budget / 4 * 3, "the largest");
+        let e = tiles_for_budget(&cfg, w, h, 1 << 30).unwrap_err();
+        assert!(e.contains("6000×4000") && e.contains("available"), "{e}");
     }
 
     /// Tiles approximate the whole-image result: they see less context near their borders,

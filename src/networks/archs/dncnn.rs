@@ -70,6 +70,11 @@ impl Arch for DncnnConfig {
         self.shape().1
     }
 
+    /// Calibrated with `cargo bench --bench restore_memory` (see the README's memory table).
+    fn inference_bytes_per_pixel(&self) -> u64 {
+        4 * 10 * self.shape().1 as u64
+    }
+
     fn batch_norm(&self) -> bool {
         true
     }

@@ -50,6 +50,9 @@ pub trait Arch {
     fn macs(&self, h: usize, w: usize) -> u64;
     /// Channels of the features [`Restorer::residual_and_features`] returns (DANN's input).
     fn feature_channels(&self) -> usize;
+    /// Peak memory of restoring one image (inference, flex), per pixel of the padded image:
+    /// an upper bound measured with `cargo bench --bench restore_memory` (see each impl).
+    fn inference_bytes_per_pixel(&self) -> u64;
     /// Whether the network has BatchNorm (its statistics need whole batches, not shards).
     fn batch_norm(&self) -> bool {
         false
@@ -129,6 +132,18 @@ impl RestorerConfig {
 
     pub fn feature_channels(&self) -> usize {
         self.arch().feature_channels()
+    }
+
+    /// Peak memory of restoring one `w × h` image whole (padded to the stride), bytes: the
+    /// per-pixel model of the architecture, the image's own planes in and out, and 64 MiB of
+    /// fixed overhead (thread buffers). Measured (flex, `cargo bench --bench restore_memory`,
+    /// peak resident growth): UNet-S 380 / 1,163 / 4,564 MiB at 256² / 512² / 1024² (model
+    /// 384 / 1,344 / 5,184 with the planes); DnCNN-17 196 / 624 / 2,508; NAFNet-32 125 / 287 at
+    /// 256² / 512²; Restormer 124 / 392 at 128² / 256².
+    pub fn inference_bytes(&self, w: usize, h: usize) -> u64 {
+        let s = self.stride().max(1);
+        let px = (w.div_ceil(s) * s) as u64 * (h.div_ceil(s) * s) as u64;
+        px * (self.arch().inference_bytes_per_pixel() + 4 * 3 * 4) + (64 << 20)
     }
 
     pub fn batch_norm(&self) -> bool {

@@ -159,6 +159,11 @@ impl Arch for NafnetConfig {
         self.width << self.enc_blocks.len()
     }
 
+    /// Calibrated with `cargo bench --bench restore_memory` (see the README's memory table).
+    fn inference_bytes_per_pixel(&self) -> u64 {
+        4 * 10 * self.width as u64
+    }
+
     fn init_lazy(&self, device: &Device) -> Restorer {
         let w = self.width;
         let blocks = |c: usize, n: usize| (0..n).map(|_| NafBlock::new(c, device)).collect::<Vec<_>>();

@@ -188,6 +188,11 @@ impl Arch for RestormerConfig {
         self.dim * 8
     }
 
+    /// Calibrated with `cargo bench --bench restore_memory` (see the README's memory table).
+    fn inference_bytes_per_pixel(&self) -> u64 {
+        4 * 32 * self.dim as u64
+    }
+
     fn init_lazy(&self, device: &Device) -> Restorer {
         let lv = self.levels();
         let (ffn, bias) = (self.ffn_expansion, self.layer_norm == LayerNormKind::WithBias);

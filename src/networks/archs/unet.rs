@@ -68,6 +68,11 @@ impl Arch for UnetConfig {
         self.widths.last().copied().unwrap_or(0)
     }
 
+    /// Calibrated with `cargo bench --bench restore_memory` (see the README's memory table).
+    fn inference_bytes_per_pixel(&self) -> u64 {
+        4 * 20 * self.widths.first().copied().unwrap_or(1) as u64
+    }
+
     /// One halving per level below the first.
     fn stride(&self) -> usize {
         1 << (self.widths.len().saturating_sub(1))

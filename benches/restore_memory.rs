@@ -1,0 +1,68 @@
+//! Peak memory and time of restoring one image whole, per architecture and size: the
+//! measurements behind each architecture's inference memory model (`Arch::inference_bytes`),
+//! printed beside the model's estimate.
+//!
+//!   cargo bench --bench restore_memory                          # every preset, 256² and 512²
+//!   cargo bench --bench restore_memory -- unet-s 1024 2048      # one architecture, chosen sides
+//!
+//! Peak resident memory is the process's high-water mark (`VmHWM`), reset before each
+//! measurement (`/proc/self/clear_refs`), minus the resident size before it; Linux only.
+//! Prints numbers; asserts nothing.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use run_pipeline::image::Image;
+use run_pipeline::networks::archs::parse_arch;
+use run_pipeline::pipeline::restore::{Apply, Range, restore};
+
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let (archs, sides): (Vec<String>, Vec<usize>) = match args.split_first() {
+        Some((a, rest)) => (vec![a.clone()], rest.iter().filter_map(|s| s.parse().ok()).collect()),
+        None => (
+            ["unet-s", "dncnn-17", "nafnet-sidd-width32", "restormer-real-denoising"].map(String::from).to_vec(),
+            vec![256, 512],
+        ),
+    };
+    let sides = if sides.is_empty() { vec![256, 512] } else { sides };
+    let device = Device::flex();
+    println!("{:<28} {:>6} {:>10} {:>12} {:>12} {:>9}", "arch", "side", "seconds", "peak MiB", "model MiB", "B/pixel");
+    for arch in &archs {
+        let cfg = match parse_arch(arch) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("{arch}: {e}");
+                continue;
+            }
+        };
+        let g = cfg.init(&device);
+        for &side in &sides {
+            let img =
+                Image::from_vec(side, side, (0..side * side * 3).map(|i| ((i * 37) % 101) as f32 / 101.0).collect());
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let before = status_kib("VmRSS:").unwrap_or(0);
+            let t = Instant::now();
+            let out = restore(&g, &cfg, &img, Apply { range: Range::Unit, tile: None, overlap: 0 }, &device);
+            let secs = t.elapsed().as_secs_f64();
+            let peak = status_kib("VmHWM:").unwrap_or(0).saturating_sub(before) * 1024;
+            let model = cfg.inference_bytes(side, side);
+            println!(
+                "{:<28} {:>6} {:>10.2} {:>12.0} {:>12.0} {:>9.0}",
+                arch,
+                side,
+                secs,
+                peak as f64 / 1048576.0,
+                model as f64 / 1048576.0,
+                peak as f64 / (side * side) as f64
+            );
+            drop(out);
+        }
+    }
+}
