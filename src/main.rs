@@ -244,6 +244,9 @@ struct WeightsArgs {
     /// restormer-real-denoising, ...; `run-pipeline describe` lists them).
     #[arg(long)]
     arch: Option<String>,
+    /// Use weights that hold NaN or ±∞ (refused by default, naming the parameters).
+    #[arg(long)]
+    allow_nonfinite: bool,
 }
 
 impl WeightsArgs {
@@ -255,6 +258,7 @@ impl WeightsArgs {
             seed: self.seed,
             ema: self.ema,
             arch: self.arch.clone(),
+            allow_nonfinite: self.allow_nonfinite,
         }
     }
 }

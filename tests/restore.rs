@@ -176,6 +176,21 @@ fn restore_with_a_runs_weights_and_export_them() {
     let arch = format!("unet:{}", widths.join(","));
     let c = go("c", &["--weights", &st, "--arch", &arch]);
     assert_eq!(a, c, "the exported weights restore the same");
+    // A NaN (or ±∞) in the weights is refused, naming the parameter, unless --allow-nonfinite.
+    let mut bytes = std::fs::read(&st).unwrap();
+    let start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let nan = dir.join("nan.safetensors");
+    std::fs::write(&nan, &bytes).unwrap();
+    let nan = nan.to_string_lossy().into_owned();
+    let o =
+        run(&["restore", inp.to_str().unwrap(), dir.join("e").to_str().unwrap(), "--weights", &nan, "--arch", &arch]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("NaN") && text(&o.stderr).contains("(1 values)"), "{}", text(&o.stderr));
+    assert!(!dir.join("e").exists(), "refused before anything is written");
+    let e = dir.join("e").to_string_lossy().into_owned();
+    let o = run(&["restore", inp.to_str().unwrap(), &e, "--weights", &nan, "--arch", &arch, "--allow-nonfinite"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
     // A flipped byte in the run's weights is refused, not used.
     let mut w = std::fs::read(run_dir.join("checkpoints/noise_da-seed0.bpk")).unwrap();
     let k = w.len() - 9;

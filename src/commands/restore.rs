@@ -20,6 +20,8 @@ pub struct Weights {
     pub seed: u64,
     pub ema: bool,
     pub arch: Option<String>,
+    /// Use weights holding NaN or ±∞ (refused by default: they restore black images).
+    pub allow_nonfinite: bool,
 }
 
 impl Weights {
@@ -33,7 +35,23 @@ impl Weights {
             (None, None) => return Err(Failure::config("say which restorer: --weights FILE or --run RUN_DIR")),
         };
         let arch = self.arch.as_deref().map(parse_arch).transpose().map_err(Failure::config)?;
-        restore::load(&source, arch.as_ref(), device)
+        let (g, cfg) = restore::load(&source, arch.as_ref(), device)?;
+        let bad = crate::networks::interop::nonfinite_params(&g);
+        if !bad.is_empty() && !self.allow_nonfinite {
+            let what = match &source {
+                WeightsSource::File(f) => f.display().to_string(),
+                WeightsSource::Run { dir, method, seed, .. } => format!("{} ({method}, seed {seed})", dir.display()),
+            };
+            let list: Vec<String> = bad.iter().take(5).map(|(p, n)| format!("{p} ({n} values)")).collect();
+            return Err(Failure::data(format!(
+                "{what}: {} parameter(s) hold NaN or ±∞: {}{}; such weights restore black or broken images \
+                 (pass --allow-nonfinite to use them anyway)",
+                bad.len(),
+                list.join(", "),
+                if bad.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+        Ok((g, cfg))
     }
 }
 

@@ -182,6 +182,17 @@ pub(crate) fn param_paths(g: &Restorer) -> Vec<(String, Vec<usize>)> {
     params(g, false).into_iter().map(|(p, s, _)| (p, s)).collect()
 }
 
+/// The parameters of `g` holding NaN or ±∞, with how many such values each (our paths).
+pub fn nonfinite_params(g: &Restorer) -> Vec<(String, usize)> {
+    params(g, true)
+        .into_iter()
+        .filter_map(|(p, _, v)| {
+            let n = v.iter().filter(|x| !x.is_finite()).count();
+            (n > 0).then_some((p, n))
+        })
+        .collect()
+}
+
 /// The prefix under which `sd` holds the restorer: `""`, `RestorationNet.`, `module.`, ...
 fn find_prefix(sd: &StateDict, probe: &str) -> Option<String> {
     sd.tensors.keys().find_map(|k| k.strip_suffix(probe).map(str::to_string))
