@@ -154,6 +154,11 @@ pub(crate) fn seal_file(path: &Path) -> std::io::Result<()> {
     crate::util::write_atomic(&side, format!("{hash}\n").as_bytes()).map_err(std::io::Error::other)
 }
 
+/// Whether `path` has a hash sidecar (files written before sidecars existed have none).
+pub(crate) fn is_sealed(path: &Path) -> bool {
+    sidecar(path).is_file()
+}
+
 /// Check a sealed file against its sidecar.
 pub(crate) fn verify_file(path: &Path) -> Result<(), String> {
     let side = sidecar(path);

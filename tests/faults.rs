@@ -499,3 +499,32 @@ fn a_photo_larger_than_memory_restores_in_tiles_under_an_address_space_limit() {
     assert_eq!((restored.width(), restored.height()), (2000, 1500));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The tables a run writes are verified when read back: `report` on a run whose
+/// `per_image.parquet` had one bit flipped (same size) or was cut short exits 3 naming the
+/// file, instead of re-summarising changed scores; a run written before hashes existed (no
+/// sidecar) is still reported, with a warning.
+#[test]
+fn report_refuses_changed_per_image_scores() {
+    let reports = common::tmpdir("faults", "tables");
+    ok(&smoke(&reports, &[]));
+    let run = runs(&reports).pop().unwrap();
+    let table = run.join("per_image.parquet");
+    let original = std::fs::read(&table).unwrap();
+    assert!(run.join("per_image.parquet.sha256").is_file() && run.join("summary.parquet.sha256").is_file());
+    let report = || common::run(&["report", run.to_str().unwrap()]);
+    ok(&report());
+    flip(&table);
+    let o = report();
+    assert_eq!(code(&o), Some(3), "{}", text_of(&o));
+    assert!(text_of(&o).contains("per_image.parquet") && text_of(&o).contains("hash mismatch"), "{}", text_of(&o));
+    std::fs::write(&table, &original[..original.len() / 2]).unwrap();
+    let o = report();
+    assert_eq!(code(&o), Some(3), "{}", text_of(&o));
+    std::fs::write(&table, &original).unwrap();
+    std::fs::remove_file(run.join("per_image.parquet.sha256")).unwrap();
+    let o = report();
+    assert_eq!(code(&o), Some(0), "{}", text_of(&o));
+    assert!(text_of(&o).contains("read unverified"), "{}", text_of(&o));
+    std::fs::remove_dir_all(&reports).unwrap();
+}

@@ -81,7 +81,7 @@ pub fn restore(
     let mut out = crate::output::OutputDir::open(output.dir, output.force)?;
     let plan = restore::plan(input, &out)?;
     if reference.is_some() {
-        for f in ["scores.csv", "scores.parquet"] {
+        for f in ["scores.csv", "scores.parquet", "scores.parquet.sha256"] {
             out.check(Path::new(f))?;
         }
     }
@@ -95,7 +95,7 @@ pub fn restore(
         let rows = score_cmd::score_pairs(&pairs, protocol)?;
         print!("{}", score_cmd::render(&rows, score_cmd::Format::Table)?);
         score_cmd::table(&rows).write(&output.join("scores"))?;
-        for f in ["scores.csv", "scores.parquet"] {
+        for f in ["scores.csv", "scores.parquet", "scores.parquet.sha256"] {
             out.record(Path::new(f))?;
         }
     }

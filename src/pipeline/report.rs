@@ -24,9 +24,10 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>, forc
     let default_out = first.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("benchmark");
     let out = out.unwrap_or(&default_out);
     let mut outdir = crate::output::OutputDir::open(out, force)?;
-    let mut files = vec!["benchmark.csv", "benchmark.parquet", "benchmark.md", "benchmark.html"];
+    let mut files =
+        vec!["benchmark.csv", "benchmark.parquet", "benchmark.parquet.sha256", "benchmark.md", "benchmark.html"];
     if baseline.is_some() {
-        files.extend(["comparisons.csv", "comparisons.parquet"]);
+        files.extend(["comparisons.csv", "comparisons.parquet", "comparisons.parquet.sha256"]);
     }
     for f in &files {
         outdir.check(Path::new(f))?;
@@ -120,7 +121,7 @@ pub fn report(runs: &[PathBuf], out: Option<&Path>, baseline: Option<&str>, forc
     outdir.write(Path::new("benchmark.md"), md.as_bytes())?;
     let html = reports::html::benchmark_page(&layout, &deltas, across_md.as_deref());
     outdir.write(Path::new("benchmark.html"), html.as_bytes())?;
-    for f in files.iter().filter(|f| f.ends_with("csv") || f.ends_with("parquet")) {
+    for f in files.iter().filter(|f| !f.ends_with(".md") && !f.ends_with(".html")) {
         outdir.record(Path::new(f))?;
     }
     Ok(ReportOutcome { runs: printed, benchmark_markdown: md, benchmark_file: out.join("benchmark.md") })

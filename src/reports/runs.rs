@@ -80,7 +80,7 @@ fn info(dir: &Path) -> RunInfo {
 
 /// Mean PSNR per method on test set `first` (the pipeline's first, its target domain's).
 fn headline(dir: &Path, first: &str) -> String {
-    let Ok(t) = Table::read_parquet(&dir.join("summary.parquet")) else {
+    let Ok(t) = Table::read_checked(&dir.join("summary.parquet")) else {
         return String::new();
     };
     let (Some(Column::Str(test)), Some(Column::Str(method)), Some(Column::F64(psnr))) =

@@ -124,6 +124,19 @@ impl Table {
     /// Read a Parquet table: text columns as [`Column::Str`], floating-point as
     /// [`Column::F64`], integers as [`Column::U64`]. A file that is not Parquet, or has a column
     /// of another type (or negative integers), is an error naming the file.
+    /// Read a table this tool wrote, checked first against its hash sidecar
+    /// (`<name>.parquet.sha256`, written with it): a mismatch or an unreadable table is a data
+    /// error naming the file (exit 3), never a silently changed summary. A table of a run
+    /// written before sidecars existed is read with a warning.
+    pub fn read_checked(path: &Path) -> crate::error::Result<Table> {
+        if crate::integrity::is_sealed(path) {
+            crate::integrity::verify_file(path).map_err(crate::error::Failure::data)?;
+        } else if path.is_file() {
+            tracing::warn!(file = %path.display(), "no content hash beside this table (an older run): read unverified");
+        }
+        Table::read_parquet(path).map_err(|e| crate::error::Failure::data(format!("{e:#}")))
+    }
+
     pub fn read_parquet(path: &Path) -> Result<Table> {
         let what = || format!("{}: not a readable Parquet table", path.display());
         let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
@@ -216,7 +229,9 @@ impl TableWriter {
         for (t, d) in self.tmp.iter().zip(&self.dest) {
             std::fs::rename(t, d).with_context(|| format!("{}: cannot move into place", d.display()))?;
         }
-        Ok(())
+        // The Parquet file is what is read back: its hash beside it (see `read_checked`).
+        crate::integrity::seal_file(&self.dest[0])
+            .with_context(|| format!("{}: cannot write its hash", self.dest[0].display()))
     }
 }
 

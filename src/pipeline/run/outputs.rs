@@ -203,7 +203,7 @@ pub struct Summaries {
 /// by `run-pipeline report` to re-summarise finished runs with this version's report code.
 /// The pipeline's quality gates are checked here too (results in gates.json and summary.md).
 pub(crate) fn write_summaries(run_dir: &Path, spec: &PipelineSpec) -> Result<Summaries> {
-    let per_image_table = reports::Table::read_parquet(&run_dir.join("per_image.parquet"))?;
+    let per_image_table = reports::Table::read_checked(&run_dir.join("per_image.parquet"))?;
     let order: Vec<&str> = spec.methods.iter().map(String::as_str).collect();
     let mut summary = reports::summarise(&per_image_table, &order)?;
     reports::add_intervals(&mut summary, &reports::compare::mean_intervals(&per_image_table));
@@ -326,7 +326,7 @@ pub(crate) fn write_report_html(run_dir: &Path, spec: &PipelineSpec, s: &Summari
             header.push((label.into(), v));
         }
     }
-    let read_table = |name: &str| Table::read_parquet(&run_dir.join(format!("{name}.parquet"))).ok();
+    let read_table = |name: &str| Table::read_checked(&run_dir.join(format!("{name}.parquet"))).ok();
     let curves = read_table("curves");
     let figures = run_dir.join("figures");
     let (mut crops, mut crop_pngs) = (Vec::new(), Vec::new());
