@@ -528,3 +528,32 @@ fn report_refuses_changed_per_image_scores() {
     assert!(text_of(&o).contains("read unverified"), "{}", text_of(&o));
     std::fs::remove_dir_all(&reports).unwrap();
 }
+
+/// Shapes no machine here can hold are refused before any work, by `plan` as by the run
+/// (exit 2, the key named): a million-image source (the memory check, with nothing generated),
+/// a batch of ten million, a restorer of 270 G parameters (counted without allocating).
+#[test]
+fn impossible_shapes_are_refused_before_any_work() {
+    let reports = common::tmpdir("faults", "shapes");
+    let pipeline = common::repo_root().join("pipelines/denoise.yaml");
+    let dir = format!("report.dir={}", reports.display());
+    for (sets, key) in [
+        (vec!["source.count=1000000", "source.size=64"], "needs ≈"),
+        (vec!["train.batch=10000000"], "train.batch"),
+        (vec!["networks.restorer={widths: [65536, 65536]}"], "networks.restorer"),
+    ] {
+        for cmd in ["plan", "run"] {
+            let mut args: Vec<&str> = if cmd == "plan" { vec!["plan"] } else { vec![] };
+            args.push(pipeline.to_str().unwrap());
+            for s in &sets {
+                args.extend(["--set", s]);
+            }
+            args.extend(["--set", &dir]);
+            let o = common::run(&args);
+            assert_eq!(code(&o), Some(2), "{cmd} {sets:?}: {}", text_of(&o));
+            assert!(text_of(&o).contains(key), "{cmd} {sets:?}: {}", text_of(&o));
+        }
+    }
+    assert!(!reports.join(".cache").exists(), "nothing was generated");
+    let _ = std::fs::remove_dir_all(&reports);
+}

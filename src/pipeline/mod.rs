@@ -163,6 +163,9 @@ fn resolve_variants(root: &mut Node) {
 }
 
 /// Checks that need more than one key, reported at the position of the key at fault.
+/// The most parameters a network may have (the paper's: 8.6 M and 62.6 M).
+const MAX_PARAMS: usize = 1 << 30;
+
 fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     let fail = |key: &str, msg: String| -> Failure {
         // The key's position, else its nearest enclosing key's (a default that is wrong
@@ -241,6 +244,21 @@ fn validate(s: &PipelineSpec, root: &Node) -> Result<()> {
     }
     let checked = |section: &str, c: crate::util::Check| crate::util::within(section, c).map_err(|(k, m)| fail(&k, m));
     checked("networks.restorer", s.networks.restorer.check())?;
+    // A network no machine here trains (the paper's D has 62.6 M parameters), refused from its
+    // parameter count (counted without allocating) before anything else.
+    let nets = std::iter::once(("networks".to_string(), &s.networks))
+        .chain(s.variants.iter().map(|(name, v)| (format!("variants.{name}.networks"), &v.networks)));
+    for (at, n) in nets {
+        let (g, d) = crate::networks::param_counts(&n.restorer, &n.diffusion);
+        for (key, count) in [("restorer", g), ("diffusion", d)] {
+            if count > MAX_PARAMS {
+                return Err(fail(
+                    &format!("{at}.{key}"),
+                    format!("{count} parameters; at most {MAX_PARAMS} (2³⁰) are supported — check the widths"),
+                ));
+            }
+        }
+    }
     let mut diffusions = vec![("networks.diffusion".to_string(), &s.networks.diffusion)];
     diffusions
         .extend(s.variants.iter().map(|(n, v)| (format!("variants.{n}.networks.diffusion"), &v.networks.diffusion)));

@@ -213,12 +213,25 @@ pub fn data_memory(spec: &PipelineSpec, registry: &crate::datasets::Registry) ->
     m
 }
 
-/// Memory this machine has available now (Linux `MemAvailable`), if it can tell.
+/// Memory this process may use now (see [`crate::util::memory_budget`]: `MemAvailable`, the
+/// address-space limit, the cgroup's), if it can tell.
 pub fn available_memory() -> Option<u128> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::util::memory_budget().map(u128::from)
+}
+
+/// The networks' training state of the largest recipe: weights, gradients and Adam's two
+/// moments (4 × 4 bytes per parameter) of G and, for recipes that train it, D and the other
+/// networks beside G (counted as D's size, the largest). Activations are not counted.
+pub fn network_memory(spec: &PipelineSpec) -> u128 {
+    spec.recipes()
+        .iter()
+        .map(|r| {
+            let (g, d) = crate::networks::param_counts(&r.networks.restorer, &r.networks.diffusion);
+            let d = if r.method.reads_target(r.train) { d } else { 0 };
+            16 * (g + d) as u128
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// `n` bytes for people.

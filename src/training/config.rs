@@ -177,6 +177,15 @@ impl TrainSpec {
     pub fn check(&self, ctx: TrainContext) -> Check {
         at_least_one("steps", self.steps)?;
         at_least_one("batch", self.batch)?;
+        // Hard limits no real run reaches (the release: 90k steps, batch 192, 128² crops),
+        // refused before anything is allocated.
+        for (key, v, max) in
+            [("steps", self.steps, 1usize << 32), ("batch", self.batch, 1 << 16), ("patch", self.patch, 1 << 13)]
+        {
+            if v > max {
+                return Err((key.into(), format!("{v} is beyond what any run needs (at most {max})")));
+            }
+        }
         if self.devices == 0 || self.batch % self.devices != 0 {
             return Err((
                 "devices".into(),

@@ -25,21 +25,26 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let loader =
         Loader { registry: &registry, cache_dir: &cache_dir, seed: spec.seeds.data, plan_only: true, stop: None };
     let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
+    // The run's own memory check, before any data is generated or read.
+    super::check_memory(spec, &registry, opts.skip_memory_check)?;
     let data = load_data(spec, &loader)?;
     let stage_cache = StageCache::new(&report_root);
     let meta_keys = meta_keys(&data.tests);
-    super::check_memory(spec, &registry, opts.skip_memory_check)?;
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
     let have = crate::pipeline::plan::available_memory()
         .map(|b| format!(" of {} available", crate::pipeline::plan::human_bytes(b)))
         .unwrap_or_default();
     let mem = crate::pipeline::plan::data_memory(spec, &registry);
+    let nets = crate::pipeline::plan::network_memory(spec);
     let human = crate::pipeline::plan::human_bytes;
     out.push_str(&format!(
-        "  memory: data ≈ {}{have} ({} held whole, {} of batches streamed from patch stores)\n",
+        "  memory: ≈ {}{have}: data {} ({} held whole, {} of batches streamed from patch stores), networks' \
+         weights, gradients and Adam moments {}\n",
+        human(mem.total() + nets),
         human(mem.total()),
         human(mem.held),
-        human(mem.streamed)
+        human(mem.streamed),
+        human(nets)
     ));
     // Training data on disk: the patch stores it is read from, and what preparing them takes.
     for (take, planes) in store_sets(spec) {
