@@ -62,37 +62,43 @@ fn abandoned(name: &str, age: std::time::Duration) -> bool {
     if pid == std::process::id() {
         return false;
     }
+    // A day is far longer than any write takes; on this host a dead writer is known at once
+    // (a live pid may also be a later process that reused the number).
+    let day = age > std::time::Duration::from_secs(24 * 3600);
     match h {
-        Some(h) if h == host() => !Path::new(&format!("/proc/{pid}")).exists(),
-        _ => age > std::time::Duration::from_secs(24 * 3600),
+        Some(h) if h == host() => day || !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => day,
+    }
+}
+
+/// Abandoned temporary files and directories directly in `dir` (see [`temp_path`]).
+pub(crate) fn abandoned_temp(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+            name.starts_with('.') && name.contains(".tmp-") && abandoned(&name, age)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Remove `path`, a file or a folder (not following a link).
+pub(crate) fn remove_path(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path)?.file_type() {
+        t if t.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
     }
 }
 
 /// Remove abandoned temporary files and directories directly in `dir` (see [`temp_path`]);
 /// returns what was removed. Nothing else is touched.
 pub(crate) fn sweep_temp(dir: &Path) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
-    for e in rd.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') || !name.contains(".tmp-") {
-            continue;
-        }
-        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
-        if !abandoned(&name, age) {
-            continue;
-        }
-        let path = e.path();
-        let gone = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path).is_ok(),
-            Ok(_) => std::fs::remove_file(&path).is_ok(),
-            Err(_) => false,
-        };
-        if gone {
-            removed.push(path);
-        }
-    }
-    removed
+    abandoned_temp(dir).into_iter().filter(|p| remove_path(p).is_ok()).collect()
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

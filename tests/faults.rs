@@ -303,6 +303,30 @@ fn cache_verify_and_gc() {
     assert_eq!(code(&out), Some(0));
     assert!(files(&reports.join(".cache"), "").is_empty(), "{}", text(&out.stdout));
     assert!(run0.join("per_image.parquet").is_file() && weights.exists());
+    // Temporary files: `--dry-run` lists what gc then removes, one named for this host whose
+    // pid is alive (pid 1) but three days old included; a fresh one of a live writer stays.
+    let stale = reports.join(format!(".x.tmp-1@{}", host()));
+    let live = reports.join(format!(".y.tmp-1@{}", host()));
+    std::fs::write(&stale, b"x").unwrap();
+    std::fs::write(&live, b"y").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+    let out = run(&["cache", "gc", "--dir", &dir, "--dry-run"]);
+    assert!(
+        text(&out.stdout).contains(&format!("would remove temporary {}", stale.display())),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stdout).contains(".y.tmp-"), "{}", text(&out.stdout));
+    assert!(stale.exists());
+    let out = run(&["cache", "gc", "--dir", &dir]);
+    assert!(text(&out.stdout).contains(&format!("removed temporary {}", stale.display())), "{}", text(&out.stdout));
+    assert!(!stale.exists() && live.exists());
+    // A mistyped folder is an error, not an empty success.
+    for sub in ["verify", "gc"] {
+        let out = run(&["cache", sub, "--dir", &format!("{dir}/nonexistent")]);
+        assert_eq!(code(&out), Some(2), "{sub}: {}", text(&out.stderr));
+    }
     std::fs::remove_dir_all(&reports).unwrap();
 }
 

@@ -120,9 +120,19 @@ fn remove(p: &Path) -> std::io::Result<()> {
     std::fs::remove_file(p)
 }
 
+/// `reports` must be a folder: a mistyped `--dir` is an error, not an empty success.
+fn reports_folder(reports: &Path) -> Result<()> {
+    if reports.is_dir() {
+        Ok(())
+    } else {
+        Err(Failure::config(format!("--dir {}: no such reports folder", reports.display())))
+    }
+}
+
 /// `cache verify`: every entry checked; the bad ones listed (and removed with `fix`, to be
 /// recomputed by the next run). Exit 3 when bad entries remain.
 pub fn verify(reports: &Path, fix: bool) -> Result<String> {
+    reports_folder(reports)?;
     let entries = scan(reports);
     let bad: Vec<&Entry> = entries.iter().filter(|e| e.problem.is_some()).collect();
     let mut out = format!(
@@ -170,6 +180,7 @@ pub fn verify(reports: &Path, fix: bool) -> Result<String> {
 /// `cache gc`: remove abandoned temporary files, cache entries that fail verification and, with
 /// `older_than`, cache entries not written for that long. Runs and their weights stay.
 pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result<String> {
+    reports_folder(reports)?;
     let mut out = String::new();
     let mut freed = 0u64;
     let mut dirs = vec![reports.to_path_buf(), reports.join(".cache/stages"), reports.join(".cache/shards")];
@@ -182,10 +193,17 @@ pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result
     }
     dirs.sort();
     dirs.dedup();
-    if !dry_run {
-        for d in &dirs {
-            for p in crate::util::sweep_temp(d) {
-                out.push_str(&format!("  removed temporary {}\n", p.display()));
+    // What cannot be removed (a read-only tree) is listed, and the command fails (exit 1).
+    let mut failed = Vec::new();
+    for d in &dirs {
+        for p in crate::util::abandoned_temp(d) {
+            if dry_run {
+                out.push_str(&format!("  would remove temporary {}\n", p.display()));
+            } else {
+                match crate::util::remove_path(&p) {
+                    Ok(()) => out.push_str(&format!("  removed temporary {}\n", p.display())),
+                    Err(err) => failed.push(format!("{}: {err}", p.display())),
+                }
             }
         }
     }
@@ -195,8 +213,9 @@ pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result
             (None, Some(limit)) if e.age > limit => format!("unused for {:.1} days", e.age.as_secs_f64() / 86_400.0),
             _ => continue,
         };
-        if !dry_run {
-            remove(&e.path).map_err(|err| Failure::internal(format!("{}: cannot remove: {err}", e.path.display())))?;
+        if !dry_run && let Err(err) = remove(&e.path) {
+            failed.push(format!("{}: {err}", e.path.display()));
+            continue;
         }
         freed += e.bytes;
         out.push_str(&format!(
@@ -208,5 +227,13 @@ pub fn gc(reports: &Path, older_than: Option<Duration>, dry_run: bool) -> Result
         ));
     }
     out.push_str(&format!("{} {}\n", if dry_run { "would free" } else { "freed" }, mib(freed)));
+    if !failed.is_empty() {
+        print!("{out}");
+        return Err(Failure::internal(format!(
+            "{} item(s) could not be removed (read-only?):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        )));
+    }
     Ok(out)
 }
