@@ -73,6 +73,17 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
             }
         }
     }
+    // A dangling default is an error even when -p picks another profile: the file is wrong.
+    if let (Some(d), Some(n)) = (&default, &default_node)
+        && d != DEFAULT_PROFILE
+        && !names.contains(d)
+    {
+        return Err(Failure::config(format!(
+            "{}: default_profile: \"{d}\" is not one of the profiles ({})",
+            n.location(),
+            if names.is_empty() { "none defined".to_string() } else { names.join(", ") }
+        )));
+    }
     let chosen = profile.map(str::to_string).or(default).unwrap_or_else(|| DEFAULT_PROFILE.to_string());
     let mut overlays: Vec<(String, Node)> = match profiles_node.map(|p| p.value) {
         Some(Value::Map(entries)) => entries.into_iter().map(|(k, v)| (k.name, v)).collect(),
