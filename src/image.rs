@@ -3,7 +3,7 @@
 //! Pixels are RGB, interleaved (HWC), `f32`, nominally in [0, 1]. Values may leave that range
 //! (unclipped AWGN, raw network outputs); conversion to 8 bits rounds and clamps.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -89,7 +89,7 @@ impl Image {
     /// Read an image file as 8-bit RGB; a grayscale file (with or without alpha) is replicated
     /// to the three channels and marked [`Image::gray`].
     pub fn load(path: &Path) -> Result<Image> {
-        let img = image::open(path).with_context(|| format!("{}: cannot read image", path.display()))?;
+        let img = decode(path).map_err(|e| anyhow::anyhow!("{}: cannot read image: {e}", path.display()))?;
         let gray = !img.color().has_color();
         let img = img.to_rgb8();
         let (w, h) = img.dimensions();
@@ -124,4 +124,40 @@ pub fn linear_to_srgb(v: f64) -> f64 {
 
 pub fn quantize_u8(v: f32) -> u8 {
     (v * 255.0).round().clamp(0.0, 255.0) as u8
+}
+
+/// The reader of an image file by its content, not its name (a JPEG named `.png` reads as the
+/// JPEG it is); the error says what the file starts with when it is no image this tool reads.
+fn reader(
+    path: &std::path::Path,
+) -> std::result::Result<image::ImageReader<std::io::BufReader<std::fs::File>>, String> {
+    let mut head = [0u8; 16];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).map_err(|e| e.to_string())?, &mut head)
+        .map_err(|e| e.to_string())?;
+    let r = image::ImageReader::open(path).map_err(|e| e.to_string())?;
+    match image::guess_format(&head[..n]) {
+        Ok(format) => {
+            let mut r = r;
+            r.set_format(format);
+            Ok(r)
+        }
+        // TGA has no signature: its name is all there is.
+        Err(_) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tga")) => {
+            r.with_guessed_format().map_err(|e| e.to_string())
+        }
+        Err(_) => Err(format!(
+            "not an image this tool reads (PNG, JPEG, TIFF, BMP, WebP, ...): it starts with bytes {:02x?}",
+            &head[..n.min(8)]
+        )),
+    }
+}
+
+/// An image file's size from its header, its format taken from its content.
+pub fn dimensions_of(path: &std::path::Path) -> std::result::Result<(u32, u32), String> {
+    reader(path)?.into_dimensions().map_err(|e| e.to_string())
+}
+
+/// An image file decoded, its format taken from its content.
+pub fn decode(path: &std::path::Path) -> std::result::Result<image::DynamicImage, String> {
+    reader(path)?.decode().map_err(|e| e.to_string())
 }

@@ -97,6 +97,27 @@ fn restore_a_folder_of_photos_with_the_releases_weights() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(std::fs::read(out.join("odd.png")).unwrap(), before, "the same weights restore the same");
     assert!(image::open(out.join("gray.png")).is_ok());
+    // Files read by what they are, not their names; what is not read is named (exit 3), the
+    // rest restored: a JPEG named .png restores, a FIFO named .png is reported (never opened:
+    // reading it would wait forever), an image below the depth limit is reported, not dropped.
+    let odd_names = dir.join("odd_names");
+    std::fs::create_dir_all(&odd_names).unwrap();
+    std::fs::copy(inp.join("photo.jpg"), odd_names.join("really_a_jpeg.png")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(odd_names.join("fifo.png")).status().unwrap().success());
+    let deep = (0..33).fold(odd_names.clone(), |p, i| p.join(format!("d{i}")));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::copy(inp.join("odd.png"), deep.join("deep.png")).unwrap();
+    std::fs::write(odd_names.join("text.png"), b"hello, not an image").unwrap();
+    let mut a = args(&[]);
+    a[1] = odd_names.to_string_lossy().into_owned();
+    a[2] = dir.join("odd_out").to_string_lossy().into_owned();
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(dir.join("odd_out/really_a_jpeg.png").is_file(), "{err}");
+    assert!(err.contains("fifo.png") && err.contains("not a regular file"), "{err}");
+    assert!(err.contains("deeper than 32 folders"), "{err}");
+    assert!(err.contains("text.png") && err.contains("not an image this tool reads"), "{err}");
     // Two inputs that would become the same PNG, and a folder with no image: errors, not silence.
     let clash = dir.join("clash");
     std::fs::create_dir_all(&clash).unwrap();

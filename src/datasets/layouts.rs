@@ -145,12 +145,32 @@ pub(crate) const MAX_ENTRIES: usize = 2_000_000;
 pub fn clean_folder(root: &Path, follow_links: bool) -> Scan {
     let mut scan = Scan::default();
     let mut paths: Vec<PathBuf> = Vec::new();
-    for (n, e) in WalkDir::new(root).follow_links(follow_links).max_depth(MAX_DEPTH).into_iter().enumerate() {
+    // One level deeper than is read, so that what lies below the limit is reported (once per
+    // folder), not dropped.
+    let mut too_deep = std::collections::BTreeSet::new();
+    for (n, e) in WalkDir::new(root).follow_links(follow_links).max_depth(MAX_DEPTH + 1).into_iter().enumerate() {
         if n >= MAX_ENTRIES {
             scan.problem(root, format!("stopped after {MAX_ENTRIES} entries: is the root right?"));
             break;
         }
         match e {
+            Ok(e) if e.depth() > MAX_DEPTH => {
+                if let Some(parent) = e.path().parent()
+                    && too_deep.insert(parent.to_path_buf())
+                {
+                    scan.problem(parent, format!("its contents are deeper than {MAX_DEPTH} folders: not read"));
+                }
+            }
+            // A FIFO, socket or device with an image's name is never opened (reading a FIFO
+            // would wait forever): reported.
+            Ok(e)
+                if is_image(e.path())
+                    && !e.file_type().is_file()
+                    && !e.file_type().is_dir()
+                    && !e.path_is_symlink() =>
+            {
+                scan.problem(e.path(), "not a regular file (a FIFO, socket or device): not read")
+            }
             Ok(e) if e.file_type().is_file() && is_image(e.path()) => paths.push(e.into_path()),
             // Not followed: kept as a path so that the scan's root check reports where it leads.
             Ok(e) if e.path_is_symlink() && is_image(e.path()) && e.path().is_file() => paths.push(e.into_path()),

@@ -730,8 +730,8 @@ impl Loader<'_> {
                 let sizes: Vec<_> = sides
                     .par_iter()
                     .map(|it| {
-                        let d = image::image_dimensions(&it.degraded).map_err(|e| e.to_string());
-                        let c = it.clean.as_ref().map(|c| image::image_dimensions(c).map_err(|e| e.to_string()));
+                        let d = crate::image::dimensions_of(&it.degraded);
+                        let c = it.clean.as_ref().map(|c| crate::image::dimensions_of(c));
                         (d, c)
                     })
                     .collect();

@@ -189,7 +189,7 @@ pub fn header_sizes(items: &[FileItem]) -> Vec<Result<(usize, usize), Problem>> 
     items
         .par_iter()
         .map(|it| {
-            image::image_dimensions(&it.degraded)
+            crate::image::dimensions_of(&it.degraded)
                 .map(|(w, h)| (w as usize, h as usize))
                 .map_err(|e| Problem { path: it.degraded.clone(), message: format!("unreadable image header: {e}") })
         })
@@ -484,7 +484,7 @@ struct Decoded {
 }
 
 fn decode(path: &Path) -> Result<Decoded, String> {
-    let img = image::open(path).map_err(|e| format!("unreadable image: {e}"))?;
+    let img = crate::image::decode(path).map_err(|e| format!("unreadable image: {e}"))?;
     let gray = !img.color().has_color();
     let sixteen = img.color().bytes_per_pixel() / img.color().channel_count().max(1) >= 2;
     let (w, h) = (img.width() as usize, img.height() as usize);

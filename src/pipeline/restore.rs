@@ -218,30 +218,28 @@ pub fn restore(g: &Restorer, cfg: &RestorerConfig, img: &Image, how: Apply, devi
     Image { data, ..img.clone() }
 }
 
-/// The images to restore: one file, or every image under a folder (relative paths kept).
-fn inputs(input: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+/// The images to restore: one file, or every image under a folder (relative paths kept), and
+/// the problems the folder's scan found (files not read: too deep, not regular files).
+fn inputs(input: &Path) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<String>)> {
     if input.is_file() {
         let name = input.file_name().map(PathBuf::from).unwrap_or_default();
-        return Ok(vec![(input.to_path_buf(), name)]);
+        return Ok((vec![(input.to_path_buf(), name)], vec![]));
     }
     if !input.is_dir() {
         return Err(Failure::data(format!("{}: no such file or folder", input.display())));
     }
     let scan = crate::datasets::layouts::clean_folder(input, false);
-    Ok(scan
-        .items
-        .into_iter()
-        .map(|it| {
-            let rel = PathBuf::from(&it.id);
-            (it.degraded, rel)
-        })
-        .collect())
+    let problems = scan.problems.iter().map(|p| format!("{}: {}", p.path.display(), p.message)).collect();
+    let items = scan.items.into_iter().map(|it| (it.degraded, PathBuf::from(&it.id))).collect();
+    Ok((items, problems))
 }
 
 /// What `restore` will do: each image and the PNG it becomes (relative to the output folder),
 /// every destination checked.
 pub struct Plan {
     items: Vec<(PathBuf, PathBuf)>,
+    /// Files of the input folder that are not read, with why (reported as failures: exit 3).
+    problems: Vec<String>,
 }
 
 /// The images of `input` and their destinations in `out`: an error (nothing written) when the
@@ -268,8 +266,8 @@ pub fn plan(input: &Path, out: &crate::output::OutputDir) -> Result<Plan> {
             )));
         }
     }
-    let items = inputs(input)?;
-    if items.is_empty() {
+    let (items, problems) = inputs(input)?;
+    if items.is_empty() && problems.is_empty() {
         return Err(Failure::data(format!("{}: no images to restore (PNG, JPEG, TIFF, BMP)", input.display())));
     }
     let mut seen: BTreeMap<PathBuf, &Path> = BTreeMap::new();
@@ -287,7 +285,7 @@ pub fn plan(input: &Path, out: &crate::output::OutputDir) -> Result<Plan> {
         out.check(&dest)?;
         planned.push((path.clone(), dest));
     }
-    Ok(Plan { items: planned })
+    Ok(Plan { items: planned, problems })
 }
 
 /// What `restore` did.
@@ -316,12 +314,15 @@ pub fn restore_all(
         )));
     }
     let items = plan.items;
+    for p in &plan.problems {
+        tracing::warn!("{p}");
+    }
     let bar = bars.then(|| {
         let b = ProgressBar::new(items.len() as u64);
         b.set_style(ProgressStyle::with_template("restore [{bar:30}] {pos}/{len} {eta} {msg}").expect("template"));
         b
     });
-    let mut done = Restored { written: Vec::new(), failed: Vec::new() };
+    let mut done = Restored { written: Vec::new(), failed: plan.problems };
     for (i, (path, dest)) in items.iter().enumerate() {
         match restore_file(g, cfg, path, how, device).and_then(|bytes| out.write(dest, &bytes).map_err(|e| e.message)) {
             Ok(()) => done.written.push(out.path().join(dest)),
@@ -350,7 +351,7 @@ fn restore_file(
     device: &Device,
 ) -> std::result::Result<Vec<u8>, String> {
     // Sizes from the header: the memory plan is made before any pixel is decoded.
-    let (w, h) = image::image_dimensions(path).map_err(|e| format!("unreadable image: {e}"))?;
+    let (w, h) = crate::image::dimensions_of(path).map_err(|e| format!("unreadable image: {e}"))?;
     let (w, h) = (w as usize, h as usize);
     if w == 0 || h == 0 {
         return Err("empty image".into());
@@ -373,7 +374,7 @@ fn restore_file(
         },
         _ => how,
     };
-    let decoded = image::open(path).map_err(|e| format!("unreadable image: {e}"))?;
+    let decoded = crate::image::decode(path).map_err(|e| format!("unreadable image: {e}"))?;
     if (decoded.width() as usize, decoded.height() as usize) != (w, h) {
         return Err("its header and its pixels disagree on the size".into());
     }
