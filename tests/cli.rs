@@ -470,6 +470,13 @@ fn score_command_matches_reference_values() {
     let out = run(&["score", a.to_str().unwrap(), b.to_str().unwrap(), "--protocol", "ycbcr"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown scoring protocol"), "{}", text(&out.stderr));
+    // A grayscale image against a colour reference is refused, not scored as replicated gray.
+    let (g1, g2) = (dir.join("gray.png"), dir.join("rgb.png"));
+    image::GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * 9 + y) as u8])).save(&g1).unwrap();
+    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 9 + y) as u8, 3, 200])).save(&g2).unwrap();
+    let out = run(&["score", g1.to_str().unwrap(), g2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is grayscale and"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -100,6 +100,15 @@ pub fn score_pairs(pairs: &[(PathBuf, PathBuf)], protocol: ProtocolKind) -> Resu
         .map(|(r, g)| {
             let load = |p: &Path| Image::load(p).map_err(|e| Failure::data(format!("{e:#}")));
             let (a, b) = (load(r)?, load(g)?);
+            if a.gray != b.gray {
+                let (gray, colour) = if a.gray { (r, g) } else { (g, r) };
+                return Err(Failure::data(format!(
+                    "{} is grayscale and {} is colour: the gray one would be scored as three equal channels \
+                     against colour; give both in the same colour form",
+                    gray.display(),
+                    colour.display()
+                )));
+            }
             let s = protocols::score(protocol, &a, &b)
                 .map_err(|e| Failure::data(format!("{} vs {}: {e:#}", r.display(), g.display())))?;
             Ok(Row {
