@@ -380,6 +380,14 @@ impl Loader<'_> {
         let cfg = content_config(kind, take.size);
         // Distinct streams per dataset and split so no image is shared between them.
         let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}", split.as_str()), &[]);
+        // A line before the work, so a large set does not start in silence.
+        tracing::info!(
+            dataset = name,
+            split = split.as_str(),
+            images = take.count,
+            size = take.size,
+            "generating images"
+        );
         (0..take.count)
             .into_par_iter()
             .map(|i| (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64)))
