@@ -49,6 +49,11 @@ impl Holder {
         if now().saturating_sub(self.heartbeat_unix) >= STALE_AFTER_S {
             return false;
         }
+        // A heartbeat more than a minute in the future is not believed (a clock that far off,
+        // or a forged file): without this rule it would hold the lock until the clock caught up.
+        if self.heartbeat_unix.saturating_sub(now()) >= STALE_AFTER_S {
+            return false;
+        }
         if self.host == hostname() && Path::new("/proc/self").exists() {
             return Path::new(&format!("/proc/{}", self.pid)).exists();
         }
@@ -77,6 +82,15 @@ impl RunLock {
         let path = dir.join(LOCK_FILE);
         let t = now();
         let me = Holder { pid: std::process::id(), host: hostname(), started_unix: t, heartbeat_unix: t };
+        if let Ok(m) = std::fs::symlink_metadata(&path)
+            && !m.file_type().is_file()
+        {
+            return Err(Failure::config(format!(
+                "{}: not a lock file (a folder or another kind of file is there, not written by this tool); \
+                 remove it to run here",
+                path.display()
+            )));
+        }
         for _ in 0..3 {
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
@@ -202,7 +216,14 @@ mod tests {
         assert!(!mine.alive());
         std::fs::write(d.join(LOCK_FILE), serde_json::to_string(&reused).unwrap()).unwrap();
         let _l = RunLock::acquire(&d).expect("a days-old heartbeat does not hold the lock");
-        // While a fresh heartbeat from a live pid does.
-        assert!(Holder { heartbeat_unix: now(), ..reused }.alive());
+        // While a fresh heartbeat from a live pid does; one far in the future does not.
+        assert!(Holder { heartbeat_unix: now(), ..reused.clone() }.alive());
+        assert!(!Holder { heartbeat_unix: now() + 3600, ..reused }.alive());
+        // A folder where the lock goes: a clear error (exit 2), not "locked" on every retry.
+        let f = dir("folder");
+        std::fs::create_dir_all(f.join(LOCK_FILE)).unwrap();
+        let e = RunLock::acquire(&f).err().expect("a folder is no lock");
+        assert_eq!(e.code, ExitCode::Config);
+        assert!(e.message.contains("not a lock file"), "{}", e.message);
     }
 }
