@@ -581,3 +581,46 @@ fn impossible_shapes_are_refused_before_any_work() {
     assert!(!reports.join(".cache").exists(), "nothing was generated");
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+/// SIGTERM while a large generated dataset is being made is honoured within an image's time
+/// (each worker checks before each image), not after the whole data stage: exit 130, a clear
+/// message, nothing of it cached.
+#[test]
+fn sigterm_during_data_generation_stops_within_a_second() {
+    let reports = common::tmpdir("faults", "sigterm");
+    let pipeline = common::repo_root().join("pipelines/denoise.yaml");
+    let dir = format!("report.dir={}", reports.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_run-pipeline"))
+        .args([pipeline.to_str().unwrap(), "--profile", "smoke", "--set", "source.count=40000"])
+        .args(["--set", "source.size=128", "--set", &dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until it is generating (its log says so on stderr, read line by line).
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut log = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        log.push_str(&l);
+        log.push('\n');
+        if l.contains("generating images") && l.contains("images=40000") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    for l in lines {
+        log.push_str(&l.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted while generating dataset"), "{log}");
+    assert!(waited < std::time::Duration::from_secs(5), "took {waited:?} after SIGTERM:\n{log}");
+    assert!(files(&reports.join(".cache/shards"), ".shard").is_empty(), "nothing cached");
+    let _ = std::fs::remove_dir_all(&reports);
+}

@@ -375,7 +375,20 @@ impl Loader<'_> {
 
     /// Procedural content of an embedded dataset split: dead leaves in the style its kind
     /// photographs (see [`content_config`]), on a stream of its own.
-    fn content_images(&self, name: &str, kind: DatasetKind, split: Split, take: Take) -> Vec<(String, Image)> {
+    /// Whether Ctrl-C / SIGTERM asked the run to stop.
+    fn stopped(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The error of a generation stopped by Ctrl-C / SIGTERM (exit 130; nothing was cached).
+    fn interrupted(name: &str) -> Failure {
+        Failure::new(
+            crate::error::ExitCode::Interrupted,
+            format!("interrupted while generating dataset \"{name}\" (nothing of it was cached)"),
+        )
+    }
+
+    fn content_images(&self, name: &str, kind: DatasetKind, split: Split, take: Take) -> Result<Vec<(String, Image)>> {
         // Validated by `check_take`: generated data has a count.
         let cfg = content_config(kind, take.size);
         // Distinct streams per dataset and split so no image is shared between them.
@@ -388,10 +401,17 @@ impl Loader<'_> {
             size = take.size,
             "generating images"
         );
-        (0..take.count)
+        // Each worker checks for a stop before each image: a signal is honoured within one
+        // image's time, not after the whole set.
+        let images: Option<Vec<(String, Image)>> = (0..take.count)
             .into_par_iter()
-            .map(|i| (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64)))
-            .collect()
+            .map(|i| {
+                (!self.stopped()).then(|| {
+                    (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64))
+                })
+            })
+            .collect();
+        images.ok_or_else(|| Self::interrupted(name))
     }
 
     /// Clean images of a dataset split (a synthetic source's, or a simulator's input).
@@ -407,7 +427,7 @@ impl Loader<'_> {
         let entry = self.entry(name)?;
         match entry.kind {
             DatasetKind::DeadLeaves | DatasetKind::CameraSim | DatasetKind::RainSim | DatasetKind::BlurSim => {
-                Ok(self.content_images(name, entry.kind, split, take))
+                self.content_images(name, entry.kind, split, take)
             }
             DatasetKind::SimClean => {
                 // The `like` dataset's renderer with its degradation off, on images of our own.
@@ -418,7 +438,7 @@ impl Loader<'_> {
                 })?;
                 let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/look", split.as_str()), &[]);
                 Ok(self
-                    .content_images(name, like_entry.kind, split, take)
+                    .content_images(name, like_entry.kind, split, take)?
                     .into_par_iter()
                     .enumerate()
                     .map(|(i, (id, c))| (id, sim.reference(&c, seed, i as u64)))
@@ -936,12 +956,15 @@ impl Loader<'_> {
             let clean = self.clean_images(name, split, take, OnProblem::Fail)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/camera", split.as_str()), &[]);
             let with_gt = split != Split::Train || oracle_gt;
-            Ok(clean
+            let rendered: Option<Vec<ShardEntry>> = clean
                 .into_par_iter()
                 .enumerate()
                 .map(|(i, (id, c))| {
+                    if self.stopped() {
+                        return None;
+                    }
                     let (degraded, gt, params) = sim.render(&c, seed, i as u64, with_gt);
-                    ShardEntry {
+                    Some(ShardEntry {
                         item: ShardItem {
                             id,
                             width: c.width,
@@ -952,9 +975,10 @@ impl Loader<'_> {
                         },
                         degraded,
                         clean: gt,
-                    }
+                    })
                 })
-                .collect())
+                .collect();
+            rendered.ok_or_else(|| anyhow::Error::from(Self::interrupted(name)))
         })?;
         Ok((entries, cached, shard::shard_key(&def)))
     }
