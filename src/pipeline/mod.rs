@@ -33,6 +33,16 @@ pub struct Resolved {
     pub spec: PipelineSpec,
     /// Profiles the file defines (for `--help`-style listings).
     pub profiles: Vec<String>,
+    /// Where keys checked after loading (against the registry) are written: key path
+    /// (`source.dataset`, `tests[0].dataset`, ...) → `file:line:col`.
+    pub locations: std::collections::BTreeMap<String, String>,
+}
+
+impl Resolved {
+    /// `key`'s position in the file, for errors found after loading.
+    pub fn location(&self, key: &str) -> String {
+        self.locations.get(key).cloned().unwrap_or_else(|| self.path.display().to_string())
+    }
 }
 
 fn config_err(e: ConfigError) -> Failure {
@@ -113,8 +123,30 @@ pub fn load(path: &Path, profile: Option<&str>, sets: &[String]) -> Result<Resol
     for s in sets {
         root.set_path(s).map_err(config_err)?;
     }
+    let mut locations = std::collections::BTreeMap::new();
+    let mut keys = vec!["source.dataset".to_string(), "target.dataset".to_string()];
+    for list in ["tests", "validation.sets"] {
+        keys.extend(
+            (0..4096)
+                .map(|i| format!("{list}[{i}]"))
+                .take_while(|k| root.lookup(k).is_some())
+                .map(|k| format!("{k}.dataset")),
+        );
+    }
+    for k in keys {
+        if let Some(n) = root.lookup(&k) {
+            locations.insert(k, n.location());
+        }
+    }
     let spec = resolve(root)?;
-    Ok(Resolved { path: path.to_path_buf(), profile: chosen, overrides: sets.to_vec(), spec, profiles: names })
+    Ok(Resolved {
+        path: path.to_path_buf(),
+        profile: chosen,
+        overrides: sets.to_vec(),
+        spec,
+        profiles: names,
+        locations,
+    })
 }
 
 /// Deserialise and validate a pipeline document (profile merged, overrides applied).

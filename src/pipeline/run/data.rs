@@ -140,14 +140,19 @@ pub(super) fn load_data(spec: &PipelineSpec, loader: &Loader) -> Result<Data> {
 
 /// Every dataset the pipeline names must be registered and, unless embedded, present:
 /// checked before the run directory exists so a missing download costs nothing.
-pub(super) fn preflight(spec: &PipelineSpec, registry: &Registry) -> Result<()> {
-    let mut names = vec![spec.source.dataset.as_str()];
+pub(super) fn preflight(res: &crate::pipeline::Resolved, registry: &Registry) -> Result<()> {
+    let spec = &res.spec;
+    let mut names = vec![("source.dataset".to_string(), spec.source.dataset.as_str())];
     if spec.uses_target() || spec.uses_target_pairs() {
-        names.push(&spec.target.dataset);
+        names.push(("target.dataset".into(), &spec.target.dataset));
     }
-    names.extend(spec.tests.iter().map(|t| t.dataset.as_str()));
-    for name in names {
-        if !registry.get(name)?.kind.is_embedded() {
+    names.extend(spec.tests.iter().enumerate().map(|(i, t)| (format!("tests[{i}].dataset"), t.dataset.as_str())));
+    for (key, name) in names {
+        // An unknown name is the pipeline's mistake: reported where the pipeline writes it.
+        let entry = registry
+            .get(name)
+            .map_err(|e| crate::error::Failure::new(e.code, format!("{}: {key}: {}", res.location(&key), e.message)))?;
+        if !entry.kind.is_embedded() {
             registry.root(name)?;
         }
     }

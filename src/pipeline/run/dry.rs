@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let spec: &PipelineSpec = &res.spec;
     let registry = Registry::load(&opts.registry)?;
-    preflight(spec, &registry)?;
+    preflight(res, &registry)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");
     let loader =

@@ -53,7 +53,7 @@ pub fn planned_stages(res: &Resolved, opts: &RunOptions) -> Result<Vec<PlannedSt
 fn plan_stages(res: &Resolved, opts: &RunOptions) -> Result<(Vec<PlannedStage>, Data)> {
     let spec = &res.spec;
     let registry = Registry::load(&opts.registry)?;
-    preflight(spec, &registry)?;
+    preflight(res, &registry)?;
     check_memory(spec, &registry, opts.skip_memory_check)?;
     let report_root = PathBuf::from(&spec.report.dir);
     let cache_dir = report_root.join(".cache");

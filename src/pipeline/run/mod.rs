@@ -154,7 +154,7 @@ impl<'a> Run<'a> {
         let started = SystemTime::now();
         let t0 = Instant::now();
         let registry = Registry::load(&opts.registry)?;
-        data::preflight(spec, &registry)?;
+        data::preflight(res, &registry)?;
         check_memory(spec, &registry, opts.skip_memory_check)?;
         let forced = forced_stages(spec, &opts.force, opts.from.as_deref())?;
         let max_devices = spec.recipes().iter().map(|r| r.train.devices).max().unwrap_or(1);
