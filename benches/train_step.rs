@@ -124,6 +124,18 @@ fn restorer_args(cfg: &run_pipeline::networks::RestorerConfig) -> Vec<String> {
 }
 
 /// The repository (read at run time: a bench binary reused from a shared target dir).
+/// A shape of large networks at a CPU-sized batch: 2 crops of `side`², from 16 images of that
+/// side per domain.
+fn batch_of_two(mut res: pipeline::Resolved, side: usize) -> pipeline::Resolved {
+    res.spec.train.batch = 2;
+    res.spec.train.patch = side;
+    res.spec.source.size = side;
+    res.spec.target.size = side;
+    res.spec.source.count = Some(16);
+    res.spec.target.count = Some(16);
+    res
+}
+
 fn repo_root() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)
@@ -142,25 +154,13 @@ fn main() {
         let paper = pipeline::load(&pipeline_file, Some("paper"), &[]).expect("pipeline");
         let mut res = pipeline::load(&pipeline_file, Some("demo"), &[]).expect("pipeline");
         res.spec.networks = paper.spec.networks.clone();
-        res.spec.train.batch = 2;
-        res.spec.train.patch = 128;
-        res.spec.source.size = 128;
-        res.spec.source.count = Some(16);
-        res.spec.target.size = 128;
-        res.spec.target.count = Some(16);
-        res
+        batch_of_two(res, 128)
     } else if shape == "nafnet" || shape == "restormer" {
         // A published restorer as G (its paper's configuration: NAFNet-SIDD-width32, Restormer's
         // real-denoising one) with the demo's D, data and methods, at 64² with batch 2.
         let arch = format!("networks.restorer={{arch: {shape}}}");
-        let mut res = pipeline::load(&pipeline_file, Some("demo"), &[arch]).expect("pipeline");
-        res.spec.train.batch = 2;
-        res.spec.train.patch = 64;
-        res.spec.source.size = 64;
-        res.spec.source.count = Some(16);
-        res.spec.target.size = 64;
-        res.spec.target.count = Some(16);
-        res
+        let res = pipeline::load(&pipeline_file, Some("demo"), &[arch]).expect("pipeline");
+        batch_of_two(res, 64)
     } else {
         pipeline::load(&pipeline_file, Some(&shape), &[]).expect("pipeline")
     };

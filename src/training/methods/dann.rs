@@ -51,9 +51,7 @@ impl TrainingMethod for Dann {
     fn step(&self, shards: &[Shard<DannModel>], ctx: &StepCtx, &lambda: &f64) -> (CurvePoint, Vec<GradientsParams>) {
         let ([charb, domain], grads) = independent_shards(shards, |sh| {
             let m = ctx.lowered(sh.model);
-            let x_s = ctx.input(&sh.batch.source_degraded, sh.device);
-            let y_s = ctx.input(&sh.batch.source_clean, sh.device);
-            let x_r = ctx.input(&sh.batch.target, sh.device);
+            let [x_s, y_s, x_r] = ctx.inputs(sh);
             let (ns, nr) = (x_s.dims()[0], x_r.dims()[0]);
             let (res_s, f_s) = m.g.residual_and_features(x_s.clone());
             let (_, f_r) = m.g.residual_and_features(x_r);

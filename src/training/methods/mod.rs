@@ -55,6 +55,13 @@ impl StepCtx<'_> {
         self.spec.precision.compute_dtype().map_or(t.clone(), |d| t.cast(d))
     }
 
+    /// A shard's synthetic degraded inputs, their clean targets and the target inputs, as
+    /// tensors (the three every adaptation method reads).
+    pub fn inputs<M>(&self, sh: &Shard<M>) -> [Tensor<4>; 3] {
+        let b = &sh.batch;
+        [&b.source_degraded, &b.source_clean, &b.target].map(|imgs| self.input(imgs, sh.device))
+    }
+
     /// A differentiable low-precision view of `m` in the step's compute precision (same
     /// parameter ids; gradients flow back through the casts to the f32 weights).
     pub fn lowered<M: Module>(&self, m: &M) -> M {

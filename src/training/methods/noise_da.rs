@@ -23,9 +23,14 @@ pub struct NoiseDaModel {
 
 pub(crate) struct NoiseDa;
 
+/// The paper's noise schedule, computed once (every step samples γ from it).
+fn paper_schedule() -> &'static NoiseSchedule {
+    static SCHEDULE: std::sync::OnceLock<NoiseSchedule> = std::sync::OnceLock::new();
+    SCHEDULE.get_or_init(NoiseSchedule::paper)
+}
+
 /// What a Noise-DA step fixes before it is split: α, the warm-up flag and every draw.
 pub(crate) struct NoiseDaPrepared {
-    schedule: NoiseSchedule,
     signed: bool,
     alpha: f64,
     warmup: bool,
@@ -34,7 +39,7 @@ pub(crate) struct NoiseDaPrepared {
 
 impl NoiseDaPrepared {
     fn cfg<'a>(&'a self, spec: &'a TrainSpec) -> NoiseDaStep<'a> {
-        NoiseDaStep { spec, schedule: &self.schedule, signed: self.signed, alpha: self.alpha, warmup: self.warmup }
+        NoiseDaStep { spec, schedule: paper_schedule(), signed: self.signed, alpha: self.alpha, warmup: self.warmup }
     }
 }
 
@@ -85,16 +90,15 @@ impl TrainingMethod for NoiseDa {
 
     fn prepare(&self, ctx: &StepCtx, pairs: usize) -> NoiseDaPrepared {
         let nd = &ctx.spec.noise_da;
-        let schedule = NoiseSchedule::paper();
         let signed = ctx.task.diffusion_signed();
         // During D's warm-up G feels nothing; the ramp starts after it.
         let alpha = ctx.step.checked_sub(nd.d_warmup).map_or(0.0, |after| alpha_ramp(after, nd.ramp_steps, nd.w));
         let warmup = ctx.step < nd.d_warmup;
         // Every draw of the step, for the whole batch, before it is split.
         let mut rng = Rng::derive(ctx.data_seed, "diffusion", &[ctx.step as u64]);
-        let cfg = NoiseDaStep { spec: ctx.spec, schedule: &schedule, signed, alpha, warmup };
+        let cfg = NoiseDaStep { spec: ctx.spec, schedule: paper_schedule(), signed, alpha, warmup };
         let draws = StepDraws::draw(&mut rng, pairs, [ctx.spec.patch, ctx.spec.patch], &cfg);
-        NoiseDaPrepared { schedule, signed, alpha, warmup, draws }
+        NoiseDaPrepared { signed, alpha, warmup, draws }
     }
 
     /// The hinge is a function of the whole batch's mean MSEs, so each shard's forward reports
@@ -109,9 +113,7 @@ impl TrainingMethod for NoiseDa {
         let spec = ctx.spec;
         let nda = prep.cfg(spec);
         let joint = par_map(shards.iter().collect(), |sh: &Shard<NoiseDaModel>| {
-            let x_s = ctx.input(&sh.batch.source_degraded, sh.device);
-            let y_s = ctx.input(&sh.batch.source_clean, sh.device);
-            let x_r = ctx.input(&sh.batch.target, sh.device);
+            let [x_s, y_s, x_r] = ctx.inputs(sh);
             let draws = prep.draws.shard(sh.pairs.clone());
             let terms = noise_da_forward(&ctx.lowered(sh.model), x_s.clone(), y_s.clone(), x_r.clone(), &nda, &draws);
             JointForward {

@@ -57,9 +57,7 @@ impl TrainingMethod for PixelDa {
         let p = &ctx.spec.pixel_da;
         let ([charb, disc, adv, content], grads) = independent_shards(shards, |sh| {
             let m = ctx.lowered(sh.model);
-            let x_s = ctx.input(&sh.batch.source_degraded, sh.device);
-            let y_s = ctx.input(&sh.batch.source_clean, sh.device);
-            let x_r = ctx.input(&sh.batch.target, sh.device);
+            let [x_s, y_s, x_r] = ctx.inputs(sh);
             let [n, _, h, w] = x_s.dims();
             let mut z = Vec::with_capacity(n * h * w);
             for j in 0..n {
