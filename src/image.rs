@@ -89,11 +89,19 @@ impl Image {
     /// Read an image file as 8-bit RGB; a grayscale file (with or without alpha) is replicated
     /// to the three channels and marked [`Image::gray`].
     pub fn load(path: &Path) -> Result<Image> {
+        Image::load_with_depth(path).map(|(img, _)| img)
+    }
+
+    /// [`Image::load`], and the file's bits per channel (8, 16, 32): deeper files are rounded
+    /// to 8 bits, which callers that score may want to say.
+    pub fn load_with_depth(path: &Path) -> Result<(Image, u16)> {
         let img = decode(path).map_err(|e| anyhow::anyhow!("{}: cannot read image: {e}", path.display()))?;
         let gray = !img.color().has_color();
+        let c = img.color();
+        let bits = c.bits_per_pixel() / c.channel_count().max(1) as u16;
         let img = img.to_rgb8();
         let (w, h) = img.dimensions();
-        Ok(Image { gray, ..Image::from_rgb8(w as usize, h as usize, img.as_raw()) })
+        Ok((Image { gray, ..Image::from_rgb8(w as usize, h as usize, img.as_raw()) }, bits))
     }
 
     /// Encode as an 8-bit RGB PNG.

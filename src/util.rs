@@ -311,3 +311,9 @@ pub fn memory_budget() -> Option<u64> {
     }
     budget
 }
+
+/// `n` bytes for people.
+pub fn human_bytes(n: u128) -> String {
+    let gib = n as f64 / (1u64 << 30) as f64;
+    if gib >= 1.0 { format!("{gib:.1} GiB") } else { format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64) }
+}

@@ -477,6 +477,26 @@ fn score_command_matches_reference_values() {
     let out = run(&["score", g1.to_str().unwrap(), g2.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("is grayscale and"), "{}", text(&out.stderr));
+    // A 16-bit image is scored at 8 bits, as the protocols do, and said so: the same scores
+    // as its 8-bit rounding, and a warning naming the file.
+    let (deep, rounded) = (dir.join("deep.png"), dir.join("rounded.png"));
+    let v16 = |x: u32, y: u32, c: u32| ((x * 4099 + y * 1031 + c * 7919) % 65536) as u16;
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(16, 16, |x, y| {
+        image::Rgb([v16(x, y, 0), v16(x, y, 1), v16(x, y, 2)])
+    })
+    .save(&deep)
+    .unwrap();
+    image::DynamicImage::ImageRgb16(image::open(&deep).unwrap().to_rgb16()).to_rgb8().save(&rounded).unwrap();
+    let psnr_of = |restored: &std::path::Path| {
+        let out = run(&["score", restored.to_str().unwrap(), g2.to_str().unwrap(), "--format", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["rows"][0]["psnr"].as_f64().unwrap(), text(&out.stderr))
+    };
+    let ((deep_psnr, warned), (rounded_psnr, quiet)) = (psnr_of(&deep), psnr_of(&rounded));
+    assert_eq!(deep_psnr, rounded_psnr);
+    assert!(warned.contains("16-bit image scored at 8 bits") && warned.contains("deep.png"), "{warned}");
+    assert!(!quiet.contains("-bit image"), "{quiet}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

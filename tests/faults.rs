@@ -624,3 +624,58 @@ fn sigterm_during_data_generation_stops_within_a_second() {
     assert!(files(&reports.join(".cache/shards"), ".shard").is_empty(), "nothing cached");
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+/// Evaluation inside a run plans each test image against the memory left, as `restore` does:
+/// a run whose test set holds a 2000×1500 photo (≈ 2.4 GB peak scored whole with the smoke
+/// restorer) completes under a 1 GiB address-space limit, scoring it in tiles — the same input
+/// score and a restored score within 0.5 dB of the whole-image run without the limit.
+#[test]
+fn a_run_scores_a_test_photo_larger_than_memory_in_tiles() {
+    let dir = common::tmpdir("faults", "bigtest");
+    let (rain, gt) = (dir.join("spa/real_test_1000/rain"), dir.join("spa/real_test_1000/gt"));
+    std::fs::create_dir_all(&rain).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    let clean = |x: u32, y: u32| [(x * 7 + y * 3) as u8, (x ^ y) as u8, (x + 2 * y) as u8];
+    image::RgbImage::from_fn(2000, 1500, |x, y| image::Rgb(clean(x, y))).save(gt.join("000gt.png")).unwrap();
+    let mut rng = 1u32;
+    image::RgbImage::from_fn(2000, 1500, |x, y| {
+        image::Rgb(clean(x, y).map(|v| {
+            rng = rng.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (v as i32 + (rng >> 27) as i32 - 16).clamp(0, 255) as u8
+        }))
+    })
+    .save(rain.join("000.png"))
+    .unwrap();
+    let registry =
+        registry_with(&dir, &format!("\n[datasets.spa-big]\nkind = \"spa_data\"\nroot = \"{}/spa\"\n", dir.display()));
+    let go = |reports: &Path, limit: &str| {
+        let cmd = format!(
+            "ulimit -v {limit} && exec '{}' pipelines/denoise.yaml --profile smoke --registry '{}' \
+             --set 'report.dir={}' --set 'methods=[source_only]' --set validation=null \
+             --set 'tests=[{{name: big, dataset: spa-big, count: 1, size: 2000, protocol: y-matlab}}]'",
+            env!("CARGO_BIN_EXE_run-pipeline"),
+            registry.display(),
+            reports.display()
+        );
+        let o = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .current_dir(common::repo_root())
+            .env("CI", "true")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "limit {limit}: {}", text_of(&o));
+        scores(&runs(reports).pop().unwrap())
+    };
+    let tiled = go(&dir.join("limited"), "1048576");
+    let whole = go(&dir.join("unlimited"), "unlimited");
+    assert_eq!(tiled.len(), 2, "{tiled:?}");
+    for (t, w) in tiled.iter().zip(&whole) {
+        assert_eq!(t.0, w.0);
+        if t.0.starts_with("input/") {
+            assert_eq!(t.1, w.1);
+        } else {
+            assert!(t.1.is_finite() && (t.1 - w.1).abs() < 0.5, "{t:?} vs {w:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

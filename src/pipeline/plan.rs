@@ -234,8 +234,4 @@ pub fn network_memory(spec: &PipelineSpec) -> u128 {
         .unwrap_or(0)
 }
 
-/// `n` bytes for people.
-pub fn human_bytes(n: u128) -> String {
-    let gib = n as f64 / (1u64 << 30) as f64;
-    if gib >= 1.0 { format!("{gib:.1} GiB") } else { format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64) }
-}
+pub use crate::util::human_bytes;

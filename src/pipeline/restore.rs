@@ -18,6 +18,7 @@ use crate::error::{Failure, Result};
 use crate::image::Image;
 use crate::networks::interop::{self, Naming};
 use crate::networks::{Restorer, RestorerConfig};
+use crate::training::{self, Tiles};
 
 /// Where a restorer's weights come from.
 #[derive(Clone, Debug)]
@@ -126,96 +127,18 @@ pub struct Apply {
     pub overlap: usize,
 }
 
-/// The tiles a restore of a `w × h` image needs to stay within `budget` bytes (tile side,
-/// overlap), or `None` when the whole image fits. Half the budget is planned for: the model
-/// counts resident memory, while the allocator's arenas and the threads' stacks also take
-/// address space. The overlap is a quarter of the tile, at most 128 px (UNet-S's receptive
-/// field is ≈ 100 px). Errors when not even the image's own planes fit.
-pub fn tiles_for_budget(
-    cfg: &RestorerConfig,
-    w: usize,
-    h: usize,
-    budget: u64,
-) -> std::result::Result<Option<(usize, usize)>, String> {
-    // The image's planes beside the network's, per pixel: the decoded file (up to 16-bit RGBA,
-    // 8 B), its 8-bit copies in and out (3 + 4 B), the input, its padded copy, the blended output
-    // and the blending weights (f32, 40 B), the encoded PNG (≤ 4 B).
-    let planes = (w * h) as u64 * 60;
-    let usable = budget / 4 * 3;
-    let need = cfg.inference_bytes(w, h) + planes;
-    if need <= usable {
-        return Ok(None);
-    }
-    let s = cfg.stride().max(1);
-    let smallest = (4 * s).max(64).div_ceil(s) * s;
-    let fits = |t: usize| cfg.inference_bytes(t, t) + planes <= usable;
-    if !fits(smallest) {
-        return Err(format!(
-            "{w}×{h}: restoring it needs at least {} (the image and a {smallest}² tile); {} available",
-            crate::pipeline::plan::human_bytes((cfg.inference_bytes(smallest, smallest) + planes) as u128 * 2),
-            crate::pipeline::plan::human_bytes(budget as u128)
-        ));
-    }
-    let mut t = smallest;
-    while t + s <= w.max(h) && fits(t + s) {
-        t += s;
-    }
-    let overlap = (t / 4).min(128);
-    Ok(Some((t, overlap)))
-}
-
-/// Restore one RGB image.
+/// Restore one RGB image: whole, or in tiles of `how.tile` blended over `how.overlap`.
 pub fn restore(g: &Restorer, cfg: &RestorerConfig, img: &Image, how: Apply, device: &Device) -> Image {
-    let stride = cfg.stride();
-    let to_net = |im: &Image| match how.range {
-        Range::Unit => im.clone(),
-        Range::Signed => Image { data: im.data.iter().map(|v| 2.0 * v - 1.0).collect(), ..im.clone() },
-    };
-    let from_net = |im: Image| match how.range {
-        Range::Unit => im,
-        Range::Signed => Image { data: im.data.iter().map(|v| (v + 1.0) / 2.0).collect(), ..im },
-    };
-    let whole = |im: &Image| from_net(crate::training::restore_image(g, &to_net(im), stride, device));
-    let Some(tile) = how.tile.filter(|&t| t < img.width.max(img.height)) else { return whole(img) };
-    let step = tile.saturating_sub(how.overlap).max(1);
-    let starts = |n: usize| -> Vec<usize> {
-        if n <= tile {
-            return vec![0];
-        }
-        let mut v: Vec<usize> = (0..n - tile).step_by(step).collect();
-        v.push(n - tile);
-        v.dedup();
-        v
-    };
-    // Linear ramps over the overlap: tiles blend smoothly and the weights sum to one.
-    let ramp = |i: usize, len: usize, lo_edge: bool, hi_edge: bool| -> f32 {
-        let o = how.overlap.max(1) as f32;
-        let a = if lo_edge { 1.0 } else { ((i as f32 + 0.5) / o).min(1.0) };
-        let b = if hi_edge { 1.0 } else { ((len - i) as f32 - 0.5).min(o) / o };
-        a.min(b).max(1e-3)
-    };
-    let (xs, ys) = (starts(img.width), starts(img.height));
-    let mut acc = vec![0f32; img.data.len()];
-    let mut wsum = vec![0f32; img.width * img.height];
-    for &y0 in &ys {
-        for &x0 in &xs {
-            let (tw, th) = (tile.min(img.width), tile.min(img.height));
-            let out = whole(&img.crop(x0, y0, tw, th));
-            for y in 0..th {
-                let wy = ramp(y, th, y0 == 0, y0 + th == img.height);
-                for x in 0..tw {
-                    let w = wy * ramp(x, tw, x0 == 0, x0 + tw == img.width);
-                    let (gx, gy) = (x0 + x, y0 + y);
-                    wsum[gy * img.width + gx] += w;
-                    for c in 0..3 {
-                        acc[(gy * img.width + gx) * 3 + c] += w * out.get(x, y, c);
-                    }
-                }
-            }
+    let tiles = how.tile.map(|side| Tiles { side, overlap: how.overlap });
+    match how.range {
+        Range::Unit => training::restore_tiled(g, img, cfg.stride(), tiles, device),
+        Range::Signed => {
+            // The network sees [−1, 1]; the mapping is pointwise, so it commutes with the tiles.
+            let x = Image { data: img.data.iter().map(|v| 2.0 * v - 1.0).collect(), ..img.clone() };
+            let y = training::restore_tiled(g, &x, cfg.stride(), tiles, device);
+            Image { data: y.data.iter().map(|v| (v + 1.0) / 2.0).collect(), ..y }
         }
     }
-    let data = acc.iter().enumerate().map(|(i, v)| v / wsum[i / 3]).collect();
-    Image { data, ..img.clone() }
 }
 
 /// The images to restore: one file, or every image under a folder (relative paths kept), and
@@ -358,14 +281,14 @@ fn restore_file(
     }
     // Known before the work starts: whole if it fits the memory left, else in tiles.
     let how = match (how.tile, crate::util::memory_budget()) {
-        (None, Some(budget)) => match tiles_for_budget(cfg, w, h, budget)? {
-            Some((tile, overlap)) => {
+        (None, Some(budget)) => match training::tiles_for_budget(cfg, w, h, budget)? {
+            Some(Tiles { side: tile, overlap }) => {
                 tracing::info!(
                     file = %path.display(),
                     tile,
                     overlap,
-                    whole = %crate::pipeline::plan::human_bytes(cfg.inference_bytes(w, h) as u128),
-                    available = %crate::pipeline::plan::human_bytes(budget as u128),
+                    whole = %crate::util::human_bytes(cfg.inference_bytes(w, h) as u128),
+                    available = %crate::util::human_bytes(budget as u128),
                     "restoring in tiles: the whole image would not fit"
                 );
                 Apply { tile: Some(tile), overlap, ..how }
@@ -453,24 +376,6 @@ mod tests {
         for bad in ["unet", "unet:8,x", "resnet:3", "dncnn:17", "unet:0", "nafnet:0", "restormer:0", "nafnet:1,2"] {
             assert!(parse_arch(bad).is_err(), "{bad}");
         }
-    }
-
-    /// The memory plan: whole when it fits, else the largest tile that fits (a multiple of the
-    /// stride, with the planes of the whole image beside it), an error when nothing fits.
-    #[test]
-    fn tiles_follow_the_memory_budget() {
-        let cfg = parse_arch("unet-s").unwrap();
-        let (w, h) = (6000, 4000);
-        assert_eq!(tiles_for_budget(&cfg, 512, 512, 64 << 30).unwrap(), None);
-        let budget = 8u64 << 30;
-        let (t, o) = tiles_for_budget(&cfg, w, h, budget).unwrap().expect("24 MP of UNet-S does not fit 8 GiB");
-        assert_eq!(t % cfg.stride(), 0);
-        assert!(o < t && o <= 128);
-        let planes = (w * h) as u64 * 60;
-        assert!(cfg.inference_bytes(t, t) + planes <= budget / 4 * 3);
-        assert!(cfg.inference_bytes(t + cfg.stride(), t + cfg.stride()) + planes > budget / 4 * 3, "the largest");
-        let e = tiles_for_budget(&cfg, w, h, 1 << 30).unwrap_err();
-        assert!(e.contains("6000×4000") && e.contains("available"), "{e}");
     }
 
     /// Tiles approximate the whole-image result: they see less context near their borders,

@@ -34,7 +34,7 @@ use crate::task::Task;
 use batch::sample_batch;
 pub use config::{Conditions, Method, TrainSpec};
 pub use curve::CurvePoint;
-pub use inference::{restore_image, translate_image};
+pub use inference::{Tiles, restore_image, restore_tiled, restore_within, tiles_for_budget, translate_image};
 pub use methods::noise_da::{NoiseDaForward, NoiseDaLosses, NoiseDaStep, StepDraws, noise_da_losses};
 pub use methods::{DannModel, NoiseDaModel, PixelDaModel};
 use methods::{Shard, StepCtx, TrainingMethod};
@@ -121,8 +121,9 @@ pub struct TrainInputs<'a> {
     pub data_parallel: Vec<Device>,
 }
 
-/// Mean PSNR of each validation set restored by `g` (inference weights, no randomness).
-fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device) -> Vec<f64> {
+/// Mean PSNR of each validation set restored by `g` (inference weights, no randomness); an
+/// image too large for the memory left is restored in tiles.
+fn validate(g: &Restorer, cfg: &crate::networks::RestorerConfig, sets: &[ValidationSet], device: &Device) -> Vec<f64> {
     let g = g.clone().valid();
     sets.iter()
         .map(|v| {
@@ -133,7 +134,10 @@ fn validate(g: &Restorer, sets: &[ValidationSet], stride: usize, device: &Device
                 sum += chunk
                     .iter()
                     .map(|item| {
-                        let out = restore_image(&g, &item.degraded, stride, device);
+                        let Ok(out) = restore_within(&g, cfg, &item.degraded, crate::util::memory_budget(), device)
+                        else {
+                            return f64::NAN;
+                        };
                         crate::protocols::score(v.protocol, &out, &item.clean).map(|s| s.psnr).unwrap_or(f64::NAN)
                     })
                     .sum::<f64>();
@@ -330,7 +334,6 @@ fn run<T: TrainingMethod>(
         shards_per_device(m.unsplittable(spec), spec, inp.nets, inp.device == Device::flex(), replicas.len())?;
     let n_shards = replicas.len() * per_device;
     let t0 = Instant::now();
-    let stride = inp.nets.restorer.stride();
     let mut steps_done = start;
     let mut saved_at = start;
     let save = |model: &T::Model,
@@ -471,7 +474,7 @@ fn run<T: TrainingMethod>(
                     && !inp.validation.is_empty()
                     && (steps_done % inp.validate_every == 0 || last);
                 if validate_now {
-                    point.val_psnr = validate(T::restorer(&model), inp.validation, stride, &inp.device);
+                    point.val_psnr = validate(T::restorer(&model), &inp.nets.restorer, inp.validation, &inp.device);
                 }
                 window.push(point.clone());
                 if steps_done % spec.log_every.max(1) == 0 || last || validate_now {

@@ -92,9 +92,9 @@ impl Run<'_> {
     pub(super) fn evaluate(
         &self,
         g: &crate::networks::Restorer,
+        cfg: &crate::networks::RestorerConfig,
         name: &str,
         seed: u64,
-        stride: usize,
         train_key: &StageKey,
         fresh: bool,
         data: &Data,
@@ -116,10 +116,10 @@ impl Run<'_> {
             if usable {
                 if Some(seed) == first_seed {
                     // Scores come from the cache; only the figure's few images are restored.
-                    let first: Vec<Image> = t.set.items[..t.set.items.len().min(EXAMPLES)]
+                    let first = t.set.items[..t.set.items.len().min(EXAMPLES)]
                         .iter()
-                        .map(|item| training::restore_image(g, &item.degraded, stride, device))
-                        .collect();
+                        .map(|item| restore(g, cfg, item, device))
+                        .collect::<Result<Vec<Image>>>()?;
                     examples.insert(example_key, first);
                 }
                 crate::integrity::touch_dir(&cached);
@@ -142,8 +142,7 @@ impl Run<'_> {
             for (k, chunk) in t.set.chunks(EVAL_CHUNK).enumerate() {
                 let chunk = chunk?;
                 let chunk = &chunk[..];
-                let outputs: Vec<Image> =
-                    chunk.iter().map(|item| training::restore_image(g, &item.degraded, stride, device)).collect();
+                let outputs = chunk.iter().map(|item| restore(g, cfg, item, device)).collect::<Result<Vec<Image>>>()?;
                 if k == 0 && Some(seed) == first_seed {
                     examples.insert(example_key.clone(), outputs.iter().take(EXAMPLES).cloned().collect());
                 }
@@ -155,6 +154,18 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// One test image restored: whole when it fits the memory left now, else in the largest tiles
+/// that fit (planned per image, so a few full-size photos in a set of crops are tiled alone).
+fn restore(
+    g: &crate::networks::Restorer,
+    cfg: &crate::networks::RestorerConfig,
+    item: &PairedItem,
+    device: &burn::tensor::Device,
+) -> Result<Image> {
+    training::restore_within(g, cfg, &item.degraded, crate::util::memory_budget(), device)
+        .map_err(|e| Failure::data(format!("test image {}: {e}", item.id)))
 }
 
 /// Store an evaluation's rows in the score cache (whole or not at all, sealed with its hashes).

@@ -200,12 +200,11 @@ fn evaluate_stage(res: &Resolved, opts: &RunOptions, target: &PlannedStage, data
         .try_load_file(&model)
         .map_err(|e| Failure::internal(format!("{}: cannot load the cached stage: {e}", model.display())))?;
     let mut scores = super::evaluate::Scores::new(job_dir.join("per_image"), &data.tests);
-    let stride = recipe.networks.restorer.stride();
     run.evaluate(
         &g,
+        &recipe.networks.restorer,
         &target.recipe,
         target.seed,
-        stride,
         &target.key,
         false,
         data,

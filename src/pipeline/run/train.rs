@@ -51,8 +51,17 @@ impl Run<'_> {
                 }
             };
             self.timings.finish(&stage);
-            let stride = recipe.networks.restorer.stride();
-            self.evaluate(&restorer, name, seed, stride, &key, fresh, data, scores, &mut out.examples)?;
+            self.evaluate(
+                &restorer,
+                &recipe.networks.restorer,
+                name,
+                seed,
+                &key,
+                fresh,
+                data,
+                scores,
+                &mut out.examples,
+            )?;
             self.timings.finish(Stage::Evaluate { recipe: name.to_string(), seed });
         }
         Ok(out)
