@@ -25,6 +25,19 @@ pub enum Backend {
     Auto,
 }
 
+impl Backend {
+    /// Whether training's activations live in this machine's memory: flex, and `auto` in a
+    /// build with no GPU back-end. A GPU's own memory is not known before a device answers,
+    /// so the memory check counts only what stays on the host there.
+    pub fn activations_on_host(self) -> bool {
+        match self {
+            Backend::Flex => true,
+            Backend::Auto => !(cfg!(feature = "wgpu") || cfg!(feature = "cuda") || cfg!(feature = "tch")),
+            Backend::Wgpu | Backend::Cuda | Backend::Tch => false,
+        }
+    }
+}
+
 /// The device for `backend`, and a description for logs and provenance.
 pub fn device(backend: Backend) -> Result<(Device, String)> {
     let (mut devices, name) = devices(backend, 1)?;

@@ -555,7 +555,9 @@ fn report_refuses_changed_per_image_scores() {
 
 /// Shapes no machine here can hold are refused before any work, by `plan` as by the run
 /// (exit 2, the key named): a million-image source (the memory check, with nothing generated),
-/// a batch of ten million, a restorer of 270 G parameters (counted without allocating).
+/// a batch of ten million, a restorer of 270 G parameters (counted without allocating), and
+/// 64 crops of 4096² whose training activations alone need terabytes (the step used to abort
+/// allocating them, exit 134).
 #[test]
 fn impossible_shapes_are_refused_before_any_work() {
     let reports = common::tmpdir("faults", "shapes");
@@ -565,6 +567,17 @@ fn impossible_shapes_are_refused_before_any_work() {
         (vec!["source.count=1000000", "source.size=64"], "needs ≈"),
         (vec!["train.batch=10000000"], "train.batch"),
         (vec!["networks.restorer={widths: [65536, 65536]}"], "networks.restorer"),
+        (
+            vec![
+                "source.size=4096",
+                "target.size=4096",
+                "source.count=2",
+                "target.count=2",
+                "train.patch=4096",
+                "train.batch=64",
+            ],
+            "for one training step's activations",
+        ),
     ] {
         for cmd in ["plan", "run"] {
             let mut args: Vec<&str> = if cmd == "plan" { vec!["plan"] } else { vec![] };

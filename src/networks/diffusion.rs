@@ -20,6 +20,11 @@ use super::init::{conv as conv_layer, linear};
 use super::kernels::{avg_pool2x, conv, group_norm_act, silu};
 use crate::rng::Rng;
 
+/// Bytes autodiff keeps per activation value of D's blocks, and per attention score value
+/// (see [`DiffusionConfig::training_bytes`]).
+const BYTES_PER_ACTIVATION: u64 = 24;
+const BYTES_PER_SCORE: u64 = 16;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiffusionConfig {
@@ -113,6 +118,53 @@ impl DiffusionConfig {
             }
         }
         total + conv(ch, 3, 3, hw(0))
+    }
+
+    /// Memory the activations of one training forward + backward of `images` inputs of
+    /// `h × w` keep, bytes: what autodiff holds for the backward, per activation value of the
+    /// residual blocks (their normalisations, activations and convolutions), and the middle
+    /// attention's scores, which grow with the square of its tokens (the smoke D at 128² holds
+    /// 64² tokens). Calibrated with `cargo bench --bench train_memory`.
+    pub fn training_bytes(&self, images: usize, h: usize, w: usize) -> u64 {
+        let (values, scores) = self.activation_values(h, w);
+        let one = values.saturating_mul(BYTES_PER_ACTIVATION).saturating_add(scores.saturating_mul(BYTES_PER_SCORE));
+        (images as u64).saturating_mul(one)
+    }
+
+    /// Activation values of one input's forward (residual blocks' outputs and the skips), and
+    /// the middle attention's score values (heads × tokens²).
+    fn activation_values(&self, h: usize, w: usize) -> (u64, u64) {
+        let base = self.base;
+        let hw = |level: usize| ((h >> level) * (w >> level)) as u64;
+        let block = |cout: usize, hw: u64| cout as u64 * hw;
+        let mut total = block(base, hw(0));
+        let mut ch = base;
+        let mut skips = vec![ch];
+        for (level, &m) in self.mults.iter().enumerate() {
+            for _ in 0..self.res_blocks {
+                ch = m * base;
+                total += block(ch, hw(level));
+                skips.push(ch);
+            }
+            if level + 1 < self.mults.len() {
+                total += block(ch, hw(level + 1));
+                skips.push(ch);
+            }
+        }
+        let last = self.mults.len() - 1;
+        let n = hw(last);
+        total += 2 * block(ch, n) + 5 * ch as u64 * n;
+        for (level, &m) in self.mults.iter().enumerate().rev() {
+            for _ in 0..=self.res_blocks {
+                let s = skips.pop().unwrap_or(0);
+                total += block(ch + s, hw(level)) / 2 + block(m * base, hw(level));
+                ch = m * base;
+            }
+            if level > 0 {
+                total += block(ch, hw(level - 1));
+            }
+        }
+        (total, (self.attn_heads as u64).saturating_mul(n).saturating_mul(n))
     }
 
     /// D as the method uses it: conditioned on two restored images (9 input channels).

@@ -219,19 +219,49 @@ pub fn available_memory() -> Option<u128> {
     crate::util::memory_budget().map(u128::from)
 }
 
-/// The networks' training state of the largest recipe: weights, gradients and Adam's two
-/// moments (4 × 4 bytes per parameter) of G and, for recipes that train it, D and the other
-/// networks beside G (counted as D's size, the largest). Activations are not counted.
-pub fn network_memory(spec: &PipelineSpec) -> u128 {
+/// What the networks of the largest recipe hold while training, bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NetworkMemory {
+    /// Weights, gradients and Adam's two moments (4 × 4 bytes per parameter).
+    pub state: u128,
+    /// One step's activations kept for the backward: G over the batch (and the target images
+    /// of a method that reads them), D over its inputs (twice the batch: the positive and the
+    /// negative samples) at the training patch. 0 when they live on a GPU
+    /// ([`crate::backend::Backend::activations_on_host`]).
+    pub activations: u128,
+}
+
+impl NetworkMemory {
+    pub fn total(&self) -> u128 {
+        self.state + self.activations
+    }
+}
+
+/// The networks' training memory of the largest recipe: G and, for recipes that read the
+/// target, D and the other networks beside G (counted as D, the largest) — their parameters'
+/// state and one step's activations (see [`NetworkMemory`]).
+pub fn network_memory(spec: &PipelineSpec) -> NetworkMemory {
     spec.recipes()
         .iter()
         .map(|r| {
             let (g, d) = crate::networks::param_counts(&r.networks.restorer, &r.networks.diffusion);
-            let d = if r.method.reads_target(r.train) { d } else { 0 };
-            16 * (g + d) as u128
+            let t = r.train;
+            let target = r.method.reads_target(t);
+            let p = t.patch;
+            let g_images = t.batch + if target { t.noise_da.target_count(t.batch) } else { 0 };
+            let mut activations = r.networks.restorer.training_bytes(g_images, p, p) as u128;
+            let mut params = g as u128;
+            if target {
+                params += d as u128;
+                activations += r.networks.diffusion.training_bytes(2 * t.batch, p, p) as u128;
+            }
+            if !spec.backend.activations_on_host() {
+                activations = 0;
+            }
+            NetworkMemory { state: 16 * params, activations }
         })
-        .max()
-        .unwrap_or(0)
+        .max_by_key(|m| m.total())
+        .unwrap_or_default()
 }
 
 pub use crate::util::human_bytes;

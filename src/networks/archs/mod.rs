@@ -53,6 +53,9 @@ pub trait Arch {
     /// Peak memory of restoring one image (inference, flex), per pixel of the padded image:
     /// an upper bound measured with `cargo bench --bench restore_memory` (see each impl).
     fn inference_bytes_per_pixel(&self) -> u64;
+    /// Memory one training forward + backward keeps per pixel of one crop (autodiff holds
+    /// every layer's output): measured with `cargo bench --bench train_memory` (see each impl).
+    fn training_bytes_per_pixel(&self) -> u64;
     /// Whether the network has BatchNorm (its statistics need whole batches, not shards).
     fn batch_norm(&self) -> bool {
         false
@@ -144,6 +147,16 @@ impl RestorerConfig {
         let s = self.stride().max(1);
         let px = (w.div_ceil(s) * s) as u64 * (h.div_ceil(s) * s) as u64;
         px * (self.arch().inference_bytes_per_pixel() + 4 * 3 * 4) + (64 << 20)
+    }
+
+    /// Memory the activations of one training forward + backward of G over `batch` crops of
+    /// `w × h` keep, bytes (autodiff holds every layer's output for the backward, where
+    /// inference frees them as it goes). Weights, gradients and optimiser state are counted
+    /// apart, from the parameters.
+    pub fn training_bytes(&self, batch: usize, w: usize, h: usize) -> u64 {
+        let s = self.stride().max(1);
+        let px = (w.div_ceil(s) * s) as u64 * (h.div_ceil(s) * s) as u64;
+        (batch as u64).saturating_mul(px).saturating_mul(self.arch().training_bytes_per_pixel())
     }
 
     pub fn batch_norm(&self) -> bool {

@@ -39,12 +39,13 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let human = crate::pipeline::plan::human_bytes;
     out.push_str(&format!(
         "  memory: ≈ {}{have}: data {} ({} held whole, {} of batches streamed from patch stores), networks' \
-         weights, gradients and Adam moments {}\n",
-        human(mem.total() + nets),
+         weights, gradients and Adam moments {}, a training step's activations {}\n",
+        human(mem.total() + nets.total()),
         human(mem.total()),
         human(mem.held),
         human(mem.streamed),
-        human(nets)
+        human(nets.state),
+        human(nets.activations)
     ));
     // Training data on disk: the patch stores it is read from, and what preparing them takes.
     for (take, planes) in store_sets(spec) {

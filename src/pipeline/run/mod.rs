@@ -76,21 +76,23 @@ fn check_memory(spec: &PipelineSpec, registry: &Registry, skip: bool) -> Result<
     let need = super::plan::data_memory(spec, registry);
     let nets = super::plan::network_memory(spec);
     let Some(have) = super::plan::available_memory() else { return Ok(()) };
-    if need.total() + nets > have && !skip {
+    if need.total() + nets.total() > have && !skip {
         let plan = super::plan::count;
         return Err(crate::error::Failure::config(format!(
-            "this configuration needs ≈ {} in memory before any activation: {} for sets held whole (source \
+            "this configuration needs ≈ {} in memory: {} for sets held whole (source \
              {}×{}², target {}×{}² when generated, test and validation sets), {} for batches streamed from patch \
-             stores, {} for the networks' weights, gradients and Adam moments; more than the {} available here; \
-             lower the counts, sizes or widths (or train.loader.prefetch), or pass --skip-memory-check",
-            super::plan::human_bytes(need.total() + nets),
+             stores, {} for the networks' weights, gradients and Adam moments, {} for one training step's \
+             activations (train.batch × train.patch²); more than the {} available here; lower the counts, sizes, \
+             batch, patch or widths (or train.loader.prefetch), or pass --skip-memory-check",
+            super::plan::human_bytes(need.total() + nets.total()),
             super::plan::human_bytes(need.held),
             plan(spec.source.count),
             spec.source.size,
             plan(spec.target.count),
             spec.target.size,
             super::plan::human_bytes(need.streamed),
-            super::plan::human_bytes(nets),
+            super::plan::human_bytes(nets.state),
+            super::plan::human_bytes(nets.activations),
             super::plan::human_bytes(have)
         )));
     }
