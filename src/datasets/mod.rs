@@ -340,8 +340,8 @@ pub struct Loader<'a> {
     /// or opened (`plan`), so store-backed sets come back empty.
     pub plan_only: bool,
     /// Set on Ctrl-C / SIGTERM: preparing a patch store stops between images (what is done
-    /// is kept; the same command continues).
-    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// is kept; the same command continues); generating data stops at once (nothing cached).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A training set's patch store as [`Loader::stored`] found it.
@@ -377,7 +377,41 @@ impl Loader<'_> {
     /// photographs (see [`content_config`]), on a stream of its own.
     /// Whether Ctrl-C / SIGTERM asked the run to stop.
     fn stopped(&self) -> bool {
-        self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// `make(0..count)` in parallel, or `None` when a stop is asked first. The work runs on a
+    /// thread of its own, waited for while watching the stop flag, so a stop is honoured at
+    /// once even in the middle of one large image (a 4096² camera render takes most of a
+    /// minute): a stopped generation caches nothing, so its result is not needed — the
+    /// workers start no further image and the process exits meanwhile.
+    fn generate<T: Send + 'static>(
+        &self,
+        count: usize,
+        make: impl Fn(usize) -> T + Send + Sync + 'static,
+    ) -> Option<Vec<T>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(stop) = self.stop.clone() else {
+            return (0..count).into_par_iter().map(make).collect::<Vec<T>>().into();
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let made: Option<Vec<T>> =
+                (0..count).into_par_iter().map(|i| (!flag.load(SeqCst)).then(|| make(i))).collect();
+            let _ = tx.send(made);
+        });
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+                Ok(made) => return made,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.load(SeqCst) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // The worker panicked: rayon re-raised it on that thread; say so here.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("data generation failed (a worker panicked)")
+                }
+            }
+        }
     }
 
     /// The error of a generation stopped by Ctrl-C / SIGTERM (exit 130; nothing was cached).
@@ -401,16 +435,10 @@ impl Loader<'_> {
             size = take.size,
             "generating images"
         );
-        // Each worker checks for a stop before each image: a signal is honoured within one
-        // image's time, not after the whole set.
-        let images: Option<Vec<(String, Image)>> = (0..take.count)
-            .into_par_iter()
-            .map(|i| {
-                (!self.stopped()).then(|| {
-                    (format!("{name}-{}-{i:05}", split.as_str()), dead_leaves::dead_leaves(&cfg, seed, i as u64))
-                })
-            })
-            .collect();
+        let prefix = format!("{name}-{}", split.as_str());
+        let images = self.generate(take.count, move |i| {
+            (format!("{prefix}-{i:05}"), dead_leaves::dead_leaves(&cfg, seed, i as u64))
+        });
         images.ok_or_else(|| Self::interrupted(name))
     }
 
@@ -545,7 +573,7 @@ impl Loader<'_> {
                 tracing::info!(dataset = name, store = %dir.display(), images = scan.items.len(),
                     side = t.side, overlap = t.overlap, "preparing the patch store");
                 let def = json!({"dataset": name, "root": self.registry.root(name)?.display().to_string()});
-                let stopped = || self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+                let stopped = || self.stopped();
                 let (store, rep) = patches::prepare(&dir, &key, def, &scan.items, t, planes, &stopped).map_err(|e| {
                     if stopped() {
                         Failure::new(
@@ -956,28 +984,26 @@ impl Loader<'_> {
             let clean = self.clean_images(name, split, take, OnProblem::Fail)?;
             let seed = crate::rng::derive_seed(self.seed, &format!("{name}/{}/camera", split.as_str()), &[]);
             let with_gt = split != Split::Train || oracle_gt;
-            let rendered: Option<Vec<ShardEntry>> = clean
-                .into_par_iter()
-                .enumerate()
-                .map(|(i, (id, c))| {
-                    if self.stopped() {
-                        return None;
-                    }
-                    let (degraded, gt, params) = sim.render(&c, seed, i as u64, with_gt);
-                    Some(ShardEntry {
-                        item: ShardItem {
-                            id,
-                            width: c.width,
-                            height: c.height,
-                            params,
-                            planes: 1 + gt.is_some() as usize,
-                            gray: Vec::new(),
-                        },
-                        degraded,
-                        clean: gt,
-                    })
-                })
-                .collect();
+            // Each image is taken out of its slot as it is rendered (no second copy held).
+            let clean: Vec<std::sync::Mutex<Option<(String, Image)>>> =
+                clean.into_iter().map(|c| std::sync::Mutex::new(Some(c))).collect();
+            let sim = sim.clone();
+            let rendered = self.generate(clean.len(), move |i| {
+                let (id, c) = clean[i].lock().unwrap_or_else(|e| e.into_inner()).take().expect("each image once");
+                let (degraded, gt, params) = sim.render(&c, seed, i as u64, with_gt);
+                ShardEntry {
+                    item: ShardItem {
+                        id,
+                        width: c.width,
+                        height: c.height,
+                        params,
+                        planes: 1 + gt.is_some() as usize,
+                        gray: Vec::new(),
+                    },
+                    degraded,
+                    clean: gt,
+                }
+            });
             rendered.ok_or_else(|| anyhow::Error::from(Self::interrupted(name)))
         })?;
         Ok((entries, cached, shard::shard_key(&def)))

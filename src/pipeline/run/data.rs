@@ -20,7 +20,7 @@ impl Run<'_> {
             cache_dir: &cache_dir,
             seed: self.spec.seeds.data,
             plan_only: false,
-            stop: Some(self.opts.stop.as_ref()),
+            stop: Some(self.opts.stop.clone()),
         };
         let data = load_data(self.spec, &loader)?;
         info!(
