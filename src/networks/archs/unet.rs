@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arch, Restorer, RestorerConfig, Source};
 use crate::networks::init::conv as conv_layer;
-use crate::networks::kernels::{avg_pool2x, conv, leaky_relu};
+use crate::networks::kernels::{avg_pool2x, conv, conv_leaky_relu};
 
 /// `networks.restorer: {arch: unet, widths: [...], upsample: ...}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -164,8 +164,8 @@ impl DoubleConv {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = leaky_relu(conv(&self.a, x), 0.2);
-        leaky_relu(conv(&self.b, x), 0.2)
+        let x = conv_leaky_relu(&self.a, x, 0.2);
+        conv_leaky_relu(&self.b, x, 0.2)
     }
 }
 
@@ -202,7 +202,7 @@ impl RestorerUNet {
             h = if self.release_up {
                 conv(up, crate::networks::upsample2x_bilinear_aligned(h))
             } else {
-                leaky_relu(conv(up, crate::networks::upsample2x_bilinear(h)), 0.2)
+                conv_leaky_relu(up, crate::networks::upsample2x_bilinear(h), 0.2)
             };
             h = dec.forward(Tensor::cat(vec![h, skip], 1));
         }

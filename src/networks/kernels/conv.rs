@@ -1,6 +1,6 @@
 //! The convolution kernels on plain slices (NCHW, contiguous): im2col/col2im and gemm.
 
-use super::pointwise::sum;
+use super::pointwise::{Act, apply_in_place, sum};
 use rayon::prelude::*;
 
 /// Shapes of one stride-1 "same" convolution.
@@ -246,8 +246,10 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
-/// Forward: per image, `out = W (co × ci·k²) · im2col(x) + bias`.
-pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32> {
+/// Forward: per image, `out = act(W (co × ci·k²) · im2col(x) + bias)` — the activation applied
+/// to each band right after its gemm, while it is in cache (inference: one pass over the
+/// output saved per layer; training keeps the two ops, whose backward needs the conv output).
+pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, act: Act) -> Vec<f32> {
     let (hw, kk) = (g.hw(), g.kk());
     let mut out = vec![0f32; g.b * g.co * hw];
     let one = |i: usize, out: &mut [f32], gemm_parallel: bool| {
@@ -257,6 +259,9 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry)
         let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
         if g.k == 1 {
             gemm(g.co, hw, kk, out, true, weight, (kk, 1), xi, (hw, 1), gemm_parallel);
+            if act != Act::Identity {
+                out.par_chunks_mut(1 << 14).for_each(|c| apply_in_place(c, act));
+            }
             return;
         }
         // Bands of output rows, each an im2col of ≈ 1 MB and a gemm into its columns of `out`;
@@ -271,6 +276,13 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry)
             // SAFETY: band r0 writes only columns [r0·w, r1·w) of each of the co rows of `out`
             // (row stride hw): bands are disjoint, and `out` outlives them.
             unsafe { gemm_raw(g.co, n, kk, out.0.add(r0 * g.w), hw, true, weight, (kk, 1), cols, (n, 1), false) };
+            if act != Act::Identity {
+                for o in 0..g.co {
+                    // SAFETY: the same columns of row o that this band's gemm just wrote.
+                    let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(o * hw + r0 * g.w), n) };
+                    apply_in_place(row, act);
+                }
+            }
             release(buf);
         };
         let shared = SharedOut(out.as_mut_ptr());
@@ -391,7 +403,7 @@ mod tests {
             assert!(band_rows(g) < h, "{g:?}: one band only");
             let mut draw = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();
             let (x, wt, bias) = (draw(b * ci * h * w), draw(co * ci * 9), draw(co));
-            let ours = conv_forward(&x, &wt, &bias, g);
+            let ours = conv_forward(&x, &wt, &bias, g, Act::Identity);
             for i in 0..b {
                 for o in 0..co {
                     for y in 0..h {

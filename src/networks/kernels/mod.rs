@@ -41,6 +41,14 @@ use resample::Resample2x;
 pub trait KernelOps: Backend {
     /// k×k convolution, stride 1, zero padding k/2 (k odd), one group, with bias.
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `act(conv_same(x))`: fused on flex (inference), the two ops under autodiff.
+    fn conv_same_act(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        kind: u32,
+        slope: f32,
+    ) -> FloatTensor<Self>;
     /// An element-wise activation.
     fn activation(x: FloatTensor<Self>, kind: u32, slope: f32) -> FloatTensor<Self>;
     /// `act(GroupNorm(x) · mul + add)` for `x: [b, c, h, w]`, `mul, add: [b, c]`.
@@ -116,6 +124,16 @@ fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
 /// `layer.forward(x)`, through [`KernelOps::conv_same`] where it applies (flex, f32, stride 1,
 /// "same" padding, one group).
 pub(crate) fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv_then(layer, x, Act::Identity)
+}
+
+/// `leaky_relu(layer.forward(x), slope)`: one fused kernel on flex for inference (the
+/// activation applied to each band of the output while it is in cache).
+pub(crate) fn conv_leaky_relu(layer: &Conv2d, x: Tensor<4>, slope: f64) -> Tensor<4> {
+    conv_then(layer, x, Act::LeakyRelu(slope as f32))
+}
+
+fn conv_then(layer: &Conv2d, x: Tensor<4>, act: Act) -> Tensor<4> {
     let [k0, k1] = layer.kernel_size;
     let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
     let covered = k0 == k1
@@ -134,14 +152,21 @@ pub(crate) fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         };
         // The kernel reads f32 parameters too (a cast module with an f32 input falls back).
         if w.dtype() == DType::F32 && b.dtype() == DType::F32 {
-            return Tensor::from_dispatch(<Dispatch as KernelOps>::conv_same(
-                x.into_dispatch(),
-                w.into_dispatch(),
-                b.into_dispatch(),
-            ));
+            let (x, w, b) = (x.into_dispatch(), w.into_dispatch(), b.into_dispatch());
+            return Tensor::from_dispatch(match act {
+                Act::Identity => <Dispatch as KernelOps>::conv_same(x, w, b),
+                act => {
+                    let (kind, slope) = act.code();
+                    <Dispatch as KernelOps>::conv_same_act(x, w, b, kind, slope)
+                }
+            });
         }
     }
-    layer.forward(x)
+    match act {
+        Act::Identity => layer.forward(x),
+        Act::Silu => burn::tensor::activation::silu(layer.forward(x)),
+        Act::LeakyRelu(a) => burn::tensor::activation::leaky_relu(layer.forward(x), a as f64),
+    }
 }
 
 fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Tensor<D> {
@@ -154,7 +179,9 @@ pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if fast_path(&x) { activation(x, Act::Silu) } else { burn::tensor::activation::silu(x) }
 }
 
-/// LeakyReLU: one fused pass on flex (f32), burn's `leaky_relu` elsewhere.
+/// LeakyReLU: one fused pass on flex (f32), burn's `leaky_relu` elsewhere. (The networks use
+/// [`conv_leaky_relu`]; kept as the activation kernel's own entry, tested against burn.)
+#[cfg(test)]
 pub(crate) fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
     if fast_path(&x) {
         activation(x, Act::LeakyRelu(slope as f32))
@@ -292,7 +319,16 @@ impl KernelOps for Flex {
     fn conv_same(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let g = conv_geometry(&x, &weight);
         let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
-        flex_tensor(conv::conv_forward(slice(&x), slice(&weight), slice(&bias), g), vec![g.b, g.co, g.h, g.w])
+        flex_tensor(conv::conv_forward(slice(&x), slice(&weight), slice(&bias), g, Act::Identity), vec![
+            g.b, g.co, g.h, g.w,
+        ])
+    }
+
+    fn conv_same_act(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, kind: u32, slope: f32) -> FlexTensor {
+        let g = conv_geometry(&x, &weight);
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let act = Act::from_code(kind, slope);
+        flex_tensor(conv::conv_forward(slice(&x), slice(&weight), slice(&bias), g, act), vec![g.b, g.co, g.h, g.w])
     }
 
     fn activation(x: FlexTensor, kind: u32, slope: f32) -> FlexTensor {
@@ -368,6 +404,17 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
         }
+    }
+
+    fn conv_same_act(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        kind: u32,
+        slope: f32,
+    ) -> FloatTensor<Self> {
+        // The backward of each op needs its own input: two tracked ops, as before fusing.
+        Self::activation(Self::conv_same(x, weight, bias), kind, slope)
     }
 
     fn activation(x: FloatTensor<Self>, kind: u32, slope: f32) -> FloatTensor<Self> {
@@ -632,6 +679,24 @@ mod tests {
     /// LeakyReLU through the kernel equals burn's, value and gradient (training and inference).
     #[test]
     fn leaky_relu_matches_burn() {
+        // Fused into the convolution (inference on flex, banded and 1×1) and as two tracked
+        // ops (autodiff): burn's conv then leaky_relu, value and gradients.
+        for dev in [Device::flex(), Device::flex().autodiff()] {
+            for (k, h, w) in [(3, 40, 700), (1, 9, 11)] {
+                let mut rng = Rng::new(6);
+                let layer = crate::networks::init::conv(64, 8, k, &dev);
+                let x = Tensor::<4>::from_data(data(&mut rng, vec![1, 64, h, w], 1.0), &dev);
+                let x = if dev.is_autodiff() { x.require_grad() } else { x };
+                let a = conv_leaky_relu(&layer, x.clone(), 0.2);
+                let b = burn::tensor::activation::leaky_relu(layer.forward(x.clone()), 0.2);
+                assert!(rel_diff(&vals(a.clone()), &vals(b.clone())) < 1e-5, "k {k}");
+                if dev.is_autodiff() {
+                    let ga = vals(x.grad(&a.sum().backward()).unwrap());
+                    let gb = vals(x.grad(&b.sum().backward()).unwrap());
+                    assert!(rel_diff(&ga, &gb) < 1e-5, "k {k}");
+                }
+            }
+        }
         for dev in [Device::flex().autodiff(), Device::flex()] {
             let mut rng = Rng::new(4);
             let x = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 17, 19], 1.0), &dev);

@@ -51,6 +51,15 @@ impl Act {
     }
 }
 
+/// `x ← act(x)` on one slice, on this thread (an epilogue on data still in cache).
+pub(crate) fn apply_in_place(x: &mut [f32], act: Act) {
+    match act {
+        Act::Identity => {}
+        Act::Silu => x.iter_mut().for_each(|v| *v = Act::Silu.f(*v)),
+        Act::LeakyRelu(a) => x.iter_mut().for_each(|v| *v = Act::LeakyRelu(a).f(*v)),
+    }
+}
+
 /// `act(x)`, chunks in parallel.
 pub(crate) fn forward(x: &[f32], act: Act) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
