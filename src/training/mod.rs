@@ -275,8 +275,12 @@ fn run<T: TrainingMethod>(
 ) -> Result<Trained> {
     let spec = inp.spec;
     let device = inp.device.clone().autodiff();
-    device.seed(crate::rng::derive_seed(inp.seed, "init", &[]));
-    let mut g = inp.nets.restorer.init(&device);
+    // The initial weights are drawn on flex whatever the back-end, then moved: a seed gives the
+    // same networks on every back-end (each back-end's own generator would draw others), so
+    // runs on wgpu/cuda/tch compare with flex's (`.ci/wgpu-smoke`).
+    let init_device = Device::flex().autodiff();
+    init_device.seed(crate::rng::derive_seed(inp.seed, "init", &[]));
+    let mut g = inp.nets.restorer.init(&init_device);
     if let Some(path) = inp.init_restorer {
         g = g.try_load_file(path).map_err(|e| {
             Failure::internal(format!("{}: cannot load the restorer to start from: {e}", path.display()))
@@ -289,7 +293,10 @@ fn run<T: TrainingMethod>(
     // order, so recipes differ only by what they are meant to differ by.
     let data_seed = crate::rng::derive_seed(inp.seed, "data", &[]);
     let reads_target = m.reads_target(spec);
-    let mut model = m.build(g, inp, &device);
+    let mut model = m.build(g, inp, &init_device);
+    if device != init_device {
+        model = model.fork(&device);
+    }
     let params_extra = T::extras(&model);
     let mut ema = spec.ema.map(|d| ema::Ema::new(T::restorer(&model), d));
 
