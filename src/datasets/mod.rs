@@ -380,7 +380,7 @@ impl Loader<'_> {
         self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     }
 
-    /// `make(0..count)` in parallel, or `None` when a stop is asked first. The work runs on a
+    /// `make(0..count)` in parallel; `Ok(None)` when a stop is asked first. The work runs on a
     /// thread of its own, waited for while watching the stop flag, so a stop is honoured at
     /// once even in the middle of one large image (a 4096² camera render takes most of a
     /// minute): a stopped generation caches nothing, so its result is not needed — the
@@ -389,10 +389,10 @@ impl Loader<'_> {
         &self,
         count: usize,
         make: impl Fn(usize) -> T + Send + Sync + 'static,
-    ) -> Option<Vec<T>> {
+    ) -> Result<Option<Vec<T>>> {
         use std::sync::atomic::Ordering::SeqCst;
         let Some(stop) = self.stop.clone() else {
-            return (0..count).into_par_iter().map(make).collect::<Vec<T>>().into();
+            return Ok(Some((0..count).into_par_iter().map(make).collect()));
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
@@ -403,12 +403,13 @@ impl Loader<'_> {
         });
         loop {
             match rx.recv_timeout(std::time::Duration::from_millis(20)) {
-                Ok(made) => return made,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.load(SeqCst) => return None,
+                Ok(made) => return Ok(made),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stop.load(SeqCst) => return Ok(None),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                // The worker panicked: rayon re-raised it on that thread; say so here.
+                // The worker thread ended without a result: it panicked (its message is on
+                // stderr). A bug, reported as one (exit 1), not re-raised here.
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("data generation failed (a worker panicked)")
+                    return Err(Failure::internal("data generation failed: a worker stopped (see the message above)"));
                 }
             }
         }
@@ -438,7 +439,7 @@ impl Loader<'_> {
         let prefix = format!("{name}-{}", split.as_str());
         let images = self.generate(take.count, move |i| {
             (format!("{prefix}-{i:05}"), dead_leaves::dead_leaves(&cfg, seed, i as u64))
-        });
+        })?;
         images.ok_or_else(|| Self::interrupted(name))
     }
 
@@ -1004,7 +1005,7 @@ impl Loader<'_> {
                     clean: gt,
                 }
             });
-            rendered.ok_or_else(|| anyhow::Error::from(Self::interrupted(name)))
+            rendered?.ok_or_else(|| anyhow::Error::from(Self::interrupted(name)))
         })?;
         Ok((entries, cached, shard::shard_key(&def)))
     }
