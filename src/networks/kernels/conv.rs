@@ -116,9 +116,14 @@ fn im2col_rows(x: &[f32], g: Geometry, (r0, r1): (usize, usize), cols: &mut [f32
     cols[next_row * n..g.kk() * n].fill(0.0);
 }
 
-/// Output rows per band of the banded forward: about 1 MB of im2col per band (L2-sized), at
-/// least one row. From the geometry alone, so the result does not depend on the thread count.
+/// Output rows per band of the banded forward: the whole image when its im2col is at most
+/// 8 MB (the deep, low-resolution layers: one gemm packs their large weight matrix once, not
+/// once per band), else about 1 MB of im2col per band (L2-sized), at least one row. From the
+/// geometry alone, so the result does not depend on the thread count.
 fn band_rows(g: Geometry) -> usize {
+    if g.kk() * g.hw() <= 1 << 21 {
+        return g.h.max(1);
+    }
     ((1usize << 18) / (g.kk() * g.w).max(1)).clamp(1, g.h.max(1))
 }
 
@@ -398,7 +403,7 @@ mod tests {
     #[test]
     fn banded_forward_equals_a_direct_convolution() {
         let mut rng = Rng::new(5);
-        for (b, ci, co, h, w) in [(1, 64, 5, 37, 40), (3, 32, 4, 23, 60), (1, 3, 6, 9, 12000)] {
+        for (b, ci, co, h, w) in [(1, 64, 5, 80, 64), (2, 32, 4, 130, 60), (1, 3, 6, 9, 12000)] {
             let g = Geometry { b, ci, co, h, w, k: 3 };
             assert!(band_rows(g) < h, "{g:?}: one band only");
             let mut draw = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();

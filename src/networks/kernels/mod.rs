@@ -680,21 +680,28 @@ mod tests {
     /// LeakyReLU through the kernel equals burn's, value and gradient (training and inference).
     #[test]
     fn leaky_relu_matches_burn() {
-        // Fused into the convolution (inference on flex, banded and 1×1) and as two tracked
-        // ops (autodiff): burn's conv then leaky_relu, value and gradients.
+        // Fused into the convolution (inference on flex, banded and 1×1): burn's conv then
+        // leaky_relu in value. Under autodiff: the same value, and the gradient of our conv
+        // then our leaky_relu (against burn's, a pre-activation within rounding of 0 could
+        // take the other slope; `conv_matches_burn_forward_and_backward` covers the conv).
         for dev in [Device::flex(), Device::flex().autodiff()] {
             for (k, h, w) in [(3, 40, 700), (1, 9, 11)] {
                 let mut rng = Rng::new(6);
-                let layer = crate::networks::init::conv(64, 8, k, &dev);
+                let layer = {
+                    let _serial = crate::util::rng_lock();
+                    dev.seed(6);
+                    crate::networks::init::conv(64, 8, k, &dev)
+                };
                 let x = Tensor::<4>::from_data(data(&mut rng, vec![1, 64, h, w], 1.0), &dev);
                 let x = if dev.is_autodiff() { x.require_grad() } else { x };
                 let a = conv_leaky_relu(&layer, x.clone(), 0.2);
                 let b = burn::tensor::activation::leaky_relu(layer.forward(x.clone()), 0.2);
-                assert!(rel_diff(&vals(a.clone()), &vals(b.clone())) < 1e-5, "k {k}");
+                assert!(rel_diff(&vals(a.clone()), &vals(b)) < 1e-5, "k {k}");
                 if dev.is_autodiff() {
+                    let c = leaky_relu(conv(&layer, x.clone()), 0.2);
                     let ga = vals(x.grad(&a.sum().backward()).unwrap());
-                    let gb = vals(x.grad(&b.sum().backward()).unwrap());
-                    assert!(rel_diff(&ga, &gb) < 1e-5, "k {k}");
+                    let gc = vals(x.grad(&c.sum().backward()).unwrap());
+                    assert!(rel_diff(&ga, &gc) < 1e-6, "k {k}");
                 }
             }
         }
