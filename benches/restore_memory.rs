@@ -9,18 +9,12 @@
 //! measurement (`/proc/self/clear_refs`), minus the resident size before it; Linux only.
 //! Prints numbers; asserts nothing.
 
-use std::time::Instant;
-
 use burn::tensor::Device;
 use run_pipeline::image::Image;
 use run_pipeline::networks::archs::parse_arch;
 use run_pipeline::pipeline::restore::{Apply, Range, restore};
 
-fn status_kib(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+mod common;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -46,12 +40,9 @@ fn main() {
         for &side in &sides {
             let img =
                 Image::from_vec(side, side, (0..side * side * 3).map(|i| ((i * 37) % 101) as f32 / 101.0).collect());
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-            let before = status_kib("VmRSS:").unwrap_or(0);
-            let t = Instant::now();
-            let out = restore(&g, &cfg, &img, Apply { range: Range::Unit, tile: None, overlap: 0 }, &device);
-            let secs = t.elapsed().as_secs_f64();
-            let peak = status_kib("VmHWM:").unwrap_or(0).saturating_sub(before) * 1024;
+            let (secs, peak) = common::measure(|| {
+                restore(&g, &cfg, &img, Apply { range: Range::Unit, tile: None, overlap: 0 }, &device);
+            });
             let model = cfg.inference_bytes(side, side);
             println!(
                 "{:<28} {:>6} {:>10.2} {:>12.0} {:>12.0} {:>9.0}",
@@ -62,7 +53,6 @@ fn main() {
                 model as f64 / 1048576.0,
                 peak as f64 / (side * side) as f64
             );
-            drop(out);
         }
     }
 }

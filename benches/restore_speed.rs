@@ -27,11 +27,7 @@ const ARCH: &str = "unet-s";
 const WIDTHS: &str = "64,128,256,512";
 const TILE: (usize, usize) = (512, 64);
 
-fn status_kib(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
+mod common;
 
 /// A photo-like test image: smooth gradients, edges and texture, in [0, 1], HWC.
 fn photo(w: usize, h: usize) -> Vec<f32> {
@@ -75,7 +71,7 @@ fn one(weights: &Path, image: &Path, w: usize, h: usize, tile: usize, out: &Path
         restored = Some(y);
     }
     write_f32(out, &restored.expect("ran").data);
-    let peak = status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0;
+    let peak = common::status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0;
     println!("{{\"seconds\": {best}, \"peak_rss_mib\": {peak}}}");
 }
 

@@ -11,26 +11,11 @@
 //! process's high-water mark (`VmHWM`), reset before each measurement, minus the resident size
 //! before it (the weights are already resident); Linux only. Prints numbers; asserts nothing.
 
-use std::time::Instant;
-
 use burn::tensor::{Device, Distribution, Tensor};
 use run_pipeline::networks::DiffusionConfig;
 use run_pipeline::networks::archs::parse_arch;
 
-fn status_kib(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Run `f`, return (seconds, peak resident growth in bytes).
-fn measure(f: impl FnOnce()) -> (f64, u64) {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let before = status_kib("VmRSS:").unwrap_or(0);
-    let t = Instant::now();
-    f();
-    (t.elapsed().as_secs_f64(), status_kib("VmHWM:").unwrap_or(0).saturating_sub(before) * 1024)
-}
+mod common;
 
 fn diffusion(name: &str) -> Option<DiffusionConfig> {
     let (base, mults, res_blocks, attn_heads) = match name {
@@ -42,7 +27,34 @@ fn diffusion(name: &str) -> Option<DiffusionConfig> {
     Some(DiffusionConfig { base, mults, res_blocks, attn_heads, dropout: 0.0 })
 }
 
-fn row(what: &str, n: usize, side: usize, secs: f64, peak: u64, model: u64) {
+/// One measurement in this process: `kind` (g or d) `name`, `n` images of `side`²; prints its row.
+fn one(kind: &str, name: &str, n: usize, side: usize) {
+    let device = Device::flex().autodiff();
+    let (what, (secs, peak), model) = match kind {
+        "g" => {
+            let cfg = match parse_arch(name) {
+                Ok(c) => c,
+                Err(e) => return println!("{name}: {e}"),
+            };
+            let g = cfg.init(&device);
+            let measured = common::measure(|| {
+                let x = Tensor::<4>::random([n, 3, side, side], Distribution::Uniform(0.0, 1.0), &device);
+                let y = Tensor::<4>::random([n, 3, side, side], Distribution::Uniform(0.0, 1.0), &device);
+                let _grads = (g.restore(x) - y).abs().mean().backward();
+            });
+            (format!("G {name}"), measured, cfg.training_bytes(n, side, side))
+        }
+        "d" => {
+            let Some(cfg) = diffusion(name) else { return println!("{name}: D is smoke, demo or paper") };
+            let d = cfg.init(&device);
+            let measured = common::measure(|| {
+                let x = Tensor::<4>::random([n, 9, side, side], Distribution::Normal(0.0, 1.0), &device);
+                let _grads = d.forward(x, &vec![0.5f32; n]).powi_scalar(2).mean().backward();
+            });
+            (format!("D {name}"), measured, cfg.training_bytes(n, side, side))
+        }
+        other => return println!("{other}: measure g (a restorer) or d (the diffusion network)"),
+    };
     let mib = |b: u64| b as f64 / 1048576.0;
     println!(
         "{what:<34} {n:>5} {side:>6} {secs:>8.2} {:>11.0} {:>11.0} {:>6.2}",
@@ -54,16 +66,21 @@ fn row(what: &str, n: usize, side: usize, secs: f64, peak: u64, model: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let device = Device::flex().autodiff();
-    println!(
-        "{:<34} {:>5} {:>6} {:>8} {:>11} {:>11} {:>6}",
-        "network", "batch", "side", "seconds", "peak MiB", "model MiB", "ratio"
-    );
-    let nums = |rest: &[String]| -> Vec<usize> { rest.iter().filter_map(|s| s.parse().ok()).collect() };
-    let jobs: Vec<(String, String, usize, Vec<usize>)> = match args.split_first() {
-        Some((kind, rest)) if rest.len() >= 2 => {
-            let n = nums(&rest[1..]);
-            vec![(kind.clone(), rest[0].clone(), n.first().copied().unwrap_or(2), n[1.min(n.len())..].to_vec())]
+    let number = |s: Option<&String>| s.and_then(|s| s.parse::<usize>().ok());
+    if let [first, kind, name, n, side] = &args[..]
+        && first == "one"
+    {
+        match (number(Some(n)), number(Some(side))) {
+            (Some(n), Some(side)) => one(kind, name, n, side),
+            _ => println!("one {kind} {name} {n} {side}: batch and side are numbers"),
+        }
+        return;
+    }
+    let jobs: Vec<(String, String, usize, Vec<usize>)> = match &args[..] {
+        [kind, name, rest @ ..] => {
+            let nums: Vec<usize> = rest.iter().filter_map(|s| s.parse().ok()).collect();
+            let sides = if nums.len() > 1 { nums[1..].to_vec() } else { vec![64, 128] };
+            vec![(kind.clone(), name.clone(), nums.first().copied().unwrap_or(2), sides)]
         }
         _ => vec![
             ("g".into(), "unet:8,16".into(), 8, vec![64, 128]),
@@ -77,67 +94,20 @@ fn main() {
             ("d".into(), "paper".into(), 2, vec![64, 128]),
         ],
     };
+    println!(
+        "{:<34} {:>5} {:>6} {:>8} {:>11} {:>11} {:>6}",
+        "network", "batch", "side", "seconds", "peak MiB", "model MiB", "ratio"
+    );
     // Each measurement in a fresh process: memory freed by an earlier one stays resident in the
     // allocator's arenas and would hide the next one's peak.
-    if args.first().map(String::as_str) != Some("one") {
-        let exe = std::env::current_exe().expect("own path");
-        for (kind, name, n, sides) in jobs {
-            for side in if sides.is_empty() { vec![64, 128] } else { sides } {
-                let out = std::process::Command::new(&exe)
-                    .args(["one", &kind, &name, &n.to_string(), &side.to_string()])
-                    .output()
-                    .expect("run a measurement");
-                print!(
-                    "{}",
-                    String::from_utf8_lossy(&out.stdout).lines().skip(1).collect::<Vec<_>>().join("\n") + "\n"
-                );
-            }
-        }
-        return;
-    }
-    let jobs = {
-        let rest = &args[1..];
-        let n = nums(&rest[2..]);
-        vec![(rest[0].clone(), rest[1].clone(), n[0], n[1..].to_vec())]
-    };
+    let exe = std::env::current_exe().expect("own path");
     for (kind, name, n, sides) in jobs {
-        match kind.as_str() {
-            "g" => {
-                let cfg = match parse_arch(&name) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        println!("{name}: {e}");
-                        continue;
-                    }
-                };
-                let g = cfg.init(&device);
-                for &side in &sides {
-                    let (secs, peak) = measure(|| {
-                        let x = Tensor::<4>::random([n, 3, side, side], Distribution::Uniform(0.0, 1.0), &device);
-                        let y = Tensor::<4>::random([n, 3, side, side], Distribution::Uniform(0.0, 1.0), &device);
-                        let loss = (g.restore(x) - y).abs().mean();
-                        let _grads = loss.backward();
-                    });
-                    row(&format!("G {name}"), n, side, secs, peak, cfg.training_bytes(n, side, side));
-                }
-            }
-            "d" => {
-                let Some(cfg) = diffusion(&name) else {
-                    println!("{name}: D is smoke, demo or paper");
-                    continue;
-                };
-                let d = cfg.init(&device);
-                for &side in &sides {
-                    let (secs, peak) = measure(|| {
-                        let x = Tensor::<4>::random([n, 9, side, side], Distribution::Normal(0.0, 1.0), &device);
-                        let gamma = vec![0.5f32; n];
-                        let loss = d.forward(x, &gamma).powi_scalar(2).mean();
-                        let _grads = loss.backward();
-                    });
-                    row(&format!("D {name}"), n, side, secs, peak, cfg.training_bytes(n, side, side));
-                }
-            }
-            other => println!("{other}: measure g (a restorer) or d (the diffusion network)"),
+        for side in sides {
+            let out = std::process::Command::new(&exe)
+                .args(["one", &kind, &name, &n.to_string(), &side.to_string()])
+                .output()
+                .expect("run a measurement");
+            print!("{}", String::from_utf8_lossy(&out.stdout));
         }
     }
 }

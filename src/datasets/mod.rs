@@ -373,8 +373,6 @@ impl Loader<'_> {
         self.registry.get(name)
     }
 
-    /// Procedural content of an embedded dataset split: dead leaves in the style its kind
-    /// photographs (see [`content_config`]), on a stream of its own.
     /// Whether Ctrl-C / SIGTERM asked the run to stop.
     fn stopped(&self) -> bool {
         self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
@@ -423,6 +421,8 @@ impl Loader<'_> {
         )
     }
 
+    /// Procedural content of an embedded dataset split: dead leaves in the style its kind
+    /// photographs (see [`content_config`]), on a stream of its own.
     fn content_images(&self, name: &str, kind: DatasetKind, split: Split, take: Take) -> Result<Vec<(String, Image)>> {
         // Validated by `check_take`: generated data has a count.
         let cfg = content_config(kind, take.size);

@@ -263,5 +263,3 @@ pub fn network_memory(spec: &PipelineSpec) -> NetworkMemory {
         .max_by_key(|m| m.total())
         .unwrap_or_default()
 }
-
-pub use crate::util::human_bytes;

@@ -40,10 +40,10 @@ pub struct Tiles {
 }
 
 /// The tiles a restore of a `w × h` image needs to stay within `budget` bytes, or `None` when
-/// the whole image fits. Half the budget is planned for: the model
-/// counts resident memory, while the allocator's arenas and the threads' stacks also take
-/// address space. The overlap is a quarter of the tile, at most 128 px (UNet-S's receptive
-/// field is ≈ 100 px). Errors when not even the image's own planes fit.
+/// the whole image fits. Three quarters of the budget are planned for: the model counts
+/// resident memory, while the allocator's arenas and the threads' stacks also take address
+/// space. The overlap is a quarter of the tile, at most 128 px (UNet-S's receptive field is
+/// ≈ 100 px). Errors when not even the smallest tile fits beside the image's own planes.
 pub fn tiles_for_budget(cfg: &RestorerConfig, w: usize, h: usize, budget: u64) -> Result<Option<Tiles>, String> {
     // The image's planes beside the network's, per pixel: the decoded file (up to 16-bit RGBA,
     // 8 B), its 8-bit copies in and out (3 + 4 B), the input, its padded copy, the blended output
@@ -60,7 +60,8 @@ pub fn tiles_for_budget(cfg: &RestorerConfig, w: usize, h: usize, budget: u64) -
     if !fits(smallest) {
         return Err(format!(
             "{w}×{h}: restoring it needs at least {} (the image and a {smallest}² tile); {} available",
-            crate::util::human_bytes((cfg.inference_bytes(smallest, smallest) + planes) as u128 * 2),
+            // The budget that plan would fit in (it uses three quarters of what it is given).
+            crate::util::human_bytes((cfg.inference_bytes(smallest, smallest) + planes) as u128 * 4 / 3),
             crate::util::human_bytes(budget as u128)
         ));
     }

@@ -1,6 +1,6 @@
 //! The convolution kernels on plain slices (NCHW, contiguous): im2col/col2im and gemm.
 
-use super::pointwise::{Act, apply_in_place, sum};
+use super::pointwise::{Act, CHUNK, apply_in_place, sum};
 use rayon::prelude::*;
 
 /// Shapes of one stride-1 "same" convolution.
@@ -265,7 +265,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
         if g.k == 1 {
             gemm(g.co, hw, kk, out, true, weight, (kk, 1), xi, (hw, 1), gemm_parallel);
             if act != Act::Identity {
-                out.par_chunks_mut(1 << 14).for_each(|c| apply_in_place(c, act));
+                out.par_chunks_mut(CHUNK).for_each(|c| apply_in_place(c, act));
             }
             return;
         }

@@ -317,12 +317,8 @@ fn norm_shape(x: &FlexTensor, groups: usize, eps: f32) -> NormShape {
 
 impl KernelOps for Flex {
     fn conv_same(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let g = conv_geometry(&x, &weight);
-        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
-        flex_tensor(
-            conv::conv_forward(slice(&x), slice(&weight), slice(&bias), g, Act::Identity),
-            vec![g.b, g.co, g.h, g.w],
-        )
+        let (kind, slope) = Act::Identity.code();
+        Self::conv_same_act(x, weight, bias, kind, slope)
     }
 
     fn conv_same_act(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, kind: u32, slope: f32) -> FlexTensor {

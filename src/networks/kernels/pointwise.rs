@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 /// Element-wise work is split in chunks this long (64 KiB of f32) over rayon.
-const CHUNK: usize = 16 * 1024;
+pub(crate) const CHUNK: usize = 16 * 1024;
 
 /// An activation with its derivative, both in terms of the activation's input.
 #[derive(Clone, Copy, Debug, PartialEq)]

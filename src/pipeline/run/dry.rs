@@ -32,11 +32,11 @@ pub fn dry_run(res: &Resolved, opts: &RunOptions) -> Result<String> {
     let meta_keys = meta_keys(&data.tests);
     let mut out = format!("plan for {} (profile {}):\n", res.path.display(), res.profile);
     let have = crate::pipeline::plan::available_memory()
-        .map(|b| format!(" of {} available", crate::pipeline::plan::human_bytes(b)))
+        .map(|b| format!(" of {} available", crate::util::human_bytes(b)))
         .unwrap_or_default();
     let mem = crate::pipeline::plan::data_memory(spec, &registry);
     let nets = crate::pipeline::plan::network_memory(spec);
-    let human = crate::pipeline::plan::human_bytes;
+    let human = crate::util::human_bytes;
     out.push_str(&format!(
         "  memory: ≈ {}{have}: data {} ({} held whole, {} of batches streamed from patch stores), networks' \
          weights, gradients and Adam moments {}, a training step's activations {}\n",

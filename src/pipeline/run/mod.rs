@@ -84,16 +84,16 @@ fn check_memory(spec: &PipelineSpec, registry: &Registry, skip: bool) -> Result<
              stores, {} for the networks' weights, gradients and Adam moments, {} for one training step's \
              activations (train.batch × train.patch²); more than the {} available here; lower the counts, sizes, \
              batch, patch or widths (or train.loader.prefetch), or pass --skip-memory-check",
-            super::plan::human_bytes(need.total() + nets.total()),
-            super::plan::human_bytes(need.held),
+            crate::util::human_bytes(need.total() + nets.total()),
+            crate::util::human_bytes(need.held),
             plan(spec.source.count),
             spec.source.size,
             plan(spec.target.count),
             spec.target.size,
-            super::plan::human_bytes(need.streamed),
-            super::plan::human_bytes(nets.state),
-            super::plan::human_bytes(nets.activations),
-            super::plan::human_bytes(have)
+            crate::util::human_bytes(need.streamed),
+            crate::util::human_bytes(nets.state),
+            crate::util::human_bytes(nets.activations),
+            crate::util::human_bytes(have)
         )));
     }
     Ok(())
