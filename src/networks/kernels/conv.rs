@@ -1,6 +1,8 @@
-//! The convolution kernels on plain slices (NCHW, contiguous): im2col/col2im and gemm.
+//! The convolution kernels on plain slices (NCHW, contiguous): banded im2col and gemm, or
+//! Winograd F(2×2, 3×3) ([`super::winograd`]) for 3×3 layers with enough channels.
 
 use super::pointwise::{Act, CHUNK, apply_in_place, sum};
+use super::winograd;
 use rayon::prelude::*;
 
 /// Shapes of one stride-1 "same" convolution.
@@ -25,10 +27,10 @@ impl Geometry {
 }
 
 /// One kernel tap of one input channel: its im2col row, and where it reads inside the image.
-/// Both the image plane and the im2col row are row-major `h × w`, so the tap is the output
-/// range `[start, end)` read from the plane at `start + shift` (one contiguous run), except the
-/// values in columns outside `[x0, x1)`, which wrap across a row end (they read outside the
-/// image, so they are zero).
+/// Both the image plane and the im2col row are row-major `h × w`, so over output rows
+/// `[y0, y1)` the tap reads one contiguous run of the plane at offset `shift`, except the values
+/// in columns outside `[x0, x1)`, which wrap across a row end (they read outside the image, so
+/// they are zero).
 struct Tap {
     channel: usize,
     row: usize,
@@ -36,18 +38,7 @@ struct Tap {
     x1: usize,
     y0: usize,
     y1: usize,
-    start: usize,
-    end: usize,
     shift: isize,
-}
-
-impl Tap {
-    /// Zero the values of `row` that wrap across a row end: at most k/2 columns on each side,
-    /// walked down the column (per-row slices of one or two values would each be a `memset`
-    /// call).
-    fn zero_wrapped(&self, row: &mut [f32], w: usize) {
-        zero_columns(row, w, (self.x0, self.x1), (self.y0, self.y1));
-    }
 }
 
 /// Zero the columns outside `[x0, x1)` of rows `[y0, y1)` of a row-major `· × w` plane.
@@ -67,17 +58,7 @@ fn taps(g: Geometry) -> impl Iterator<Item = Tap> {
         let (dy, dx) = (ky as isize - p, kx as isize - p);
         let (y0, y1) = ((-dy).clamp(0, h) as usize, (h - dy).clamp(0, h) as usize);
         let (x0, x1) = ((-dx).clamp(0, w) as usize, (w - dx).clamp(0, w) as usize);
-        (y0 < y1 && x0 < x1).then(|| Tap {
-            channel,
-            row,
-            x0,
-            x1,
-            y0,
-            y1,
-            start: y0 * g.w + x0,
-            end: (y1 - 1) * g.w + x1,
-            shift: dy * w + dx,
-        })
+        (y0 < y1 && x0 < x1).then(|| Tap { channel, row, x0, x1, y0, y1, shift: dy * w + dx })
     })
 }
 
@@ -127,22 +108,6 @@ fn band_rows(g: Geometry) -> usize {
     ((1usize << 18) / (g.kk() * g.w).max(1)).clamp(1, g.h.max(1))
 }
 
-/// The adjoint of [`im2col`]: `dx[c][y + ky − k/2][x + kx − k/2] += cols[(c, ky, kx)][y·w + x]`.
-/// Consumes `cols` as scratch: the wrapped values of each tap are zeroed so that the tap is
-/// one contiguous, vectorisable addition.
-fn col2im(cols: &mut [f32], g: Geometry, dx_out: &mut [f32]) {
-    let hw = g.hw();
-    for t in taps(g) {
-        let plane = &mut dx_out[t.channel * hw..(t.channel + 1) * hw];
-        let row = &mut cols[t.row * hw..(t.row + 1) * hw];
-        t.zero_wrapped(row, g.w);
-        let dst = (t.start as isize + t.shift) as usize;
-        for (d, s) in plane[dst..dst + (t.end - t.start)].iter_mut().zip(&row[t.start..t.end]) {
-            *d += s;
-        }
-    }
-}
-
 /// `dst (m×n, row-major) = [dst +] a · b` with `a` (m×k) and `b` (k×n) given by their row and
 /// column strides (a transposed operand is just swapped strides).
 #[allow(clippy::too_many_arguments)]
@@ -169,7 +134,7 @@ fn gemm(
 /// `dst` must be valid for writes at `i·dst_rs + j` for every `i < m`, `j < n`, and no other
 /// thread may access those values meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
+pub(super) unsafe fn gemm_raw(
     m: usize,
     n: usize,
     k: usize,
@@ -213,14 +178,14 @@ unsafe fn gemm_raw(
 }
 
 thread_local! {
-    /// Reused im2col / col2im buffers (taken out while in use, so a nested call on the same
+    /// Reused im2col / Winograd buffers (taken out while in use, so a nested call on the same
     /// thread — rayon steals work while a parallel gemm waits — simply allocates its own).
     static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A buffer of at least `n` values (contents unspecified: callers overwrite what they use).
 /// Never shrunk, so a thread's buffer stops growing (and being zeroed) after the largest layer.
-fn scratch(n: usize) -> Vec<f32> {
+pub(super) fn scratch(n: usize) -> Vec<f32> {
     let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
     if v.len() < n {
         v.resize(n, 0.0);
@@ -228,7 +193,7 @@ fn scratch(n: usize) -> Vec<f32> {
     v
 }
 
-fn release(v: Vec<f32>) {
+pub(super) fn release(v: Vec<f32>) {
     SCRATCH.with(|s| {
         let mut pool = s.borrow_mut();
         if pool.len() < 2 {
@@ -246,10 +211,17 @@ fn images_in_parallel(g: Geometry) -> bool {
 
 /// An output buffer shared by the bands of one image, each writing its own columns.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: only used for disjoint column bands (see `conv_forward`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer (through a method, so closures capture the whole `Sync` wrapper).
+    pub(super) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Forward: per image, `out = act(W (co × ci·k²) · im2col(x) + bias)` — the activation applied
 /// to each band right after its gemm, while it is in cache (inference: one pass over the
@@ -257,6 +229,17 @@ unsafe impl Sync for SharedOut {}
 pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, act: Act) -> Vec<f32> {
     let (hw, kk) = (g.hw(), g.kk());
     let mut out = vec![0f32; g.b * g.co * hw];
+    if winograd::applies(g) {
+        let per_image = g.ci * hw;
+        if images_in_parallel(g) {
+            out.par_chunks_mut(g.co * hw)
+                .zip(x.par_chunks(per_image))
+                .for_each(|(o, xi)| winograd::forward(xi, weight, bias, Geometry { b: 1, ..g }, act, o, false));
+        } else {
+            winograd::forward(x, weight, bias, g, act, &mut out, true);
+        }
+        return out;
+    }
     let one = |i: usize, out: &mut [f32], gemm_parallel: bool| {
         for (o, &bv) in out.chunks_mut(hw).zip(bias) {
             o.fill(bv);
@@ -272,7 +255,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
         // Bands of output rows, each an im2col of ≈ 1 MB and a gemm into its columns of `out`;
         // in parallel (each gemm sequential) where the image alone has the threads.
         let rows = band_rows(g);
-        let band = |r0: usize, out: SharedOut| {
+        let band = |r0: usize, out: SharedOut, parallel: bool| {
             let r1 = (r0 + rows).min(g.h);
             let n = (r1 - r0) * g.w;
             let mut buf = scratch(kk * n);
@@ -280,7 +263,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
             im2col_rows(xi, g, (r0, r1), cols);
             // SAFETY: band r0 writes only columns [r0·w, r1·w) of each of the co rows of `out`
             // (row stride hw): bands are disjoint, and `out` outlives them.
-            unsafe { gemm_raw(g.co, n, kk, out.0.add(r0 * g.w), hw, true, weight, (kk, 1), cols, (n, 1), false) };
+            unsafe { gemm_raw(g.co, n, kk, out.0.add(r0 * g.w), hw, true, weight, (kk, 1), cols, (n, 1), parallel) };
             if act != Act::Identity {
                 for o in 0..g.co {
                     // SAFETY: the same columns of row o that this band's gemm just wrote.
@@ -291,10 +274,13 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
             release(buf);
         };
         let shared = SharedOut(out.as_mut_ptr());
-        if gemm_parallel {
-            (0..g.h).into_par_iter().step_by(rows).for_each(|r0| band(r0, shared));
+        if gemm_parallel && rows >= g.h {
+            // One band (a small layer): its gemm has the threads.
+            band(0, shared, true);
+        } else if gemm_parallel {
+            (0..g.h).into_par_iter().step_by(rows).for_each(|r0| band(r0, shared, false));
         } else {
-            (0..g.h).step_by(rows).for_each(|r0| band(r0, shared));
+            (0..g.h).step_by(rows).for_each(|r0| band(r0, shared, false));
         }
     };
     if images_in_parallel(g) {
@@ -305,8 +291,8 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
     out
 }
 
-/// Backward: per image, `dcols = Wᵀ · dy` then col2im (the input gradient) and
-/// `dW += dy · im2col(x)ᵀ` (the weight gradient); `db = Σ dy`. Deterministic: the same
+/// Backward: the input gradient as a convolution of dy (k > 1: see below; 1×1: `Wᵀ · dy`),
+/// per image `dW += dy · im2col(x)ᵀ` (the weight gradient) and `db = Σ dy`. Deterministic: the same
 /// result for any thread count and any rayon scheduling (tested).
 pub(crate) fn conv_backward(
     x: &[f32],
@@ -316,6 +302,25 @@ pub(crate) fn conv_backward(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (hw, kk) = (g.hw(), g.kk());
+    // The input gradient of a k×k "same" convolution is the same convolution of dy with each
+    // filter turned 180° and the channel axes swapped: the forward's banded (or Winograd)
+    // path, no k²-fold dcols matrix and col2im.
+    let flipped = (want_dx && g.k > 1).then(|| {
+        let gt = Geometry { ci: g.co, co: g.ci, ..g };
+        let kk2 = g.k * g.k;
+        let mut wt = vec![0f32; weight.len()];
+        for o in 0..g.co {
+            for c in 0..g.ci {
+                let src = &weight[(o * g.ci + c) * kk2..(o * g.ci + c + 1) * kk2];
+                let dst = &mut wt[(c * g.co + o) * kk2..(c * g.co + o + 1) * kk2];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        conv_forward(dy, &wt, &vec![0f32; g.ci], gt, Act::Identity)
+    });
+    let want_dx = want_dx && flipped.is_none();
     let mut dx = if want_dx { vec![0f32; g.b * g.ci * hw] } else { Vec::new() };
     // The weight and bias gradients sum over the images. For results that do not depend on how
     // rayon happens to split the work (or on the thread count), images are summed in fixed
@@ -344,11 +349,6 @@ pub(crate) fn conv_backward(
         // computes a row-major product through its transpose) packs the small dy, not the
         // k²-times larger cols.
         gemm(kk, g.co, hw, dw, true, cols, (hw, 1), dyi, (1, hw), par);
-        if want_dx {
-            // dcols (kk × hw) = Wᵀ (kk × co) · dy (co × hw), then col2im.
-            gemm(kk, hw, g.co, cols, false, weight, (1, kk), dyi, (hw, 1), par);
-            col2im(cols, g, dxi);
-        }
         release(buf);
     };
     // One group's images, in order, into its (dWᵀ, db).
@@ -380,7 +380,7 @@ pub(crate) fn conv_backward(
             dw_out[c * kk + j] = v;
         }
     }
-    (want_dx.then_some(dx), dw_out, db)
+    (flipped.or(want_dx.then_some(dx)), dw_out, db)
 }
 
 fn add_pair(mut a: (Vec<f32>, Vec<f32>), b: (Vec<f32>, Vec<f32>)) -> (Vec<f32>, Vec<f32>) {

@@ -5,9 +5,10 @@
 //! Why: flex differentiates a convolution through a direct-loop transposed convolution (input
 //! gradient) and a convolution whose kernel is the whole output-gradient map (weight gradient),
 //! and runs element-wise work as single-threaded passes, one per primitive (SiLU alone is six);
-//! those paths were most of the gap to PyTorch (issue 13). Here every convolution pass is one
-//! im2col (or col2im) plus one gemm, batch-parallel on rayon, and each normalisation or
-//! activation is one parallel pass each way.
+//! those paths were most of the gap to PyTorch (issue 13). Here every convolution pass is a
+//! gemm over a banded im2col, or Winograd F(2×2, 3×3) for 3×3 layers with ≥ 16 channels each
+//! side (the input gradient is the same convolution with the filters turned), parallel on
+//! rayon, and each normalisation or activation is one parallel pass each way.
 //!
 //! The ops are registered through burn's backend-extension mechanism (`#[backend_extension]`)
 //! with our own autodiff backward. Other back-ends (wgpu, cuda, tch) and other dtypes (the
@@ -18,6 +19,7 @@ mod conv;
 mod norm;
 mod pointwise;
 mod resample;
+mod winograd;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -71,6 +73,7 @@ impl Resample2x {
             Resample2x::Bilinear => 0,
             Resample2x::Nearest => 1,
             Resample2x::AvgPool => 2,
+            Resample2x::BilinearAligned => 3,
         }
     }
 
@@ -78,6 +81,7 @@ impl Resample2x {
         match kind {
             0 => Resample2x::Bilinear,
             1 => Resample2x::Nearest,
+            3 => Resample2x::BilinearAligned,
             _ => Resample2x::AvgPool,
         }
     }
@@ -203,6 +207,11 @@ fn resample2x(x: Tensor<4>, kind: Resample2x) -> Result<Tensor<4>, Tensor<4>> {
 /// Bilinear ×2 up-sampling (`align_corners = false`) through the kernel on flex (f32).
 pub(crate) fn upsample2x_bilinear(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     resample2x(x, Resample2x::Bilinear)
+}
+
+/// Bilinear ×2 up-sampling (`align_corners = true`) through the kernel on flex (f32).
+pub(crate) fn upsample2x_bilinear_aligned(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    resample2x(x, Resample2x::BilinearAligned)
 }
 
 /// Nearest ×2 up-sampling through the kernel on flex (f32).
@@ -553,6 +562,11 @@ mod tests {
             (1, 3, 9, 16, 8, 8),
             (1, 1, 6, 4, 5, 3),
             (3, 3, 2, 3, 1, 4),
+            // Winograd (≥ 16 channels each side): odd sizes, one row or column, both gradients.
+            (3, 3, 16, 17, 7, 9),
+            (1, 3, 20, 16, 5, 1),
+            (1, 3, 16, 16, 1, 6),
+            (2, 3, 17, 5, 6, 6),
         ] {
             let dev = Device::flex().autodiff();
             let mut layer = super::super::init::conv(ci, co, k, &dev);
@@ -727,7 +741,7 @@ mod tests {
         let dev = Device::flex().autodiff();
         let mut rng = Rng::new(8);
         let x = Tensor::<4>::from_data(data(&mut rng, vec![2, 3, 6, 10], 1.0), &dev).require_grad();
-        let kinds: [(Resample2x, fn(Tensor<4>) -> Tensor<4>); 3] = [
+        let kinds: [(Resample2x, fn(Tensor<4>) -> Tensor<4>); 5] = [
             (Resample2x::Bilinear, |x| {
                 let [_, _, h, w] = x.dims();
                 let o = InterpolateOptions::new(InterpolateMode::Bilinear)
@@ -735,6 +749,15 @@ mod tests {
                     .with_output_size([2 * h, 2 * w]);
                 interpolate(x, o)
             }),
+            (Resample2x::BilinearAligned, |x| {
+                let [_, _, h, w] = x.dims();
+                let o = InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(true)
+                    .with_output_size([2 * h, 2 * w]);
+                interpolate(x, o)
+            }),
+            // The index-select form the other back-ends use.
+            (Resample2x::BilinearAligned, |x| crate::networks::upsample2x_bilinear_ops_aligned(x)),
             (Resample2x::Nearest, |x| {
                 let [b, c, h, w] = x.dims();
                 x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])

@@ -9,6 +9,9 @@ pub(crate) enum Resample2x {
     /// Bilinear up-sampling, `align_corners = false` (PyTorch's default): each output sample is
     /// ¾ of its nearer and ¼ of its farther input neighbour, edges clamped.
     Bilinear,
+    /// Bilinear up-sampling, `align_corners = true` (the authors' `nn.Upsample` in UNet-S):
+    /// output sample `j` of `2n` reads the input at `j·(n−1)/(2n−1)`.
+    BilinearAligned,
     /// Nearest up-sampling: each input sample repeated 2×2.
     Nearest,
     /// 2×2 average pooling (even sizes).
@@ -19,17 +22,31 @@ impl Resample2x {
     /// Output plane size for an `h × w` input.
     pub(crate) fn out_size(self, h: usize, w: usize) -> (usize, usize) {
         match self {
-            Resample2x::Bilinear | Resample2x::Nearest => (2 * h, 2 * w),
+            Resample2x::Bilinear | Resample2x::BilinearAligned | Resample2x::Nearest => (2 * h, 2 * w),
             Resample2x::AvgPool => (h / 2, w / 2),
         }
     }
 }
 
-/// The two inputs of bilinear output `o` along an axis of length `n`: (nearer, farther).
-#[inline(always)]
-fn bilinear_taps(o: usize, n: usize) -> (usize, usize) {
-    let i = o / 2;
-    if o % 2 == 0 { (i, i.saturating_sub(1)) } else { (i, (i + 1).min(n - 1)) }
+/// Bilinear output `o` of an axis of `n` inputs reads `wa·x[a] + wb·x[b]`: one `(a, b, wa, wb)`
+/// per output, computed once per call (both passes and the adjoint read the same table).
+fn bilinear_taps(n: usize, aligned: bool) -> Vec<(usize, usize, f32, f32)> {
+    (0..2 * n)
+        .map(|o| {
+            if aligned {
+                // Position i + f = o·(n−1)/(2n−1), in f64 (as the index-select form).
+                let pos = if n > 1 { o as f64 * (n - 1) as f64 / (2 * n - 1) as f64 } else { 0.0 };
+                let i = (pos as usize).min(n - 1);
+                let f = (pos - i as f64) as f32;
+                (i, (i + 1).min(n - 1), 1.0 - f, f)
+            } else {
+                // ¾ of the nearer input, ¼ of the farther, edges clamped.
+                let i = o / 2;
+                let far = if o % 2 == 0 { i.saturating_sub(1) } else { (i + 1).min(n - 1) };
+                (i, far, 0.75, 0.25)
+            }
+        })
+        .collect()
 }
 
 /// Apply `kind` to `planes` planes of `h × w`.
@@ -39,21 +56,22 @@ pub(crate) fn forward(x: &[f32], planes: usize, h: usize, w: usize, kind: Resamp
     if out.is_empty() {
         return out;
     }
+    let aligned = kind == Resample2x::BilinearAligned;
+    let bilinear = matches!(kind, Resample2x::Bilinear | Resample2x::BilinearAligned);
+    let (tx, ty) = if bilinear { (bilinear_taps(w, aligned), bilinear_taps(h, aligned)) } else { Default::default() };
     out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(o, x)| match kind {
-        Resample2x::Bilinear => {
+        Resample2x::Bilinear | Resample2x::BilinearAligned => {
             // Horizontal pass into `t` (h × 2w), then vertical rows (whole-row multiply-adds).
             let mut t = vec![0f32; h * ow];
             for (xr, tr) in x.chunks(w).zip(t.chunks_mut(ow)) {
-                for (ox, v) in tr.iter_mut().enumerate() {
-                    let (a, b) = bilinear_taps(ox, w);
-                    *v = 0.75 * xr[a] + 0.25 * xr[b];
+                for (v, &(a, b, wa, wb)) in tr.iter_mut().zip(&tx) {
+                    *v = wa * xr[a] + wb * xr[b];
                 }
             }
-            for (oy, orow) in o.chunks_mut(ow).enumerate() {
-                let (a, b) = bilinear_taps(oy, h);
+            for (orow, &(a, b, wa, wb)) in o.chunks_mut(ow).zip(&ty) {
                 let (ra, rb) = (&t[a * ow..(a + 1) * ow], &t[b * ow..(b + 1) * ow]);
                 for ((v, &p), &q) in orow.iter_mut().zip(ra).zip(rb) {
-                    *v = 0.75 * p + 0.25 * q;
+                    *v = wa * p + wb * q;
                 }
             }
         }
@@ -85,24 +103,25 @@ pub(crate) fn backward(g: &[f32], planes: usize, h: usize, w: usize, kind: Resam
     if dx.is_empty() {
         return dx;
     }
+    let aligned = kind == Resample2x::BilinearAligned;
+    let bilinear = matches!(kind, Resample2x::Bilinear | Resample2x::BilinearAligned);
+    let (tx, ty) = if bilinear { (bilinear_taps(w, aligned), bilinear_taps(h, aligned)) } else { Default::default() };
     dx.par_chunks_mut(h * w).zip(g.par_chunks(oh * ow)).for_each(|(d, g)| match kind {
-        Resample2x::Bilinear => {
+        Resample2x::Bilinear | Resample2x::BilinearAligned => {
             // Adjoint of the vertical pass into `t` (h × 2w), then of the horizontal pass.
             let mut t = vec![0f32; h * ow];
-            for (oy, grow) in g.chunks(ow).enumerate() {
-                let (a, b) = bilinear_taps(oy, h);
+            for (grow, &(a, b, wa, wb)) in g.chunks(ow).zip(&ty) {
                 for (v, &q) in t[a * ow..(a + 1) * ow].iter_mut().zip(grow) {
-                    *v += 0.75 * q;
+                    *v += wa * q;
                 }
                 for (v, &q) in t[b * ow..(b + 1) * ow].iter_mut().zip(grow) {
-                    *v += 0.25 * q;
+                    *v += wb * q;
                 }
             }
             for (dr, tr) in d.chunks_mut(w).zip(t.chunks(ow)) {
-                for (ox, &q) in tr.iter().enumerate() {
-                    let (a, b) = bilinear_taps(ox, w);
-                    dr[a] += 0.75 * q;
-                    dr[b] += 0.25 * q;
+                for (&q, &(a, b, wa, wb)) in tr.iter().zip(&tx) {
+                    dr[a] += wa * q;
+                    dr[b] += wb * q;
                 }
             }
         }
