@@ -292,7 +292,8 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
 }
 
 /// Backward: the input gradient as a convolution of dy (k > 1: see below; 1×1: `Wᵀ · dy`),
-/// per image `dW += dy · im2col(x)ᵀ` (the weight gradient) and `db = Σ dy`. Deterministic: the same
+/// per image `dW += dy · im2col(x)ᵀ` (the weight gradient; Winograd's transposed form where
+/// the forward uses Winograd) and `db = Σ dy`. Deterministic: the same
 /// result for any thread count and any rayon scheduling (tested).
 pub(crate) fn conv_backward(
     x: &[f32],
@@ -327,11 +328,18 @@ pub(crate) fn conv_backward(
     // groups of consecutive images, each group in image order, then the groups in order.
     let group = g.b.div_ceil(16).max(1);
     let groups = g.b.div_ceil(group);
+    let wino = winograd::applies(g);
+    let dw_len = if wino { winograd::weight_grad_len(g) } else { g.co * kk };
     let one = |i: usize, dxi: &mut [f32], (dw, db): &mut (Vec<f32>, Vec<f32>), par: bool| {
         let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
         let dyi = &dy[i * g.co * hw..(i + 1) * g.co * hw];
         for (s, row) in db.iter_mut().zip(dyi.chunks(hw)) {
             *s += sum(row);
+        }
+        if wino {
+            // Winograd's accumulator (see `winograd::weight_grad`), transformed once at the end.
+            winograd::weight_grad(xi, dyi, Geometry { b: 1, ..g }, dw, par);
+            return;
         }
         if g.k == 1 {
             // dWᵀ (ci × co) += x (ci × hw) · dyᵀ (hw × co)
@@ -353,7 +361,7 @@ pub(crate) fn conv_backward(
     };
     // One group's images, in order, into its (dWᵀ, db).
     let run_group = |j: usize, dx_group: &mut [f32], par: bool| {
-        let mut acc = (vec![0f32; g.co * kk], vec![0f32; g.co]);
+        let mut acc = (vec![0f32; dw_len], vec![0f32; g.co]);
         for i in j * group..((j + 1) * group).min(g.b) {
             let dxi: &mut [f32] = if want_dx {
                 let k = i - j * group;
@@ -372,7 +380,10 @@ pub(crate) fn conv_backward(
         (true, false) => dx.chunks_mut(group * g.ci * hw).enumerate().map(|(j, d)| run_group(j, d, true)).collect(),
         (false, false) => (0..groups).map(|j| run_group(j, &mut [], true)).collect(),
     };
-    let (dw, db) = parts.into_iter().reduce(add_pair).unwrap_or_else(|| (vec![0f32; g.co * kk], vec![0f32; g.co]));
+    let (dw, db) = parts.into_iter().reduce(add_pair).unwrap_or_else(|| (vec![0f32; dw_len], vec![0f32; g.co]));
+    if wino {
+        return (flipped, winograd::finish_weight_grad(&dw, g), db);
+    }
     // dWᵀ (kk × co) back to the weight's layout (co × kk).
     let mut dw_out = vec![0f32; dw.len()];
     for (j, row) in dw.chunks(g.co).enumerate() {
@@ -441,8 +452,9 @@ mod tests {
     #[test]
     fn backward_is_deterministic() {
         let mut rng = Rng::new(21);
-        for (b, k) in [(8, 3), (2, 3), (5, 1), (20, 3)] {
-            let g = Geometry { b, ci: 6, co: 5, h: 9, w: 7, k };
+        // The last two: Winograd (≥ 16 channels), image-parallel and with parallel products.
+        for (b, k, ci, co) in [(8, 3, 6, 5), (2, 3, 6, 5), (5, 1, 6, 5), (20, 3, 6, 5), (20, 3, 16, 17), (1, 3, 17, 16)] {
+            let g = Geometry { b, ci, co, h: 9, w: 7, k };
             let mut draw = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();
             let (x, w, dy) = (draw(b * g.ci * g.hw()), draw(g.co * g.kk()), draw(b * g.co * g.hw()));
             let run = |threads: usize| {
