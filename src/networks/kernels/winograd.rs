@@ -83,18 +83,25 @@ fn transform_input(x: &[f32], g: Geometry, (t0, t1): (usize, usize), tw: usize, 
     let n = tw + 1;
     let channel = |c: usize, vc: &mut [f32]| {
         let plane = &x[c * hw..(c + 1) * hw];
-        // split[(2r + s)·n..]: input row r of the tile row at its odd (s = 0) or even (s = 1)
-        // columns; comb[(2i + s)·n..]: row i of Bᵀ d, for the same columns.
+        // split[(2·slot[r] + s)·n..]: input row r of the tile row at its odd (s = 0) or even
+        // (s = 1) columns; comb[(2i + s)·n..]: row i of Bᵀ d, for the same columns.
+        // Input row r of the tile row lives in slot[r] of `split`: consecutive tile rows share
+        // two input rows, which are rotated into place rather than split again.
         let (mut split, mut comb) = (vec![0f32; 8 * n], vec![0f32; 8 * n]);
+        let mut slot = [0, 1, 2, 3];
         for ty in t0..t1 {
-            for (r, oe) in split.chunks_mut(2 * n).enumerate() {
+            let fresh = if ty == t0 { 0 } else { 2 };
+            if fresh == 2 {
+                slot = [slot[2], slot[3], slot[0], slot[1]];
+            }
+            for r in fresh..4 {
                 let y = (2 * ty + r) as isize - 1;
                 let row = (0..h as isize).contains(&y).then(|| &plane[y as usize * w..(y as usize + 1) * w]);
-                let (odd, even) = oe.split_at_mut(n);
+                let (odd, even) = split[2 * slot[r] * n..2 * (slot[r] + 1) * n].split_at_mut(n);
                 split_row(row, odd, even);
             }
             for s in 0..2 {
-                let d = |r: usize| &split[(2 * r + s) * n..(2 * r + s + 1) * n];
+                let d = |r: usize| &split[(2 * slot[r] + s) * n..(2 * slot[r] + s + 1) * n];
                 let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
                 let mut rows = comb.chunks_mut(n).skip(s).step_by(2);
                 let (r0, r1, r2, r3) =
