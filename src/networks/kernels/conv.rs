@@ -453,7 +453,8 @@ mod tests {
     fn backward_is_deterministic() {
         let mut rng = Rng::new(21);
         // The last two: Winograd (≥ 16 channels), image-parallel and with parallel products.
-        for (b, k, ci, co) in [(8, 3, 6, 5), (2, 3, 6, 5), (5, 1, 6, 5), (20, 3, 6, 5), (20, 3, 16, 17), (1, 3, 17, 16)] {
+        for (b, k, ci, co) in [(8, 3, 6, 5), (2, 3, 6, 5), (5, 1, 6, 5), (20, 3, 6, 5), (20, 3, 16, 17), (1, 3, 17, 16)]
+        {
             let g = Geometry { b, ci, co, h: 9, w: 7, k };
             let mut draw = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();
             let (x, w, dy) = (draw(b * g.ci * g.hw()), draw(g.co * g.kk()), draw(b * g.co * g.hw()));

@@ -52,6 +52,7 @@ impl Act {
 }
 
 /// `x ← act(x)` on one slice, on this thread (an epilogue on data still in cache).
+#[inline]
 pub(crate) fn apply_in_place(x: &mut [f32], act: Act) {
     match act {
         Act::Identity => {}

@@ -18,6 +18,7 @@
 
 use super::conv::{Geometry, SharedOut, gemm_raw, release, scratch};
 use super::pointwise::{Act, apply_in_place};
+use super::vectorised;
 use rayon::prelude::*;
 
 /// Whether the Winograd path computes this convolution: 3×3, and at least 16 channels on both
@@ -62,6 +63,7 @@ fn band_tile_rows(g: Geometry, th: usize, tw: usize) -> usize {
 
 /// One input row split into its values at odd and even columns, as the tiles read them:
 /// `odd[k] = row[2k − 1]`, `even[k] = row[2k]`, zero outside the row (k = 0 ..= tw).
+#[inline(always)]
 fn split_row(row: Option<&[f32]>, odd: &mut [f32], even: &mut [f32]) {
     odd.fill(0.0);
     even.fill(0.0);
@@ -78,64 +80,69 @@ fn split_row(row: Option<&[f32]>, odd: &mut [f32], even: &mut [f32]) {
 /// `V[c][ξ][t] = (Bᵀ d B)[i][j]` for each tile `t` of tile rows `[t0, t1)` (row-major, `tw`
 /// per row) and channel `c`: `v` holds `ci` chunks of `16 · nt` values.
 fn transform_input(x: &[f32], g: Geometry, (t0, t1): (usize, usize), tw: usize, v: &mut [f32], parallel: bool) {
-    let (h, w, hw) = (g.h, g.w, g.h * g.w);
-    let nt = (t1 - t0) * tw;
-    let n = tw + 1;
-    let channel = |c: usize, vc: &mut [f32]| {
-        let plane = &x[c * hw..(c + 1) * hw];
-        // split[(2·slot[r] + s)·n..]: input row r of the tile row at its odd (s = 0) or even
-        // (s = 1) columns; comb[(2i + s)·n..]: row i of Bᵀ d, for the same columns.
-        // Input row r of the tile row lives in slot[r] of `split`: consecutive tile rows share
-        // two input rows, which are rotated into place rather than split again.
-        let (mut split, mut comb) = (vec![0f32; 8 * n], vec![0f32; 8 * n]);
-        let mut slot = [0, 1, 2, 3];
-        for ty in t0..t1 {
-            let fresh = if ty == t0 { 0 } else { 2 };
-            if fresh == 2 {
-                slot = [slot[2], slot[3], slot[0], slot[1]];
-            }
-            for r in fresh..4 {
-                let y = (2 * ty + r) as isize - 1;
-                let row = (0..h as isize).contains(&y).then(|| &plane[y as usize * w..(y as usize + 1) * w]);
-                let (odd, even) = split[2 * slot[r] * n..2 * (slot[r] + 1) * n].split_at_mut(n);
-                split_row(row, odd, even);
-            }
-            for s in 0..2 {
-                let d = |r: usize| &split[(2 * slot[r] + s) * n..(2 * slot[r] + s + 1) * n];
-                let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-                let mut rows = comb.chunks_mut(n).skip(s).step_by(2);
-                let (r0, r1, r2, r3) =
-                    (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
-                for k in 0..n {
-                    r0[k] = d0[k] - d2[k];
-                    r1[k] = d1[k] + d2[k];
-                    r2[k] = d2[k] - d1[k];
-                    r3[k] = d1[k] - d3[k];
-                }
-            }
-            // Then B over columns: with a, b, c, d the tile's columns 2tx−1 … 2tx+2 (odd[tx],
-            // even[tx], odd[tx+1], even[tx+1]): (a − c, b + c, c − b, b − d).
-            let base = (ty - t0) * tw;
-            for i in 0..4 {
-                let (o, e) = (&comb[2 * i * n..(2 * i + 1) * n], &comb[(2 * i + 1) * n..(2 * i + 2) * n]);
-                let at = |j: usize| (4 * i + j) * nt + base;
-                let (v0, rest) = vc[at(0)..at(3) + tw].split_at_mut(nt);
-                let (v1, rest) = rest.split_at_mut(nt);
-                let (v2, v3) = rest.split_at_mut(nt);
-                for tx in 0..tw {
-                    v0[tx] = o[tx] - o[tx + 1];
-                    v1[tx] = e[tx] + o[tx + 1];
-                    v2[tx] = o[tx + 1] - e[tx];
-                    v3[tx] = e[tx] - e[tx + 1];
-                }
-            }
-        }
-    };
+    let (hw, nt) = (g.h * g.w, (t1 - t0) * tw);
+    let channel =
+        |c: usize, vc: &mut [f32]| vectorised(|| input_channel(&x[c * hw..(c + 1) * hw], g, (t0, t1), tw, vc));
     let v = &mut v[..g.ci * 16 * nt];
     if parallel {
         v.par_chunks_mut(16 * nt).enumerate().for_each(|(c, vc)| channel(c, vc));
     } else {
         v.chunks_mut(16 * nt).enumerate().for_each(|(c, vc)| channel(c, vc));
+    }
+}
+
+/// [`transform_input`] of one channel's plane into its `16 · nt` values.
+#[inline(always)]
+fn input_channel(plane: &[f32], g: Geometry, (t0, t1): (usize, usize), tw: usize, vc: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    let nt = (t1 - t0) * tw;
+    let n = tw + 1;
+    // split[(2·slot[r] + s)·n..]: input row r of the tile row at its odd (s = 0) or even
+    // (s = 1) columns; comb[(2i + s)·n..]: row i of Bᵀ d, for the same columns.
+    // Input row r of the tile row lives in slot[r] of `split`: consecutive tile rows share
+    // two input rows, which are rotated into place rather than split again.
+    let (mut split, mut comb) = (vec![0f32; 8 * n], vec![0f32; 8 * n]);
+    let mut slot = [0, 1, 2, 3];
+    for ty in t0..t1 {
+        let fresh = if ty == t0 { 0 } else { 2 };
+        if fresh == 2 {
+            slot = [slot[2], slot[3], slot[0], slot[1]];
+        }
+        for r in fresh..4 {
+            let y = (2 * ty + r) as isize - 1;
+            let row = (0..h as isize).contains(&y).then(|| &plane[y as usize * w..(y as usize + 1) * w]);
+            let (odd, even) = split[2 * slot[r] * n..2 * (slot[r] + 1) * n].split_at_mut(n);
+            split_row(row, odd, even);
+        }
+        for s in 0..2 {
+            let d = |r: usize| &split[(2 * slot[r] + s) * n..(2 * slot[r] + s + 1) * n];
+            let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
+            let mut rows = comb.chunks_mut(n).skip(s).step_by(2);
+            let (r0, r1, r2, r3) =
+                (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
+            for k in 0..n {
+                r0[k] = d0[k] - d2[k];
+                r1[k] = d1[k] + d2[k];
+                r2[k] = d2[k] - d1[k];
+                r3[k] = d1[k] - d3[k];
+            }
+        }
+        // Then B over columns: with a, b, c, d the tile's columns 2tx−1 … 2tx+2 (odd[tx],
+        // even[tx], odd[tx+1], even[tx+1]): (a − c, b + c, c − b, b − d).
+        let base = (ty - t0) * tw;
+        for i in 0..4 {
+            let (o, e) = (&comb[2 * i * n..(2 * i + 1) * n], &comb[(2 * i + 1) * n..(2 * i + 2) * n]);
+            let at = |j: usize| (4 * i + j) * nt + base;
+            let (v0, rest) = vc[at(0)..at(3) + tw].split_at_mut(nt);
+            let (v1, rest) = rest.split_at_mut(nt);
+            let (v2, v3) = rest.split_at_mut(nt);
+            for tx in 0..tw {
+                v0[tx] = o[tx] - o[tx + 1];
+                v1[tx] = e[tx] + o[tx + 1];
+                v2[tx] = o[tx + 1] - e[tx];
+                v3[tx] = e[tx] - e[tx + 1];
+            }
+        }
     }
 }
 
@@ -151,49 +158,63 @@ fn transform_output(
     out: SharedOut,
     parallel: bool,
 ) {
-    let (h, w, hw) = (g.h, g.w, g.h * g.w);
     let nt = (t1 - t0) * tw;
-    let one = |o: usize, mo: &[f32]| {
-        let mut y = vec![0f32; 4 * tw];
-        for ty in t0..t1 {
-            let base = (ty - t0) * tw;
-            let mx: [&[f32]; 16] = std::array::from_fn(|xi| &mo[xi * nt + base..xi * nt + base + tw]);
-            let (y00, rest) = y.split_at_mut(tw);
-            let (y01, rest) = rest.split_at_mut(tw);
-            let (y10, y11) = rest.split_at_mut(tw);
-            for tx in 0..tw {
-                let s0: [f32; 4] = std::array::from_fn(|j| mx[j][tx] + mx[4 + j][tx] + mx[8 + j][tx]);
-                let s1: [f32; 4] = std::array::from_fn(|j| mx[4 + j][tx] - mx[8 + j][tx] - mx[12 + j][tx]);
-                y00[tx] = s0[0] + s0[1] + s0[2];
-                y01[tx] = s0[1] - s0[2] - s0[3];
-                y10[tx] = s1[0] + s1[1] + s1[2];
-                y11[tx] = s1[1] - s1[2] - s1[3];
-            }
-            let b = bias[o];
-            for (dy, (ya, yb)) in [(0, (&*y00, &*y01)), (1, (&*y10, &*y11))] {
-                let yy = 2 * ty + dy;
-                if yy >= h {
-                    continue;
-                }
-                // SAFETY: channel o's row yy of `out` is written by this call alone (channels
-                // are split between workers, tile rows between bands).
-                let row = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(o * hw + yy * w), w) };
-                for (pair, (a, c)) in row.chunks_exact_mut(2).zip(ya.iter().zip(yb)) {
-                    pair[0] = a + b;
-                    pair[1] = c + b;
-                }
-                if w % 2 == 1 {
-                    row[w - 1] = ya[tw - 1] + b;
-                }
-                apply_in_place(row, act);
-            }
-        }
-    };
+    let one = |o: usize, mo: &[f32]| vectorised(|| output_channel(mo, g, (t0, t1), tw, bias[o], act, out, o));
     let m = &m[..g.co * 16 * nt];
     if parallel {
         m.par_chunks(16 * nt).enumerate().for_each(|(o, mo)| one(o, mo));
     } else {
         m.chunks(16 * nt).enumerate().for_each(|(o, mo)| one(o, mo));
+    }
+}
+
+/// [`transform_output`] of output channel `o` from its `16 · nt` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn output_channel(
+    mo: &[f32],
+    g: Geometry,
+    (t0, t1): (usize, usize),
+    tw: usize,
+    b: f32,
+    act: Act,
+    out: SharedOut,
+    o: usize,
+) {
+    let (h, w, hw) = (g.h, g.w, g.h * g.w);
+    let nt = (t1 - t0) * tw;
+    let mut y = vec![0f32; 4 * tw];
+    for ty in t0..t1 {
+        let base = (ty - t0) * tw;
+        let mx: [&[f32]; 16] = std::array::from_fn(|xi| &mo[xi * nt + base..xi * nt + base + tw]);
+        let (y00, rest) = y.split_at_mut(tw);
+        let (y01, rest) = rest.split_at_mut(tw);
+        let (y10, y11) = rest.split_at_mut(tw);
+        for tx in 0..tw {
+            let s0: [f32; 4] = std::array::from_fn(|j| mx[j][tx] + mx[4 + j][tx] + mx[8 + j][tx]);
+            let s1: [f32; 4] = std::array::from_fn(|j| mx[4 + j][tx] - mx[8 + j][tx] - mx[12 + j][tx]);
+            y00[tx] = s0[0] + s0[1] + s0[2];
+            y01[tx] = s0[1] - s0[2] - s0[3];
+            y10[tx] = s1[0] + s1[1] + s1[2];
+            y11[tx] = s1[1] - s1[2] - s1[3];
+        }
+        for (dy, (ya, yb)) in [(0, (&*y00, &*y01)), (1, (&*y10, &*y11))] {
+            let yy = 2 * ty + dy;
+            if yy >= h {
+                continue;
+            }
+            // SAFETY: channel o's row yy of `out` is written by this call alone (channels
+            // are split between workers, tile rows between bands).
+            let row = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(o * hw + yy * w), w) };
+            for (pair, (a, c)) in row.chunks_exact_mut(2).zip(ya.iter().zip(yb)) {
+                pair[0] = a + b;
+                pair[1] = c + b;
+            }
+            if w % 2 == 1 {
+                row[w - 1] = ya[tw - 1] + b;
+            }
+            apply_in_place(row, act);
+        }
     }
 }
 
@@ -267,62 +288,67 @@ pub(crate) fn weight_grad_len(g: Geometry) -> usize {
 /// `Ŷ[o][ξ][t]` for tile rows `[t0, t1)`: with `a`, `b` a tile's two output-gradient values
 /// along an axis (zero past the image), `A (a, b) = (a, a + b, a − b, −b)`, rows then columns.
 fn transform_grad(dy: &[f32], g: Geometry, (t0, t1): (usize, usize), tw: usize, yh: &mut [f32], parallel: bool) {
-    let (h, w, hw) = (g.h, g.w, g.h * g.w);
-    let nt = (t1 - t0) * tw;
-    let channel = |o: usize, yo: &mut [f32]| {
-        let plane = &dy[o * hw..(o + 1) * hw];
-        // The tile row's two output rows at even and odd columns: (even, odd) per row.
-        let mut split = vec![0f32; 4 * tw];
-        for ty in t0..t1 {
-            for (r, eo) in split.chunks_mut(2 * tw).enumerate() {
-                let y = 2 * ty + r;
-                let (even, odd) = eo.split_at_mut(tw);
-                even.fill(0.0);
-                odd.fill(0.0);
-                if y >= h {
-                    continue;
-                }
-                let row = &plane[y * w..(y + 1) * w];
-                for (k, pair) in row.chunks_exact(2).enumerate() {
-                    even[k] = pair[0];
-                    odd[k] = pair[1];
-                }
-                if w % 2 == 1 {
-                    even[tw - 1] = row[w - 1];
-                }
-            }
-            let (r0, r1) = split.split_at(2 * tw);
-            let base = (ty - t0) * tw;
-            // Rows: (r0, r0 + r1, r0 − r1, −r1); then columns within each.
-            for i in 0..4 {
-                let pick = |k: usize| -> f32 {
-                    let (a, b) = (r0[k], r1[k]);
-                    match i {
-                        0 => a,
-                        1 => a + b,
-                        2 => a - b,
-                        _ => -b,
-                    }
-                };
-                let at = |j: usize| (4 * i + j) * nt + base;
-                let (v0, rest) = yo[at(0)..at(3) + tw].split_at_mut(nt);
-                let (v1, rest) = rest.split_at_mut(nt);
-                let (v2, v3) = rest.split_at_mut(nt);
-                for tx in 0..tw {
-                    let (a, b) = (pick(tx), pick(tw + tx));
-                    v0[tx] = a;
-                    v1[tx] = a + b;
-                    v2[tx] = a - b;
-                    v3[tx] = -b;
-                }
-            }
-        }
-    };
+    let (hw, nt) = (g.h * g.w, (t1 - t0) * tw);
+    let channel =
+        |o: usize, yo: &mut [f32]| vectorised(|| grad_channel(&dy[o * hw..(o + 1) * hw], g, (t0, t1), tw, yo));
     let yh = &mut yh[..g.co * 16 * nt];
     if parallel {
         yh.par_chunks_mut(16 * nt).enumerate().for_each(|(o, yo)| channel(o, yo));
     } else {
         yh.chunks_mut(16 * nt).enumerate().for_each(|(o, yo)| channel(o, yo));
+    }
+}
+
+/// [`transform_grad`] of one output-gradient plane into its `16 · nt` values.
+#[inline(always)]
+fn grad_channel(plane: &[f32], g: Geometry, (t0, t1): (usize, usize), tw: usize, yo: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    let nt = (t1 - t0) * tw;
+    // The tile row's two output rows at even and odd columns: (even, odd) per row.
+    let mut split = vec![0f32; 4 * tw];
+    for ty in t0..t1 {
+        for (r, eo) in split.chunks_mut(2 * tw).enumerate() {
+            let y = 2 * ty + r;
+            let (even, odd) = eo.split_at_mut(tw);
+            even.fill(0.0);
+            odd.fill(0.0);
+            if y >= h {
+                continue;
+            }
+            let row = &plane[y * w..(y + 1) * w];
+            for (k, pair) in row.chunks_exact(2).enumerate() {
+                even[k] = pair[0];
+                odd[k] = pair[1];
+            }
+            if w % 2 == 1 {
+                even[tw - 1] = row[w - 1];
+            }
+        }
+        let (r0, r1) = split.split_at(2 * tw);
+        let base = (ty - t0) * tw;
+        // Rows: (r0, r0 + r1, r0 − r1, −r1); then columns within each.
+        for i in 0..4 {
+            let pick = |k: usize| -> f32 {
+                let (a, b) = (r0[k], r1[k]);
+                match i {
+                    0 => a,
+                    1 => a + b,
+                    2 => a - b,
+                    _ => -b,
+                }
+            };
+            let at = |j: usize| (4 * i + j) * nt + base;
+            let (v0, rest) = yo[at(0)..at(3) + tw].split_at_mut(nt);
+            let (v1, rest) = rest.split_at_mut(nt);
+            let (v2, v3) = rest.split_at_mut(nt);
+            for tx in 0..tw {
+                let (a, b) = (pick(tx), pick(tw + tx));
+                v0[tx] = a;
+                v1[tx] = a + b;
+                v2[tx] = a - b;
+                v3[tx] = -b;
+            }
+        }
     }
 }
 
