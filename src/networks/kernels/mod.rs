@@ -16,6 +16,7 @@
 //! each equals its burn composition within float rounding (tested, value and gradients).
 
 mod conv;
+mod gemm;
 mod norm;
 mod pointwise;
 mod resample;
@@ -32,10 +33,30 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use conv::Geometry;
 use norm::NormShape;
 use pointwise::Act;
 use resample::Resample2x;
+
+/// Shapes of one stride-1 "same" convolution.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub b: usize,
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+impl Geometry {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// Rows of the im2col matrix: one per (input channel, kernel tap).
+    fn kk(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+}
 
 /// Runs `f` inside a function compiled for AVX2 + FMA where the CPU has them (the crate is
 /// built for baseline x86-64, whose vectors are 4 floats wide): for the simple vector loops of

@@ -16,7 +16,8 @@
 //! convolution's to a few float roundings (tested against it and against burn's). Used by
 //! [`super::conv`] where both channel counts are large enough for the products to dominate.
 
-use super::conv::{Geometry, SharedOut, gemm_raw, release, scratch};
+use super::Geometry;
+use super::gemm::{SharedOut, gemm_raw, release, scratch};
 use super::pointwise::{Act, apply_in_place};
 use super::vectorised;
 use rayon::prelude::*;
