@@ -62,6 +62,16 @@ impl ChannelNorm {
     }
 
     pub(super) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // One kernel each way on flex; the composition below elsewhere (equal, tested).
+        let x = match crate::networks::kernels::channel_norm(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            self.eps,
+        ) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let c = x.dims()[1];
         let mean = x.clone().mean_dim(1);
         let centred = x.clone() - mean;

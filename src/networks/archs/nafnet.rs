@@ -257,7 +257,7 @@ impl NafBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let h = conv(&self.conv1, self.norm1.forward(x.clone()));
-        let h = simple_gate(self.conv2.forward(h));
+        let h = simple_gate(conv(&self.conv2, h));
         let pooled = h.clone().mean_dim(2).mean_dim(3);
         let h = h * conv(&self.sca, pooled);
         let y = x + conv(&self.conv3, h) * self.beta.val();

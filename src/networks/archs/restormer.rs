@@ -278,7 +278,7 @@ impl Mdta {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let heads = self.heads;
-        let qkv = self.qkv_dwconv.forward(conv(&self.qkv, x));
+        let qkv = conv(&self.qkv_dwconv, conv(&self.qkv, x));
         let mut parts = qkv.chunk(3, 1);
         let shape = [b, heads, c / heads, h * w];
         let v = parts.pop().expect("q, k, v").reshape(shape);
@@ -306,7 +306,7 @@ pub struct Gdfn {
 
 impl Gdfn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.dwconv.forward(conv(&self.project_in, x));
+        let h = conv(&self.dwconv, conv(&self.project_in, x));
         let mut halves = h.chunk(2, 1);
         let b = halves.pop().expect("two halves");
         let a = halves.pop().expect("two halves");

@@ -15,7 +15,9 @@
 //! mixed-precision f16 path) keep burn's own ops: the functions here choose at run time, and
 //! each equals its burn composition within float rounding (tested, value and gradients).
 
+mod channel_norm;
 mod conv;
+mod depthwise;
 mod gemm;
 mod norm;
 mod pointwise;
@@ -33,6 +35,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use channel_norm::ChannelShape;
+use depthwise::DepthShape;
 use norm::NormShape;
 use pointwise::Act;
 use resample::Resample2x;
@@ -105,6 +109,17 @@ pub trait KernelOps: Backend {
     ) -> FloatTensor<Self>;
     /// A ×2 resampling of `x: [b, c, h, w]` ([`Resample2x::code`]).
     fn resample2x(x: FloatTensor<Self>, kind: u32) -> FloatTensor<Self>;
+    /// Depthwise k×k convolution (weight `[c, 1, k, k]`), stride 1, zero padding k/2, with bias.
+    fn depthwise_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// LayerNorm over the channels of `x: [b, c, h, w]` at each pixel, then `· weight + bias`
+    /// (`[c]` each); `centred` 0: Restormer's bias-free `x/σ`.
+    fn channel_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        eps: f32,
+        centred: u32,
+    ) -> FloatTensor<Self>;
 }
 
 impl Resample2x {
@@ -180,12 +195,16 @@ pub(crate) fn conv_leaky_relu(layer: &Conv2d, x: Tensor<4>, slope: f64) -> Tenso
 fn conv_then(layer: &Conv2d, x: Tensor<4>, act: Act) -> Tensor<4> {
     let [k0, k1] = layer.kernel_size;
     let same = matches!(layer.padding, PaddingConfig2d::Explicit(t, l, b, r) if t == k0 / 2 && b == k0 / 2 && l == k1 / 2 && r == k1 / 2);
+    let channels = x.dims()[1];
+    let [co, per_group, _, _] = layer.weight.dims();
+    // One group (a plain convolution), or one filter per channel (depthwise).
+    let depthwise = layer.groups == channels && co == channels && per_group == 1 && act == Act::Identity;
     let covered = k0 == k1
         && k0 % 2 == 1
         && same
         && layer.stride == [1, 1]
         && layer.dilation == [1, 1]
-        && layer.groups == 1
+        && (layer.groups == 1 || depthwise)
         && fast_path(&x);
     if covered {
         let w = layer.weight.val();
@@ -198,6 +217,7 @@ fn conv_then(layer: &Conv2d, x: Tensor<4>, act: Act) -> Tensor<4> {
         if w.dtype() == DType::F32 && b.dtype() == DType::F32 {
             let (x, w, b) = (x.into_dispatch(), w.into_dispatch(), b.into_dispatch());
             return Tensor::from_dispatch(match act {
+                _ if depthwise => <Dispatch as KernelOps>::depthwise_same(x, w, b),
                 Act::Identity => <Dispatch as KernelOps>::conv_same(x, w, b),
                 act => {
                     let (kind, slope) = act.code();
@@ -263,6 +283,29 @@ pub(crate) fn upsample2x_nearest(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 pub(crate) fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
     resample2x(x, Resample2x::AvgPool)
         .unwrap_or_else(|x| burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2])))
+}
+
+/// LayerNorm over the channels at each pixel, `· weight + bias` (no bias: Restormer's
+/// bias-free `x/σ · weight`): one kernel each way on flex (f32); `Err(x)` elsewhere, for the
+/// caller's composition of burn ops.
+pub(crate) fn channel_norm(
+    x: Tensor<4>,
+    weight: Tensor<1>,
+    bias: Option<Tensor<1>>,
+    eps: f64,
+) -> Result<Tensor<4>, Tensor<4>> {
+    if !fast_path(&x) || weight.dtype() != DType::F32 || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) {
+        return Err(x);
+    }
+    let centred = u32::from(bias.is_some());
+    let bias = bias.unwrap_or_else(|| Tensor::zeros(weight.dims(), &weight.device()));
+    Ok(Tensor::from_dispatch(<Dispatch as KernelOps>::channel_norm(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        eps as f32,
+        centred,
+    )))
 }
 
 /// GroupNorm with the module's own γ, β, then (optionally) a per-sample FiLM scale-shift
@@ -404,6 +447,28 @@ impl KernelOps for Flex {
         let x = contiguous(x);
         flex_tensor(resample::forward(slice(&x), b * c, h, w, kind), vec![b, c, oh, ow])
     }
+
+    fn depthwise_same(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let (shape, s) = (shape_of(&x), depth_shape(&x, &weight));
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        flex_tensor(depthwise::forward(slice(&x), slice(&weight), slice(&bias), s), shape)
+    }
+
+    fn channel_norm(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, eps: f32, centred: u32) -> FlexTensor {
+        let (shape, s) = (shape_of(&x), channel_shape(&x, eps, centred));
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        flex_tensor(channel_norm::forward(slice(&x), slice(&weight), slice(&bias), s), shape)
+    }
+}
+
+fn depth_shape(x: &FlexTensor, weight: &FlexTensor) -> DepthShape {
+    let ([b, c, h, w], [_, _, k, _]) = (x.shape().dims(), weight.shape().dims());
+    DepthShape { b, c, h, w, k }
+}
+
+fn channel_shape(x: &FlexTensor, eps: f32, centred: u32) -> ChannelShape {
+    let [b, c, h, w] = x.shape().dims();
+    ChannelShape { b, c, hw: h * w, eps, centred: centred != 0 }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,6 +628,87 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(Flex::resample2x(x.into_primitive(), kind)),
         }
     }
+
+    fn depthwise_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct DepthwiseBackward;
+
+        impl Backward<Flex, 3> for DepthwiseBackward {
+            type State = (NodeId, NodeId);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_w, node_b] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
+                let s = depth_shape(&x, &weight);
+                let (gx, gw, gb) = depthwise::backward(slice(&x), slice(&weight), slice(&grad), s, node_x.is_some());
+                if let (Some(node), Some(gx)) = (node_x, gx) {
+                    grads.register::<Flex>(node.id, flex_tensor(gx, shape_of(&x)));
+                }
+                if let Some(node) = node_w {
+                    grads.register::<Flex>(node.id, flex_tensor(gw, vec![s.c, 1, s.k, s.k]));
+                }
+                if let Some(node) = node_b {
+                    grads.register::<Flex>(node.id, flex_tensor(gb, vec![s.c]));
+                }
+            }
+        }
+
+        let forward = |x: Self::FloatTensorPrimitive, w: Self::FloatTensorPrimitive, b: Self::FloatTensorPrimitive| {
+            Flex::depthwise_same(x.into_primitive(), w.into_primitive(), b.into_primitive())
+        };
+        match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+                prep.finish(state, forward(x, weight, bias))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
+        }
+    }
+
+    fn channel_norm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        eps: f32,
+        centred: u32,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ChannelNormBackward;
+
+        impl Backward<Flex, 3> for ChannelNormBackward {
+            /// The input and the weight (the statistics are recomputed), ε and the form.
+            type State = (NodeId, NodeId, f32, u32);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_w, node_b] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
+                let s = channel_shape(&x, ops.state.2, ops.state.3);
+                let (dx, dw, db) = channel_norm::backward(slice(&x), slice(&weight), slice(&grad), s);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, flex_tensor(dx, shape_of(&x)));
+                }
+                if let Some(node) = node_w {
+                    grads.register::<Flex>(node.id, flex_tensor(dw, vec![s.c]));
+                }
+                if let Some(node) = node_b {
+                    grads.register::<Flex>(node.id, flex_tensor(db, vec![s.c]));
+                }
+            }
+        }
+
+        let forward = |x: Self::FloatTensorPrimitive, w: Self::FloatTensorPrimitive, b: Self::FloatTensorPrimitive| {
+            Flex::channel_norm(x.into_primitive(), w.into_primitive(), b.into_primitive(), eps, centred)
+        };
+        match ChannelNormBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), eps, centred);
+                prep.finish(state, forward(x, weight, bias))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -638,6 +784,74 @@ mod tests {
             let xp = Tensor::<4>::from_data(x.clone().into_data(), &plain);
             let d = rel_diff(&vals(conv(&l2, xp.clone())), &vals(l2.forward(xp)));
             assert!(d < 1e-5, "{what}: inference value {d}");
+        }
+    }
+
+    /// Channel LayerNorm equals its burn composition (NAFNet's and Restormer's), with and
+    /// without bias (the bias-free `x/σ` form), in value and in the input, weight and bias
+    /// gradients; images of more than one pixel block, and a pixel count not a multiple of it.
+    #[test]
+    fn channel_norm_matches_burn() {
+        let mut rng = Rng::new(17);
+        for (b, c, h, w, with_bias) in [(2, 6, 5, 7, true), (1, 24, 30, 40, true), (2, 9, 23, 31, false)] {
+            let dev = Device::flex().autodiff();
+            let x = Tensor::<4>::from_data(data(&mut rng, vec![b, c, h, w], 1.5), &dev).require_grad();
+            let wt = Tensor::<1>::from_data(data(&mut rng, vec![c], 1.0), &dev).require_grad();
+            let bias = Tensor::<1>::from_data(data(&mut rng, vec![c], 1.0), &dev).require_grad();
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![b, c, h, w], 1.0), &dev);
+            let eps = 1e-6;
+            let reference = |x: Tensor<4>| {
+                let mean = x.clone().mean_dim(1);
+                let centred = x.clone() - mean;
+                let inv = (centred.clone().powi_scalar(2).mean_dim(1) + eps).sqrt().recip();
+                let wv = wt.clone().reshape([1, c, 1, 1]);
+                if with_bias { centred * inv * wv + bias.clone().reshape([1, c, 1, 1]) } else { x * inv * wv }
+            };
+            let run = |y: Tensor<4>| {
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let mut out = vec![vals(y), vals(x.grad(&grads).unwrap()), vals(wt.grad(&grads).unwrap())];
+                if with_bias {
+                    out.push(vals(bias.grad(&grads).unwrap()));
+                }
+                out
+            };
+            let ours = run(channel_norm(x.clone(), wt.clone(), with_bias.then(|| bias.clone()), eps)
+                .expect("flex f32 takes the kernel"));
+            let theirs = run(reference(x.clone()));
+            for (k, (a, t)) in ours.iter().zip(&theirs).enumerate() {
+                assert!(rel_diff(a, t) < 1e-5, "{b}×{c}×{h}×{w} bias {with_bias}: part {k} off by {}", rel_diff(a, t));
+            }
+        }
+    }
+
+    /// The depthwise convolution (one filter per channel) equals burn's grouped convolution in
+    /// value and in the input, weight and bias gradients: 3×3 and 5×5, with and without bias,
+    /// one row, odd sizes, batches.
+    #[test]
+    fn depthwise_matches_burn() {
+        let mut rng = Rng::new(23);
+        for (nb, c, k, h, w, bias) in [(2, 6, 3, 7, 9, true), (1, 8, 3, 1, 5, false), (3, 4, 5, 6, 4, true)] {
+            let dev = Device::flex().autodiff();
+            let mut layer = super::super::init::conv(c, c, k, &dev);
+            layer.groups = c;
+            layer.weight = Param::from_tensor(Tensor::from_data(data(&mut rng, vec![c, 1, k, k], 0.3), &dev));
+            layer.bias = bias.then(|| Param::from_tensor(Tensor::from_data(data(&mut rng, vec![c], 0.5), &dev)));
+            let x = Tensor::<4>::from_data(data(&mut rng, vec![nb, c, h, w], 1.0), &dev).require_grad();
+            let r = Tensor::<4>::from_data(data(&mut rng, vec![nb, c, h, w], 1.0), &dev);
+            let run = |fast: bool| {
+                let y = if fast { conv(&layer, x.clone()) } else { layer.forward(x.clone()) };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let mut out =
+                    vec![vals(y), vals(x.grad(&grads).unwrap()), vals(layer.weight.val().grad(&grads).unwrap())];
+                if let Some(b) = &layer.bias {
+                    out.push(vals(b.val().grad(&grads).unwrap()));
+                }
+                out
+            };
+            let (a, b) = (run(true), run(false));
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(rel_diff(p, q) < 1e-5, "{nb}×{c}×{h}×{w} k{k}: part {i} off by {}", rel_diff(p, q));
+            }
         }
     }
 
