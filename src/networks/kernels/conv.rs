@@ -215,8 +215,9 @@ pub(crate) fn conv_backward(
             return;
         }
         if g.k == 1 {
-            // dWᵀ (ci × co) += x (ci × hw) · dyᵀ (hw × co)
-            gemm(kk, g.co, hw, dw, true, xi, (hw, 1), dyi, (1, hw), par);
+            // dW (co × ci) += dy (co × hw) · xᵀ (hw × ci): x and dy are the same size, so the
+            // weight's own layout (a transposition of dWᵀ strides through up to 8 MB).
+            gemm(g.co, kk, hw, dw, true, dyi, (hw, 1), xi, (1, hw), par);
             if want_dx {
                 // dx (ci × hw) = Wᵀ (ci × co) · dy (co × hw)
                 gemm(g.ci, hw, g.co, dxi, false, weight, (1, kk), dyi, (hw, 1), par);
@@ -256,6 +257,9 @@ pub(crate) fn conv_backward(
     let (dw, db) = parts.into_iter().reduce(add_pair).unwrap_or_else(|| (vec![0f32; dw_len], vec![0f32; g.co]));
     if wino {
         return (flipped, winograd::finish_weight_grad(&dw, g), db);
+    }
+    if g.k == 1 {
+        return (want_dx.then_some(dx), dw, db);
     }
     // dWᵀ (kk × co) back to the weight's layout (co × kk).
     let mut dw_out = vec![0f32; dw.len()];
