@@ -748,10 +748,10 @@ mod tests {
             (1, 3, 9, 16, 8, 8),
             (1, 1, 6, 4, 5, 3),
             (3, 3, 2, 3, 1, 4),
-            // Winograd (≥ 16 channels each side): odd sizes, one row or column, both gradients.
-            (3, 3, 16, 17, 7, 9),
-            (1, 3, 20, 16, 5, 1),
-            (1, 3, 16, 16, 1, 6),
+            // Winograd (≥ 16 channels each side, ≥ 64²): odd sizes, both gradients; and a layer
+            // with one side too narrow for it.
+            (3, 3, 16, 17, 64, 66),
+            (1, 3, 20, 16, 65, 63),
             (2, 3, 17, 5, 6, 6),
         ] {
             let dev = Device::flex().autodiff();
