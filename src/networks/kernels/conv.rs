@@ -89,13 +89,6 @@ fn band_rows(g: Geometry) -> usize {
     ((1usize << 18) / (g.kk() * g.w).max(1)).clamp(1, g.h.max(1))
 }
 
-/// Run the images one after another with a parallel gemm when there are fewer images than
-/// threads (a single image to restore, the paper's batch of 2 split over shards), else one
-/// image per rayon job with a sequential gemm.
-fn images_in_parallel(g: Geometry) -> bool {
-    g.b >= rayon::current_num_threads()
-}
-
 /// Forward: per image, `out = act(W (co × ci·k²) · im2col(x) + bias)` — the activation applied
 /// to each band right after its gemm, while it is in cache (inference: one pass over the
 /// output saved per layer; training keeps the two ops, whose backward needs the conv output).
@@ -103,14 +96,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
     let (hw, kk) = (g.hw(), g.kk());
     let mut out = vec![0f32; g.b * g.co * hw];
     if winograd::applies(g) {
-        let per_image = g.ci * hw;
-        if images_in_parallel(g) {
-            out.par_chunks_mut(g.co * hw)
-                .zip(x.par_chunks(per_image))
-                .for_each(|(o, xi)| winograd::forward(xi, weight, bias, Geometry { b: 1, ..g }, act, o, false));
-        } else {
-            winograd::forward(x, weight, bias, g, act, &mut out, true);
-        }
+        winograd::forward(x, weight, bias, g, act, &mut out);
         return out;
     }
     let one = |i: usize, out: &mut [f32], gemm_parallel: bool| {
@@ -156,7 +142,7 @@ pub(crate) fn conv_forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry,
             (0..g.h).step_by(rows).for_each(|r0| band(r0, shared, false));
         }
     };
-    if images_in_parallel(g) {
+    if g.images_in_parallel() {
         out.par_chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, false));
     } else {
         out.chunks_mut(g.co * hw).enumerate().for_each(|(i, o)| one(i, o, true));
@@ -247,7 +233,7 @@ pub(crate) fn conv_backward(
         }
         acc
     };
-    let parallel = groups > 1 && images_in_parallel(g);
+    let parallel = groups > 1 && g.images_in_parallel();
     let parts: Vec<(Vec<f32>, Vec<f32>)> = match (want_dx, parallel) {
         (true, true) => dx.par_chunks_mut(group * g.ci * hw).enumerate().map(|(j, d)| run_group(j, d, false)).collect(),
         (false, true) => (0..groups).into_par_iter().map(|j| run_group(j, &mut [], false)).collect(),

@@ -60,6 +60,12 @@ impl Geometry {
     fn kk(&self) -> usize {
         self.ci * self.k * self.k
     }
+    /// Run the images one after another with a parallel gemm when there are fewer images than
+    /// threads (a single image to restore, the paper's batch of 2 split over shards), else one
+    /// image per rayon job with a sequential gemm.
+    fn images_in_parallel(&self) -> bool {
+        self.b >= rayon::current_num_threads()
+    }
 }
 
 /// Runs `f` inside a function compiled for AVX2 + FMA where the CPU has them (the crate is
@@ -474,6 +480,72 @@ fn channel_shape(x: &FlexTensor, eps: f32, centred: u32) -> ChannelShape {
 // ---------------------------------------------------------------------------------------------
 // Autodiff<Flex>: the same forward, our backward
 
+/// The gradients of an op's input (when asked), weight and bias, shaped.
+type WeightedGrads = (Option<FlexTensor>, FlexTensor, FlexTensor);
+
+/// The backward of `y = f(x, weight, bias)` whose kernel gives all three gradients from the
+/// saved input and weight and the output gradient (the convolutions).
+#[derive(Debug)]
+struct WeightedBackward(fn(&FlexTensor, &FlexTensor, &FlexTensor, bool) -> WeightedGrads);
+
+impl Backward<Flex, 3> for WeightedBackward {
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
+        let (gx, gw, gb) = (self.0)(&x, &weight, &grad, node_x.is_some());
+        if let (Some(node), Some(gx)) = (node_x, gx) {
+            grads.register::<Flex>(node.id, gx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, gw);
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, gb);
+        }
+    }
+}
+
+/// `forward(x, weight, bias)` on flex, tracked under autodiff with `backward` (x and the
+/// weight saved for it).
+fn weighted_op<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    bias: FloatTensor<Autodiff<Flex, C>>,
+    backward: WeightedBackward,
+    forward: fn(FlexTensor, FlexTensor, FlexTensor) -> FlexTensor,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match backward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+            prep.finish(state, forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive()))
+        }
+    }
+}
+
+/// [`WeightedBackward`]'s kernel for [`KernelOps::conv_same`].
+fn conv_grads(x: &FlexTensor, weight: &FlexTensor, grad: &FlexTensor, want_dx: bool) -> WeightedGrads {
+    let g = conv_geometry(x, weight);
+    let (gx, gw, gb) = conv::conv_backward(slice(x), slice(weight), slice(grad), g, want_dx);
+    (
+        gx.map(|v| flex_tensor(v, vec![g.b, g.ci, g.h, g.w])),
+        flex_tensor(gw, vec![g.co, g.ci, g.k, g.k]),
+        flex_tensor(gb, vec![g.co]),
+    )
+}
+
+/// [`WeightedBackward`]'s kernel for [`KernelOps::depthwise_same`].
+fn depthwise_grads(x: &FlexTensor, weight: &FlexTensor, grad: &FlexTensor, want_dx: bool) -> WeightedGrads {
+    let s = depth_shape(x, weight);
+    let (gx, gw, gb) = depthwise::backward(slice(x), slice(weight), slice(grad), s, want_dx);
+    (gx.map(|v| flex_tensor(v, shape_of(x))), flex_tensor(gw, vec![s.c, 1, s.k, s.k]), flex_tensor(gb, vec![s.c]))
+}
+
 /// The saved input of a tracked op, read back as a contiguous flex tensor.
 fn saved(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
     contiguous(checkpointer.retrieve_node_output::<FlexTensor>(id))
@@ -481,40 +553,7 @@ fn saved(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
 
 impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct ConvSameBackward;
-
-        impl Backward<Flex, 3> for ConvSameBackward {
-            type State = (NodeId, NodeId);
-
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-                let [node_x, node_w, node_b] = ops.parents;
-                let grad = contiguous(grads.consume::<Flex>(&ops.node));
-                let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
-                let g = conv_geometry(&x, &weight);
-                let (gx, gw, gb) = conv::conv_backward(slice(&x), slice(&weight), slice(&grad), g, node_x.is_some());
-                if let (Some(node), Some(gx)) = (node_x, gx) {
-                    grads.register::<Flex>(node.id, flex_tensor(gx, vec![g.b, g.ci, g.h, g.w]));
-                }
-                if let Some(node) = node_w {
-                    grads.register::<Flex>(node.id, flex_tensor(gw, vec![g.co, g.ci, g.k, g.k]));
-                }
-                if let Some(node) = node_b {
-                    grads.register::<Flex>(node.id, flex_tensor(gb, vec![g.co]));
-                }
-            }
-        }
-
-        let forward = |x: Self::FloatTensorPrimitive, w: Self::FloatTensorPrimitive, b: Self::FloatTensorPrimitive| {
-            Flex::conv_same(x.into_primitive(), w.into_primitive(), b.into_primitive())
-        };
-        match ConvSameBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                prep.finish(state, forward(x, weight, bias))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
-        }
+        weighted_op::<C>(x, weight, bias, WeightedBackward(conv_grads), Flex::conv_same)
     }
 
     fn conv_same_act(
@@ -630,40 +669,7 @@ impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
     }
 
     fn depthwise_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct DepthwiseBackward;
-
-        impl Backward<Flex, 3> for DepthwiseBackward {
-            type State = (NodeId, NodeId);
-
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-                let [node_x, node_w, node_b] = ops.parents;
-                let grad = contiguous(grads.consume::<Flex>(&ops.node));
-                let (x, weight) = (saved(checkpointer, ops.state.0), saved(checkpointer, ops.state.1));
-                let s = depth_shape(&x, &weight);
-                let (gx, gw, gb) = depthwise::backward(slice(&x), slice(&weight), slice(&grad), s, node_x.is_some());
-                if let (Some(node), Some(gx)) = (node_x, gx) {
-                    grads.register::<Flex>(node.id, flex_tensor(gx, shape_of(&x)));
-                }
-                if let Some(node) = node_w {
-                    grads.register::<Flex>(node.id, flex_tensor(gw, vec![s.c, 1, s.k, s.k]));
-                }
-                if let Some(node) = node_b {
-                    grads.register::<Flex>(node.id, flex_tensor(gb, vec![s.c]));
-                }
-            }
-        }
-
-        let forward = |x: Self::FloatTensorPrimitive, w: Self::FloatTensorPrimitive, b: Self::FloatTensorPrimitive| {
-            Flex::depthwise_same(x.into_primitive(), w.into_primitive(), b.into_primitive())
-        };
-        match DepthwiseBackward.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
-                prep.finish(state, forward(x, weight, bias))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
-        }
+        weighted_op::<C>(x, weight, bias, WeightedBackward(depthwise_grads), Flex::depthwise_same)
     }
 
     fn channel_norm(

@@ -222,20 +222,20 @@ fn output_channel(
 }
 
 /// `out = act(conv3×3(x, weight) + bias)` for each image of `x`, into `out` (b × co × h × w,
-/// fully written). `parallel`: this call has the threads (one image at a time); else it runs
-/// on the calling thread (images already in parallel).
-pub(crate) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, act: Act, out: &mut [f32], parallel: bool) {
-    debug_assert!(applies(g));
+/// fully written). The filters are transformed once for the batch; images run in parallel
+/// when there are at least as many as threads, else one after another with the threads.
+pub(crate) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, act: Act, out: &mut [f32]) {
+    debug_assert!(g.k == 3);
     let hw = g.h * g.w;
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
     let u = transform_weights(weight, g);
     let rows = band_tile_rows(g, th, tw);
     let bands = th.div_ceil(rows);
-    // Bands in parallel when there are enough of them; else each band's stages in parallel.
-    let outer = parallel && bands >= rayon::current_num_threads();
-    let inner = parallel && !outer;
-    for (i, out) in out.chunks_mut(g.co * hw).enumerate() {
-        let xi = &x[i * g.ci * hw..(i + 1) * g.ci * hw];
+    // `parallel`: this image has the threads — bands in parallel when there are enough of
+    // them, else each band's stages in parallel.
+    let image = |xi: &[f32], out: &mut [f32], parallel: bool| {
+        let outer = parallel && bands >= rayon::current_num_threads();
+        let inner = parallel && !outer;
         let shared = SharedOut(out.as_mut_ptr());
         let band = |t0: usize| {
             let t1 = (t0 + rows).min(th);
@@ -276,6 +276,12 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, act:
         } else {
             (0..th).step_by(rows).for_each(band);
         }
+    };
+    let (per_in, per_out) = (g.ci * hw, g.co * hw);
+    if g.images_in_parallel() {
+        out.par_chunks_mut(per_out).zip(x.par_chunks(per_in)).for_each(|(o, xi)| image(xi, o, false));
+    } else {
+        out.chunks_mut(per_out).zip(x.chunks(per_in)).for_each(|(o, xi)| image(xi, o, true));
     }
 }
 
@@ -456,7 +462,7 @@ mod tests {
     /// [`forward`] called directly (small images included, which [`applies`] leaves to im2col).
     fn direct_call(x: &[f32], wt: &[f32], bias: &[f32], g: Geometry, act: Act) -> Vec<f32> {
         let mut out = vec![0f32; g.b * g.co * g.h * g.w];
-        forward(x, wt, bias, g, act, &mut out, true);
+        forward(x, wt, bias, g, act, &mut out);
         out
     }
 
