@@ -4,6 +4,8 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
+use crate::networks::kernels::blend;
+
 /// Shadow copies of every float parameter, flattened, in the module's visiting order.
 pub struct Ema {
     pub decay: f64,
@@ -52,7 +54,8 @@ impl Ema {
     pub(crate) fn update<M: Module>(&mut self, module: &M) {
         let d = self.decay;
         for (s, p) in self.shadow.iter_mut().zip(flatten(module)) {
-            *s = s.clone() * d + p * (1.0 - d);
+            let device = s.device();
+            *s = blend(std::mem::replace(s, Tensor::empty([0], &device)), p, d);
         }
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod ema;
 mod inference;
 pub(crate) mod losses;
 pub(crate) mod methods;
+mod optim;
 mod prefetch;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -21,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::AdamConfig;
 use burn::tensor::Device;
 
 use crate::datasets::{CropPool, PairedSet, TargetTrainSet};
@@ -287,8 +287,8 @@ fn run<T: TrainingMethod>(
         })?;
     }
     let params_g = g.num_params();
-    // The release's Adam: PyTorch defaults (β 0.9 / 0.999, ε 1e-8; burn's default ε is 1e-5).
-    let mut optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).init();
+    // The release's Adam (PyTorch's defaults), fused on flex.
+    let mut optim = optim::FusedAdam::release().init();
     // One data stream per seed, shared by every recipe: the same synthetic crops in the same
     // order, so recipes differ only by what they are meant to differ by.
     let data_seed = crate::rng::derive_seed(inp.seed, "data", &[]);

@@ -72,7 +72,7 @@ impl Geometry {
 /// built for baseline x86-64, whose vectors are 4 floats wide): for the simple vector loops of
 /// our kernels, which the compiler then widens to 8. Elsewhere, `f` as it is.
 #[inline(always)]
-pub(super) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -126,6 +126,9 @@ pub trait KernelOps: Backend {
         eps: f32,
         centred: u32,
     ) -> FloatTensor<Self>;
+    /// `shadow · a + theta · b`, element-wise over equal shapes, in place where `shadow` owns
+    /// its buffer (the weight average's update; never differentiated).
+    fn blend(shadow: FloatTensor<Self>, theta: FloatTensor<Self>, a: f32, b: f32) -> FloatTensor<Self>;
 }
 
 impl Resample2x {
@@ -181,8 +184,8 @@ pub(crate) fn with_plain_ops<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Can the kernels here take this tensor (flex device, f32)?
-fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
+/// Can the kernels here take this tensor (flex device, f32)? (Also the fused optimiser's test.)
+pub(crate) fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && x.device() == Device::flex() && !PLAIN_OPS.with(|p| p.get())
 }
 
@@ -289,6 +292,17 @@ pub(crate) fn upsample2x_nearest(x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 pub(crate) fn avg_pool2x(x: Tensor<4>) -> Tensor<4> {
     resample2x(x, Resample2x::AvgPool)
         .unwrap_or_else(|x| burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2])))
+}
+
+/// `shadow · decay + theta · (1 − decay)` (the scalars rounded to f32, as burn's scalar ops
+/// do): one parallel pass in place on flex (f32); burn's three ops elsewhere.
+pub(crate) fn blend<const D: usize>(shadow: Tensor<D>, theta: Tensor<D>, decay: f64) -> Tensor<D> {
+    if fast_path(&shadow) && fast_path(&theta) && shadow.dims() == theta.dims() {
+        let (a, b) = (decay as f32, (1.0 - decay) as f32);
+        Tensor::from_dispatch(<Dispatch as KernelOps>::blend(shadow.into_dispatch(), theta.into_dispatch(), a, b))
+    } else {
+        shadow * decay + theta * (1.0 - decay)
+    }
 }
 
 /// LayerNorm over the channels at each pixel, `· weight + bias` (no bias: Restormer's
@@ -465,6 +479,24 @@ impl KernelOps for Flex {
         let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
         flex_tensor(channel_norm::forward(slice(&x), slice(&weight), slice(&bias), s), shape)
     }
+
+    fn blend(shadow: FlexTensor, theta: FlexTensor, a: f32, b: f32) -> FlexTensor {
+        let theta = contiguous(theta);
+        let mut shadow = contiguous(shadow);
+        let n = shadow.shape().num_elements();
+        let whole = shadow.layout().contiguous_offsets() == Some((0, n));
+        match shadow.try_storage_mut::<f32>() {
+            Some(s) if whole && s.len() == n => {
+                pointwise::blend(s, slice(&theta), a, b);
+                shadow
+            }
+            _ => {
+                let mut s = slice(&shadow).to_vec();
+                pointwise::blend(&mut s, slice(&theta), a, b);
+                flex_tensor(s, shape_of(&shadow))
+            }
+        }
+    }
 }
 
 fn depth_shape(x: &FlexTensor, weight: &FlexTensor) -> DepthShape {
@@ -552,6 +584,11 @@ fn saved(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
 }
 
 impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
+    fn blend(shadow: FloatTensor<Self>, theta: FloatTensor<Self>, a: f32, b: f32) -> FloatTensor<Self> {
+        // The weight average is never differentiated: an untracked result.
+        FloatTensor::<Self>::new(Flex::blend(shadow.into_primitive(), theta.into_primitive(), a, b))
+    }
+
     fn conv_same(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         weighted_op::<C>(x, weight, bias, WeightedBackward(conv_grads), Flex::conv_same)
     }
@@ -738,6 +775,27 @@ mod tests {
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
         a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max) / scale
+    }
+
+    /// The weight average's blend equals burn's `s · d + t · (1 − d)` bit for bit, whether the
+    /// shadow owns its buffer (updated in place) or shares it (copied first, the sharer kept).
+    #[test]
+    fn blend_matches_burn_in_place_and_shared() {
+        let mut rng = Rng::new(3);
+        let dev = Device::flex();
+        for n in [5, 100_003] {
+            let s = Tensor::<1>::from_data(data(&mut rng, vec![n], 1.0), &dev);
+            let t = Tensor::<1>::from_data(data(&mut rng, vec![n], 1.0), &dev);
+            let reference = vals(with_plain_ops(|| blend(s.clone(), t.clone(), 0.9999)));
+            let before = vals(s.clone());
+            // `s` is shared by the clone here: the result is new and `s` unchanged.
+            assert_eq!(vals(blend(s.clone(), t.clone(), 0.9999)), reference);
+            assert_eq!(vals(s.clone()), before);
+            // Owned alone: in place.
+            let owned = Tensor::<1>::from_data(TensorData::new(before.clone(), [n]), &dev);
+            assert_eq!(vals(blend(owned, t.clone(), 0.9999)), reference);
+            assert_ne!(reference, before);
+        }
     }
 
     /// Our convolution equals burn's (flex's own kernels) in value and in the gradients of the

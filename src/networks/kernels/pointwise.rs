@@ -87,6 +87,19 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], act: Act) -> Vec<f32> {
     out
 }
 
+/// `s ← s · a + t · b` in parallel (the weight average's update).
+pub(crate) fn blend(s: &mut [f32], t: &[f32], a: f32, b: f32) {
+    const CHUNK: usize = 1 << 15;
+    s.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(s, t)| {
+        super::vectorised(|| {
+            let t = &t[..s.len()];
+            for i in 0..s.len() {
+                s[i] = s[i] * a + t[i] * b;
+            }
+        })
+    });
+}
+
 /// A sum LLVM can vectorise (eight independent partial sums instead of one serial chain).
 pub(crate) fn sum(xs: &[f32]) -> f32 {
     sum_by(xs, |v| v)
