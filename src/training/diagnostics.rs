@@ -13,7 +13,7 @@
 //! Both are pure functions of their seeds (every draw from [`Rng::derive`]).
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -164,7 +164,7 @@ pub(crate) fn premise_check(inp: &PremiseInputs, device: &Device) -> Vec<Premise
     ad.seed(crate::rng::derive_seed(inp.seed, "premise-init", &[]));
     let slots = inp.conditions.count();
     let mut d = inp.diffusion.init_for(slots, &ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = super::optim::FusedAdam::release().init();
     let schedule = NoiseSchedule::paper();
     let sigma_max = inp.sigmas.iter().copied().fold(0.0, f64::max);
     let n = inp.batch;
