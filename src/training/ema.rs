@@ -53,10 +53,8 @@ impl Ema {
     /// shadow ← decay·shadow + (1 − decay)·θ, after each optimiser step.
     pub(crate) fn update<M: Module>(&mut self, module: &M) {
         let d = self.decay;
-        for (s, p) in self.shadow.iter_mut().zip(flatten(module)) {
-            let device = s.device();
-            *s = blend(std::mem::replace(s, Tensor::empty([0], &device)), p, d);
-        }
+        let shadow = std::mem::take(&mut self.shadow);
+        self.shadow = shadow.into_iter().zip(flatten(module)).map(|(s, p)| blend(s, p, d)).collect();
     }
 
     /// A copy of `module` holding the averaged weights.

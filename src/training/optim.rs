@@ -1,5 +1,5 @@
-//! The optimiser and the weight average's update: Adam with PyTorch's defaults (the release's),
-//! its per-parameter update fused into one parallel pass on flex.
+//! The optimiser: Adam with PyTorch's defaults (the release's), its per-parameter update fused
+//! into one parallel pass on flex (the weight average's update is `kernels::blend`).
 //!
 //! Why: burn's `Adam` runs thirteen element-wise tensor ops per parameter per step, each a
 //! single-threaded pass that allocates its result; over NAFNet's 29 M weights that was ≈ 10 %
@@ -12,11 +12,7 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRa
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::networks::kernels::{fast_path, vectorised};
-
-/// Elements per parallel job: large enough that rayon's overhead vanishes, small enough that
-/// NAFNet's larger tensors split over every core.
-const CHUNK: usize = 1 << 15;
+use crate::networks::kernels::{CHUNK, fast_path, vectorised};
 
 /// Adam as the release trains with it: β 0.9 / 0.999, ε 1e-8 (PyTorch's defaults; burn's own
 /// default ε is 1e-5), no weight decay.
@@ -31,8 +27,9 @@ pub(crate) struct FusedAdam {
 
 impl FusedAdam {
     pub(crate) fn release() -> Self {
-        let config = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8);
-        FusedAdam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, plain: config.build() }
+        let (beta_1, beta_2, epsilon) = (0.9, 0.999, 1e-8);
+        let plain = AdamConfig::new().with_beta_1(beta_1).with_beta_2(beta_2).with_epsilon(epsilon).build();
+        FusedAdam { beta_1, beta_2, epsilon, plain }
     }
 
     /// The module optimiser the training loop steps (`ModuleOptimizer::step_multi`).

@@ -39,6 +39,8 @@ use channel_norm::ChannelShape;
 use depthwise::DepthShape;
 use norm::NormShape;
 use pointwise::Act;
+/// Elements per rayon job in the element-wise passes (also the fused optimiser's).
+pub(crate) use pointwise::CHUNK;
 use resample::Resample2x;
 
 /// Shapes of one stride-1 "same" convolution.

@@ -89,7 +89,6 @@ pub(crate) fn backward(x: &[f32], grad: &[f32], act: Act) -> Vec<f32> {
 
 /// `s ← s · a + t · b` in parallel (the weight average's update).
 pub(crate) fn blend(s: &mut [f32], t: &[f32], a: f32, b: f32) {
-    const CHUNK: usize = 1 << 15;
     s.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(s, t)| {
         super::vectorised(|| {
             let t = &t[..s.len()];
